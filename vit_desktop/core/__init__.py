@@ -1,0 +1,1 @@
+"""Everything that computes. Imports torch, torchvision, Pillow, safetensors and numpy; never Qt."""

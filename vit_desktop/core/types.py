@@ -1,0 +1,228 @@
+"""Plain immutable data shared by core, the command line and the GUI.
+
+Everything here may cross threads: frozen dataclasses of Python numbers, strings and CPU numpy
+arrays. No tensors, no Qt.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+HeadFusion = Literal["mean", "max", "min"]
+HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
+
+#: Called with (done, total); total is 0 when unknown (a download without Content-Length).
+ProgressCallback = Callable[[int, int], None]
+
+
+class VitDesktopError(Exception):
+    """Base of every error core raises on purpose; its message is one line meant for a person."""
+
+
+class ModelError(VitDesktopError):
+    """A model file or name that cannot be used, with the reason (which key, which shape)."""
+
+
+class ImageError(VitDesktopError):
+    """An image that cannot be read or decoded."""
+
+
+class DownloadError(VitDesktopError):
+    """Weights that could not be fetched: offline, bad hash, server error."""
+
+
+class Cancelled(VitDesktopError):
+    """Raised inside a long job when its CancelToken was set."""
+
+
+class CancelToken:
+    """A thread-safe flag a long job checks between steps (between batches, chunks, epochs)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shape of a torchvision ``VisionTransformer``; enough to build one and load its weights."""
+
+    image_size: int
+    patch_size: int
+    num_layers: int
+    num_heads: int
+    hidden_dim: int
+    mlp_dim: int
+    num_classes: int
+    representation_size: int | None = None
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side: the rollout grid is grid_size x grid_size."""
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a photo becomes the model's input: resize the shorter side, centre-crop, normalise."""
+
+    crop_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    #: "RGB", or "L": converted to grayscale, then repeated to three channels.
+    color_mode: str = "RGB"
+    #: Invert intensities after the colour conversion (dark-background training data such as
+    #: Fashion-MNIST versus product photos on white).
+    invert: bool = False
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The region (left, top, right, bottom) of a ``width`` x ``height`` image the model sees.
+
+        Mirrors the maths of the resize + centre crop in :func:`vit_desktop.core.images.preprocess`.
+        """
+        scale = self.resize_size / min(width, height)
+        side = self.crop_size / scale  # crop side measured in original pixels
+        side_w = min(side, float(width))
+        side_h = min(side, float(height))
+        left = (width - side_w) / 2.0
+        top = (height - side_h) / 2.0
+        return (left, top, left + side_w, top + side_h)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a loaded model is: shown in the GUI, written into saved files."""
+
+    name: str
+    #: "registry" (torchvision name), "file" (a checkpoint), "bundled" (ships in models/).
+    kind: str
+    #: The registry name or the checkpoint path the model came from.
+    source: str
+    arch: Architecture
+    labels: tuple[str, ...]
+    preprocess: Preprocess
+    description: str = ""
+    #: Extra string metadata from the file (base model, training settings, metrics...).
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class Heatmap:
+    """A relevance map over the patch grid, placed on the original (EXIF-oriented) image."""
+
+    #: float32 (grid rows, grid cols), scaled so its maximum is 1.
+    grid: np.ndarray
+    #: (left, top, right, bottom) in original image pixels: where the grid lies.
+    crop_box: tuple[float, float, float, float]
+    #: (width, height) of the original image after EXIF orientation.
+    image_size: tuple[int, int]
+    #: None for class-agnostic rollout, else the class the map explains.
+    class_index: int | None = None
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.head_fusion not in HEAD_FUSIONS:
+            raise ValueError(f"head fusion must be one of {', '.join(HEAD_FUSIONS)}")
+        if not 0.0 <= self.discard_ratio < 1.0:
+            raise ValueError("discard ratio must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """One image's outcome: predictions best first, or an error string; never both."""
+
+    path: str
+    predictions: tuple[Prediction, ...] = ()
+    error: str | None = None
+    #: True when the best score is below the run's threshold.
+    uncertain: bool = False
+    heatmap: Heatmap | None = None
+    #: (width, height) of the oriented original, when it could be decoded.
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def top(self) -> Prediction | None:
+        return self.predictions[0] if self.predictions else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """(done, total) of a long job, with a short human message."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device the engine can use, as offered in pickers."""
+
+    key: str  # "cpu", "cuda:0", "mps"
+    name: str  # human readable, e.g. "NVIDIA H100 80GB HBM3"
+
+
+__all__ = [
+    "Architecture",
+    "CancelToken",
+    "Cancelled",
+    "ClassifyResult",
+    "DeviceInfo",
+    "DownloadError",
+    "ExplainOptions",
+    "HEAD_FUSIONS",
+    "Heatmap",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageError",
+    "ModelCard",
+    "ModelError",
+    "Prediction",
+    "Preprocess",
+    "Progress",
+    "ProgressCallback",
+    "VitDesktopError",
+]
