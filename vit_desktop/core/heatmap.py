@@ -1,0 +1,147 @@
+"""Heatmap colouring and overlay composition in numpy (no matplotlib in the GUI process)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .files import atomic_write_bytes
+from .types import Heatmap
+
+COLORMAPS: tuple[str, ...] = ("inferno", "viridis", "jet")
+
+# Sixth-degree polynomial fits of matplotlib's perceptual maps (max error under 1/255 per
+# channel): a few numbers instead of a 256-entry table, evaluated once into a LUT below.
+_POLY = {
+    "viridis": np.array(
+        [
+            [0.2777273272234177, 0.005407344544966578, 0.3340998053353061],
+            [0.1050930431085774, 1.404613529898575, 1.384590162594685],
+            [-0.3308618287255563, 0.214847559468213, 0.09509516302823659],
+            [-4.634230498983486, -5.799100973351585, -19.33244095627987],
+            [6.228269936347081, 14.17993336680509, 56.69055260068105],
+            [4.776384997670288, -13.74514537774601, -65.35303263337234],
+            [-5.435455855934631, 4.645852612178535, 26.3124352495832],
+        ]
+    ),
+    "inferno": np.array(
+        [
+            [0.0002189403691192265, 0.001651004631001012, -0.01948089843709184],
+            [0.1065134194856116, 0.5639564367884091, 3.932712388889277],
+            [11.60249308247187, -3.972853965665698, -15.9423941062914],
+            [-41.70399613139459, 17.43639888205313, 44.35414519872813],
+            [77.162935699427, -33.40235894210092, -81.80730925738993],
+            [-71.31942824499214, 32.62606426397723, 73.20951985803202],
+            [25.13112622477341, -12.24266895238567, -23.07032500287172],
+        ]
+    ),
+}
+
+
+def _lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 colour table."""
+    t = np.linspace(0.0, 1.0, 256)
+    if name == "jet":
+        # The classic piecewise-linear jet: dark blue -> cyan -> yellow -> dark red.
+        r = np.clip(1.5 - np.abs(4.0 * t - 3.0), 0.0, 1.0)
+        g = np.clip(1.5 - np.abs(4.0 * t - 2.0), 0.0, 1.0)
+        b = np.clip(1.5 - np.abs(4.0 * t - 1.0), 0.0, 1.0)
+        rgb = np.stack([r, g, b], axis=1)
+    elif name in _POLY:
+        powers = t[:, None] ** np.arange(7)[None, :]  # (256, 7)
+        rgb = powers @ _POLY[name]
+    else:
+        raise ValueError(f"unknown colour map {name!r}: use {', '.join(COLORMAPS)}")
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+_LUTS = {name: _lut(name) for name in COLORMAPS}
+
+
+def colorize(values: np.ndarray, colormap: str = "inferno") -> np.ndarray:
+    """Map values in [0, 1] (any shape) to uint8 RGB (shape + (3,))."""
+    lut = _LUTS.get(colormap)
+    if lut is None:
+        raise ValueError(f"unknown colour map {colormap!r}: use {', '.join(COLORMAPS)}")
+    idx = np.clip(np.nan_to_num(values, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return lut[idx]
+
+
+def heat_layer(heatmap: Heatmap, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The heatmap resampled onto an image of ``size`` (w, h).
+
+    Returns (values (h, w) float32 in [0, 1], mask (h, w) bool: inside the crop the model saw).
+    ``size`` may differ from the original (a thumbnail or a zoomed view): the crop box is scaled.
+    """
+    w, h = size
+    ow, oh = heatmap.image_size
+    sx, sy = w / ow, h / oh
+    left, top, right, bottom = heatmap.crop_box
+    x0, y0 = int(round(left * sx)), int(round(top * sy))
+    x1, y1 = max(x0 + 1, int(round(right * sx))), max(y0 + 1, int(round(bottom * sy)))
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    values = np.zeros((h, w), dtype=np.float32)
+    mask = np.zeros((h, w), dtype=bool)
+    if x1 > x0 and y1 > y0:
+        grid = np.ascontiguousarray(heatmap.grid, dtype=np.float32)
+        patch = Image.fromarray(grid, mode="F").resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+        values[y0:y1, x0:x1] = np.clip(np.asarray(patch, dtype=np.float32), 0.0, 1.0)
+        mask[y0:y1, x0:x1] = True
+    return values, mask
+
+
+def overlay_array(
+    rgb: np.ndarray,
+    heatmap: Heatmap,
+    *,
+    colormap: str = "inferno",
+    opacity: float = 0.5,
+    transparent_low: bool = False,
+) -> np.ndarray:
+    """Blend the coloured heatmap over ``rgb`` (h, w, 3) uint8; outside the crop stays untouched."""
+    h, w = rgb.shape[:2]
+    values, mask = heat_layer(heatmap, (w, h))
+    alpha = np.where(mask, float(np.clip(opacity, 0.0, 1.0)), 0.0).astype(np.float32)
+    if transparent_low:
+        # Fade out the low end so only what the model attended to is tinted.
+        ramp = np.clip((values - 0.15) / 0.45, 0.0, 1.0)
+        alpha *= ramp * ramp * (3.0 - 2.0 * ramp)
+    colour = colorize(values, colormap).astype(np.float32)
+    out = rgb.astype(np.float32) * (1.0 - alpha[..., None]) + colour * alpha[..., None]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_overlay(
+    image: Image.Image,
+    heatmap: Heatmap,
+    *,
+    colormap: str = "inferno",
+    opacity: float = 0.5,
+    transparent_low: bool = False,
+) -> Image.Image:
+    """The photo with its heatmap blended in, as an RGB image of the photo's size."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    out = overlay_array(rgb, heatmap, colormap=colormap, opacity=opacity, transparent_low=transparent_low)
+    return Image.fromarray(out, mode="RGB")
+
+
+def save_overlay_png(
+    path: str | os.PathLike[str],
+    image: Image.Image,
+    heatmap: Heatmap,
+    *,
+    colormap: str = "inferno",
+    opacity: float = 0.5,
+    transparent_low: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Render the overlay and save it as PNG, atomically; never replaces a file unless asked."""
+    buf = io.BytesIO()
+    render_overlay(image, heatmap, colormap=colormap, opacity=opacity, transparent_low=transparent_low).save(
+        buf, format="PNG"
+    )
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
