@@ -1,0 +1,158 @@
+"""Rollout maths against a plain implementation, and a trained model's rollout finding the object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import VisionTransformer
+
+from vit_desktop.core.rollout import (
+    RolloutAccumulator,
+    discard_lowest,
+    forward_with_attention,
+    gradient_rollout,
+)
+
+
+def attention_by_hooks(module: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Per-layer attention probabilities from torchvision's own MultiheadAttention (need_weights=True)."""
+    maps: list[np.ndarray] = []
+    handles = []
+    for block in module.encoder.layers:
+        mha = block.self_attention
+
+        def pre(mod, args, kwargs):
+            kwargs = dict(kwargs, need_weights=True, average_attn_weights=False)
+            return args, kwargs
+
+        def post(mod, args, kwargs, output):
+            maps.append(output[1].detach().double().numpy())
+
+        handles.append(mha.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(mha.register_forward_hook(post, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            out = module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, maps
+
+
+def plain_rollout(maps: list[np.ndarray], fusion: str = "mean", discard: float = 0.0) -> np.ndarray:
+    """Abnar & Zuidema, written loop by loop, one sample at a time."""
+    n, _, t, _ = maps[0].shape
+    out = []
+    for s in range(n):
+        r = np.eye(t)
+        for layer in maps:
+            a = {"mean": layer[s].mean(0), "max": layer[s].max(0), "min": layer[s].min(0)}[fusion]
+            if discard > 0:
+                a = a.copy()
+                order = [(a[i, j], i, j) for i in range(t) for j in range(t) if j != 0]
+                order.sort()
+                for _, i, j in order[: int(t * t * discard)]:
+                    a[i, j] = 0.0
+            a = 0.5 * a + 0.5 * np.eye(t)
+            a = a / a.sum(axis=1, keepdims=True)
+            r = a @ r
+        row = r[0, 1:]
+        g = int(round(len(row) ** 0.5))
+        out.append((row / row.max()).reshape(g, g))
+    return np.stack(out)
+
+
+@pytest.fixture
+def model() -> VisionTransformer:
+    torch.manual_seed(0)
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+    return m.eval()
+
+
+def test_forward_with_attention_is_the_models_own_forward(model: VisionTransformer) -> None:
+    x = torch.randn(3, 3, 32, 32)
+    seen: list[tuple[int, tuple[int, ...]]] = []
+    with torch.no_grad():
+        ours = forward_with_attention(model, x, lambda i, p: seen.append((i, tuple(p.shape))))
+        ref = model(x)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert seen == [(i, (3, 4, 17, 17)) for i in range(3)]
+
+
+@pytest.mark.parametrize("fusion, discard", [("mean", 0.0), ("max", 0.0), ("min", 0.0), ("mean", 0.5)])
+def test_rollout_matches_plain_implementation_for_every_batch_item(model, fusion: str, discard: float) -> None:
+    x = torch.randn(3, 3, 32, 32)
+    _, maps = attention_by_hooks(model, x)
+    acc = RolloutAccumulator(fusion, discard)
+    with torch.no_grad():
+        forward_with_attention(model, x, acc)
+    ours = acc.grid().double().numpy()
+    assert ours.shape == (3, 4, 4)
+    np.testing.assert_allclose(ours, plain_rollout(maps, fusion, discard), atol=1e-4)
+    # Batch items are independent: each differs from the others.
+    assert not np.allclose(ours[0], ours[1])
+
+
+def test_discard_keeps_the_cls_column() -> None:
+    fused = torch.rand(2, 5, 5)
+    fused[:, :, 0] = 0.0  # the lowest values of all, and still kept
+    out = discard_lowest(fused, 0.5)
+    assert torch.equal(out[:, :, 0], fused[:, :, 0])
+    for s in range(2):
+        rest = fused[s, :, 1:].flatten()
+        zeroed = out[s, :, 1:].flatten() == 0
+        assert int(zeroed.sum()) == int(25 * 0.5)
+        assert rest[zeroed].max() <= rest[~zeroed].min()  # exactly the lowest ones
+
+
+def test_gradient_rollout_is_per_sample_and_class_specific(model) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    _, both = gradient_rollout(model, x, torch.tensor([1, 3]))
+    _, first = gradient_rollout(model, x[:1], torch.tensor([1]))
+    _, other_class = gradient_rollout(model, x[:1], torch.tensor([4]))
+    assert torch.allclose(both[0], first[0], atol=1e-5)
+    assert not torch.allclose(first[0], other_class[0], atol=1e-3)
+    assert float(both.min()) >= 0.0 and torch.allclose(both.flatten(1).amax(1), torch.ones(2))
+    assert all(p.grad is None for p in model.parameters())  # weights untouched
+
+
+def make_object_images(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """32x32 noise with one 8x8 coloured square on the patch grid; class = its colour."""
+    colours = np.array([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
+    x = rng.normal(0.0, 0.6, size=(n, 3, 32, 32))
+    labels = rng.integers(0, 3, size=n)
+    cells = rng.integers(0, 16, size=n)
+    for i in range(n):
+        r, c = divmod(int(cells[i]), 4)
+        x[i, :, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] = colours[labels[i]][:, None, None] * 1.5
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(labels), cells
+
+
+def test_rollout_of_a_trained_model_lands_on_the_object() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3)
+    x, y, _ = make_object_images(512, rng)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    m.train()
+    for _ in range(6):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    m.eval()
+    xt, yt, cells = make_object_images(200, np.random.default_rng(1))
+    acc = RolloutAccumulator()
+    with torch.no_grad():
+        pred = forward_with_attention(m, xt, acc).argmax(1)
+    assert (pred == yt).float().mean() > 0.9  # it learnt the task
+    peaks = acc.grid().flatten(1).argmax(1).numpy()
+    hit_rate = float((peaks == cells).mean())
+    assert hit_rate > 0.5, f"rollout peak on the object in {hit_rate:.0%} of images (chance is 6%)"
