@@ -1,0 +1,474 @@
+"""Reading photos from disk: decode any Pillow format to oriented RGB, and expand folders to files.
+
+Everything here is plain Python + Pillow + numpy and safe to call from any thread: nothing touches
+global state (Pillow settings, the ``warnings`` filters) after import.
+
+Errors a person can act on are raised as :class:`ImageError` with a one-line reason that names the
+problem ("file not found", "truncated JPEG file", ...). The reason does not repeat the path, because
+every caller shows it next to the path it belongs to (a results row, a CLI line).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .types import CancelToken, ImageError
+
+#: Largest image (width x height of the full-resolution file) that :func:`load_image` will decode.
+#: Pillow's own default; anything bigger is refused as a possible decompression bomb. Tests and
+#: callers may rebind it; it is read on every call.
+MAX_IMAGE_PIXELS: int | None = Image.MAX_IMAGE_PIXELS
+
+# Formats that Pillow identifies but that we never open from a photo folder:
+# EPS/PostScript is rendered by running Ghostscript on the file, which is not something to do to
+# whatever a user drops on the window; MPEG is identify-only (Pillow cannot decode its frames).
+_REFUSED_FORMATS = frozenset({"EPS", "MPEG"})
+
+
+def _can_decode(fmt: str) -> bool:
+    """True when Pillow has a plugin that can really decode ``fmt`` in this environment."""
+    if fmt in _REFUSED_FORMATS:
+        return False
+    factory = Image.OPEN[fmt][0]
+    if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+        # Stub plugins (BUFR, GRIB, HDF5, WMF off Windows) only decode with a registered handler.
+        module = sys.modules.get(factory.__module__)
+        return getattr(module, "_handler", None) is not None
+    return True
+
+
+Image.init()  # register every plugin now, so the format list below is complete
+#: Formats passed to ``Image.open``, in Pillow's own identification order.
+_READ_FORMATS: tuple[str, ...] = tuple(f for f in Image.ID if f in Image.OPEN and _can_decode(f))
+
+#: Lower-case file suffixes (".jpg", ".png", ...) of the formats that :func:`load_image` decodes.
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in _READ_FORMATS
+)
+
+_ORIENTATION_TAG = ExifTags.Base.Orientation
+# EXIF orientations 5-8 turn the picture by 90 degrees: the displayed width is the stored height.
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_WHITE = (255, 255, 255)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Image:
+    """Decode ``path`` to an 8-bit RGB image, turned upright by its EXIF orientation.
+
+    ``draft_size``: for JPEG files, let the decoder scale down by 1/2, 1/4 or 1/8 while keeping the
+    shorter side at least ``draft_size`` pixels; much faster for big photos that are resized for
+    the model anyway. Other formats are always decoded at full size.
+
+    Raises :class:`ImageError` with a one-line reason for anything that is not a readable image.
+    """
+    return load_image_with_size(path, draft_size=draft_size)[0]
+
+
+def load_image_with_size(
+    path: str | Path, *, draft_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Like :func:`load_image`, also returning the full-resolution oriented ``(width, height)``.
+
+    With ``draft_size`` the returned image may be smaller than the file; the size returned next to
+    it is always that of the original after EXIF orientation, which is where a heatmap's crop box
+    is measured.
+    """
+    if draft_size is not None and draft_size < 1:
+        raise ValueError("draft_size must be a positive number of pixels")
+    fmt: str | None = None
+    try:
+        # Image.open only reads the header; the pixels are decoded by load() below, inside the
+        # with-block, so that decode errors surface here and the file is closed when we return.
+        with Image.open(path, formats=_READ_FORMATS) as img:
+            fmt = img.format
+            width, height = img.size
+            _refuse_bomb(width, height)
+            if draft_size and fmt == "JPEG":
+                # draft() divides both sides by the largest s in {8, 4, 2, 1} with
+                # s <= min(w // box_w, h // box_h), rounding up. With a square box of draft_size
+                # that gives ceil(min(w, h) / s) >= draft_size: the shorter side never drops below
+                # the size the model resizes to, whatever the orientation.
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            orientation = _orientation(img)
+            image = _to_rgb(_apply_orientation(img, orientation))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own check (its global limit) fired before ours could.
+        raise ImageError(f"refused as a possible decompression bomb: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile files; none may escape
+        raise ImageError(_reason(exc, path, fmt)) from None
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    return image, (width, height)
+
+
+def _refuse_bomb(width: int, height: int) -> None:
+    """Refuse images whose pixel count is above :data:`MAX_IMAGE_PIXELS`, before decoding them."""
+    limit = MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise ImageError(
+            f"image too large ({width}x{height} = {width * height:,} pixels, limit {limit:,}): "
+            "refused as a possible decompression bomb"
+        )
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8), or 1 when it is missing or unreadable."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - corrupt EXIF must not cost the user the photo
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
+    """Turn ``img`` upright; a no-op for orientation 1 (exif_transpose would copy the pixels)."""
+    if orientation == 1:
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - it also rewrites the EXIF block, which may be malformed
+        return img.transpose(_TRANSPOSE[orientation])
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, the way the photo looks on screen."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in _HIGH_DEPTH_MODES:
+        return _to_8bit_gray(img).convert("RGB")
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        # Transparent areas show as white, as in image viewers and on web pages; compositing on
+        # black would turn logos and scans with transparent backgrounds into dark images.
+        try:
+            rgba = img.convert("RGBA")
+        except ValueError:
+            raise ImageError(f"unsupported colour mode {mode}") from None
+        background = Image.new("RGB", rgba.size, _WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    try:
+        # 1, L, P, CMYK, YCbCr, LAB, HSV: Pillow's own conversions.
+        return img.convert("RGB")
+    except ValueError:
+        raise ImageError(f"unsupported colour mode {mode}") from None
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit integer or float image to 8-bit grayscale without clipping to white.
+
+    - ``I;16*``: the full 16-bit range maps to 0-255 (65535 / 257 = 255).
+    - ``I`` (32-bit): treated as 16-bit when every value lies in 0-65535 (how 16-bit PNG/TIFF
+      data usually arrives in this mode); otherwise stretched from its minimum to its maximum.
+    - ``F``: 0-1 (the usual float convention) or 0-255 data are kept; other ranges are stretched.
+    """
+    mode = img.mode
+    values = np.asarray(img).astype(np.float32)
+    if mode == "F":
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low = float(values.min()) if values.size else 0.0
+    high = float(values.max()) if values.size else 0.0
+    if mode.startswith("I;16"):
+        scaled = values / 257.0
+    elif mode == "I" and low >= 0.0 and high <= 65535.0:
+        scaled = values / 257.0
+    elif mode == "F" and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0
+    elif mode == "F" and low >= 0.0 and high <= 255.0:
+        scaled = values
+    elif high > low:
+        scaled = (values - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))  # 2-D uint8: "L"
+
+
+_TRUNCATION_MARKERS = ("truncated", "broken data stream", "unexpected end", "premature end")
+
+
+def _reason(exc: BaseException, path: str | Path, fmt: str | None) -> str:
+    """One line that says what is wrong with ``path``, for a person."""
+    kind = fmt or "image"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError) or (
+        isinstance(exc, PermissionError) and os.path.isdir(path)  # Windows reports folders so
+    ):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            if os.path.getsize(path) == 0:
+                return "empty file (not an image)"
+        except OSError:
+            pass
+        return "not an image Pillow can read"
+    if isinstance(exc, MemoryError):
+        return "not enough memory to decode this image"
+    message = _first_line(exc)
+    if isinstance(exc, EOFError) or any(m in message.lower() for m in _TRUNCATION_MARKERS):
+        return f"truncated {kind} file"
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]  # an I/O error from the disk itself
+    if message:
+        return f"corrupt {kind} data: {message}"
+    return f"corrupt {kind} data ({type(exc).__name__})"
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text, shortened: error strings stay one line."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# Paths for display
+# --------------------------------------------------------------------------------------------
+
+# Lone surrogates (undecodable bytes of a file name, kept by Python's surrogateescape) cannot be
+# encoded to UTF-8, so printing them raises; control characters would break one-line output.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the raw byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    if code >= 0xD800:
+        return f"\\u{code:04x}"
+    return f"\\x{code:02x}"
+
+
+def display_path(path: str | Path | bytes) -> str:
+    """``path`` as text that is safe to print, log or show in a widget.
+
+    Bytes of a file name that are not valid UTF-8 (possible on Linux) and control characters are
+    written as ``\\xNN`` escapes; everything else is unchanged. Use it only for showing: the
+    original ``Path`` is still what opens the file.
+    """
+    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
+# --------------------------------------------------------------------------------------------
+# Folder scanning
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Image files found by :func:`scan`, and the paths that could not be used, with reasons."""
+
+    files: tuple[Path, ...] = ()
+    #: (display path, one-line reason) for each path that could not be listed or followed.
+    errors: tuple[tuple[str, str], ...] = ()
+
+
+#: How many directory entries are looked at between two checks of the cancel token.
+_CANCEL_EVERY = 256
+_NATURAL_SPLIT = re.compile(r"(\d+)")
+# Windows' "hidden" attribute; st_file_attributes only exists there.
+_FILE_ATTRIBUTE_HIDDEN = getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 2)
+
+
+def _natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Sort key that orders "img2" before "img10" and ignores case, as file managers do.
+
+    The raw name breaks ties so that the order is total and stable ("A.jpg" vs "a.jpg").
+    """
+    parts = _NATURAL_SPLIT.split(name.casefold())
+    key = tuple((0, int(p)) if i % 2 else (1, p) for i, p in enumerate(parts) if p)
+    return key, name
+
+
+def _is_hidden(entry: os.DirEntry[str]) -> bool:
+    if entry.name.startswith("."):
+        return True
+    if os.name == "nt":  # the attribute comes with the directory listing there, no extra call
+        try:
+            return bool(entry.stat().st_file_attributes & _FILE_ATTRIBUTE_HIDDEN)
+        except OSError:
+            return False
+    return False
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or folder"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return _first_line(exc) or type(exc).__name__
+
+
+class _Scanner:
+    """State of one :func:`scan` call: results so far and what has been visited."""
+
+    def __init__(self, cancel: CancelToken | None) -> None:
+        self.cancel = cancel
+        self.files: list[Path] = []
+        self.errors: list[tuple[str, str]] = []
+        self.seen_files: set[object] = set()
+        self.seen_dirs: set[tuple[int, int]] = set()
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.cancel is not None and self.ticks % _CANCEL_EVERY == 0:
+            self.cancel.raise_if_cancelled()
+
+    def error(self, path: str | Path, reason: str) -> None:
+        self.errors.append((display_path(path), reason))
+
+    def add_file(self, path: str, st: os.stat_result) -> None:
+        # The same file reached twice (given twice, inside a given folder, through a link) is
+        # classified once. Windows' directory listings carry no inode number: use the path there.
+        key: object = (
+            (st.st_dev, st.st_ino) if st.st_ino else os.path.normcase(os.path.abspath(path))
+        )
+        if key not in self.seen_files:
+            self.seen_files.add(key)
+            self.files.append(Path(path))
+
+    def add_argument(self, arg: str | Path) -> None:
+        """One path the user named: a file is kept whatever its suffix; a folder is walked."""
+        path = os.fspath(arg)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+                self.error(path, "broken symbolic link")
+            else:
+                self.error(path, _os_reason(exc))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.walk(path, st)
+        elif stat.S_ISREG(st.st_mode):
+            self.add_file(path, st)
+        else:
+            # A FIFO or device would block or stream forever when opened.
+            self.error(path, "not a regular file or folder")
+
+    def walk(self, top: str, top_stat: os.stat_result) -> None:
+        """Walk ``top`` depth-first, each folder's entries in natural order.
+
+        A sub-folder's files come where its name sorts among its siblings, so the result is
+        sorted by path parts ("a/z.jpg" before "b.jpg"). An explicit stack of listings instead
+        of recursion: folder trees can be deeper than Python's recursion limit.
+        """
+        first = self.list_dir(top, top_stat)
+        stack: list[Iterator[os.DirEntry[str]]] = [iter(first)] if first is not None else []
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            self.tick()
+            if _is_hidden(entry):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks: linked folders are walked too
+                is_file = not is_dir and entry.is_file()
+            except OSError as exc:  # a symlink loop "a -> a" fails here with ELOOP
+                self.error(entry.path, _os_reason(exc))
+                continue
+            if is_dir:
+                try:
+                    listing = self.list_dir(entry.path, os.stat(entry.path))
+                except OSError as exc:
+                    self.error(entry.path, _os_reason(exc))
+                    continue
+                if listing is not None:
+                    stack.append(iter(listing))
+            elif is_file:
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    try:
+                        self.add_file(entry.path, entry.stat())
+                    except OSError as exc:
+                        self.error(entry.path, _os_reason(exc))
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                self.error(entry.path, "broken symbolic link")
+            # Anything else (FIFO, socket, device) is not a photo: skipped without a word.
+
+    def list_dir(self, directory: str, dir_stat: os.stat_result) -> list[os.DirEntry[str]] | None:
+        """Sorted entries of ``directory``; None when already visited or unreadable (reported)."""
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        # Folders are identified by (device, inode), so a link back to an ancestor (a loop) or a
+        # folder given twice is walked once. Windows listings lack inodes, but os.stat has them.
+        key = (dir_stat.st_dev, dir_stat.st_ino)
+        if dir_stat.st_ino:
+            if key in self.seen_dirs:
+                return None
+            self.seen_dirs.add(key)
+        try:
+            with os.scandir(directory) as listing:
+                return sorted(listing, key=lambda e: _natural_key(e.name))
+        except OSError as exc:
+            self.error(directory, _os_reason(exc))
+            return None
+
+
+def scan(paths: Iterable[str | Path], *, cancel: CancelToken | None = None) -> ScanResult:
+    """Expand files and folders to the image files to classify.
+
+    - Named files are kept whatever their suffix (a non-image gets its decode error later).
+    - Named folders are walked recursively for :data:`IMAGE_SUFFIXES` (any case), entries in
+      natural order ("img2" before "img10"), skipping dot-prefixed (and, on Windows, hidden)
+      files and folders inside them. Symlinked folders are followed, each folder once.
+    - Results keep the order of ``paths``; the same file reached twice is listed once.
+    - Missing paths, unreadable folders and broken links go to ``errors`` and the scan goes on.
+
+    Raises :class:`~vit_desktop.core.types.Cancelled` when ``cancel`` is set during the walk.
+    """
+    scanner = _Scanner(cancel)
+    for arg in paths:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        scanner.add_argument(arg)
+    return ScanResult(files=tuple(scanner.files), errors=tuple(scanner.errors))
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "ScanResult",
+    "display_path",
+    "load_image",
+    "load_image_with_size",
+    "scan",
+]
