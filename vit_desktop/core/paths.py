@@ -1,0 +1,86 @@
+"""Where vit-desktop keeps its files: user data, user models, bundled models, the weights cache.
+
+No Qt here (core never imports it), so the per-platform conventions that ``QStandardPaths``
+would give are spelled out by hand; they match what it returns for ``AppLocalDataLocation``
+closely enough that the GUI and the command line agree on one folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+APP_DIR_NAME = "vit-desktop"
+
+#: Set this to put every user file (models, settings) somewhere else, e.g. in tests.
+DATA_DIR_ENV = "VIT_DESKTOP_DATA_DIR"
+
+
+def platform_data_dir(platform: str, env: Mapping[str, str], home: Path) -> Path:
+    """The conventional per-user data folder for ``platform`` (a ``sys.platform`` value).
+
+    Pure so that every platform's rule can be checked on any machine.
+    """
+    if platform.startswith("win"):
+        local = env.get("LOCALAPPDATA")
+        base = Path(local) if local else home / "AppData" / "Local"
+    elif platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        # XDG Base Directory spec: a relative XDG_DATA_HOME is invalid and must be ignored.
+        xdg = env.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
+    return base / APP_DIR_NAME
+
+
+def data_dir() -> Path:
+    """The user data folder: ``$VIT_DESKTOP_DATA_DIR`` if set, else the platform's convention.
+
+    Not created here; callers that write create what they need.
+    """
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return platform_data_dir(sys.platform, os.environ, Path.home())
+
+
+def user_models_dir(*, create: bool = True) -> Path:
+    """Models the user trained or imported (``data_dir()/models``), created on demand.
+
+    ``create=False`` is for readers such as a model listing, which should not leave empty
+    folders behind on a machine that never saved a model.
+    """
+    path = data_dir() / "models"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bundled_models_dir() -> Path:
+    """The repository's top-level ``models/`` folder: models that ship with the program."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def hub_checkpoints_dir() -> Path:
+    """torch.hub's checkpoint cache, where torchvision keeps downloaded weights.
+
+    Shared with every other torchvision user on the machine, so weights fetched once (by us or
+    by a script calling ``vit_b_16(weights=...)``) are found by both. Honours ``TORCH_HOME`` and
+    ``torch.hub.set_dir``.
+    """
+    import torch.hub  # imported here: the path helpers above must stay cheap to import
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+__all__ = [
+    "APP_DIR_NAME",
+    "DATA_DIR_ENV",
+    "bundled_models_dir",
+    "data_dir",
+    "hub_checkpoints_dir",
+    "platform_data_dir",
+    "user_models_dir",
+]

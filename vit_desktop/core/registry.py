@@ -1,0 +1,401 @@
+"""The models a user can pick: torchvision's ViT family, models shipped in ``models/``, their own.
+
+Registry models use torchvision's official ImageNet-1k weights. They live in torch.hub's cache
+(``$TORCH_HOME/hub/checkpoints``) under torchvision's own file names, so a file fetched by any
+torchvision script on the machine is reused, and a file fetched here is what torchvision expects.
+A cached file is trusted by its name and size, as ``torch.hub`` does: hashing 330 MB to 2.4 GB on
+every start would cost seconds; the hash is checked once, right after the download.
+
+Weights choice per model: ``IMAGENET1K_V1`` (the original ViT recipe trained by torchvision) where
+it exists, because its 224 px input keeps rollout grids and CPU times modest. ``vit_h_14`` has
+no such weights; it uses ``IMAGENET1K_SWAG_E2E_V1``, fine-tuned end to end at 518 px (bicubic
+resize to 518, no extra crop margin), which is torchvision's default for that model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models import VisionTransformer, WeightsEnum, get_model_builder, get_model_weights
+
+from vit_desktop.core.download import download_file
+from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
+from vit_desktop.core.types import (
+    Architecture,
+    CancelToken,
+    DownloadError,
+    ModelCard,
+    ModelError,
+    Preprocess,
+    ProgressCallback,
+)
+
+#: Points registry downloads at a mirror (a folder served over HTTP holding torchvision's files).
+BASE_URL_ENV = "VIT_DESKTOP_WEIGHTS_BASE_URL"
+
+#: Metadata keys of the project's safetensors format that a listing shows.
+META_NAME = "vit_desktop.name"
+META_DESCRIPTION = "vit_desktop.description"
+
+# torchvision's weight files end in "-<first hex digits of the file's SHA-256>.pth".
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.[a-z]+$")
+
+_WEIGHTS_CHOICE: dict[str, str] = {
+    "vit_b_16": "IMAGENET1K_V1",
+    "vit_b_32": "IMAGENET1K_V1",
+    "vit_l_16": "IMAGENET1K_V1",
+    "vit_l_32": "IMAGENET1K_V1",
+    # Only SWAG weights exist for ViT-H/14; E2E is the accurate one (88.6 % top-1 at 518 px).
+    "vit_h_14": "IMAGENET1K_SWAG_E2E_V1",
+}
+
+
+def _title(name: str, weights: WeightsEnum) -> str:
+    """``vit_b_16`` -> ``ViT-B/16 (ImageNet-1k, 86 M params)``."""
+    _, size, patch = name.split("_")
+    data = "ImageNet-1k" if weights.name == "IMAGENET1K_V1" else "ImageNet-1k, SWAG"
+    params = int(weights.meta["num_params"] // 1_000_000)  # 86.6 M is "86 M", as papers say
+    return f"ViT-{size.upper()}/{patch} ({data}, {params} M params)"
+
+
+def sha256_prefix_of(filename: str) -> str:
+    """The hash prefix torchvision puts in a weights file name; ModelError if there is none."""
+    match = _HASH_IN_NAME.search(filename)
+    if match is None:
+        raise ModelError(f"{filename}: no hash in the file name")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One torchvision ViT with its official weights."""
+
+    name: str
+    title: str
+    url: str
+    filename: str
+    sha256_prefix: str
+    #: Approximate download size (torchvision records it in MiB to three decimals).
+    size_bytes: int
+    #: ImageNet-1k top-1 accuracy in percent, as torchvision reports it.
+    acc1: float
+    weights: WeightsEnum
+
+    @property
+    def image_size(self) -> int:
+        """Input side the weights were trained at (224, or 518 for the SWAG ViT-H/14)."""
+        return int(self.weights.meta["min_size"][0])
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.weights.meta["categories"])
+
+    @cached_property
+    def arch(self) -> Architecture:
+        """Read off the torchvision builder itself, built on the meta device (no memory, ~10 ms)."""
+        with torch.device("meta"):
+            module = _build(self)
+        return architecture_of(module)
+
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        """The weights' own ``transforms()``, as plain numbers."""
+        t: Any = self.weights.transforms()
+        return Preprocess(
+            crop_size=int(t.crop_size[0]),
+            resize_size=int(t.resize_size[0]),
+            interpolation=str(t.interpolation.value),
+            mean=tuple(float(v) for v in t.mean),
+            std=tuple(float(v) for v in t.std),
+        )
+
+
+def _entry(name: str) -> RegistryEntry:
+    weights = get_model_weights(name)[_WEIGHTS_CHOICE[name]]
+    filename = weights.url.rsplit("/", 1)[-1]
+    return RegistryEntry(
+        name=name,
+        title=_title(name, weights),
+        url=weights.url,
+        filename=filename,
+        sha256_prefix=sha256_prefix_of(filename),
+        size_bytes=int(weights.meta["_file_size"] * 1024 * 1024),
+        acc1=float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]),
+        weights=weights,
+    )
+
+
+REGISTRY: dict[str, RegistryEntry] = {name: _entry(name) for name in _WEIGHTS_CHOICE}
+
+
+def architecture_of(module: VisionTransformer) -> Architecture:
+    """The :class:`Architecture` of a built torchvision ``VisionTransformer``."""
+    first = module.encoder.layers[0]
+    return Architecture(
+        image_size=module.image_size,
+        patch_size=module.patch_size,
+        num_layers=len(module.encoder.layers),
+        num_heads=first.self_attention.num_heads,
+        hidden_dim=module.hidden_dim,
+        mlp_dim=module.mlp_dim,
+        num_classes=module.num_classes,
+        representation_size=module.representation_size,
+        layer_norm_eps=float(module.encoder.ln.eps),
+    )
+
+
+def _build(entry: RegistryEntry) -> VisionTransformer:
+    # The same kwargs torchvision's builder sets itself when given these weights.
+    builder = get_model_builder(entry.name)
+    module = builder(weights=None, image_size=entry.image_size, num_classes=len(entry.labels))
+    assert isinstance(module, VisionTransformer)
+    return module
+
+
+def get_entry(name: str) -> RegistryEntry:
+    """The registry entry for ``name``; ModelError listing the known names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(REGISTRY)
+        raise ModelError(f"unknown model {name!r}; registry models are {known}") from None
+
+
+def weights_path(name: str) -> Path:
+    """Where torchvision keeps (or would keep) the weights of ``name``."""
+    return hub_checkpoints_dir() / get_entry(name).filename
+
+
+def is_cached(name: str) -> bool:
+    """True when the weights file is present and not empty; nothing is read or hashed."""
+    try:
+        return weights_path(name).stat().st_size > 0
+    except OSError:
+        return False
+
+
+def ensure_weights(
+    name: str,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    base_url: str | None = None,
+) -> Path:
+    """The cached weights of ``name``, downloading them first if they are not there.
+
+    A cached file is returned with no network access at all. Otherwise the file is fetched from
+    ``base_url`` (or ``$VIT_DESKTOP_WEIGHTS_BASE_URL``, or torchvision's server), hash-checked and
+    moved into place atomically.
+
+    Raises:
+        ModelError: unknown name.
+        DownloadError: not cached and the download failed; the message says which file to put
+            where to work offline.
+        Cancelled: the download was cancelled; nothing is left behind.
+    """
+    entry = get_entry(name)
+    path = weights_path(name)
+    if is_cached(name):
+        return path
+    base = base_url or os.environ.get(BASE_URL_ENV)
+    url = f"{base.rstrip('/')}/{entry.filename}" if base else entry.url
+    try:
+        return download_file(url, path, sha256_prefix=entry.sha256_prefix, progress=progress,
+                             cancel=cancel)
+    except DownloadError as error:
+        raise DownloadError(
+            f"{name}: weights not cached and the download failed ({error}). "
+            f"Put {entry.filename} into {path.parent} and try again."
+        ) from None
+
+
+def _human_size(size: int) -> str:
+    """Binary units, as torchvision states its file sizes."""
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GB"
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.0f} MB"
+    if size >= 1 << 10:
+        return f"{size / (1 << 10):.0f} KB"
+    return f"{size} B"
+
+
+def load_registry_model(
+    name: str,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[VisionTransformer, ModelCard]:
+    """Build torchvision's ``name`` with its ImageNet weights (downloaded on first use).
+
+    ``progress`` reports download bytes; a cached model loads with no network access.
+
+    Raises:
+        ModelError: unknown name, or a cached file that is not the model's weights.
+        DownloadError, Cancelled: as :func:`ensure_weights`.
+    """
+    entry = get_entry(name)
+    path = ensure_weights(name, progress=progress, cancel=cancel)
+    advice = "delete it so that it is downloaded again"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged zip/pickle stream
+        size = path.stat().st_size if path.exists() else 0
+        reason = " ".join(str(error).split())[:200]
+        raise ModelError(
+            f"{path}: cannot read the {name} weights ({_human_size(size)}, expected about "
+            f"{_human_size(entry.size_bytes)}; {reason}); {advice}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a state dict of {name}; {advice}")
+    # Built on the meta device and filled with assign=True: no random initialisation of 86-632 M
+    # parameters only to overwrite them, and no second copy of the weights in memory.
+    with torch.device("meta"):
+        module = _build(entry)
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[:2]
+        raise ModelError(f"{path}: does not match {name} ({' '.join(first)}); {advice}") from None
+    module.eval()
+    card = ModelCard(
+        name=name,
+        kind="registry",
+        source=name,
+        arch=architecture_of(module),
+        labels=entry.labels,
+        preprocess=entry.preprocess,
+        description=f"{entry.title}, torchvision {entry.weights}, ImageNet-1k top-1 {entry.acc1:.1f} %",
+        extra=(
+            ("weights", str(entry.weights)),
+            ("url", entry.url),
+            ("acc@1", f"{entry.acc1}"),
+        ),
+    )
+    return module, card
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of the model list (GUI picker, ``vit-desktop models``)."""
+
+    name: str
+    title: str
+    #: "registry", "bundled" (ships in ``models/``) or "user" (trained or imported by the user).
+    kind: str
+    #: What to pass to ``Engine.load``: the registry name or the file path.
+    source: str
+    #: Registry: weights present locally. Files: always True.
+    cached: bool
+    #: On-disk size when present, else the approximate download size.
+    size_bytes: int
+    description: str
+
+
+def _registry_info(entry: RegistryEntry) -> ModelInfo:
+    path = hub_checkpoints_dir() / entry.filename
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return ModelInfo(
+        name=entry.name,
+        title=entry.title,
+        kind="registry",
+        source=entry.name,
+        cached=size > 0,
+        size_bytes=size if size > 0 else entry.size_bytes,
+        description=(
+            f"ImageNet-1k top-1 {entry.acc1:.1f} %, {entry.image_size} px, "
+            f"torchvision {entry.weights.name}"
+        ),
+    )
+
+
+def _file_info(path: Path, kind: str) -> ModelInfo:
+    """Read only the safetensors header (a few KB), never the tensors."""
+    from safetensors import safe_open  # imported here: the registry itself does not need it
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for a bad header
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        return ModelInfo(path.stem, path.stem, kind, str(path), True, size,
+                         f"unreadable: {reason}")
+    name = meta.get(META_NAME) or path.stem
+    return ModelInfo(
+        name=name,
+        title=name,
+        kind=kind,
+        source=str(path),
+        cached=True,
+        size_bytes=size,
+        description=meta.get(META_DESCRIPTION, ""),
+    )
+
+
+def _safetensors_in(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    except OSError:
+        return []
+
+
+def list_models() -> list[ModelInfo]:
+    """Registry models (cached or not), then bundled models, then the user's models.
+
+    Fast enough to call when a menu opens: file headers only, no tensors, no network.
+    """
+    infos = [_registry_info(entry) for entry in REGISTRY.values()]
+    infos += [_file_info(p, "bundled") for p in _safetensors_in(bundled_models_dir())]
+    infos += [_file_info(p, "user") for p in _safetensors_in(user_models_dir(create=False))]
+    return infos
+
+
+def format_models_table(infos: Iterable[ModelInfo]) -> str:
+    """A plain-text table for ``vit-desktop models``: name, kind, status, size, description."""
+    header = ("NAME", "KIND", "STATUS", "SIZE", "DESCRIPTION")
+    rows = [header]
+    for info in infos:
+        if info.kind == "registry":
+            status = "cached" if info.cached else "download"
+        else:
+            status = "file"
+        rows.append((info.name, info.kind, status, _human_size(info.size_bytes), info.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+__all__ = [
+    "BASE_URL_ENV",
+    "META_DESCRIPTION",
+    "META_NAME",
+    "REGISTRY",
+    "ModelInfo",
+    "RegistryEntry",
+    "architecture_of",
+    "ensure_weights",
+    "format_models_table",
+    "get_entry",
+    "is_cached",
+    "list_models",
+    "load_registry_model",
+    "sha256_prefix_of",
+    "weights_path",
+]
