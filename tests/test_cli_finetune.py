@@ -1,0 +1,130 @@
+"""``vit-desktop finetune`` end to end on a generated folder, then ``classify`` with the new model."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from torchvision.models import VisionTransformer
+
+from vit_desktop import cli
+from vit_desktop.core.checkpoints import save_model
+from vit_desktop.core.engine import Engine
+from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220)}
+
+
+def _colour_folder(root: Path, per_class: int = 8, size: int = 40) -> Path:
+    """Class = the colour of a random shape on grey noise."""
+    rng = random.Random(1)
+    nrng = np.random.default_rng(1)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = Image.fromarray(nrng.integers(60, 180, (size, size, 1), dtype=np.uint8).repeat(3, axis=2))
+            x0, y0 = rng.randint(0, 12), rng.randint(0, 12)
+            ImageDraw.Draw(img).ellipse((x0, y0, x0 + 24, y0 + 24), fill=colour)
+            img.save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture()
+def base_model(tmp_path: Path) -> Path:
+    """A tiny random ViT saved in the project format, used as --base."""
+    torch.manual_seed(0)
+    module = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                               num_classes=4)
+    card = ModelCard("tiny", "file", "tiny", Architecture(32, 8, 2, 2, 16, 32, 4), ("a", "b", "c", "d"),
+                     Preprocess(crop_size=32, resize_size=36))
+    return save_model(tmp_path / "base.safetensors", module, card)
+
+
+_capture: pytest.CaptureFixture[str] | None = None
+
+
+@pytest.fixture(autouse=True)
+def _capsys(capsys: pytest.CaptureFixture[str]) -> None:
+    global _capture
+    _capture = capsys
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of one command (whether written to the streams or sys.std*)."""
+    assert _capture is not None
+    _capture.readouterr()
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), out=out, err=err)
+    captured = _capture.readouterr()
+    return code, out.getvalue() + captured.out, err.getvalue() + captured.err
+
+
+def test_finetune_then_classify_with_the_new_model(tmp_path: Path, base_model: Path) -> None:
+    data = _colour_folder(tmp_path / "data")
+    out_file = tmp_path / "colours.safetensors"
+    code, out, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(out_file),
+                          "--mode", "head", "--epochs", "40", "--seed", "3", "--device", "cpu")
+    assert code == 0, err
+    epoch_lines = [ln for ln in out.splitlines() if ln.startswith("epoch")]
+    assert epoch_lines and "val_acc" in epoch_lines[0]
+    final = next(ln for ln in out.splitlines() if ln.startswith("validation accuracy"))
+    accuracy = float(final.split()[2].rstrip("%")) / 100
+    assert accuracy >= 0.8
+    assert out_file.is_file()
+    engine = Engine.load(out_file, device="cpu")
+    assert engine.card.labels == ("blue", "green", "red")
+    assert engine.card.name == "colours"
+    # classify uses the new model and its labels.
+    code, out, err = _run("classify", str(data / "red" / "0.png"), "--model", str(out_file), "--device", "cpu")
+    assert code == 0, err
+    assert any(lbl in out for lbl in ("red", "green", "blue"))
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path, base_model: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=3)
+    out_file = tmp_path / "exists.safetensors"
+    out_file.write_bytes(b"keep me")
+    code, out, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(out_file),
+                          "--epochs", "2", "--device", "cpu")
+    assert code == 2
+    assert "already exists" in err and "--force" in err
+    assert out_file.read_bytes() == b"keep me"
+    code, _, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(out_file),
+                        "--epochs", "2", "--device", "cpu", "--force")
+    assert code == 0, err
+    assert Engine.load(out_file, device="cpu").card.num_classes == 3
+
+
+def test_bad_data_exits_2_with_one_line(tmp_path: Path, base_model: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=3)
+    for p in list((data / "green").iterdir())[1:]:
+        p.unlink()
+    code, _, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.safetensors"),
+                        "--device", "cpu")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == \
+        "vit-desktop: error: class 'green' has 1 image; each class needs at least 2"
+    code, _, err = _run("finetune", str(tmp_path / "nowhere"), "--base", str(base_model), "--output",
+                        str(tmp_path / "o.safetensors"))
+    assert code == 2 and "no such folder" in err
+    code, _, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.pth"))
+    assert code == 2 and ".safetensors" in err
+    code, _, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.safetensors"),
+                        "--val-split", "1.5")
+    assert code == 2 and "between 0 and 1" in err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_unreadable_photos_are_listed_and_training_goes_on(tmp_path: Path, base_model: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=4)
+    (data / "red" / "broken.png").write_bytes(b"not an image")
+    code, out, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.safetensors"),
+                          "--epochs", "3", "--device", "cpu")
+    assert code == 0, err
+    assert "broken.png" in err and "1 unreadable photo skipped" in err
+    assert "saved" in out

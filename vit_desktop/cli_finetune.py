@@ -1,0 +1,247 @@
+"""``vit-desktop finetune``: teach a model the classes of a folder, from the command line.
+
+    vit-desktop finetune DATA_DIR --base MODEL --output OUT.safetensors [--mode head|partial|full|scratch]
+        [--epochs N] [--val-split F] [--seed S] [--device auto|cpu|cuda|mps] [--force]
+
+DATA_DIR holds one subfolder per class (or is a label project file saved by the window).
+Per-epoch metrics go to stdout, progress to stderr. Ctrl-C stops training and still saves the
+best model seen so far. Exit status 2 with a one-line reason for usage and data errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+PROG = "vit-desktop"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``finetune`` subcommand on the main parser's subparsers."""
+    from .core.training import HEAD_INITS, MODES
+
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a model on your own classes (one subfolder per class)",
+        description="Fine-tune a model on DATA_DIR (one subfolder per class) and save it as OUT.safetensors.",
+    )
+    p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder per class, or a label project file")
+    p.add_argument("--base", required=True, metavar="MODEL",
+                   help="model to start from: a registry name or a checkpoint file (ignored for --mode scratch)")
+    p.add_argument("--output", "-o", required=True, metavar="OUT.safetensors", help="where to save the new model")
+    p.add_argument("--mode", choices=MODES, default="head",
+                   help="head: train only a new head on cached features (fast, best for few photos); "
+                        "partial: also the last blocks; full: every layer; scratch: a small new ViT")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default depends on --mode)")
+    p.add_argument("--val-split", type=float, default=None, metavar="F",
+                   help="fraction of each class held out for validation (default: automatic, 20%%)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and training (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --mode)")
+    p.add_argument("--partial-blocks", type=int, default=2, help="--mode partial: blocks to train (default 2)")
+    p.add_argument("--head-init", choices=HEAD_INITS, default="base",
+                   help="head strategy: base (uses what the base model knows; default), prototype, linear")
+    p.add_argument("--no-augment", action="store_true", help="no random crops or flips while training")
+    p.add_argument("--patience", type=int, default=5, help="stop after N epochs without a better validation loss")
+    p.add_argument("--image-size", type=int, default=28, help="--mode scratch: input size (default 28)")
+    p.add_argument("--patch-size", type=int, default=7, help="--mode scratch: patch size (default 7)")
+    p.add_argument("--depth", type=int, default=4, help="--mode scratch: encoder blocks (default 4)")
+    p.add_argument("--width", type=int, default=64, help="--mode scratch: hidden width (default 64)")
+    p.add_argument("--heads", type=int, default=4, help="--mode scratch: attention heads (default 4)")
+    p.add_argument("--color", action="store_true", help="--mode scratch: keep colour (default grayscale)")
+    p.add_argument("--name", default=None, help="model name shown in the model picker")
+    p.add_argument("--force", action="store_true", help="replace OUT.safetensors if it exists")
+    return p
+
+
+class _Usage(Exception):
+    pass
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:6.1%}" if pct else f"{x:.4f}"
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .core.training import TrainConfig
+    from .core.types import VitDesktopError
+
+    try:
+        return TrainConfig(
+            mode=args.mode,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            partial_blocks=args.partial_blocks,
+            augment=not args.no_augment,
+            patience=args.patience,
+            seed=args.seed,
+            val_fraction=args.val_split,
+            head_init=args.head_init,
+            image_size=args.image_size,
+            patch_size=args.patch_size,
+            num_layers=args.depth,
+            num_heads=args.heads,
+            hidden_dim=args.width,
+            mlp_dim=args.width * 2,
+            grayscale=not args.color,
+        )
+    except VitDesktopError as exc:
+        raise _Usage(str(exc)) from None
+
+
+class _Reporter:
+    """Per-epoch lines on ``out``; step and feature progress overwritten in place on a terminal."""
+
+    def __init__(self, out: IO[str], err: IO[str]) -> None:
+        self.out = out
+        self.err = err
+        self.live = err.isatty()
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, p: Any) -> None:
+        if p.phase == "val":
+            self._clear()
+            self.out.write(
+                f"epoch {p.epoch:3d}/{p.epochs}  loss {_fmt(p.loss)}  acc {_fmt(p.acc, True)}"
+                f"  val_loss {_fmt(p.val_loss)}  val_acc {_fmt(p.val_acc, True)}\n"
+            )
+            self.out.flush()
+            return
+        if not self.live:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and p.step < p.steps:
+            return
+        self._last = now
+        eta = f"  ETA {int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}" if p.eta_s is not None else ""
+        self.err.write(f"\r{p.message}{eta}\033[K")
+        self.err.flush()
+        self._shown = True
+
+    def _clear(self) -> None:
+        if self._shown:
+            self.err.write("\r\033[K")
+            self.err.flush()
+            self._shown = False
+
+
+def _load_data(path: Path) -> Any:
+    from .core.data import LabelledSet
+
+    if path.is_file():
+        data, missing = LabelledSet.load(path)
+        return data, [(m, "missing") for m in missing]
+    data = LabelledSet.from_folder(path)
+    return data, list(data.problems)
+
+
+def run(args: argparse.Namespace, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run ``vit-desktop finetune``; returns the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    from .core.types import CancelToken, VitDesktopError
+
+    try:
+        return _run(args, out, err, CancelToken())
+    except (_Usage, VitDesktopError) as exc:
+        err.write(f"{PROG}: error: {exc}\n")
+        return 2
+
+
+def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> int:
+    from .core.checkpoints import save_model
+    from .core.engine import Engine
+    from .core.training import finetune, train_from_scratch
+
+    output = Path(args.output).expanduser()
+    if output.suffix.lower() != ".safetensors":
+        raise _Usage(f"{output.name}: the output must be a .safetensors file")
+    if output.exists() and not args.force:
+        raise _Usage(f"{output} already exists (use --force to replace it)")
+    config = _config(args)
+    data_path = Path(args.data).expanduser()
+    if not data_path.exists():
+        raise _Usage(f"{data_path}: no such folder")
+    data, problems = _load_data(data_path)
+    for path, reason in problems:
+        err.write(f"skipped {path}: {reason}\n")
+    data.validate()
+    counts = ", ".join(f"{c} {n}" for c, n in data.counts().items())
+    err.write(f"{len(data)} photos in {len(data.classes)} classes ({counts})\n")
+
+    if config.mode == "scratch":
+        base = None
+        job = lambda report: train_from_scratch(data, config, device=args.device, progress=report,  # noqa: E731
+                                                cancel=cancel)
+    else:
+        err.write(f"loading {args.base}...\n")
+        base = Engine.load(args.base, device=args.device, cancel=cancel)
+        err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}\n")
+        job = lambda report: finetune(base, data, config, progress=report, cancel=cancel)  # noqa: E731
+
+    # Training runs on a worker thread so that Ctrl-C on the main thread can cancel it cleanly
+    # and the best model so far still gets saved.
+    reporter = _Reporter(out, err)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = job(reporter)
+        except BaseException as exc:  # handed back to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="finetune", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            if cancel.cancelled:
+                raise
+            cancel.cancel()
+            reporter._clear()
+            err.write("cancelling: the best model so far will be saved (Ctrl-C again to abort)\n")
+    reporter._clear()
+    if "error" in box:
+        raise box["error"]
+    result = box["result"]
+
+    for path, reason in result.skipped:
+        err.write(f"skipped {path}: {reason}\n")
+    if result.skipped:
+        err.write(f"{len(result.skipped)} unreadable {'photo' if len(result.skipped) == 1 else 'photos'} skipped\n")
+    card = replace(result.card, name=args.name or output.stem)
+    try:
+        save_model(output, result.module, card, overwrite=args.force)
+    except FileExistsError:
+        raise _Usage(f"{output} already exists (use --force to replace it)") from None
+    m = result.metrics
+    state = " (cancelled)" if result.cancelled else ""
+    out.write(
+        f"validation accuracy: {result.val_accuracy:.1%} on {m['val_images']} photos"
+        f" (best epoch {result.best_epoch}){state}\n"
+    )
+    per_class = "  ".join(f"{c} {a:.0%}" for c, a in zip(card.labels, result.per_class_accuracy))
+    out.write(f"per class: {per_class}\n")
+    out.write(f"saved {output}\n")
+    out.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (the main command line registers this subcommand itself)."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} finetune")
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    args = parser.parse_args(["finetune", *(argv if argv is not None else sys.argv[1:])])
+    return run(args)
