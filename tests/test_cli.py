@@ -1,0 +1,141 @@
+"""`vit-desktop classify` and `models`: the interface scripts rely on."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vit_desktop.cli import main
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_jsonl_has_one_object_per_image_and_errors_inline(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--top-k", "2",
+                       "--batch-size", "2", "--device", "cpu", "--output", str(target))
+    assert code == 0, err
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(rows) == 6
+    assert [Path(r["path"]).name for r in rows] == ["img0.png", "img1.png", "img2.png", "broken.jpg", "deep0.jpg", "deep1.jpg"]
+    for r in rows:
+        assert set(r) == {"path", "predictions", "error"}
+        if Path(r["path"]).name == "broken.jpg":
+            assert r["error"] and r["predictions"] == []
+        else:
+            assert r["error"] is None and len(r["predictions"]) == 2
+            assert set(r["predictions"][0]) == {"label", "index", "score"}
+            assert r["predictions"][0]["label"].startswith("label ")
+
+
+def test_csv_and_json_formats(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
+    code, _, err = run("classify", str(image_folder / "img0.png"), str(image_folder / "img1.png"), "--model",
+                       str(tiny_model_file), "--top-k", "3", "--output", str(tmp_path / "r.csv"))
+    assert code == 0, err
+    with open(tmp_path / "r.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["path", "label_1", "score_1", "label_2", "score_2", "label_3", "score_3", "error"]
+    assert len(table) == 3 and all(float(row[2]) >= float(row[4]) for row in table[1:])
+    code, _, _ = run("classify", str(image_folder / "img0.png"), "--model", str(tiny_model_file),
+                     "--output", str(tmp_path / "r.json"))
+    assert code == 0
+    (only,) = json.loads((tmp_path / "r.json").read_text())
+    assert only["path"].endswith("img0.png") and len(only["predictions"]) == 5 - 2  # 3 classes in the model
+
+
+def test_table_on_stdout_without_output(tiny_model_file: Path, image_folder: Path) -> None:
+    code, out, err = run("classify", str(image_folder), "--model", str(tiny_model_file))
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 6 and any("error:" in line for line in lines)
+    assert "model tiny on CPU" in err
+    assert "\r" not in err  # no progress bar when stderr is not a terminal
+
+
+def test_heatmaps_mirror_the_folder_layout(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "maps"
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--heatmaps", str(out_dir),
+                       "--head-fusion", "max", "--discard-ratio", "0.1", "--output", str(tmp_path / "r.jsonl"))
+    assert code == 0, err
+    written = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+    expected = sorted(f"{n}.{ext}" for n in ["img0", "img1", "img2", "sub/deep0", "sub/deep1"] for ext in ("png", "npy"))
+    assert written == expected
+    grid = np.load(out_dir / "sub" / "deep0.npy")
+    assert grid.shape == (4, 4) and grid.dtype == np.float32 and np.isclose(grid.max(), 1.0)
+    from PIL import Image
+
+    with Image.open(out_dir / "img0.png") as overlay, Image.open(image_folder / "img0.png") as original:
+        assert overlay.size == original.size
+
+
+def test_existing_files_are_not_overwritten(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
+    target = tmp_path / "keep.csv"
+    target.write_text("precious")
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output", str(target))
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert target.read_text() == "precious"
+    code, _, _ = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output", str(target),
+                     "--overwrite")
+    assert code == 0 and target.read_text().startswith("path,")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "no-such-model"], "not a model name"),
+        (["--output", "results.txt"], "must end in .csv, .json or .jsonl"),
+        (["--top-k", "0"], "--top-k"),
+        (["--discard-ratio", "1.5"], "--discard-ratio"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(image_folder: Path, tiny_model_file: Path, args, message) -> None:
+    if "--model" not in args:
+        args = args + ["--model", str(tiny_model_file)]
+    code, out, err = run("classify", str(image_folder), *args)
+    assert code == 2 and message in err and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unreadable_model_file_exits_2(tmp_path: Path, image_folder: Path) -> None:
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    code, _, err = run("classify", str(image_folder), "--model", str(bad))
+    assert code == 2 and "model.safetensors" in err and "Traceback" not in err
+
+
+def test_missing_input_is_a_per_file_error_not_a_crash(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
+    target = tmp_path / "r.jsonl"
+    code, _, _ = run("classify", str(image_folder / "img0.png"), str(tmp_path / "ghost.jpg"), "--model",
+                     str(tiny_model_file), "--output", str(target))
+    assert code == 0
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["error"] is None for r in rows].count(False) == 1
+
+
+def test_models_lists_the_registry() -> None:
+    code, out, _ = run("models")
+    assert code == 0
+    for name in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"):
+        assert name in out
+
+
+def test_python_dash_m_entry_point(tiny_model_file: Path, image_folder: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vit_desktop", "classify", str(image_folder / "img1.png"), "--model", str(tiny_model_file),
+         "--output", "out.jsonl"],
+        capture_output=True, text=True, cwd=image_folder.parent, env={**os.environ}, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (image_folder.parent / "out.jsonl").read_text().count("\n") == 1
