@@ -1,0 +1,294 @@
+"""The main window end to end, offscreen, with tiny models saved to disk and generated images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QUrl
+from PySide6.QtGui import QColor, QImage
+
+from gui_helpers import write_image
+from vit_desktop.gui.results_model import FilterMode, Roles
+
+LOAD_MS = 60_000  # the first load imports torch on a loaded 2-core machine
+RUN_MS = 60_000
+
+
+def url_mime(*paths: Path) -> QMimeData:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return mime
+
+
+def load(qtbot, window, path: Path) -> None:
+    with qtbot.waitSignal(window.controller.model_loaded, timeout=LOAD_MS):
+        window.load_model(str(path))
+
+
+def run(qtbot, window, mime: QMimeData) -> tuple[int, bool]:
+    with qtbot.waitSignal(window.controller.run_finished, timeout=RUN_MS) as blocker:
+        assert window.handle_mime(mime)
+    return tuple(blocker.args)  # type: ignore[return-value]
+
+
+def labels_in_model(window) -> list[str]:
+    m = window.results_model
+    return [m.data(m.index(i), Roles.LABEL) for i in range(m.rowCount())]
+
+
+def test_drop_files_and_folder_fills_the_gallery(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    assert "alpha" in w.model_label.text()
+    loose = [write_image(tmp_path / "loose" / f"l{i}.jpg", seed=50 + i) for i in range(2)]
+    folder = tmp_path / "folder"
+    for i in range(3):
+        write_image(folder / "sub" / f"f{i}.png", seed=i)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+
+    _run_id, cancelled = run(qtbot, w, url_mime(*loose, folder))
+
+    assert not cancelled
+    results = w.results_model.results()
+    assert sorted(Path(r.path).name for r in results) == ["broken.jpg", "f0.png", "f1.png", "f2.png", "l0.jpg", "l1.jpg"]
+    good = [r for r in results if r.ok]
+    assert len(good) == 5
+    assert all(r.top.label in ("apple", "pear", "plum") for r in good)
+    assert all(r.heatmap is not None and r.heatmap.grid.shape == (4, 4) for r in good)
+    broken = next(r for r in results if r.path.endswith("broken.jpg"))
+    assert broken.error and "broken.jpg" not in ("", None)
+    # Filtering by state shows exactly the failed file, with its reason in the tooltip.
+    w.filter_mode.setCurrentIndex(w.filter_mode.findData(int(FilterMode.ERRORS)))
+    assert w.proxy.rowCount() == 1
+    assert broken.error in w.proxy.index(0, 0).data(0x03)  # ToolTipRole
+    assert "Classified 6 images" in w.status_label.text()
+    assert "1 errors" in w.summary.text()
+
+
+def test_images_dropped_before_a_model_wait_for_it(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    img = write_image(tmp_path / "early.png")
+    assert w.handle_mime(url_mime(img))
+    assert w.results_model.rowCount() == 0
+    assert w.pending_paths == [str(img)]
+    assert "No model loaded" in w.message_bar.text
+    with qtbot.waitSignal(w.controller.run_finished, timeout=LOAD_MS + RUN_MS):
+        w.load_model(str(model_a))
+    assert labels_in_model(w)[0] in ("apple", "pear", "plum")
+    assert w.pending_paths == []
+
+
+def test_switching_model_changes_labels(qtbot, make_window, model_a, model_b, tmp_path) -> None:
+    w = make_window()
+    img = write_image(tmp_path / "x.png")
+    load(qtbot, w, model_a)
+    run(qtbot, w, url_mime(img))
+    assert labels_in_model(w)[0] in ("apple", "pear", "plum")
+    load(qtbot, w, model_b)
+    assert "beta" in w.model_label.text()
+    assert w.settings.last_model == str(model_b)
+    run(qtbot, w, url_mime(img))  # same file again: its row is updated in place
+    assert w.results_model.rowCount() == 1
+    assert labels_in_model(w)[0] in ("cat", "dog", "fox", "owl")
+    assert len(w.results_model.results()[0].predictions) == 4
+
+
+def test_bad_weights_file_is_reported_in_the_window(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    bad = tmp_path / "garbage.safetensors"
+    bad.write_bytes(b"this is not a model")
+    with qtbot.waitSignal(w.controller.model_failed, timeout=LOAD_MS):
+        w.load_model(str(bad))
+    text = w.message_bar.text
+    assert "Could not load the model" in text and "garbage.safetensors" in text
+    assert "Still using alpha" in text
+    assert w.controller.current_card.name == "alpha"
+
+
+def test_offline_download_says_what_to_do(qtbot, make_window, monkeypatch) -> None:
+    # Port 9 (discard) on localhost refuses connections at once: a machine with no network.
+    monkeypatch.setenv("VIT_DESKTOP_WEIGHTS_BASE_URL", "http://127.0.0.1:9/weights")
+    w = make_window()
+    with qtbot.waitSignal(w.controller.model_failed, timeout=LOAD_MS):
+        w.load_model("vit_b_16")
+    text = w.message_bar.text
+    assert "vit_b_16" in text
+    assert "Open weights file" in text
+    assert w.message_bar.action_button.isVisible()
+    assert not w.cancel_button.isVisible()
+
+
+def test_cancel_stops_a_folder_run(qtbot, make_window, model_a, many_images) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    folder = many_images(300)
+    w.batch_size = 1
+
+    first = []
+
+    def cancel_on_first(_run_id: int, results: object) -> None:
+        if not first:
+            first.append(results)
+            w.cancel_current()
+
+    w.controller.results_ready.connect(cancel_on_first)
+    with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS) as blocker:
+        w.handle_mime(url_mime(folder))
+    assert blocker.args[1] is True
+    assert 0 < w.results_model.rowCount() < 300
+    assert "Cancelled after" in w.status_label.text()
+    assert not w.cancel_button.isVisible()
+
+
+def test_export_csv_and_json(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    imgs = [write_image(tmp_path / "in" / f"e{i}.png", seed=i) for i in range(3)]
+    run(qtbot, w, url_mime(*imgs))
+
+    out_csv = tmp_path / "out" / "results.csv"
+    assert w.export_results(out_csv)
+    with out_csv.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(Path(r["path"]).name for r in rows) == ["e0.png", "e1.png", "e2.png"]
+    by_name = {Path(r.path).name: r for r in w.results_model.results()}
+    for row in rows:
+        assert by_name[Path(row["path"]).name].top.label in row.values()
+
+    out_json = tmp_path / "out" / "results.json"
+    assert w.export_results(out_json)
+    data = json.loads(out_json.read_text(encoding="utf-8"))
+    assert len(data) == 3
+    assert {Path(d["path"]).name for d in data} == {"e0.png", "e1.png", "e2.png"}
+
+    # An existing file is never replaced without asking.
+    before = out_csv.read_bytes()
+    assert not w.export_results(out_csv)
+    assert "already exists" in w.message_bar.text
+    assert out_csv.read_bytes() == before
+
+
+def test_copy_into_class_folders_copies_never_moves(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    imgs = [write_image(tmp_path / "in" / f"c{i}.png", seed=i) for i in range(4)]
+    run(qtbot, w, url_mime(*imgs))
+    dest = tmp_path / "sorted"
+    with qtbot.waitSignal(w.files_copied, timeout=RUN_MS) as blocker:
+        w.copy_into_class_folders(dest)
+    assert blocker.args == [4]
+    assert all(p.exists() for p in imgs)  # originals untouched
+    for r in w.results_model.results():
+        assert (dest / r.top.label / Path(r.path).name).is_file()
+    # A second copy does not overwrite: it adds numbered names.
+    with qtbot.waitSignal(w.files_copied, timeout=RUN_MS):
+        w.copy_into_class_folders(dest)
+    assert len(list(dest.rglob("*.png"))) == 8
+
+
+def test_paste_image_and_paths(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    image = QImage(64, 48, QImage.Format.Format_RGB888)
+    image.fill(QColor("#3377aa"))
+    mime = QMimeData()
+    mime.setImageData(image)
+    run(qtbot, w, mime)
+    pasted = w.results_model.results()[0]
+    assert pasted.ok and Path(pasted.path).name.startswith("pasted-")
+    assert pasted.image_size == (64, 48)
+
+    text_mime = QMimeData()
+    img = write_image(tmp_path / "as text.png")
+    text_mime.setText(f"{img}\n/no/such/file.png\n")
+    run(qtbot, w, text_mime)
+    assert w.results_model.rowCount() == 2
+
+
+def test_selected_image_shows_rollout_and_class_map(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    img = write_image(tmp_path / "d.png", size=(80, 40))
+    with qtbot.waitSignal(w.loader.preview_ready, timeout=RUN_MS):
+        run(qtbot, w, url_mime(img))
+    d = w.detail
+    assert d.result is not None and d.result.path == str(img)
+    hm = d.current_heatmap
+    assert hm is not None and hm.class_index is None
+    # The crop the model saw is a centred square of the wide photo (resize 36, crop 32: 8/9 of it).
+    left, top, right, bottom = hm.crop_box
+    assert ((left + right) / 2, (top + bottom) / 2) == (pytest.approx(40), pytest.approx(20))
+    assert right - left == pytest.approx(bottom - top) == pytest.approx(40 * 32 / 36)
+    assert d.view.has_image
+    assert len(d.bars.bars) == 3
+
+    second = d.bars.bars[1]
+    with qtbot.waitSignal(w.controller.heatmap_ready, timeout=RUN_MS):
+        second.click()
+    assert d.current_heatmap.class_index == second.class_index
+    assert "Class-specific map" in d.showing.text()
+
+    second.click()  # back to plain rollout, now with another discard ratio
+    with qtbot.waitSignal(w.controller.heatmap_ready, timeout=RUN_MS):
+        d.discard.setValue(30)
+    assert d.current_heatmap.class_index is None
+    assert d.current_heatmap.discard_ratio == pytest.approx(0.3)
+
+    # H toggles the overlay.
+    assert d.view.overlay_visible
+    w.act_overlay.trigger()
+    assert not d.view.overlay_visible
+
+
+def test_settings_survive_a_restart(qtbot, make_window, model_a) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    d = w.detail
+    d.opacity.setValue(30)
+    d.colormap.setCurrentText("viridis")
+    d.fusion.setCurrentText("max")
+    d.discard.setValue(20)
+    d.overlay_box.setChecked(False)
+    w.threshold_spin.setValue(70)
+    w.resize(780, 520)
+    w.close()
+    assert w.controller.thread.isFinished()
+
+    w2 = make_window()
+    d2 = w2.detail
+    assert d2.opacity.value() == 30
+    assert d2.colormap.currentText() == "viridis"
+    assert d2.fusion.currentText() == "max"
+    assert d2.discard.value() == 20
+    assert not d2.overlay_box.isChecked()
+    assert w2.threshold_spin.value() == 70
+    assert (w2.width(), w2.height()) == (780, 520)
+    # The last model comes back by itself once the window is up.
+    with qtbot.waitSignal(w2.controller.model_loaded, timeout=LOAD_MS) as blocker:
+        w2.start()
+    assert blocker.args[0].card.name == "alpha"
+
+
+def test_close_during_a_run_is_clean(qtbot, make_window, model_a, many_images) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    folder = many_images(200)
+    w.batch_size = 2
+    with qtbot.waitSignal(w.controller.results_ready, timeout=RUN_MS):
+        w.handle_mime(url_mime(folder))
+    assert w.controller.busy
+    w.close()
+    assert w.controller.thread.isFinished()
+    assert w.results_model.rowCount() < 200
+
+
+def test_close_during_a_model_load_is_clean(qtbot, make_window, model_a) -> None:
+    w = make_window()
+    w.load_model(str(model_a))
+    assert w.controller.loading
+    w.close()
+    assert w.controller.thread.isFinished()

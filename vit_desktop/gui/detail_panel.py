@@ -1,0 +1,377 @@
+"""The right-hand side: the selected photo with its heatmap, overlay controls and top-k bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPaintEvent, QPalette
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, ExplainOptions, Heatmap
+from vit_desktop.gui.controller import Controller, HeatmapReply
+from vit_desktop.gui.image_view import ImageView
+from vit_desktop.gui.thumbnails import ImageLoader
+
+#: Mirrors ``vit_desktop.core.heatmap.COLORMAPS``; kept here so the window can be built before
+#: core's numpy code is imported.
+COLORMAPS: tuple[str, ...] = ("inferno", "viridis", "jet")
+
+
+class _ClassBar(QAbstractButton):
+    """One class: its label, a bar for its score and the percentage. Checkable."""
+
+    def __init__(self, label: str, index: int, score: float, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = label
+        self.class_index = index
+        self.score = score
+        self.setCheckable(True)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setToolTip(f"Show where the model saw “{label}” (class-specific map)")
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(200, QFontMetrics(self.font()).height() * 2 + 6)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        pal = self.palette()
+        r = self.rect().adjusted(1, 1, -1, -1)
+        if self.isChecked():
+            p.setPen(pal.color(QPalette.ColorRole.Highlight))
+            p.setBrush(pal.color(QPalette.ColorRole.Highlight).lighter(170))
+            p.drawRoundedRect(r, 4, 4)
+        elif self.underMouse():
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(pal.color(QPalette.ColorRole.AlternateBase))
+            p.drawRoundedRect(r, 4, 4)
+        fm = QFontMetrics(self.font())
+        pct = f"{self.score:.1%}"
+        pct_w = fm.horizontalAdvance("100.0%") + 6
+        text_r = r.adjusted(6, 2, -6 - pct_w, -(r.height() // 2))
+        p.setPen(pal.color(QPalette.ColorRole.Text) if not self.isChecked() else QColor("#102040"))
+        p.drawText(text_r, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                   fm.elidedText(self.label, Qt.TextElideMode.ElideRight, text_r.width()))
+        p.drawText(r.adjusted(0, 2, -6, -(r.height() // 2)), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, pct)
+        bar = QRectF(r.left() + 6, r.top() + r.height() * 0.62, r.width() - 12, 6)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(pal.color(QPalette.ColorRole.Midlight))
+        p.drawRoundedRect(bar, 3, 3)
+        bar.setWidth(max(2.0, bar.width() * max(0.0, min(1.0, self.score))))
+        p.setBrush(QColor("#3d8bd9"))
+        p.drawRoundedRect(bar, 3, 3)
+        p.end()
+
+
+class TopKBars(QWidget):
+    """The top-k predictions as clickable bars; clicking one asks for its class-specific map."""
+
+    class_clicked = Signal(int)  # class index, or -1 to go back to plain rollout
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(2)
+        self._group = QButtonGroup(self)
+        self._group.setExclusive(False)
+        self._group.buttonClicked.connect(self._on_clicked)
+        self.bars: list[_ClassBar] = []
+
+    def set_result(self, result: ClassifyResult | None) -> None:
+        for bar in self.bars:
+            self._group.removeButton(bar)
+            bar.deleteLater()
+        self.bars = []
+        if result is None or not result.predictions:
+            return
+        for pred in result.predictions:
+            bar = _ClassBar(pred.label, pred.index, pred.score, self)
+            self._group.addButton(bar)
+            self._layout.addWidget(bar)
+            self.bars.append(bar)
+
+    def set_checked_class(self, class_index: int | None) -> None:
+        for bar in self.bars:
+            bar.setChecked(bar.class_index == class_index)
+
+    @Slot(QAbstractButton)
+    def _on_clicked(self, button: QAbstractButton) -> None:
+        assert isinstance(button, _ClassBar)
+        now_checked = button.isChecked()
+        for bar in self.bars:
+            if bar is not button:
+                bar.setChecked(False)
+        self.class_clicked.emit(button.class_index if now_checked else -1)
+
+
+class DetailPanel(QWidget):
+    """Shows one result: photo, overlay (rollout or class-specific), settings and top-k."""
+
+    #: Emitted when overlay settings change, so the window can remember them.
+    settings_changed = Signal()
+
+    def __init__(self, controller: Controller, loader: ImageLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._controller = controller
+        self._loader = loader
+        self.result: ClassifyResult | None = None
+        self.class_index: int | None = None
+        self._pending_heatmap = 0
+
+        self.view = ImageView(self)
+        self.title = QLabel("", self)
+        self.title.setObjectName("detailTitle")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.showing = QLabel("", self)
+        self.showing.setObjectName("detailShowing")
+
+        self.overlay_box = QCheckBox("Overlay (H)", self)
+        self.overlay_box.setChecked(True)
+        self.opacity = QSlider(Qt.Orientation.Horizontal, self)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.setToolTip("Overlay opacity")
+        self.colormap = QComboBox(self)
+        self.colormap.addItems(list(COLORMAPS))
+        self.fusion = QComboBox(self)
+        self.fusion.addItems(list(HEAD_FUSIONS))
+        self.fusion.setToolTip("How the attention heads of each layer are combined")
+        self.discard = QSlider(Qt.Orientation.Horizontal, self)
+        self.discard.setRange(0, 95)
+        self.discard.setSingleStep(5)
+        self.discard.setPageStep(10)
+        self.discard.setToolTip("Discard the weakest attention links (fraction) before rollout")
+        self.discard_label = QLabel("0.00", self)
+        self.discard_label.setMinimumWidth(32)
+        self.crop_box = QCheckBox("Crop outline", self)
+        self.crop_box.setChecked(True)
+        self.fit_button = QToolButton(self)
+        self.fit_button.setText("Fit")
+        self.fit_button.setToolTip("Fit the photo in the view (double-click the photo, or press 0)")
+
+        self.bars = TopKBars(self)
+        self.error = QLabel("", self)
+        self.error.setObjectName("detailError")
+        self.error.setWordWrap(True)
+        self.error.hide()
+
+        row1 = QHBoxLayout()
+        row1.addWidget(self.overlay_box)
+        row1.addWidget(QLabel("Opacity", self))
+        row1.addWidget(self.opacity, 1)
+        row1.addWidget(self.crop_box)
+        row1.addWidget(self.fit_button)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.colormap)
+        row2.addSpacing(12)
+        row2.addWidget(QLabel("Head fusion", self))
+        row2.addWidget(self.fusion)
+        row2.addStretch(1)
+        form.addRow("Colour map", row2)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.discard, 1)
+        row3.addWidget(self.discard_label)
+        form.addRow("Discard ratio", row3)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.title)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.showing)
+        layout.addLayout(row1)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(self.bars)
+
+        # Dragging the discard slider would ask for a rollout per pixel: wait until it rests.
+        self._recompute_timer = QTimer(self)
+        self._recompute_timer.setSingleShot(True)
+        self._recompute_timer.setInterval(150)
+        self._recompute_timer.timeout.connect(self._request_heatmap)
+
+        self.overlay_box.toggled.connect(self._on_overlay_toggled)
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.colormap.currentTextChanged.connect(self._on_colormap)
+        self.fusion.currentTextChanged.connect(self._on_explain_changed)
+        self.discard.valueChanged.connect(self._on_discard)
+        self.crop_box.toggled.connect(self.view.set_show_crop)
+        self.fit_button.clicked.connect(self.view.fit)
+        self.bars.class_clicked.connect(self._on_class_clicked)
+        controller.heatmap_ready.connect(self._on_heatmap_ready)
+        controller.heatmap_failed.connect(self._on_heatmap_failed)
+        loader.preview_ready.connect(self._on_preview_ready)
+        loader.preview_failed.connect(self._on_preview_failed)
+        self._update_showing()
+
+    # -- options -------------------------------------------------------------------------------
+
+    def explain_options(self) -> ExplainOptions:
+        return ExplainOptions(head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0)
+
+    def apply_settings(self, *, opacity: float, colormap: str, head_fusion: str, discard_ratio: float,
+                       overlay: bool) -> None:
+        self.opacity.setValue(round(max(0.0, min(1.0, opacity)) * 100))
+        if colormap in COLORMAPS:
+            self.colormap.setCurrentText(colormap)
+        if head_fusion in HEAD_FUSIONS:
+            self.fusion.setCurrentText(head_fusion)
+        self.discard.setValue(round(max(0.0, min(0.95, discard_ratio)) * 100))
+        self.overlay_box.setChecked(overlay)
+        self.view.set_opacity(self.opacity.value() / 100.0)
+
+    def toggle_overlay(self) -> None:
+        self.overlay_box.toggle()
+
+    # -- showing a result ----------------------------------------------------------------------
+
+    def show_result(self, result: ClassifyResult | None) -> None:
+        """Show ``result`` (or nothing). Reuses its stored heatmap when the settings match."""
+        same_file = result is not None and self.result is not None and result.path == self.result.path
+        self.result = result
+        if not same_file:
+            self.class_index = None
+        self.bars.set_result(result)
+        self.bars.set_checked_class(self.class_index)
+        if result is None:
+            self.title.setText("")
+            self.error.hide()
+            self.view.set_image(None)
+            self.view.set_heatmap(None, self.colormap.currentText())
+            self.view.set_message("")
+            self._update_showing()
+            return
+        self.title.setText(Path(result.path).name)
+        self.title.setToolTip(result.path)
+        if result.error:
+            self.error.setText(f"Could not classify this file: {result.error}")
+            self.error.show()
+        else:
+            self.error.hide()
+        if not same_file:
+            self.view.set_image(None, result.image_size)
+            self.view.set_heatmap(None, self.colormap.currentText())
+            self.view.set_message("Loading…" if not result.error else result.error)
+            if not result.error:
+                self._loader.request_preview(result.path)
+        self._refresh_heatmap()
+
+    def _refresh_heatmap(self) -> None:
+        r = self.result
+        if r is None or r.error:
+            return
+        opts = self.explain_options()
+        hm = r.heatmap
+        if (self.class_index is None and hm is not None and hm.head_fusion == opts.head_fusion
+                and abs(hm.discard_ratio - opts.discard_ratio) < 1e-6):
+            self._recompute_timer.stop()
+            self._pending_heatmap = 0
+            self.view.set_heatmap(hm, self.colormap.currentText())
+            self._update_showing()
+            return
+        self._recompute_timer.start()
+
+    @Slot()
+    def _request_heatmap(self) -> None:
+        if self.result is None or self.result.error:
+            return
+        self._pending_heatmap = self._controller.request_heatmap(
+            self.result.path, self.explain_options(), self.class_index)
+        self._update_showing(computing=True)
+
+    def _update_showing(self, computing: bool = False) -> None:
+        if self.result is None or self.result.error:
+            self.showing.setText("")
+            return
+        if self.class_index is None:
+            opts = self.explain_options()
+            what = f"Attention rollout ({opts.head_fusion} of heads, discard {opts.discard_ratio:.2f})"
+        else:
+            label = next((p.label for p in self.result.predictions if p.index == self.class_index),
+                         str(self.class_index))
+            what = f"Class-specific map for “{label}” (click it again for rollout)"
+        self.showing.setText(what + (" — computing…" if computing else ""))
+
+    # -- slots ---------------------------------------------------------------------------------
+
+    @Slot(str, QImage)
+    def _on_preview_ready(self, path: str, image: QImage) -> None:
+        if self.result is not None and path == self.result.path:
+            size = self.result.image_size or (image.width(), image.height())
+            self.view.set_image(image, size)
+
+    @Slot(str, str)
+    def _on_preview_failed(self, path: str, message: str) -> None:
+        if self.result is not None and path == self.result.path:
+            self.view.set_message(f"Cannot show this image: {message}")
+
+    @Slot(int, object)
+    def _on_heatmap_ready(self, request_id: int, reply: object) -> None:
+        assert isinstance(reply, HeatmapReply)
+        if request_id != self._pending_heatmap or self.result is None or reply.path != self.result.path:
+            return
+        self._pending_heatmap = 0
+        self.view.set_heatmap(reply.heatmap, self.colormap.currentText())
+        self._update_showing()
+
+    @Slot(int, str)
+    def _on_heatmap_failed(self, request_id: int, message: str) -> None:
+        if request_id == self._pending_heatmap:
+            self._pending_heatmap = 0
+            self.showing.setText(f"Could not compute the map: {message}")
+
+    @Slot(bool)
+    def _on_overlay_toggled(self, on: bool) -> None:
+        self.view.set_overlay_visible(on)
+        self.settings_changed.emit()
+
+    @Slot(int)
+    def _on_opacity(self, value: int) -> None:
+        self.view.set_opacity(value / 100.0)
+        self.settings_changed.emit()
+
+    @Slot(str)
+    def _on_colormap(self, name: str) -> None:
+        self.view.set_colormap(name)
+        self.settings_changed.emit()
+
+    @Slot(str)
+    def _on_explain_changed(self, _text: str) -> None:
+        self._refresh_heatmap()
+        self._update_showing(computing=self._recompute_timer.isActive())
+        self.settings_changed.emit()
+
+    @Slot(int)
+    def _on_discard(self, value: int) -> None:
+        self.discard_label.setText(f"{value / 100:.2f}")
+        self._on_explain_changed("")
+
+    @Slot(int)
+    def _on_class_clicked(self, class_index: int) -> None:
+        self.class_index = None if class_index < 0 else class_index
+        self._refresh_heatmap()
+        self._update_showing(computing=self._recompute_timer.isActive())
+
+    @property
+    def current_heatmap(self) -> Heatmap | None:
+        return self.view.heatmap
+
+
+__all__ = ["COLORMAPS", "DetailPanel", "TopKBars"]

@@ -1,0 +1,147 @@
+"""The gallery: a ``QListView`` in icon mode with a delegate that paints each result card."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Slot
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen
+from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+
+from vit_desktop.core.types import ClassifyResult
+from vit_desktop.gui.results_model import Roles
+from vit_desktop.gui.thumbnails import ImageLoader
+
+ERROR_COLOR = QColor("#d9534f")
+UNCERTAIN_COLOR = QColor("#e0a526")
+BAR_COLOR = QColor("#3d8bd9")
+
+
+class ResultDelegate(QStyledItemDelegate):
+    """Thumbnail, file name, best label and a score bar; errors show their reason in red."""
+
+    def __init__(self, loader: ImageLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._loader = loader
+        self.card = QSize(loader.thumb_size + 16, loader.thumb_size + 62)
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:  # noqa: N802
+        return self.card
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        result: ClassifyResult | None = index.data(Roles.RESULT)
+        if result is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        rect = option.rect.adjusted(3, 3, -3, -3)
+        pal = option.palette
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        bg = pal.color(QPalette.ColorRole.Highlight) if selected else pal.color(QPalette.ColorRole.Base)
+        painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
+        painter.setBrush(bg.lighter(105) if not selected else bg)
+        painter.drawRoundedRect(rect, 6, 6)
+
+        size = self._loader.thumb_size
+        thumb_rect = QRect(rect.left() + (rect.width() - size) // 2, rect.top() + 5, size, size)
+        pix = self._loader.thumbnail(result.path)
+        if pix is not None:
+            scaled = pix.size().scaled(thumb_rect.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(0, 0, scaled.width(), scaled.height())
+            target.moveCenter(thumb_rect.center())
+            painter.drawPixmap(target, pix)
+        else:
+            painter.fillRect(thumb_rect, pal.color(QPalette.ColorRole.AlternateBase))
+            problem = self._loader.thumbnail_error(result.path)
+            if problem and not result.error:
+                painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+                painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, "no preview")
+
+        text_color = pal.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
+        font = QFont(option.font)
+        fm = QFontMetrics(font)
+        line_h = fm.height()
+        y = thumb_rect.bottom() + 4
+        text_rect = QRect(rect.left() + 6, y, rect.width() - 12, line_h)
+        bold = QFont(font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        if result.error:
+            painter.setPen(ERROR_COLOR)
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft, QFontMetrics(bold).elidedText(
+                "Error", Qt.TextElideMode.ElideRight, text_rect.width()))
+            painter.setFont(font)
+            reason_rect = QRect(text_rect.left(), y + line_h, text_rect.width(), line_h * 2)
+            painter.drawText(reason_rect, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap,
+                             fm.elidedText(result.error, Qt.TextElideMode.ElideRight, text_rect.width() * 2 - 10))
+            painter.restore()
+            return
+
+        top = result.top
+        label = top.label if top else "?"
+        score = top.score if top else 0.0
+        painter.setPen(UNCERTAIN_COLOR if result.uncertain else text_color)
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft,
+                         QFontMetrics(bold).elidedText(label, Qt.TextElideMode.ElideRight, text_rect.width()))
+        painter.setFont(font)
+        # Score bar with the percentage at its right.
+        bar_y = y + line_h + 3
+        pct = f"{score:.0%}"
+        pct_w = fm.horizontalAdvance("100%") + 4
+        bar = QRect(text_rect.left(), bar_y + (line_h - 6) // 2, text_rect.width() - pct_w, 6)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(pal.color(QPalette.ColorRole.Midlight))
+        painter.drawRoundedRect(bar, 3, 3)
+        filled = QRect(bar)
+        filled.setWidth(max(2, int(bar.width() * max(0.0, min(1.0, score)))))
+        painter.setBrush(UNCERTAIN_COLOR if result.uncertain else BAR_COLOR)
+        painter.drawRoundedRect(filled, 3, 3)
+        painter.setPen(text_color)
+        painter.drawText(QRect(bar.right() + 4, bar_y, pct_w, line_h), Qt.AlignmentFlag.AlignRight, pct)
+        name_rect = QRect(text_rect.left(), bar_y + line_h + 1, text_rect.width(), line_h)
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText) if not selected else text_color)
+        painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft,
+                         fm.elidedText(index.data(Roles.NAME) or "", Qt.TextElideMode.ElideMiddle, text_rect.width()))
+        painter.restore()
+
+
+class GalleryView(QListView):
+    """Icon grid of results; says what to do when empty. Drops go to the window."""
+
+    def __init__(self, loader: ImageLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.delegate = ResultDelegate(loader, self)
+        self.setItemDelegate(self.delegate)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)  # thousands of rows: no per-item size queries
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(200)
+        self.setSpacing(4)
+        self.setGridSize(self.delegate.card + QSize(8, 8))
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setAcceptDrops(False)  # let drops reach the main window, which accepts them anywhere
+        self.viewport().setAcceptDrops(False)
+        self.empty_text = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
+        loader.thumbnail_ready.connect(self._on_thumbnail_ready)
+
+    @Slot(str)
+    def _on_thumbnail_ready(self, _path: str) -> None:
+        # One coalesced repaint per event-loop pass, however many thumbnails arrived.
+        self.viewport().update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        super().paintEvent(event)
+        model = self.model()
+        if model is not None and model.rowCount() == 0:
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            font = QFont(self.font())
+            font.setPointSizeF(font.pointSizeF() * 1.3)
+            painter.setFont(font)
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, self.empty_text)
+            painter.end()
+
+
+__all__ = ["GalleryView", "ResultDelegate"]

@@ -1,0 +1,236 @@
+"""Qt item models over classification results: a flat list, plus a sort/filter proxy.
+
+Thousands of rows arrive in batches; each batch is one ``beginInsertRows`` so views lay out once
+per batch, not once per image. A file classified again (dropped twice) updates its row in place.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+
+from vit_desktop.core.types import ClassifyResult
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+class Roles(IntEnum):
+    RESULT = int(Qt.ItemDataRole.UserRole) + 1
+    PATH = RESULT + 1
+    LABEL = RESULT + 2
+    SCORE = RESULT + 3
+    ERROR = RESULT + 4
+    UNCERTAIN = RESULT + 5
+    NAME = RESULT + 6
+
+
+class ResultsModel(QAbstractListModel):
+    """One row per image, in the order results arrived."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[ClassifyResult] = []
+        self._row_of: dict[str, int] = {}
+
+    # -- Qt API --------------------------------------------------------------------------------
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: AnyIndex, role: int = int(Qt.ItemDataRole.DisplayRole)) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        r = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole or role == Roles.NAME:
+            return Path(r.path).name
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return tooltip(r)
+        if role == Roles.RESULT:
+            return r
+        if role == Roles.PATH:
+            return r.path
+        if role == Roles.LABEL:
+            return r.top.label if r.top else ""
+        if role == Roles.SCORE:
+            # Errors sort below every real score.
+            return r.top.score if r.top else -1.0
+        if role == Roles.ERROR:
+            return r.error or ""
+        if role == Roles.UNCERTAIN:
+            return r.uncertain
+        return None
+
+    # -- our API -------------------------------------------------------------------------------
+
+    def add_results(self, results: Iterable[ClassifyResult]) -> None:
+        """Append new files in one insert; files seen before are updated in place."""
+        fresh: list[ClassifyResult] = []
+        for r in results:
+            row = self._row_of.get(r.path)
+            if row is not None:
+                self._rows[row] = r
+                idx = self.index(row)
+                self.dataChanged.emit(idx, idx)
+            else:
+                fresh.append(r)
+        if not fresh:
+            return
+        # The same path twice inside one batch: keep the last.
+        unique: dict[str, ClassifyResult] = {}
+        for r in fresh:
+            unique[r.path] = r
+        first = len(self._rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(unique) - 1)
+        for r in unique.values():
+            self._row_of[r.path] = len(self._rows)
+            self._rows.append(r)
+        self.endInsertRows()
+
+    def replace_result(self, result: ClassifyResult) -> None:
+        """Swap in a newer result for a file already listed (e.g. with a recomputed heatmap)."""
+        row = self._row_of.get(result.path)
+        if row is None:
+            return
+        self._rows[row] = result
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx)
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self._rows.clear()
+        self._row_of.clear()
+        self.endResetModel()
+
+    def results(self) -> list[ClassifyResult]:
+        return list(self._rows)
+
+    def result_for(self, path: str) -> ClassifyResult | None:
+        row = self._row_of.get(path)
+        return self._rows[row] if row is not None else None
+
+    def counts(self) -> tuple[int, int, int]:
+        """(images, errors, uncertain)."""
+        errors = sum(1 for r in self._rows if r.error)
+        uncertain = sum(1 for r in self._rows if r.uncertain and not r.error)
+        return len(self._rows), errors, uncertain
+
+
+def tooltip(r: ClassifyResult) -> str:
+    if r.error:
+        return f"{r.path}\n{r.error}"
+    lines = [r.path]
+    lines += [f"{p.label}: {p.score:.1%}" for p in r.predictions]
+    if r.uncertain:
+        lines.append("Uncertain: the best score is below the threshold")
+    return "\n".join(lines)
+
+
+class FilterMode(IntEnum):
+    ALL = 0
+    CONFIDENT = 1
+    UNCERTAIN = 2
+    ERRORS = 3
+
+
+FILTER_TITLES: dict[FilterMode, str] = {
+    FilterMode.ALL: "All images",
+    FilterMode.CONFIDENT: "Confident",
+    FilterMode.UNCERTAIN: "Uncertain",
+    FilterMode.ERRORS: "Errors",
+}
+
+#: Title, role, order.
+SORT_KEYS: Sequence[tuple[str, Roles | None, Qt.SortOrder]] = (
+    ("Order added", None, Qt.SortOrder.AscendingOrder),
+    ("Name", Roles.NAME, Qt.SortOrder.AscendingOrder),
+    ("Label", Roles.LABEL, Qt.SortOrder.AscendingOrder),
+    ("Score, high first", Roles.SCORE, Qt.SortOrder.DescendingOrder),
+    ("Score, low first", Roles.SCORE, Qt.SortOrder.AscendingOrder),
+)
+
+
+class ResultsFilter(QSortFilterProxyModel):
+    """Filters by text in the label or file name, by state, and by a minimum score."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._mode = FilterMode.ALL
+        self._text = ""
+        self._min_score = 0.0
+        self.setSortCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setSortLocaleAware(True)
+        self.setDynamicSortFilter(True)
+
+    def _refilter(self, change: Callable[[], None]) -> None:
+        # Qt 6.9 replaced invalidateFilter() with a begin/end pair around the change.
+        if hasattr(self, "beginFilterChange"):
+            self.beginFilterChange()
+            change()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:  # pragma: no cover - older Qt
+            change()
+            self.invalidateFilter()
+
+    def set_mode(self, mode: FilterMode) -> None:
+        def change() -> None:
+            self._mode = FilterMode(mode)
+
+        self._refilter(change)
+
+    def set_text(self, text: str) -> None:
+        def change() -> None:
+            self._text = text.strip().casefold()
+
+        self._refilter(change)
+
+    def set_min_score(self, score: float) -> None:
+        def change() -> None:
+            self._min_score = float(score)
+
+        self._refilter(change)
+
+    def refilter(self) -> None:
+        """Re-apply the filter after the rows' data changed underneath (e.g. the threshold)."""
+        self._refilter(lambda: None)
+
+    def set_sort_key(self, key: int) -> None:
+        _title, role, order = SORT_KEYS[key]
+        if role is None:
+            self.setSortRole(int(Qt.ItemDataRole.UserRole))
+            self.sort(-1)  # back to the source order
+            return
+        self.setSortRole(int(role))
+        self.sort(0, order)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:  # noqa: N802
+        model = self.sourceModel()
+        idx = model.index(source_row, 0, source_parent)
+        r: ClassifyResult | None = model.data(idx, Roles.RESULT)
+        if r is None:
+            return False
+        if self._mode == FilterMode.ERRORS and not r.error:
+            return False
+        if self._mode == FilterMode.UNCERTAIN and (r.error or not r.uncertain):
+            return False
+        if self._mode == FilterMode.CONFIDENT and (r.error or r.uncertain):
+            return False
+        if self._min_score > 0.0 and (r.top is None or r.top.score < self._min_score):
+            return False
+        if self._text:
+            hay = " ".join([Path(r.path).name, *(p.label for p in r.predictions[:1])]).casefold()
+            if self._text not in hay:
+                return False
+        return True
+
+
+__all__ = ["FILTER_TITLES", "FilterMode", "ResultsFilter", "ResultsModel", "Roles", "SORT_KEYS"]

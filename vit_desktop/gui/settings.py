@@ -1,0 +1,129 @@
+"""Typed access to what the window remembers between sessions (``QSettings``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QByteArray, QSettings
+
+
+def _to_float(value: object, default: float) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _to_bool(value: object, default: bool) -> bool:
+    # INI files give strings back: "true"/"false".
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if value is None:
+        return default
+    return bool(value)
+
+
+@dataclass
+class OverlaySettings:
+    opacity: float = 0.5
+    colormap: str = "inferno"
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
+    overlay: bool = True
+
+
+class AppSettings:
+    """Wraps a ``QSettings`` so that keys and types live in one place."""
+
+    def __init__(self, settings: QSettings | None = None) -> None:
+        self.qsettings = settings if settings is not None else QSettings()
+
+    # -- model ---------------------------------------------------------------------------------
+
+    @property
+    def last_model(self) -> str:
+        return str(self.qsettings.value("model/source", "") or "")
+
+    @last_model.setter
+    def last_model(self, source: str) -> None:
+        self.qsettings.setValue("model/source", source)
+
+    @property
+    def device(self) -> str:
+        return str(self.qsettings.value("model/device", "auto") or "auto")
+
+    @device.setter
+    def device(self, key: str) -> None:
+        self.qsettings.setValue("model/device", key)
+
+    @property
+    def precision(self) -> str:
+        return str(self.qsettings.value("model/precision", "auto") or "auto")
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self.qsettings.setValue("model/precision", value)
+
+    # -- overlay -------------------------------------------------------------------------------
+
+    def overlay(self) -> OverlaySettings:
+        s = self.qsettings
+        d = OverlaySettings()
+        return OverlaySettings(
+            opacity=_to_float(s.value("overlay/opacity", d.opacity), d.opacity),
+            colormap=str(s.value("overlay/colormap", d.colormap)),
+            head_fusion=str(s.value("overlay/head_fusion", d.head_fusion)),
+            discard_ratio=_to_float(s.value("overlay/discard_ratio", d.discard_ratio), d.discard_ratio),
+            overlay=_to_bool(s.value("overlay/visible", d.overlay), d.overlay),
+        )
+
+    def set_overlay(self, o: OverlaySettings) -> None:
+        s = self.qsettings
+        s.setValue("overlay/opacity", o.opacity)
+        s.setValue("overlay/colormap", o.colormap)
+        s.setValue("overlay/head_fusion", o.head_fusion)
+        s.setValue("overlay/discard_ratio", o.discard_ratio)
+        s.setValue("overlay/visible", o.overlay)
+
+    # -- classification ------------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        return _to_float(self.qsettings.value("classify/threshold", 0.5), 0.5)
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.qsettings.setValue("classify/threshold", value)
+
+    # -- window and folders --------------------------------------------------------------------
+
+    def geometry(self) -> QByteArray | None:
+        v = self.qsettings.value("window/geometry")
+        return v if isinstance(v, QByteArray) else None
+
+    def window_state(self) -> QByteArray | None:
+        v = self.qsettings.value("window/state")
+        return v if isinstance(v, QByteArray) else None
+
+    def splitter_state(self) -> QByteArray | None:
+        v = self.qsettings.value("window/splitter")
+        return v if isinstance(v, QByteArray) else None
+
+    def save_window(self, geometry: QByteArray, state: QByteArray, splitter: QByteArray) -> None:
+        self.qsettings.setValue("window/geometry", geometry)
+        self.qsettings.setValue("window/state", state)
+        self.qsettings.setValue("window/splitter", splitter)
+
+    def folder(self, purpose: str) -> str:
+        return str(self.qsettings.value(f"folders/{purpose}", "") or "")
+
+    def set_folder(self, purpose: str, path: str) -> None:
+        self.qsettings.setValue(f"folders/{purpose}", path)
+
+    def sync(self) -> None:
+        self.qsettings.sync()
+
+
+__all__ = ["AppSettings", "OverlaySettings"]
