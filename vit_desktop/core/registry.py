@@ -14,6 +14,7 @@ resize to 518, no extra crop margin), which is torchvision's default for that mo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -43,6 +44,7 @@ BASE_URL_ENV = "VIT_DESKTOP_WEIGHTS_BASE_URL"
 #: Metadata keys of the project's safetensors format that a listing shows.
 META_NAME = "vit_desktop.name"
 META_DESCRIPTION = "vit_desktop.description"
+META_LABELS = "vit_desktop.labels"
 
 # torchvision's weight files end in "-<first hex digits of the file's SHA-256>.pth".
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.[a-z]+$")
@@ -319,8 +321,11 @@ def _registry_info(entry: RegistryEntry) -> ModelInfo:
     )
 
 
-def _file_info(path: Path, kind: str) -> ModelInfo:
-    """Read only the safetensors header (a few KB), never the tensors."""
+def _file_info(path: Path, kind: str) -> tuple[ModelInfo, bool]:
+    """The row for a model file and whether its header was readable.
+
+    Reads only the safetensors header (a few KB), never the tensors.
+    """
     from safetensors import safe_open  # imported here: the registry itself does not need it
 
     try:
@@ -333,8 +338,10 @@ def _file_info(path: Path, kind: str) -> ModelInfo:
     except Exception as error:  # safetensors raises its own error types for a bad header
         reason = " ".join(str(error).split())[:160] or type(error).__name__
         return ModelInfo(path.stem, path.stem, kind, str(path), True, size,
-                         f"unreadable: {reason}")
-    name = meta.get(META_NAME) or path.stem
+                         f"unreadable: {reason}"), False
+    # One line each: they end up in menus and table cells.
+    name = " ".join(meta.get(META_NAME, "").split()) or path.stem
+    description = meta.get(META_DESCRIPTION, "") or _labels_summary(meta.get(META_LABELS))
     return ModelInfo(
         name=name,
         title=name,
@@ -342,8 +349,23 @@ def _file_info(path: Path, kind: str) -> ModelInfo:
         source=str(path),
         cached=True,
         size_bytes=size,
-        description=meta.get(META_DESCRIPTION, ""),
-    )
+        description=" ".join(description.split()),
+    ), True
+
+
+def _labels_summary(labels_json: str | None) -> str:
+    """``3 classes: cat, dog, fox`` from the project's JSON label list; "" when absent or bad."""
+    if not labels_json:
+        return ""
+    try:
+        labels = json.loads(labels_json)
+    except ValueError:
+        return ""
+    if not isinstance(labels, list) or not labels:
+        return ""
+    shown = ", ".join(str(label) for label in labels[:4])
+    more = ", ..." if len(labels) > 4 else ""
+    return f"{len(labels)} classes: {shown}{more}"
 
 
 def _safetensors_in(folder: Path) -> list[Path]:
@@ -359,9 +381,24 @@ def list_models() -> list[ModelInfo]:
     Fast enough to call when a menu opens: file headers only, no tensors, no network.
     """
     infos = [_registry_info(entry) for entry in REGISTRY.values()]
-    infos += [_file_info(p, "bundled") for p in _safetensors_in(bundled_models_dir())]
-    infos += [_file_info(p, "user") for p in _safetensors_in(user_models_dir(create=False))]
+    infos += [_file_info(p, "bundled")[0] for p in _safetensors_in(bundled_models_dir())]
+    infos += [_file_info(p, "user")[0] for p in _safetensors_in(user_models_dir(create=False))]
     return infos
+
+
+def find_model_file(name: str) -> Path | None:
+    """The file of the user's or a bundled model called ``name`` (its saved name or file stem).
+
+    Lets ``--model cats`` stand for a model the user saved as "cats". The user's own models win
+    over bundled ones of the same name; unreadable files are never chosen.
+    """
+    files = [(p, "user") for p in _safetensors_in(user_models_dir(create=False))]
+    files += [(p, "bundled") for p in _safetensors_in(bundled_models_dir())]
+    for path, kind in files:
+        info, readable = _file_info(path, kind)
+        if readable and name in (info.name, path.stem):
+            return path
+    return None
 
 
 def format_models_table(infos: Iterable[ModelInfo]) -> str:
@@ -391,6 +428,7 @@ __all__ = [
     "RegistryEntry",
     "architecture_of",
     "ensure_weights",
+    "find_model_file",
     "format_models_table",
     "get_entry",
     "is_cached",
