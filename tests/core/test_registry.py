@@ -114,6 +114,15 @@ def test_garbage_cached_file_is_a_model_error(hub: Path) -> None:
     message = str(info.value)
     assert str(bad) in message and "delete it" in message
     assert "\n" not in message
+    assert "weights_only" not in message  # torch's advice to load unsafely is not passed on
+
+
+def test_truncated_cached_file_is_a_model_error(hub: Path) -> None:
+    path = hub / registry.REGISTRY["vit_b_16"].filename
+    torch.save({"x": torch.zeros(10_000)}, path)
+    path.write_bytes(path.read_bytes()[:20_000])  # an interrupted copy
+    with pytest.raises(ModelError, match=r"cannot read the vit_b_16 weights \(20 KB, expected about 330 MB"):
+        registry.load_registry_model("vit_b_16")
 
 
 def test_wrong_state_dict_in_cache_is_a_model_error(hub: Path) -> None:

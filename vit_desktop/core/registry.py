@@ -229,6 +229,29 @@ def _human_size(size: int) -> str:
     return f"{size} B"
 
 
+def _load_failure_reason(error: BaseException) -> str:
+    """One short line from torch.load's error.
+
+    With weights_only=True torch wraps every refusal in a paragraph advising weights_only=False,
+    which is exactly the wrong advice for a file from the internet; keep only the actual cause.
+    """
+    text = str(error)
+    if text.startswith("Weights only load failed"):
+        # The real cause is the chained unpickler error ("Unsupported operand 103",
+        # "Unsupported global: GLOBAL print ..."); keep its first sentence.
+        inner = str(error.__context__ or "").strip()
+        if not inner:
+            match = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+            inner = match.group(1) if match else ""
+        first = inner.split(". ")[0].strip() or "unsupported content"
+        reason = f"not plain tensor data: {first}"
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        reason = lines[0].split(". ")[0].strip() if lines else type(error).__name__
+    reason = reason.rstrip(".")
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
 def load_registry_model(
     name: str,
     *,
@@ -250,7 +273,7 @@ def load_registry_model(
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged zip/pickle stream
         size = path.stat().st_size if path.exists() else 0
-        reason = " ".join(str(error).split())[:200]
+        reason = _load_failure_reason(error)
         raise ModelError(
             f"{path}: cannot read the {name} weights ({_human_size(size)}, expected about "
             f"{_human_size(entry.size_bytes)}; {reason}); {advice}"
