@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vit_desktop.core import registry
-from vit_desktop.core.download import download_file
+from vit_desktop.core.download import PARTIAL_SUFFIX, STALE_PARTIAL_SECONDS, download_file
 from vit_desktop.core.types import CancelToken, Cancelled, DownloadError
 
 PAYLOAD = random.Random(7).randbytes(300_000)
@@ -183,6 +183,24 @@ def test_cancel_midway_raises_and_leaves_nothing(server: str, tmp_path: Path) ->
                       cancel=token, chunk_size=CHUNK)
     assert max(calls) < len(PAYLOAD)  # it stopped early instead of finishing first
     assert _leftovers(tmp_path) == []
+
+
+def test_abandoned_partial_files_are_cleaned_up(server: str, tmp_path: Path) -> None:
+    import os
+    import time
+
+    dest = tmp_path / "m.pth"
+    abandoned = tmp_path / f".m.pth.crashed{PARTIAL_SUFFIX}"  # a download killed yesterday
+    abandoned.write_bytes(b"x" * 1000)
+    old = time.time() - 2 * STALE_PARTIAL_SECONDS
+    os.utime(abandoned, (old, old))
+    in_flight = tmp_path / f".m.pth.other{PARTIAL_SUFFIX}"  # another process, still writing
+    in_flight.write_bytes(b"y")
+    unrelated = tmp_path / f".n.pth.old{PARTIAL_SUFFIX}"  # another file's: not ours to judge
+    unrelated.write_bytes(b"z")
+    os.utime(unrelated, (old, old))
+    download_file(f"{server}/good.bin", dest)
+    assert _leftovers(tmp_path) == sorted([dest.name, in_flight.name, unrelated.name])
 
 
 @pytest.mark.parametrize(("path", "status"), [("missing.pth", "404"), ("broken.pth", "500")])

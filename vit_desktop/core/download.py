@@ -12,10 +12,12 @@ torchvision's ImageNet weights. The rules that matter to a user:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import BinaryIO
 from vit_desktop.core.types import CancelToken, Cancelled, DownloadError, ProgressCallback
 
 PARTIAL_SUFFIX = ".partial"
+STALE_PARTIAL_SECONDS = 3600.0
 
 _USER_AGENT = "vit-desktop"
 
@@ -83,6 +86,7 @@ def download_file(
     except OSError as error:
         raise DownloadError(f"cannot write into {dest.parent}: {_one_line(error)}") from None
     tmp = Path(tmp_name)
+    _remove_stale_partials(dest, keep=tmp)
     try:
         with os.fdopen(fd, "wb") as out:
             digest = _stream(url, out, progress=progress, cancel=cancel, timeout=timeout,
@@ -97,6 +101,24 @@ def download_file(
         tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _remove_stale_partials(dest: Path, *, keep: Path) -> None:
+    """Delete partial files of ``dest`` left by a process that was killed mid-download.
+
+    Only old ones: a download in progress (another process, same file) writes its partial file
+    every chunk, so anything untouched for STALE_PARTIAL_SECONDS is abandoned. Without this a
+    crash during a 2.4 GB download would keep that much disk space forever, out of sight.
+    """
+    now = time.time()
+    for path in dest.parent.glob(f".{glob.escape(dest.name)}.*{PARTIAL_SUFFIX}"):
+        if path == keep:
+            continue
+        try:
+            if now - path.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                path.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete: not worth failing a download over
 
 
 def _stream(
@@ -152,4 +174,4 @@ def _stream(
     return digest.hexdigest()
 
 
-__all__ = ["PARTIAL_SUFFIX", "download_file"]
+__all__ = ["PARTIAL_SUFFIX", "STALE_PARTIAL_SECONDS", "download_file"]
