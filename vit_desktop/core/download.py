@@ -86,9 +86,9 @@ def download_file(
     except OSError as error:
         raise DownloadError(f"cannot write into {dest.parent}: {_one_line(error)}") from None
     tmp = Path(tmp_name)
-    _remove_stale_partials(dest, keep=tmp)
     try:
         with os.fdopen(fd, "wb") as out:
+            _remove_stale_partials(dest, keep=tmp)
             digest = _stream(url, out, progress=progress, cancel=cancel, timeout=timeout,
                              chunk_size=chunk_size)
         if expected is not None and not digest.startswith(expected):
