@@ -70,7 +70,7 @@ def hub_checkpoints_dir() -> Path:
     by a script calling ``vit_b_16(weights=...)``) are found by both. Honours ``TORCH_HOME`` and
     ``torch.hub.set_dir``.
     """
-    import torch.hub  # imported here: the path helpers above must stay cheap to import
+    import torch.hub  # imported here: the path functions above must stay cheap to import
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 
