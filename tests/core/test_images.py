@@ -23,6 +23,7 @@ from vit_desktop.core.images import (
     load_image,
     load_image_with_size,
     scan,
+    to_rgb,
 )
 from vit_desktop.core.types import CancelToken, Cancelled, ImageError
 
@@ -145,6 +146,13 @@ def test_animated_gif_uses_first_frame(tmp_path: Path) -> None:
         assert check.n_frames == 3
     assert _close(_pixel(load_image(path), (3, 3)), (255, 0, 0), tol=4)
 
+
+
+def test_to_rgb_converts_pasted_images_like_files() -> None:
+    assert _pixel(to_rgb(Image.new("RGBA", (2, 2), (0, 0, 0, 0)))) == (255, 255, 255)
+    assert _close(_pixel(to_rgb(Image.new("I;16", (2, 2), 32768))), (128, 128, 128), tol=1)
+    rgb = Image.new("RGB", (2, 2), (1, 2, 3))
+    assert to_rgb(rgb) is rgb  # nothing to convert: no copy of a big photo
 
 # --------------------------------------------------------------------------------------------
 # EXIF orientation and draft decoding
@@ -540,6 +548,22 @@ def test_scan_checks_cancel_during_the_walk(tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         scan([root], cancel=token)
     assert token.calls == 5  # stopped at the first check after the click, not at the end
+
+
+
+def test_scan_can_be_cancelled_inside_one_big_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images, "_CANCEL_EVERY", 8)  # a big folder, in miniature
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(20):
+        (root / f"{i}.jpg").write_bytes(b"")
+    # Checks so far: one per argument, one per folder listed; the third can only come from
+    # inside the listing of the single folder.
+    token = _CancelAfter(3)
+    with pytest.raises(Cancelled):
+        scan([root], cancel=token)
 
 
 # --------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def load_image_with_size(
                 img.draft("RGB", (draft_size, draft_size))
             img.load()
             orientation = _orientation(img)
-            image = _to_rgb(_apply_orientation(img, orientation))
+            image = to_rgb(_apply_orientation(img, orientation))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -159,8 +159,14 @@ def _apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
         return img.transpose(_TRANSPOSE[orientation])
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, the way the photo looks on screen."""
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert an image of any Pillow mode to 8-bit RGB, the way it looks on screen.
+
+    Transparency is composited on white; 16-bit and float data are scaled, not clipped (see
+    :func:`_to_8bit_gray`); CMYK, palette and 1-bit use Pillow's conversions. An RGB image is
+    returned as it is. For images that did not come from :func:`load_image` (pasted ones), which
+    have no file orientation to apply. Raises :class:`ImageError` for a mode it cannot convert.
+    """
     mode = img.mode
     if mode == "RGB":
         return img
@@ -471,4 +477,5 @@ __all__ = [
     "load_image",
     "load_image_with_size",
     "scan",
+    "to_rgb",
 ]
