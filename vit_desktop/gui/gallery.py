@@ -36,10 +36,21 @@ class ResultDelegate(QStyledItemDelegate):
         rect = option.rect.adjusted(3, 3, -3, -3)
         pal = option.palette
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        bg = pal.color(QPalette.ColorRole.Highlight) if selected else pal.color(QPalette.ColorRole.Base)
-        painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
-        painter.setBrush(bg.lighter(105) if not selected else bg)
-        painter.drawRoundedRect(rect, 6, 6)
+        # A selected card keeps its light background (the score bar stays readable) and gets a
+        # thick highlight frame and a faint tint instead of a solid fill.
+        highlight = pal.color(QPalette.ColorRole.Highlight)
+        if selected:
+            tint = QColor(highlight)
+            tint.setAlpha(40)
+            painter.setPen(QPen(highlight, 2.5))
+            painter.setBrush(pal.color(QPalette.ColorRole.Base))
+            painter.drawRoundedRect(rect, 6, 6)
+            painter.setBrush(tint)
+            painter.drawRoundedRect(rect, 6, 6)
+        else:
+            painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
+            painter.setBrush(pal.color(QPalette.ColorRole.Base))
+            painter.drawRoundedRect(rect, 6, 6)
 
         size = self._loader.thumb_size
         thumb_rect = QRect(rect.left() + (rect.width() - size) // 2, rect.top() + 5, size, size)
@@ -56,7 +67,7 @@ class ResultDelegate(QStyledItemDelegate):
                 painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
                 painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, "no preview")
 
-        text_color = pal.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
+        text_color = pal.color(QPalette.ColorRole.Text)
         font = QFont(option.font)
         fm = QFontMetrics(font)
         line_h = fm.height()
@@ -98,7 +109,7 @@ class ResultDelegate(QStyledItemDelegate):
         painter.setPen(text_color)
         painter.drawText(QRect(bar.right() + 4, bar_y, pct_w, line_h), Qt.AlignmentFlag.AlignRight, pct)
         name_rect = QRect(text_rect.left(), bar_y + line_h + 1, text_rect.width(), line_h)
-        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText) if not selected else text_color)
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft,
                          fm.elidedText(index.data(Roles.NAME) or "", Qt.TextElideMode.ElideMiddle, text_rect.width()))
         painter.restore()

@@ -1,0 +1,186 @@
+"""How responsive the window stays while a folder streams through the model.
+
+A precise ``QTimer`` fires every 5 ms on the GUI thread; each tick records how late it came
+(elapsed since the previous tick minus 5 ms). A stalled GUI thread (a decode, a layout pass, a
+long slot) shows up as a late tick. The window is really shown (offscreen by default), the
+gallery paints thumbnails and the detail view follows the selection, as for a user.
+
+Also measured: start-up, from launching a fresh interpreter to the window being shown.
+
+    python bench/bench_gui_latency.py [--images 200] [--model PATH] [--size 640x480]
+
+Without ``--model`` the real DeiT-Tiny from ``../shared/weights`` is used when present, else a
+tiny random ViT (which measures the GUI's own overhead, not the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED_DEIT = REPO.parent / "shared" / "weights" / "deit_tiny_patch16_224.safetensors"
+PERIOD_MS = 5
+
+STARTUP_SNIPPET = r"""
+import sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {repo!r})
+import vit_desktop.app  # what the entry point imports before main()
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+from vit_desktop.gui.main_window import MainWindow
+from vit_desktop.gui.style import apply_style
+app = QApplication([])
+apply_style(app)
+w = MainWindow(settings=QSettings({ini!r}, QSettings.Format.IniFormat))
+w.show()
+app.processEvents()
+print("shown", time.perf_counter() - t0, flush=True)
+w.shutdown()
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def measure_startup(runs: int = 3) -> list[float]:
+    """Seconds from spawning ``python`` to the window being shown, per run."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        code = STARTUP_SNIPPET.format(repo=str(REPO), ini=str(Path(tmp) / "s.ini"))
+        env = dict(os.environ, VIT_DESKTOP_DATA_DIR=tmp)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("shown"):
+                    out.append(time.perf_counter() - t0)
+            proc.wait()
+    return out
+
+
+def make_images(folder: Path, n: int, size: tuple[int, int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    w, h = size
+    # Smooth gradients plus noise: JPEGs of realistic size and decode cost, cheap to make.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(n):
+        c = rng.uniform(0, 255, (3,))
+        img = (c[None, None, :] * (0.5 + 0.5 * np.sin(xx[..., None] / (20 + i % 30) + yy[..., None] / 37 + i))
+               + rng.normal(0, 12, (h, w, 3)))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i:04d}.jpg", quality=88)
+
+
+def tiny_model(path: Path) -> Path:
+    import torch
+
+    from vit_desktop.core.checkpoints import build_module, save_model
+    from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+
+    arch = Architecture(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                        num_classes=3)
+    card = ModelCard(name="tiny", kind="file", source="", arch=arch, labels=("a", "b", "c"),
+                     preprocess=Preprocess(crop_size=32, resize_size=36))
+    torch.manual_seed(0)
+    return save_model(path, build_module(arch).eval(), card)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--no-startup", action="store_true")
+    args = parser.parse_args()
+
+    if not args.no_startup:
+        times = measure_startup()
+        print(f"start-up to window shown: {', '.join(f'{t * 1000:.0f}' for t in times)} ms "
+              f"(median {percentile(times, 0.5) * 1000:.0f} ms)")
+
+    from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from vit_desktop.gui.main_window import MainWindow
+    from vit_desktop.gui.style import apply_style
+
+    w_px, h_px = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        os.environ["VIT_DESKTOP_DATA_DIR"] = str(tmpdir / "data")
+        folder = tmpdir / "images"
+        folder.mkdir()
+        make_images(folder, args.images, (w_px, h_px))
+        model = args.model or (str(SHARED_DEIT) if SHARED_DEIT.is_file() else str(tiny_model(tmpdir / "tiny.safetensors")))
+
+        app = QApplication([sys.argv[0]])
+        apply_style(app)
+        window = MainWindow(settings=QSettings(str(tmpdir / "s.ini"), QSettings.Format.IniFormat))
+        window.resize(1280, 800)
+        window.show()
+
+        lateness: list[float] = []
+        clock = QElapsedTimer()
+        probe = QTimer()
+        probe.setTimerType(Qt.TimerType.PreciseTimer)
+        probe.setInterval(PERIOD_MS)
+        state = {"recording": False, "run_s": 0.0, "t_run": 0.0, "cancelled": False, "n": 0}
+
+        def tick() -> None:
+            if state["recording"]:
+                lateness.append(max(0.0, clock.nsecsElapsed() / 1e6 - PERIOD_MS))
+            clock.restart()
+
+        def loaded(_m: object) -> None:
+            print(f"model: {window.controller.current_card.name} on {window.controller.current_model.device_name}")
+            state["recording"] = True
+            clock.restart()
+            state["t_run"] = time.perf_counter()
+            window.add_paths([str(folder)])
+
+        def finished(_run_id: int, cancelled: bool) -> None:
+            state["recording"] = False
+            state["run_s"] = time.perf_counter() - state["t_run"]
+            state["cancelled"] = cancelled
+            state["n"] = window.results_model.rowCount()
+            app.quit()
+
+        probe.timeout.connect(tick)
+        window.controller.model_loaded.connect(loaded)
+        window.controller.run_finished.connect(finished)
+        probe.start()
+        window.load_model(model)
+        QTimer.singleShot(600_000, app.quit)
+        app.exec()
+        window.shutdown()
+
+    n = state["n"]
+    print(f"folder run: {n} images of {w_px}x{h_px} in {state['run_s']:.1f} s "
+          f"({n / max(state['run_s'], 1e-9):.1f} images/s){' (cancelled)' if state['cancelled'] else ''}")
+    print(f"event-loop lateness over {len(lateness)} ticks of {PERIOD_MS} ms: "
+          f"p50 {percentile(lateness, 0.5):.1f} ms, p95 {percentile(lateness, 0.95):.1f} ms, "
+          f"p99 {percentile(lateness, 0.99):.1f} ms, max {max(lateness, default=float('nan')):.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
