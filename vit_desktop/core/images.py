@@ -164,8 +164,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
     Transparency is composited on white; 16-bit and float data are scaled, not clipped (see
     :func:`_to_8bit_gray`); CMYK, palette and 1-bit use Pillow's conversions. An RGB image is
-    returned as it is. For images that did not come from :func:`load_image` (pasted ones), which
-    have no file orientation to apply. Raises :class:`ImageError` for a mode it cannot convert.
+    returned as it is. No EXIF orientation is applied: :func:`load_image` does that for files;
+    this is also the entry for in-memory (pasted) images. Raises :class:`ImageError` for a mode it
+    cannot convert.
     """
     mode = img.mode
     if mode == "RGB":
@@ -193,8 +194,8 @@ def _to_8bit_gray(img: Image.Image) -> Image.Image:
     """Scale a 16/32-bit integer or float image to 8-bit grayscale without clipping to white.
 
     - ``I;16*``: the full 16-bit range maps to 0-255 (65535 / 257 = 255).
-    - ``I`` (32-bit): treated as 16-bit when every value lies in 0-65535 (how 16-bit PNG/TIFF
-      data usually arrives in this mode); otherwise stretched from its minimum to its maximum.
+    - ``I`` (32-bit): treated as 16-bit when every value lies in 0-65535 (older Pillow versions
+      open 16-bit PNGs in this mode); otherwise stretched from its minimum to its maximum.
     - ``F``: 0-1 (the usual float convention) or 0-255 data are kept; other ranges are stretched.
     """
     mode = img.mode
@@ -227,7 +228,7 @@ def _reason(exc: BaseException, path: str | Path, fmt: str | None) -> str:
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, IsADirectoryError) or (
-        isinstance(exc, PermissionError) and os.path.isdir(path)  # Windows reports folders so
+        isinstance(exc, PermissionError) and os.path.isdir(path)  # what Windows raises for one
     ):
         return "is a directory"
     if isinstance(exc, PermissionError):
