@@ -243,7 +243,8 @@ def test_train_from_scratch_on_small_grayscale_tensors(tmp_path: Path) -> None:
 
 
 def test_label_matching_is_forgiving() -> None:
-    assert match_base_labels(["border_collie", "Jay", "unicorn"], ["jay", "Border collie", "horse"]) == {0: 1, 1: 0}
+    base = ["jay", "Border collie", "horse", "crane", "Crane"]
+    assert match_base_labels(["border_collie", "Jay", "unicorn", "crane"], base) == {0: [1], 1: [0], 3: [3, 4]}
 
 
 # --------------------------------------------------------------------------------------------

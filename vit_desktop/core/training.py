@@ -335,16 +335,20 @@ def _normalize_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
 
 
-def match_base_labels(classes: Sequence[str], base_labels: Sequence[str]) -> dict[int, int]:
-    """User class index -> base class index where the names agree ("border_collie" ~ "Border collie")."""
-    lookup: dict[str, int] = {}
+def match_base_labels(classes: Sequence[str], base_labels: Sequence[str]) -> dict[int, list[int]]:
+    """User class index -> base class indices whose names agree ("border_collie" ~ "Border collie").
+
+    A name can match several base classes (ImageNet has a bird and a machine called "crane"); the
+    head picks among them with the user's photos.
+    """
+    lookup: dict[str, list[int]] = {}
     for j, label in enumerate(base_labels):
-        lookup.setdefault(_normalize_name(label), j)
-    out: dict[int, int] = {}
+        lookup.setdefault(_normalize_name(label), []).append(j)
+    out: dict[int, list[int]] = {}
     for i, name in enumerate(classes):
-        j = lookup.get(_normalize_name(name))
-        if j is not None:
-            out[i] = j
+        found = lookup.get(_normalize_name(name))
+        if found:
+            out[i] = found
     return out
 
 
@@ -426,7 +430,7 @@ def fit_head(
     config: TrainConfig,
     *,
     base_head: tuple[torch.Tensor, torch.Tensor] | None = None,
-    name_match: dict[int, int] | None = None,
+    name_match: dict[int, list[int]] | None = None,
     epochs: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -464,12 +468,17 @@ def fit_head(
         B = torch.zeros(num_classes, w_base.shape[0])
         probs = torch.softmax(z_tr, dim=1)
         for c in range(num_classes):
-            if name_match and c in name_match:
-                B[c, name_match[c]] = 1.0
-            else:
-                sel = probs[y_tr == c]
-                if len(sel):
-                    B[c] = sel.mean(0)
+            sel = probs[y_tr == c]
+            if not len(sel):
+                continue
+            # What the base model sees in this class's photos: a soft prototype over its classes.
+            B[c] = sel.mean(0)
+            candidates = (name_match or {}).get(c)
+            if candidates:
+                # A base class with the same name: trust it, choosing by the photos when ambiguous.
+                best = max(candidates, key=lambda j: float(B[c, j]))
+                B[c] /= B[c].norm().clamp_min(1e-6)
+                B[c, best] += 1.0
         # Scale so the initial logits have a useful spread.
         B *= 2.0 / B.norm(dim=1, keepdim=True).clamp_min(1e-6)
         params.append(B)
