@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +199,10 @@ class _Worker(QObject):
         except Cancelled:
             self.model_failed.emit(req.id, "Loading cancelled.")
             return
+        except VitDesktopError as exc:  # expected: a bad file, offline; the message says it all
+            log.warning("loading %s failed: %s", req.source, one_line(exc))
+            self.model_failed.emit(req.id, one_line(exc))
+            return
         except BaseException as exc:  # noqa: BLE001
             log.exception("loading %s failed", req.source)
             self.model_failed.emit(req.id, one_line(exc))
@@ -318,6 +321,10 @@ class _Worker(QObject):
                 heatmap = self._engine.rollout(req.path, req.options)
             else:
                 heatmap = self._engine.explain_class(req.path, req.class_index)
+        except VitDesktopError as exc:
+            log.warning("heatmap for %s failed: %s", req.path, one_line(exc))
+            self.heatmap_failed.emit(req.id, one_line(exc))
+            return
         except BaseException as exc:  # noqa: BLE001
             log.exception("heatmap for %s failed", req.path)
             self.heatmap_failed.emit(req.id, one_line(exc))

@@ -1,0 +1,135 @@
+"""Pieces of the window a user handles directly: sorting and filtering, zoom and pan, start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QImage
+
+from vit_desktop.core.types import ClassifyResult, Heatmap, Prediction
+from vit_desktop.gui.results_model import FilterMode, ResultsFilter, ResultsModel, Roles
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def result(name: str, label: str, score: float, *, uncertain: bool = False) -> ClassifyResult:
+    return ClassifyResult(path=f"/photos/{name}", predictions=(Prediction(label, 0, score),), uncertain=uncertain)
+
+
+@pytest.fixture
+def models(qapp) -> tuple[ResultsModel, ResultsFilter]:
+    model = ResultsModel()
+    proxy = ResultsFilter()
+    proxy.setSourceModel(model)
+    model.add_results([
+        result("b.jpg", "tabby cat", 0.91),
+        result("a.jpg", "golden retriever", 0.42, uncertain=True),
+        ClassifyResult(path="/photos/c.jpg", error="cannot identify image file"),
+        result("d.jpg", "Tabby cat", 0.65),
+    ])
+    return model, proxy
+
+
+def names(proxy: ResultsFilter) -> list[str]:
+    return [proxy.index(r, 0).data() for r in range(proxy.rowCount())]
+
+
+def test_sort_by_score_name_and_back_to_arrival(models) -> None:
+    _model, proxy = models
+    proxy.set_sort_key(3)  # score, high first; errors last
+    assert names(proxy) == ["b.jpg", "d.jpg", "a.jpg", "c.jpg"]
+    proxy.set_sort_key(1)
+    assert names(proxy) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    proxy.set_sort_key(0)
+    assert names(proxy) == ["b.jpg", "a.jpg", "c.jpg", "d.jpg"]
+
+
+def test_filter_by_label_state_and_score(models) -> None:
+    model, proxy = models
+    proxy.set_text("TABBY")  # case-insensitive, on the label
+    assert names(proxy) == ["b.jpg", "d.jpg"]
+    proxy.set_text("")
+    proxy.set_mode(FilterMode.UNCERTAIN)
+    assert names(proxy) == ["a.jpg"]
+    proxy.set_mode(FilterMode.ERRORS)
+    assert names(proxy) == ["c.jpg"]
+    proxy.set_mode(FilterMode.CONFIDENT)
+    assert names(proxy) == ["b.jpg", "d.jpg"]
+    proxy.set_mode(FilterMode.ALL)
+    proxy.set_min_score(0.6)
+    assert names(proxy) == ["b.jpg", "d.jpg"]
+    # Rows arriving later are filtered as they come.
+    model.add_results([result("e.jpg", "tabby cat", 0.99), result("f.jpg", "tabby cat", 0.1)])
+    assert names(proxy) == ["b.jpg", "d.jpg", "e.jpg"]
+
+
+def test_a_file_seen_again_updates_its_row(models) -> None:
+    model, _proxy = models
+    model.add_results([result("a.jpg", "labrador", 0.8)])
+    assert model.rowCount() == 4
+    assert model.data(model.index(1), Roles.LABEL) == "labrador"
+
+
+def test_zoom_keeps_the_point_under_the_cursor_and_drag_pans(qtbot) -> None:
+    from vit_desktop.gui.image_view import ImageView
+
+    view = ImageView()
+    qtbot.addWidget(view)
+    view.resize(400, 300)
+    view.show()
+    image = QImage(200, 100, QImage.Format.Format_RGB888)
+    image.fill(Qt.GlobalColor.darkGreen)
+    view.set_image(image, (2000, 1000))  # a preview of a photo ten times larger
+    heat = Heatmap(grid=np.eye(4, dtype=np.float32), crop_box=(500.0, 0.0, 1500.0, 1000.0), image_size=(2000, 1000))
+    view.set_heatmap(heat, "inferno")
+    fit = view.zoom
+    assert fit == pytest.approx((400 - 16) / 2000)
+
+    anchor = QPointF(100, 120)
+    before = (anchor - view._offset) / view.zoom
+    view.zoom_by(2.0, anchor)
+    after = (anchor - view._offset) / view.zoom
+    assert view.zoom == pytest.approx(2 * fit)
+    assert (after.x(), after.y()) == (pytest.approx(before.x()), pytest.approx(before.y()))
+
+    offset = QPointF(view._offset)
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 150))
+    qtbot.mouseMove(view, QPoint(230, 140))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=QPoint(230, 140))
+    assert view._offset - offset == QPointF(30, -10)
+
+    qtbot.mouseDClick(view, Qt.MouseButton.LeftButton, pos=QPoint(10, 10))
+    assert view.zoom == pytest.approx(fit)
+    # The overlay really is painted over the crop: its centre turns from green to the colour map.
+    grabbed = view.grab().toImage()
+    centre = grabbed.pixelColor(200, 150)
+    view.set_overlay_visible(False)
+    plain = view.grab().toImage().pixelColor(200, 150)
+    assert centre != plain
+
+
+def test_window_appears_without_importing_torch() -> None:
+    """Start-up stays fast: torch is imported by the compute thread, after the window is up."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        sys.path.insert(0, {str(REPO)!r})
+        from PySide6.QtCore import QSettings
+        from PySide6.QtWidgets import QApplication
+        from vit_desktop.gui.main_window import MainWindow
+        app = QApplication([])
+        w = MainWindow(settings=QSettings(os.devnull, QSettings.Format.IniFormat))
+        w.show()
+        app.processEvents()
+        print("torch" in sys.modules, "torchvision" in sys.modules)
+        w.shutdown()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["False", "False"]
