@@ -8,6 +8,11 @@ gallery paints thumbnails and the detail view follows the selection, as for a us
 Also measured: start-up, from launching a fresh interpreter to the window being shown.
 
     python bench/bench_gui_latency.py [--images 200] [--model PATH] [--size 640x480]
+    python bench/bench_gui_latency.py --gallery 5000   # the gallery alone: insert + scroll
+
+``--gallery N`` skips the model: it streams N ready-made results into the gallery in batches of
+16 (as a run would) while scrolling it continuously, so that thumbnail decoding, sorting and
+painting of thousands of items are measured on their own.
 
 Without ``--model`` the real DeiT-Tiny from ``../shared/weights`` is used when present, else a
 tiny random ViT (which measures the GUI's own overhead, not the model).
@@ -110,7 +115,10 @@ def main() -> int:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--model", default=None)
     parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument("--gallery", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    if args.gallery:
+        return bench_gallery(args.gallery)
 
     if not args.no_startup:
         times = measure_startup()
@@ -176,6 +184,79 @@ def main() -> int:
     n = state["n"]
     print(f"folder run: {n} images of {w_px}x{h_px} in {state['run_s']:.1f} s "
           f"({n / max(state['run_s'], 1e-9):.1f} images/s){' (cancelled)' if state['cancelled'] else ''}")
+    print(f"event-loop lateness over {len(lateness)} ticks of {PERIOD_MS} ms: "
+          f"p50 {percentile(lateness, 0.5):.1f} ms, p95 {percentile(lateness, 0.95):.1f} ms, "
+          f"p99 {percentile(lateness, 0.99):.1f} ms, max {max(lateness, default=float('nan')):.1f} ms")
+    return 0
+
+
+def bench_gallery(n: int) -> int:
+    """Stream ``n`` results into a sorted gallery while it scrolls; report event-loop lateness."""
+    from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from vit_desktop.core.types import ClassifyResult, Prediction
+    from vit_desktop.gui.main_window import MainWindow
+    from vit_desktop.gui.style import apply_style
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        src = tmpdir / "src"
+        src.mkdir()
+        make_images(src, 50, (640, 480))
+        sources = sorted(src.iterdir())
+        files = []
+        for i in range(n):  # hard links: n distinct paths, thumbnails really decoded, little disk
+            f = tmpdir / f"g{i:05d}.jpg"
+            os.link(sources[i % len(sources)], f)
+            files.append(str(f))
+        labels = ["tabby cat", "golden retriever", "wall clock", "tennis ball", "traffic light", "maze"]
+        results = [ClassifyResult(path=f, predictions=(Prediction(labels[i % 6], i % 6, (i * 37 % 100) / 100),),
+                                  uncertain=(i * 37 % 100) < 50, image_size=(640, 480))
+                   for i, f in enumerate(files)]
+
+        app = QApplication([sys.argv[0]])
+        apply_style(app)
+        window = MainWindow(settings=QSettings(str(tmpdir / "s.ini"), QSettings.Format.IniFormat))
+        window.resize(1280, 800)
+        window.show()
+        window.sort_combo.setCurrentIndex(3)  # score, high first: every batch re-sorts
+        lateness: list[float] = []
+        clock = QElapsedTimer()
+        state = {"next": 0, "t0": time.perf_counter()}
+
+        def tick() -> None:
+            lateness.append(max(0.0, clock.nsecsElapsed() / 1e6 - PERIOD_MS))
+            clock.restart()
+
+        def feed() -> None:
+            i = state["next"]
+            if i >= n:
+                return
+            window.results_model.add_results(results[i:i + 16])
+            state["next"] = i + 16
+
+        def scroll() -> None:
+            bar = window.gallery.verticalScrollBar()
+            bar.setValue(bar.value() + 40 if bar.value() < bar.maximum() else 0)
+            if state["next"] >= n and time.perf_counter() - state["t0"] > 2 + n / 16 * 0.02:
+                app.quit()
+
+        probe = QTimer()
+        probe.setTimerType(Qt.TimerType.PreciseTimer)
+        probe.timeout.connect(tick)
+        probe.start(PERIOD_MS)
+        feeder = QTimer()
+        feeder.timeout.connect(feed)
+        feeder.start(20)  # a batch every 20 ms: faster than any model here delivers them
+        scroller = QTimer()
+        scroller.timeout.connect(scroll)
+        scroller.start(16)
+        clock.restart()
+        app.exec()
+        rows = window.results_model.rowCount()
+        window.shutdown()
+    print(f"gallery: {rows} items streamed in batches of 16 while scrolling, sorted by score")
     print(f"event-loop lateness over {len(lateness)} ticks of {PERIOD_MS} ms: "
           f"p50 {percentile(lateness, 0.5):.1f} ms, p95 {percentile(lateness, 0.95):.1f} ms, "
           f"p99 {percentile(lateness, 0.99):.1f} ms, max {max(lateness, default=float('nan')):.1f} ms")

@@ -133,3 +133,24 @@ def test_window_appears_without_importing_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_painting_for_a_long_time_does_not_exhaust_none() -> None:
+    """Hundreds of thousands of void Qt calls (a gallery scrolled for a while) must not abort."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        sys.path.insert(0, {str(REPO)!r})
+        import vit_desktop.gui
+        from PySide6.QtGui import QColor, QGuiApplication, QImage, QPainter
+        app = QGuiApplication([])
+        image = QImage(8, 8, QImage.Format.Format_RGB32)
+        painter = QPainter(image)
+        for _ in range(300_000):
+            painter.setBrush(QColor("red"))
+        painter.end()
+        print("done")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "done"
