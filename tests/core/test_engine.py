@@ -104,9 +104,11 @@ def test_classify_pasted_image_and_grayscale_preprocessing(tmp_path: Path) -> No
     img = Image.new("RGBA", (50, 50), (255, 0, 0, 0))  # fully transparent: white after compositing
     r = eng.classify_image(img, "clipboard")
     assert r.ok and r.path == "clipboard"
-    # White inverted is black: the model sees the same input as a black picture.
+    # Transparency is composited on white before the grayscale inversion.
+    white = eng.classify_image(Image.new("RGB", (50, 50), (255, 255, 255)), "white")
     black = eng.classify_image(Image.new("RGB", (50, 50)), "black")
-    assert np.isclose(r.predictions[0].score, black.predictions[0].score, atol=1e-6)
+    assert np.isclose(r.predictions[0].score, white.predictions[0].score, atol=1e-6)
+    assert not np.isclose(r.predictions[0].score, black.predictions[0].score, atol=1e-4)
 
 
 def test_class_specific_maps_differ_per_class(engine: Engine, tmp_path: Path) -> None:

@@ -197,7 +197,7 @@ class Engine:
         else:
             path = Path(text).expanduser()
             if not path.exists():
-                named = registry.find_model_file(text) if hasattr(registry, "find_model_file") else None
+                named = registry.find_model_file(text)
                 if named is None:
                     names = ", ".join(registry.REGISTRY)
                     raise ModelError(f"{text}: not a model name ({names}) and no such file or folder")

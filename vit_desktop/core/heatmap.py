@@ -71,48 +71,30 @@ def colorize(values: np.ndarray, colormap: str = "inferno") -> np.ndarray:
     return lut[idx]
 
 
-def heat_layer(heatmap: Heatmap, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The heatmap resampled onto an image of ``size`` (w, h).
+def crop_pixels(heatmap: Heatmap, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The heatmap's crop box in whole pixels of an image of ``size`` (w, h).
 
-    Returns (values (h, w) float32 in [0, 1], mask (h, w) bool: inside the crop the model saw).
-    ``size`` may differ from the original (a thumbnail or a zoomed view): the crop box is scaled.
+    ``size`` may differ from the original (a thumbnail or a zoomed view): the box is scaled.
     """
     w, h = size
     ow, oh = heatmap.image_size
     sx, sy = w / ow, h / oh
     left, top, right, bottom = heatmap.crop_box
-    x0, y0 = int(round(left * sx)), int(round(top * sy))
-    x1, y1 = max(x0 + 1, int(round(right * sx))), max(y0 + 1, int(round(bottom * sy)))
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    values = np.zeros((h, w), dtype=np.float32)
-    mask = np.zeros((h, w), dtype=bool)
-    if x1 > x0 and y1 > y0:
-        grid = np.ascontiguousarray(heatmap.grid, dtype=np.float32)
-        patch = Image.fromarray(grid, mode="F").resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
-        values[y0:y1, x0:x1] = np.clip(np.asarray(patch, dtype=np.float32), 0.0, 1.0)
-        mask[y0:y1, x0:x1] = True
-    return values, mask
+    x0, y0 = max(0, int(round(left * sx))), max(0, int(round(top * sy)))
+    x1, y1 = min(w, int(round(right * sx))), min(h, int(round(bottom * sy)))
+    return x0, y0, max(x0 + 1, x1), max(y0 + 1, y1)
 
 
-def overlay_array(
-    rgb: np.ndarray,
-    heatmap: Heatmap,
-    *,
-    colormap: str = "inferno",
-    opacity: float = 0.5,
-    transparent_low: bool = False,
-) -> np.ndarray:
-    """Blend the coloured heatmap over ``rgb`` (h, w, 3) uint8; outside the crop stays untouched."""
-    h, w = rgb.shape[:2]
-    values, mask = heat_layer(heatmap, (w, h))
-    alpha = np.where(mask, float(np.clip(opacity, 0.0, 1.0)), 0.0).astype(np.float32)
+def _alpha_table(opacity: float, transparent_low: bool) -> list[int]:
+    """Per heat value (0..255) the overlay's alpha (0..255)."""
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    v = np.arange(256) / 255.0
+    alpha = np.full(256, opacity)
     if transparent_low:
-        # Fade out the low end so only what the model attended to is tinted.
-        ramp = np.clip((values - 0.15) / 0.45, 0.0, 1.0)
+        # Fade out the low end so that only what the model attended to is tinted.
+        ramp = np.clip((v - 0.15) / 0.45, 0.0, 1.0)
         alpha *= ramp * ramp * (3.0 - 2.0 * ramp)
-    colour = colorize(values, colormap).astype(np.float32)
-    out = rgb.astype(np.float32) * (1.0 - alpha[..., None]) + colour * alpha[..., None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return [int(round(a * 255)) for a in alpha]
 
 
 def render_overlay(
@@ -123,10 +105,28 @@ def render_overlay(
     opacity: float = 0.5,
     transparent_low: bool = False,
 ) -> Image.Image:
-    """The photo with its heatmap blended in, as an RGB image of the photo's size."""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    out = overlay_array(rgb, heatmap, colormap=colormap, opacity=opacity, transparent_low=transparent_low)
-    return Image.fromarray(out, mode="RGB")
+    """The photo with its heatmap blended over the crop the model saw, as RGB of the photo's size.
+
+    Composition runs in Pillow's C code (a 256-entry colour table and an alpha mask), a few
+    milliseconds for a 12-megapixel photo; outside the crop the photo is untouched.
+    """
+    out = image.convert("RGB")
+    if out is image:
+        out = image.copy()
+    x0, y0, x1, y1 = crop_pixels(heatmap, out.size)
+    grid = np.clip(np.nan_to_num(heatmap.grid, nan=0.0), 0.0, 1.0)
+    # 8-bit heat upsampled bilinearly: 256 levels is all a colour table can show anyway.
+    heat = Image.fromarray(np.round(grid * 255.0).astype(np.uint8), mode="L").resize(
+        (x1 - x0, y1 - y0), Image.Resampling.BILINEAR
+    )
+    lut = _LUTS.get(colormap)
+    if lut is None:
+        raise ValueError(f"unknown colour map {colormap!r}: use {', '.join(COLORMAPS)}")
+    colour = Image.fromarray(lut[np.asarray(heat)], mode="RGB")
+    mask = heat.point(_alpha_table(opacity, transparent_low))
+    region = out.crop((x0, y0, x1, y1))
+    out.paste(Image.composite(colour, region, mask), (x0, y0))
+    return out
 
 
 def save_overlay_png(

@@ -99,7 +99,7 @@ class Preprocess:
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The region (left, top, right, bottom) of a ``width`` x ``height`` image the model sees.
 
-        Mirrors the maths of the resize + centre crop in :func:`vit_desktop.core.images.preprocess`.
+        This is exactly the region :func:`vit_desktop.core.engine.model_input` resamples.
         """
         scale = self.resize_size / min(width, height)
         side = self.crop_size / scale  # crop side measured in original pixels

@@ -1,0 +1,190 @@
+"""Classification throughput: naive loop vs `vit-desktop classify` vs classify with heatmaps.
+
+    python bench/bench_classify.py [--model FILE_OR_NAME] [--photos DIR] [--copies N] [--device D]
+
+Prints images/s for each, in one run on the same photos and model, next to the machine's limit:
+the model's FLOPs per image against the measured throughput of a large matrix multiply. Also
+compares CPU precisions (fp32, bf16) for speed and top-1 agreement with fp32.
+
+Defaults use the shared DeiT-Tiny and photos in ../shared. On a GPU, pass `--model vit_b_16-random`
+for torchvision's ViT-B/16 with random weights (speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import transforms as T
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vit_desktop import cli  # noqa: E402
+from vit_desktop.core import images  # noqa: E402
+from vit_desktop.core.engine import Engine, resolve_device  # noqa: E402
+from vit_desktop.core.types import ExplainOptions  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+
+
+def load_engine(model: str, device: str, precision: str = "auto") -> Engine:
+    if model == "vit_b_16-random":
+        from torchvision.models import vit_b_16
+
+        from vit_desktop.core.checkpoints import architecture_of, default_labels
+        from vit_desktop.core.types import ModelCard, Preprocess
+
+        module = vit_b_16()
+        arch = architecture_of(module)
+        card = ModelCard("vit_b_16 (random)", "registry", "vit_b_16", arch, default_labels(1000), Preprocess())
+        return Engine.from_module(module, card, device=device, precision=precision)
+    return Engine.load(model, device=device, precision=precision)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops_per_s(device: torch.device, dtype: torch.dtype) -> float:
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 50 if device.type == "cuda" else 10
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def flops_per_image(engine: Engine) -> float:
+    size = engine.card.arch.image_size
+    x = torch.randn(1, 3, size, size, device=engine.device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        engine.module(x)
+    return float(counter.get_total_flops())
+
+
+def naive_loop(engine: Engine, paths: list[Path]) -> float:
+    """What a short script does: one image at a time, torchvision transforms, no overlap."""
+    pp = engine.card.preprocess
+    interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}.get(
+        pp.interpolation, T.InterpolationMode.BILINEAR
+    )
+    tf = T.Compose([T.Resize(pp.resize_size, interpolation=interp), T.CenterCrop(pp.crop_size), T.ToTensor(),
+                    T.Normalize(pp.mean, pp.std)])
+    module = engine.module
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for p in paths:
+            x = tf(Image.open(p).convert("RGB")).unsqueeze(0).to(engine.device)
+            probs = module(x).softmax(-1)
+            probs.topk(5)[0].tolist()
+    sync(engine.device)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def cli_run(model: str, folder: Path, out: Path, device: str, batch: int, heatmaps: Path | None) -> float:
+    """`vit-desktop classify` end to end in this process: model load, scan, decode, write."""
+    args = ["classify", str(folder), "--model", model, "--device", device, "--batch-size", str(batch),
+            "--output", str(out), "--overwrite"]
+    if heatmaps is not None:
+        args += ["--heatmaps", str(heatmaps), "--overwrite"]
+    n = len(images.scan([folder]).files)
+    sink = open(Path(tempfile.gettempdir()) / "bench-classify.log", "w")
+    t0 = time.perf_counter()
+    code = cli.main(args, out=sink, err=sink)
+    elapsed = time.perf_counter() - t0
+    sink.close()
+    if code != 0:
+        raise SystemExit(f"classify failed ({code}); see {sink.name}")
+    return n / elapsed
+
+
+def precision_table(model: str, device: str, paths: list[Path], batch: int) -> None:
+    """Speed and top-1 agreement with fp32 for each precision this device offers."""
+    dev = resolve_device(device)
+    modes = ["fp32", "bf16"] if dev.type == "cpu" else ["fp32", "fp16", "bf16"]
+    base = None
+    for mode in modes:
+        eng = load_engine(model, device, mode)
+        eng.classify(paths[:batch], batch_size=batch)  # warm-up
+        t0 = time.perf_counter()
+        res = eng.classify(paths, batch_size=batch, top_k=1)
+        rate = len(paths) / (time.perf_counter() - t0)
+        top = [r.predictions[0].index for r in res if r.ok]
+        base = base or top
+        agree = sum(a == b for a, b in zip(top, base)) / len(base)
+        print(f"  {mode:5s} {rate:7.1f} img/s   top-1 agreement with fp32 {agree:6.1%}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(SHARED / "weights" / "deit_tiny_patch16_224.safetensors"))
+    ap.add_argument("--photos", default=str(SHARED / "photos"))
+    ap.add_argument("--copies", type=int, default=4, help="copies of the photo set (more images, steadier figures)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--skip-precision", action="store_true")
+    args = ap.parse_args()
+
+    engine = load_engine(args.model, args.device)
+    dev = engine.device
+    print(f"model {engine.card.name}  device {engine.device_name}  precision {engine.precision}  "
+          f"torch {torch.__version__}  threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        sources = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
+        for c in range(args.copies):
+            for p in sources:
+                shutil.copy(p, folder / f"{c}_{p.name}")
+        paths = sorted(folder.iterdir())
+        print(f"{len(paths)} images ({len(sources)} photos x {args.copies})")
+
+        naive_loop(engine, paths[:4])  # warm-up: allocator, kernels, file cache
+        naive = naive_loop(engine, paths)
+        model_arg = args.model
+        classify = cli_run(model_arg, folder, Path(tmp) / "r.jsonl", args.device, args.batch_size, None)
+        heat = cli_run(model_arg, folder, Path(tmp) / "r2.jsonl", args.device, args.batch_size, Path(tmp) / "maps")
+        with_maps_engine = 0.0
+        t0 = time.perf_counter()
+        engine.classify(paths, batch_size=args.batch_size, explain=ExplainOptions())
+        with_maps_engine = len(paths) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        engine.classify(paths, batch_size=args.batch_size)
+        plain_engine = len(paths) / (time.perf_counter() - t0)
+
+        flops = flops_per_image(engine)
+        dtype = torch.float16 if engine.precision == "fp16" else torch.float32
+        peak = matmul_flops_per_s(dev, dtype)
+        limit = peak / flops
+        print()
+        print(f"naive one-at-a-time loop           {naive:8.1f} img/s")
+        print(f"vit-desktop classify               {classify:8.1f} img/s   {classify / naive:4.2f}x naive")
+        print(f"vit-desktop classify --heatmaps    {heat:8.1f} img/s   {naive and classify / heat - 1:+6.1%} time vs classify")
+        print(f"engine only (no files written)     {plain_engine:8.1f} img/s,  with rollout {with_maps_engine:8.1f} img/s "
+              f"({plain_engine / with_maps_engine - 1:+.1%} time)")
+        print(f"machine limit                      {limit:8.1f} img/s   ({flops / 1e9:.2f} GFLOP/image, "
+              f"matmul {peak / 1e12:.3f} TFLOP/s {str(dtype).split('.')[-1]})")
+        print(f"classify reaches {classify / limit:.0%} of the matmul limit")
+        if not args.skip_precision:
+            print("\nprecision (engine, same images):")
+            precision_table(args.model, args.device, paths, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
