@@ -1,0 +1,199 @@
+"""The fine-tune dialog with the real controller and a tiny model: label, train, inspect, save, use."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from torchvision.models import VisionTransformer
+
+from vit_desktop.core.data import LabelledSet
+from vit_desktop.core.engine import Engine
+from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+from vit_desktop.gui.controller import Controller
+from vit_desktop.gui.finetune_dialog import FinetuneDialog
+
+MS = 60_000
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220)}
+
+
+def _colour_folder(root: Path, per_class: int = 8, size: int = 40) -> Path:
+    rng = random.Random(2)
+    nrng = np.random.default_rng(2)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = Image.fromarray(nrng.integers(60, 180, (size, size, 1), dtype=np.uint8).repeat(3, axis=2))
+            x0, y0 = rng.randint(0, 12), rng.randint(0, 12)
+            ImageDraw.Draw(img).ellipse((x0, y0, x0 + 24, y0 + 24), fill=colour)
+            img.save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def controller(qtbot) -> Iterator[Controller]:
+    c = Controller()
+    torch.manual_seed(0)
+    module = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                               num_classes=4)
+    card = ModelCard("tiny base", "file", "", Architecture(32, 8, 2, 2, 16, 32, 4), ("a", "b", "c", "d"),
+                     Preprocess(crop_size=32, resize_size=36))
+    with qtbot.waitSignal(c.model_loaded, timeout=MS):
+        c.use_module(module, card, device="cpu")
+    yield c
+    c.shutdown()
+    assert c.thread.isFinished()
+
+
+@pytest.fixture
+def dialog(qtbot, controller: Controller) -> FinetuneDialog:
+    d = FinetuneDialog(controller)
+    qtbot.addWidget(d)
+    return d
+
+
+def _class_rows(d: FinetuneDialog) -> list[str]:
+    return [d.class_list.item(i).text() for i in range(d.class_list.count())]
+
+
+def test_labelling_classes_by_hand_and_by_drop(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=3)
+    assert dialog.add_class("cats") and dialog.add_class("dogs")
+    assert not dialog.add_class("cats")
+    assert "already exists" in dialog.status_label.text()
+    # Drop two photos from the file manager on the "dogs" row.
+    dialog.show()
+    row = dialog.class_list.item(1)
+    pos = dialog.class_list.visualItemRect(row).center()
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(data / "red" / "0.png")), QUrl.fromLocalFile(str(data / "red" / "1.png"))])
+    event = QDropEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    dialog.class_list.dropEvent(event)
+    assert _class_rows(dialog) == ["cats  (0 photos)", "dogs  (2 photos)"]
+    # A dropped folder is searched for photos.
+    dialog.add_files("cats", [str(data / "green")])
+    assert dialog.data.counts() == {"cats": 3, "dogs": 2}
+    assert dialog.rename_class("dogs", "puppies")
+    assert _class_rows(dialog)[1] == "puppies  (2 photos)"
+    assert dialog.delete_class("cats")
+    assert _class_rows(dialog) == ["puppies  (2 photos)"]
+    # The labelled set is saved and reopened; a photo that disappeared is reported, not fatal.
+    project = tmp_path / "set.vitlabels.json"
+    assert dialog.save_project(project)
+    (data / "red" / "1.png").unlink()
+    dialog.set_data(LabelledSet())
+    assert dialog.open_project(project)
+    assert dialog.data.counts() == {"puppies": 1}
+    assert "1 missing" in dialog.status_label.text()
+
+
+def test_training_with_too_few_photos_says_why(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=3)
+    dialog.add_class("only")
+    dialog.add_files("only", [str(data / "red")])
+    dialog.start_training()
+    assert "at least two classes" in dialog.status_label.text()
+    assert dialog.train_button.isEnabled() and not dialog.cancel_button.isEnabled()
+
+
+def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: Controller, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=8)
+    assert dialog.import_folder(data)
+    assert _class_rows(dialog) == ["blue  (8 photos)", "green  (8 photos)", "red  (8 photos)"]
+    dialog.epochs_spin.setValue(30)
+    assert not dialog.save_model_button.isEnabled()
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
+        dialog.start_training()
+        assert dialog.cancel_button.isEnabled() and not dialog.train_button.isEnabled()
+    result = blocker.args[0]
+    assert result.val_accuracy >= 0.8
+    # Curves were drawn live, then the tables filled in.
+    assert len(dialog.curves.rows) == len(result.history) > 1
+    assert dialog.confusion_table.rowCount() == 3
+    diagonal = sum(int(dialog.confusion_table.item(i, i).text()) for i in range(3))
+    assert diagonal == round(result.val_accuracy * result.metrics["val_images"])
+    assert dialog.per_class_table.rowCount() == 3
+    assert dialog.mistake_list.count() == len(result.misclassified)
+    assert "validation accuracy" in dialog.status_label.text()
+    assert dialog.save_model_button.isEnabled() and dialog.use_button.isEnabled()
+
+    # Save into the user models folder; the model picker hears about it.
+    target = dialog.default_model_path()
+    with qtbot.waitSignal(controller.models_changed, timeout=MS):
+        assert dialog.save_model_to(target)
+    loaded = Engine.load(target, device="cpu")
+    assert loaded.card.labels == ("blue", "green", "red")
+    # Saving again asks first; "No" keeps the file.
+    before = target.read_bytes()
+    asked: list[Path] = []
+    monkeypatch.setattr(dialog, "_ask_overwrite", lambda p: asked.append(p) or False)
+    assert not dialog.save_model_to(target)
+    assert asked == [target] and target.read_bytes() == before
+    monkeypatch.setattr(dialog, "_ask_overwrite", lambda p: True)
+    assert dialog.save_model_to(target)
+
+    # Use now: the main window's controller switches to the new model, and it classifies.
+    with qtbot.waitSignal(controller.model_loaded, timeout=MS) as loaded_blocker:
+        dialog.use_button.click()
+    assert loaded_blocker.args[0].card.labels == ("blue", "green", "red")
+    assert controller.current_card.labels == ("blue", "green", "red")
+    with qtbot.waitSignal(controller.heatmap_ready, timeout=MS):
+        from vit_desktop.core.types import ExplainOptions
+
+        controller.request_heatmap(str(data / "red" / "0.png"), ExplainOptions())
+
+
+def test_mistakes_show_the_photo_with_its_heatmap(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
+    # Two classes that cannot be told apart (same colour): mistakes are certain.
+    data = tmp_path / "data"
+    src = _colour_folder(tmp_path / "src", per_class=30)
+    (data / "left").mkdir(parents=True)
+    (data / "right").mkdir(parents=True)
+    for i in range(30):
+        (src / "red" / f"{i}.png").rename(data / ("left" if i % 2 else "right") / f"{i}.png")
+    dialog.import_folder(data)
+    dialog.epochs_spin.setValue(3)
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
+        dialog.start_training()
+    result = blocker.args[0]
+    if not result.misclassified:
+        pytest.skip("the random split happened to be learnable")
+    dialog.tabs.setCurrentIndex(3)
+    dialog.mistake_list.setCurrentRow(0)
+    pix = dialog.mistake_view.pixmap()
+    assert pix is not None and not pix.isNull()
+    path = dialog.mistake_list.item(0).data(Qt.ItemDataRole.UserRole)
+    assert path in dialog.previews
+    # The preview is the photo blended with a heatmap, not the bare photo.
+    bare = np.asarray(Image.open(path).convert("RGB").resize(dialog.previews[path].shape[1::-1]))
+    assert np.abs(dialog.previews[path].astype(int) - bare.astype(int)).mean() > 3
+
+
+def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
+    dialog.import_folder(_colour_folder(tmp_path / "data", per_class=6))
+    dialog.mode_combo.setCurrentIndex(2)  # full fine-tune: many steps to cancel in
+    dialog.epochs_spin.setValue(200)
+    seen: list[object] = []
+
+    def on_progress(task_id: int, p: object) -> None:
+        seen.append(p)
+        if getattr(p, "phase", "") == "val" and getattr(p, "epoch", 0) >= 1:
+            dialog.cancel_button.click()
+
+    dialog.controller.task_progress.connect(on_progress)
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
+        dialog.start_training()
+    result = blocker.args[0]
+    assert result.cancelled
+    assert "Cancelled" in dialog.status_label.text()
+    assert dialog.save_model_button.isEnabled()
+    assert len(result.history) < 20
