@@ -292,3 +292,46 @@ def test_close_during_a_model_load_is_clean(qtbot, make_window, model_a) -> None
     assert w.controller.loading
     w.close()
     assert w.controller.thread.isFinished()
+
+
+def test_model_menu_lists_models_and_picks_a_default(qtbot, make_window) -> None:
+    from vit_desktop.core import registry
+
+    expected = registry.list_models()
+    w = make_window()
+    w.start()
+    qtbot.waitUntil(lambda: bool(w.model_infos), timeout=LOAD_MS)
+    w._populate_model_menu()
+    texts = [a.text() for a in w.model_menu.actions()]
+    assert any(t.startswith("ViT-B/16") and "download" in t for t in texts)  # not cached here
+    assert "Open &weights file…" in texts
+    bundled = [i for i in expected if i.kind == "bundled"]
+    if bundled:  # a bundled model ships: it is the default when nothing is cached
+        qtbot.waitUntil(lambda: w.controller.current_model is not None, timeout=LOAD_MS)
+        assert w.controller.current_model.source == bundled[0].source
+    else:
+        qtbot.waitUntil(lambda: "No model loaded" in w.message_bar.text, timeout=LOAD_MS)
+        assert w.model_label.text().startswith("No model loaded")
+
+
+def test_device_and_precision_choices_reload_and_persist(qtbot, make_window, model_a) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    cpu = next(a for a in w.device_group.actions() if a.data() == "cpu")
+    with qtbot.waitSignal(w.controller.model_loaded, timeout=LOAD_MS) as blocker:
+        cpu.trigger()
+    assert blocker.args[0].device_key == "cpu"
+    bf16 = next(a for a in w.precision_group.actions() if a.data() == "bf16")
+    with qtbot.waitSignal(w.controller.model_loaded, timeout=LOAD_MS) as blocker:
+        bf16.trigger()
+    assert blocker.args[0].precision == "bf16"
+    assert "bf16" in w.model_label.text()
+    assert (w.settings.device, w.settings.precision) == ("cpu", "bf16")
+
+
+def test_about_names_versions_and_device(qtbot, make_window, model_a) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    text = w.about_text()
+    assert "vit-desktop" in text and "PySide6" in text and "PyTorch" in text
+    assert "alpha on CPU" in text
