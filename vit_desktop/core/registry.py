@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torchvision.models import VisionTransformer, WeightsEnum, get_model_builder, get_model_weights
 
+from vit_desktop.core.checkpoints import architecture_of
 from vit_desktop.core.download import download_file
 from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
 from vit_desktop.core.types import (
@@ -135,22 +136,6 @@ def _entry(name: str) -> RegistryEntry:
 
 
 REGISTRY: dict[str, RegistryEntry] = {name: _entry(name) for name in _WEIGHTS_CHOICE}
-
-
-def architecture_of(module: VisionTransformer) -> Architecture:
-    """The :class:`Architecture` of a built torchvision ``VisionTransformer``."""
-    first = module.encoder.layers[0]
-    return Architecture(
-        image_size=module.image_size,
-        patch_size=module.patch_size,
-        num_layers=len(module.encoder.layers),
-        num_heads=first.self_attention.num_heads,
-        hidden_dim=module.hidden_dim,
-        mlp_dim=module.mlp_dim,
-        num_classes=module.num_classes,
-        representation_size=module.representation_size,
-        layer_norm_eps=float(module.encoder.ln.eps),
-    )
 
 
 def _build(entry: RegistryEntry) -> VisionTransformer:
@@ -449,7 +434,6 @@ __all__ = [
     "REGISTRY",
     "ModelInfo",
     "RegistryEntry",
-    "architecture_of",
     "ensure_weights",
     "find_model_file",
     "format_models_table",
