@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from PySide6.QtCore import QMimeData, QModelIndex, QSettings, Qt, QThreadPool, QUrl, Signal, Slot
+from PySide6.QtCore import QMimeData, QModelIndex, QPoint, QSettings, Qt, QThreadPool, QUrl, Signal, Slot
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
     QCloseEvent,
+    QDesktopServices,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
@@ -222,8 +223,14 @@ class MainWindow(QMainWindow):
         self.threshold_spin.setPrefix("Uncertain below ")
         self.threshold_spin.setToolTip("Images whose best score is below this are marked uncertain")
 
+        # Text fields would swallow dropped files as text: drops belong to the window.
+        self.filter_edit.setAcceptDrops(False)
+        self.threshold_spin.setAcceptDrops(False)
+        self.threshold_spin.lineEdit().setAcceptDrops(False)
+
         self.gallery = GalleryView(self.loader, self)
         self.gallery.setModel(self.proxy)
+        self.gallery.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.summary = QLabel("", self)
         self.summary.setObjectName("summary")
 
@@ -362,6 +369,7 @@ class MainWindow(QMainWindow):
         self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
         self.threshold_spin.valueChanged.connect(self._on_threshold)
         self.gallery.selectionModel().currentChanged.connect(self._on_current_changed)
+        self.gallery.customContextMenuRequested.connect(self._on_gallery_menu)
         self.results_model.dataChanged.connect(self._on_data_changed)
         self.results_model.rowsInserted.connect(self._update_summary)
         self.results_model.modelReset.connect(self._update_summary)
@@ -829,6 +837,26 @@ class MainWindow(QMainWindow):
         else:
             self.gallery.empty_text = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
         self.gallery.viewport().update()
+
+    @Slot(QPoint)
+    def _on_gallery_menu(self, pos: QPoint) -> None:
+        index = self.gallery.indexAt(pos)
+        if not index.isValid():
+            return
+        r: ClassifyResult = index.data(Roles.RESULT)
+        menu = QMenu(self)
+        menu.addAction(self.act_copy)
+        menu.addAction(self.act_export_overlay)
+        show = menu.addAction("Show in folder")
+        show.triggered.connect(self._show_current_in_folder)
+        show.setEnabled(Path(r.path).exists())
+        menu.popup(self.gallery.viewport().mapToGlobal(pos))
+
+    @Slot()
+    def _show_current_in_folder(self) -> None:
+        index = self.gallery.currentIndex()
+        if index.isValid():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(index.data(Roles.PATH)).parent)))
 
     def selected_results(self) -> list[ClassifyResult]:
         rows = self.gallery.selectionModel().selectedIndexes()
