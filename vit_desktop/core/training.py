@@ -63,6 +63,9 @@ MODES: tuple[str, ...] = ("head", "partial", "full", "scratch")
 #: "linear": a zero head on the features; "prototype": class-mean (cosine) init;
 #: "base": features plus the base model's logits, initialised from the base head.
 HEAD_INITS: tuple[str, ...] = ("linear", "prototype", "base")
+#: Learning rate of the cached-feature head. Low on purpose: with a handful of photos per class
+#: the head should stay near what it starts from (see bench/bench_finetune.py).
+HEAD_LR = 3e-3
 
 _INTERP = {
     "nearest": InterpolationMode.NEAREST,
@@ -135,7 +138,7 @@ class TrainConfig:
     def effective_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        return {"head": 1e-2, "partial": 1e-4, "full": 5e-5, "scratch": 1e-3}[self.mode]
+        return {"head": HEAD_LR, "partial": 1e-4, "full": 5e-5, "scratch": 1e-3}[self.mode]
 
     def scratch_architecture(self, num_classes: int) -> Architecture:
         return Architecture(
@@ -463,16 +466,20 @@ def fit_head(
         w_base, b_base = base_head
         z_tr = x_tr @ w_base.T + b_base  # (n, base classes)
         z_val = x_val @ w_base.T + b_base
-        z_mu = z_tr.mean(0)
+        z_mu = torch.zeros(z_tr.shape[1])  # no centring: a per-class offset would favour some classes
         z_sd = z_tr.std(0, unbiased=False).mean().clamp_min(1e-6)  # one scale keeps logits comparable
         B = torch.zeros(num_classes, w_base.shape[0])
         probs = torch.softmax(z_tr, dim=1)
+        # Base classes whose head rows point the same way are related (dog breeds, say): sharing
+        # evidence between them lets a "dog" class learnt from three breeds recognise a fourth.
+        w_unit = F.normalize(w_base, dim=1)
+        related = (w_unit @ w_unit.T).clamp_min(0.0)  # (base, base), 1 on the diagonal
         for c in range(num_classes):
             sel = probs[y_tr == c]
             if not len(sel):
                 continue
             # What the base model sees in this class's photos: a soft prototype over its classes.
-            B[c] = sel.mean(0)
+            B[c] = sel.mean(0) @ related
             candidates = (name_match or {}).get(c)
             if candidates:
                 # A base class with the same name: trust it, choosing by the photos when ambiguous.
@@ -491,7 +498,7 @@ def fit_head(
             out = out + ((z - z_mu) / z_sd) @ B.T
         return out
 
-    lr = config.lr if (config.lr is not None and config.mode == "head") else 1e-2
+    lr = config.lr if (config.lr is not None and config.mode == "head") else HEAD_LR
     opt = torch.optim.AdamW(
         [{"params": [A] + ([B] if B is not None else []), "weight_decay": config.weight_decay * 10},
          {"params": [a], "weight_decay": 0.0}],
