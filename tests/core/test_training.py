@@ -152,7 +152,7 @@ def test_cancel_while_training_head_returns_a_usable_model(colours: LabelledSet)
             cancel.cancel()
 
     result = finetune(tiny_engine(), colours, TrainConfig(mode="head"), progress=on_progress, cancel=cancel)
-    assert result.cancelled and len(result.history) == 1
+    assert result.cancelled and [h["epoch"] for h in result.history] == [0, 1]
     assert result.module.heads.head.out_features == 3
 
 
@@ -175,6 +175,29 @@ def test_saved_model_round_trips(colours: LabelledSet, tmp_path: Path) -> None:
     for a, b in zip(fresh, again):
         assert [p.label for p in a.predictions] == [p.label for p in b.predictions]
         assert [p.score for p in a.predictions] == pytest.approx([p.score for p in b.predictions], abs=1e-6)
+
+
+class _SmallMemoryViT(VisionTransformer):
+    """Raises CUDA's out-of-memory error for training batches above four images, as a small GPU would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(colours: LabelledSet) -> None:
+    torch.manual_seed(0)
+    module = _SmallMemoryViT(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                             num_classes=3)
+    base = Engine.from_module(module, tiny_engine().card, device="cpu")
+    events: list[TrainProgress] = []
+    result = finetune(base, colours, TrainConfig(mode="full", epochs=2, batch_size=16, head_epochs=3),
+                      progress=events.append)
+    notes = [e.message for e in events if "out of" in e.message]
+    assert notes == ["out of GPU memory: batch size now 8", "out of GPU memory: batch size now 4"]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert json.loads(dict(result.card.extra)["training"])["batch_size"] == 16
 
 
 def test_bad_input_is_refused_with_clear_messages(tmp_path: Path) -> None:

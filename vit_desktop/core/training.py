@@ -364,8 +364,11 @@ def _amp_context(device: torch.device) -> tuple[object, bool]:
     return torch.autocast("cuda", dtype=torch.float16), True
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+def _is_oom(exc: BaseException, device: torch.device) -> bool:
+    """Out of accelerator memory (CUDA raises its own type; MPS a RuntimeError saying so)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return device.type in ("cuda", "mps") and "out of memory" in str(exc).lower()
 
 
 def _cosine_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
@@ -422,6 +425,8 @@ class _HeadFit:
     val_loss: float = math.inf
     val_pred: list[int] = field(default_factory=list)
     cancelled: bool = False
+    #: Validation metrics of the head it started from (epoch 0).
+    start_row: dict[str, float] = field(default_factory=dict)
 
 
 def fit_head(
@@ -523,6 +528,7 @@ def fit_head(
     # Epoch 0: the initial head is a valid model too (what Cancel keeps if pressed at once).
     v_loss, v_acc, v_pred = evaluate()
     fit.val_loss, fit.val_pred, fit.best_epoch = v_loss, v_pred, 0
+    fit.start_row = {"epoch": 0, "loss": None, "acc": None, "val_loss": v_loss, "val_acc": v_acc}  # type: ignore[dict-item]
     best_state = tuple(p.detach().clone() for p in params)
     patience = max(config.patience, 10)  # epochs are tiny here: noisy losses need more rope
     for epoch in range(1, epochs + 1):
@@ -772,9 +778,10 @@ class _Loop:
                 with amp:  # type: ignore[attr-defined]
                     out = self.module(x).float()
             except RuntimeError as exc:
-                if self.device.type == "cuda" and _is_oom(exc) and bs > 1:
+                if _is_oom(exc, self.device) and bs > 1:
                     bs //= 2
-                    torch.cuda.empty_cache()
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
                     continue
                 raise
             y = self.val_y[idx[0] : idx[-1] + 1].to(self.device)
@@ -828,11 +835,12 @@ class _Loop:
                         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                         opt.step()
                 except RuntimeError as exc:
-                    if self.device.type == "cuda" and _is_oom(exc) and self.batch_size > 1:
+                    if _is_oom(exc, self.device) and self.batch_size > 1:
                         # Out of GPU memory: halve the batch and go on with the same photos.
                         opt.zero_grad(set_to_none=True)
                         self.batch_size //= 2
-                        torch.cuda.empty_cache()
+                        if self.device.type == "cuda":
+                            torch.cuda.empty_cache()
                         if self.progress is not None:
                             self.progress(
                                 TrainProgress("train", epoch, epochs, step, steps_per_epoch,
@@ -894,7 +902,7 @@ def _finish(
         "val_loss": best["val_loss"] if best else None,
         "train_acc": best["acc"] if best else None,
         "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "epochs_run": sum(1 for h in history if h["epoch"] > 0),
         "train_images": n_train,
         "val_images": len(val_y),
         "skipped_images": len(skipped),
@@ -998,7 +1006,8 @@ def finetune(
         extra=(("base_model", base.card.source or base.card.name),),
     )
     if config.mode == "head" or fit.cancelled:
-        return _finish(module, card, config, classes, prep.val_y, fit.val_pred, prep.val_paths, fit.history,
+        return _finish(module, card, config, classes, prep.val_y, fit.val_pred, prep.val_paths,
+                       [fit.start_row, *fit.history],
                        fit.best_epoch, prep.skipped, fit.cancelled, time.perf_counter() - started,
                        len(prep.train_y))
 
@@ -1013,7 +1022,9 @@ def finetune(
 
     loop = _Loop(module, device, config, make_batch, torch.tensor(prep.train_y), y_val, progress, cancel)
     loop.keep_if_best(0, fit.val_loss, fit.val_pred)  # the head-only model is the first "best"
-    history = [dict(fit.history[fit.best_epoch - 1], epoch=0)] if fit.best_epoch > 0 else []
+    # Epoch 0 of the backbone training is the head-only model it starts from.
+    start = fit.history[fit.best_epoch - 1] if fit.best_epoch > 0 else fit.start_row
+    history = [dict(start, epoch=0)]
     groups = _param_groups(module, config, config.effective_lr)
     loop.run(groups, config.effective_epochs)
     module.load_state_dict(loop.best_state)
