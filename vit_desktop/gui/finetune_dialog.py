@@ -146,11 +146,21 @@ class CurveWidget(QWidget):
         p.fillRect(self.rect(), self.palette().base())
         w, h = self.width(), self.height()
         half = w / 2
-        self._panel(p, QRectF(0, 0, half, h), "loss", ("loss", "val_loss"), None)
-        self._panel(p, QRectF(half, 0, half, h), "accuracy", ("acc", "val_acc"), (0.0, 1.0))
+        # Legends where the curves are not: loss falls towards the bottom, accuracy rises to the top.
+        self._panel(p, QRectF(0, 0, half, h), "loss", ("loss", "val_loss"), None, legend_top=True)
+        self._panel(p, QRectF(half, 0, half, h), "accuracy", ("acc", "val_acc"), (0.0, 1.0), legend_top=False)
         p.end()
 
-    def _panel(self, p: QPainter, box: QRectF, title: str, keys: tuple[str, str], fixed: tuple[float, float] | None) -> None:
+    def _panel(
+        self,
+        p: QPainter,
+        box: QRectF,
+        title: str,
+        keys: tuple[str, str],
+        fixed: tuple[float, float] | None,
+        *,
+        legend_top: bool,
+    ) -> None:
         m = 28.0
         plot = box.adjusted(m, 18, -8, -m)
         p.setPen(self.palette().text().color())
@@ -186,7 +196,7 @@ class CurveWidget(QWidget):
                 p.drawEllipse(pts[0], 2, 2)
         # Legend
         for i, (label, colour) in enumerate((("train", self.TRAIN), ("validation", self.VAL))):
-            y = plot.top() + 4 + i * 14
+            y = (plot.top() + 4 if legend_top else plot.bottom() - 32) + i * 14
             p.setPen(QPen(colour, 2))
             p.drawLine(QPointF(plot.right() - 80, y + 6), QPointF(plot.right() - 66, y + 6))
             p.setPen(self.palette().text().color())
@@ -245,6 +255,7 @@ class FinetuneDialog(QDialog):
         controller.task_progress.connect(self._on_task_progress)
         controller.task_finished.connect(self._on_task_finished)
         controller.task_failed.connect(self._on_task_failed)
+        controller.model_loaded.connect(self._on_model_loaded)
         self._refresh_classes()
         self._set_training(False)
 
@@ -595,6 +606,11 @@ class FinetuneDialog(QDialog):
         self._task_id = self.controller.run_task(_training_task(self.data, config))
         self._set_training(True)
 
+    @Slot(object)
+    def _on_model_loaded(self, loaded: object) -> None:
+        card = self.controller.current_card
+        self.base_label.setText(card.name if card is not None else "no model loaded")
+
     @Slot()
     def cancel_training(self) -> None:
         if self._task_id is not None:
@@ -664,6 +680,7 @@ class FinetuneDialog(QDialog):
                     tint.setAlpha(int(40 + 160 * v / peak))
                     item.setBackground(tint)
                 self.confusion_table.setItem(i, j, item)
+        self.confusion_table.resizeColumnsToContents()
         self.per_class_table.setRowCount(n)
         for i, (c, acc) in enumerate(zip(labels, r.per_class_accuracy)):
             self.per_class_table.setItem(i, 0, QTableWidgetItem(c))
