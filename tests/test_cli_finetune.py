@@ -112,6 +112,8 @@ def test_bad_data_exits_2_with_one_line(tmp_path: Path, base_model: Path) -> Non
     code, _, err = _run("finetune", str(tmp_path / "nowhere"), "--base", str(base_model), "--output",
                         str(tmp_path / "o.safetensors"))
     assert code == 2 and "no such folder" in err
+    code, _, err = _run("finetune", str(data), "--output", str(tmp_path / "o.safetensors"))
+    assert code == 2 and "--base MODEL is required" in err
     code, _, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.pth"))
     assert code == 2 and ".safetensors" in err
     code, _, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.safetensors"),
@@ -128,3 +130,32 @@ def test_unreadable_photos_are_listed_and_training_goes_on(tmp_path: Path, base_
     assert code == 0, err
     assert "broken.png" in err and "1 unreadable photo skipped" in err
     assert "saved" in out
+
+
+def test_scratch_mode_trains_a_small_grayscale_vit(tmp_path: Path) -> None:
+    """Bars versus rings, grayscale: a small ViT from random weights, no base model needed."""
+    rng = random.Random(0)
+    root = tmp_path / "shapes"
+    for cls in ("bar", "ring"):
+        (root / cls).mkdir(parents=True)
+        for i in range(16):
+            img = Image.new("L", (28, 28), rng.randint(0, 40))
+            d = ImageDraw.Draw(img)
+            y = rng.randint(3, 20)
+            if cls == "bar":
+                d.rectangle((2, y, 25, y + 4), fill=220)
+            else:
+                x = rng.randint(2, 12)
+                d.ellipse((x, y - 3 if y > 5 else y, x + 13, (y - 3 if y > 5 else y) + 13), outline=220, width=2)
+            img.save(root / cls / f"{i}.png")
+    out_file = tmp_path / "shapes.safetensors"
+    code, out, err = _run("finetune", str(root), "--mode", "scratch", "--output", str(out_file),
+                          "--epochs", "12", "--image-size", "28", "--patch-size", "7", "--depth", "2", "--width", "32",
+                          "--heads", "2", "--device", "cpu")
+    assert code == 0, err
+    engine = Engine.load(out_file, device="cpu")
+    assert engine.card.preprocess.color_mode == "L"
+    assert engine.card.arch.image_size == 28 and engine.card.arch.num_layers == 2
+    assert engine.card.labels == ("bar", "ring")
+    final = next(ln for ln in out.splitlines() if ln.startswith("validation accuracy"))
+    assert float(final.split()[2].rstrip("%")) >= 80

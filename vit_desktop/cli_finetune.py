@@ -31,8 +31,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Fine-tune a model on DATA_DIR (one subfolder per class) and save it as OUT.safetensors.",
     )
     p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder per class, or a label project file")
-    p.add_argument("--base", required=True, metavar="MODEL",
-                   help="model to start from: a registry name or a checkpoint file (ignored for --mode scratch)")
+    p.add_argument("--base", metavar="MODEL",
+                   help="model to start from: a registry name or a checkpoint file (not used by --mode scratch)")
     p.add_argument("--output", "-o", required=True, metavar="OUT.safetensors", help="where to save the new model")
     p.add_argument("--mode", choices=MODES, default="head",
                    help="head: train only a new head on cached features (fast, best for few photos); "
@@ -169,6 +169,8 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> i
     if output.exists() and not args.force:
         raise _Usage(f"{output} already exists (use --force to replace it)")
     config = _config(args)
+    if config.mode != "scratch" and not args.base:
+        raise _Usage("--base MODEL is required (except with --mode scratch)")
     data_path = Path(args.data).expanduser()
     if not data_path.exists():
         raise _Usage(f"{data_path}: no such folder")

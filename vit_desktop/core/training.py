@@ -1011,14 +1011,22 @@ def finetune(
                        fit.best_epoch, prep.skipped, fit.cancelled, time.perf_counter() - started,
                        len(prep.train_y))
 
-    # partial / full: fine-tune the backbone from the fitted head, on augmented photos.
+    # partial / full: fine-tune the backbone from the fitted head, on augmented photos. Crops are
+    # made in a thread pool (Pillow releases the GIL) so that a GPU is not kept waiting; each photo
+    # gets its own seed drawn in order, so runs stay reproducible whatever the thread timing.
+    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="augment")
+
+    def augmented(job: tuple[Image.Image, int]) -> torch.Tensor:
+        return train_tensor(job[0], pp, torch.Generator().manual_seed(job[1]), hflip=config.hflip)
+
     def make_batch(idx: Sequence[int], train: bool, gen: torch.Generator) -> torch.Tensor:
         if train:
             ims = [prep.train_images[i] for i in idx]
             if config.augment:
-                return torch.stack([train_tensor(im, pp, gen, hflip=config.hflip) for im in ims])
-            return torch.stack([eval_tensor(im, pp) for im in ims])
-        return torch.stack([eval_tensor(prep.val_images[i], pp) for i in idx])
+                seeds = torch.randint(0, 2**31 - 1, (len(ims),), generator=gen).tolist()
+                return torch.stack(list(pool.map(augmented, zip(ims, seeds))))
+            return torch.stack(list(pool.map(lambda im: eval_tensor(im, pp), ims)))
+        return torch.stack(list(pool.map(lambda i: eval_tensor(prep.val_images[i], pp), idx)))
 
     loop = _Loop(module, device, config, make_batch, torch.tensor(prep.train_y), y_val, progress, cancel)
     loop.keep_if_best(0, fit.val_loss, fit.val_pred)  # the head-only model is the first "best"
@@ -1026,7 +1034,10 @@ def finetune(
     start = fit.history[fit.best_epoch - 1] if fit.best_epoch > 0 else fit.start_row
     history = [dict(start, epoch=0)]
     groups = _param_groups(module, config, config.effective_lr)
-    loop.run(groups, config.effective_epochs)
+    try:
+        loop.run(groups, config.effective_epochs)
+    finally:
+        pool.shutdown(wait=True)
     module.load_state_dict(loop.best_state)
     return _finish(module, card, config, classes, prep.val_y, loop.best_pred, prep.val_paths,
                    history + loop.history, loop.best_epoch, prep.skipped, loop.cancelled,
