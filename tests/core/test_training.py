@@ -300,3 +300,48 @@ def test_few_shot_with_real_deit_reaches_high_accuracy(tmp_path: Path) -> None:
     result = finetune(base, data, TrainConfig(mode="head"))
     assert result.val_accuracy >= 0.9
     assert result.card.labels == tuple(sorted(r["name"] for r in chosen))
+
+
+@pytest.mark.skipif(not (SHARED / "weights" / "deit_tiny_patch16_224.safetensors").is_file(),
+                    reason="shared DeiT-Tiny weights (../shared/weights) not available on this machine")
+def test_default_head_uses_base_knowledge_on_unseen_photos(tmp_path: Path) -> None:
+    """Broad classes (three dog breeds = "dog"...), validated on crops of photos never trained on.
+
+    A head on raw features cannot generalise from so few photos; the default head, which starts
+    from what DeiT already knows about related ImageNet classes, can do much better. Two ways of
+    choosing the held-out photo, averaged: one split alone is only five photos.
+    """
+    groups = {"dog": ["otterhound", "Border_collie", "bull_mastiff"], "fish": ["anemone_fish", "lionfish"],
+              "reptile": ["box_turtle", "Indian_cobra"], "music": ["maraca", "ocarina"],
+              "clothing": ["poncho", "mask"]}
+    with open(SHARED / "photos" / "labels.csv", newline="") as f:
+        files = {r["name"]: r["file"] for r in csv.DictReader(f)}
+    rng = random.Random(0)
+    crops: dict[str, list[Path]] = {}
+    for cls, names in groups.items():
+        (tmp_path / cls).mkdir()
+        for name in names:
+            photo = Image.open(SHARED / "photos" / files[name]).convert("RGB")
+            w, h = photo.size
+            crops[name] = []
+            for i in range(4):
+                s = rng.uniform(0.6, 0.9)
+                x, y = rng.randint(0, int(w * (1 - s))), rng.randint(0, int(h * (1 - s)))
+                path = tmp_path / cls / f"{name}_{i}.jpg"
+                photo.crop((x, y, x + int(w * s), y + int(h * s))).save(path, quality=90)
+                crops[name].append(path)
+    classes = tuple(groups)
+    base = Engine.load(SHARED / "weights" / "deit_tiny_patch16_224.safetensors", device="cpu")
+    scores: dict[str, list[float]] = {"base": [], "linear": []}
+    for held in (0, -1):
+        train = [(p, c) for c, names in groups.items() for n in names if n != names[held] for p in crops[n]]
+        val = [(p, c) for c, names in groups.items() for p in crops[names[held]]]
+        for head_init in scores:
+            result = finetune(base, LabelledSet(classes, tuple(train)), TrainConfig(mode="head", head_init=head_init),
+                              val_data=LabelledSet(classes, tuple(val)))
+            scores[head_init].append(result.val_accuracy)
+    default = sum(scores["base"]) / 2
+    linear = sum(scores["linear"]) / 2
+    assert TrainConfig().head_init == "base"
+    assert default >= 0.55, scores
+    assert default >= linear + 0.2, scores

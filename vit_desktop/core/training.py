@@ -355,6 +355,15 @@ def match_base_labels(classes: Sequence[str], base_labels: Sequence[str]) -> dic
     return out
 
 
+def related_classes(w_base: torch.Tensor) -> torch.Tensor:
+    """(base, base) non-negative relatedness of the base classes, 1 on the diagonal.
+
+    Two classes are related when their head rows point the same way (cosine similarity).
+    """
+    w_unit = F.normalize(w_base.float(), dim=1)
+    return (w_unit @ w_unit.T).clamp_min(0.0)
+
+
 def _amp_context(device: torch.device) -> tuple[object, bool]:
     """Autocast on CUDA (bf16 where supported, else fp16 with a grad scaler); nothing elsewhere."""
     if device.type != "cuda":
@@ -477,8 +486,7 @@ def fit_head(
         probs = torch.softmax(z_tr, dim=1)
         # Base classes whose head rows point the same way are related (dog breeds, say): sharing
         # evidence between them lets a "dog" class learnt from three breeds recognise a fourth.
-        w_unit = F.normalize(w_base, dim=1)
-        related = (w_unit @ w_unit.T).clamp_min(0.0)  # (base, base), 1 on the diagonal
+        related = related_classes(w_base)
         for c in range(num_classes):
             sel = probs[y_tr == c]
             if not len(sel):
