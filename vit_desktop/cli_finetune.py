@@ -187,7 +187,14 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> i
                                                 cancel=cancel)
     else:
         err.write(f"loading {args.base}...\n")
-        base = Engine.load(args.base, device=args.device, cancel=cancel)
+        from .cli import ProgressBar
+
+        bar = ProgressBar(err, "downloading")
+        try:
+            base = Engine.load(args.base, device=args.device, cancel=cancel,
+                               progress=lambda done, total: bar.update(done, total, "B"))
+        finally:
+            bar.close()
         err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}\n")
         job = lambda report: finetune(base, data, config, progress=report, cancel=cancel)  # noqa: E731
 

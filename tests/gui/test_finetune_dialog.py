@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from torchvision.models import VisionTransformer
 
