@@ -178,6 +178,17 @@ def test_mistakes_show_the_photo_with_its_heatmap(qtbot, dialog: FinetuneDialog,
     assert np.abs(dialog.previews[path].astype(int) - bare.astype(int)).mean() > 3
 
 
+def test_unreadable_photos_are_reported_after_training(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=4)
+    (data / "blue" / "broken.png").write_bytes(b"not a png at all")
+    dialog.import_folder(data)
+    dialog.epochs_spin.setValue(2)
+    with qtbot.waitSignal(dialog.trained, timeout=MS):
+        dialog.start_training()
+    assert "1 unreadable photo skipped" in dialog.status_label.text()
+    assert "broken.png" in dialog.status_label.toolTip()
+
+
 def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
     dialog.import_folder(_colour_folder(tmp_path / "data", per_class=6))
     dialog.mode_combo.setCurrentIndex(2)  # full fine-tune: many steps to cancel in

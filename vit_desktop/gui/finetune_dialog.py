@@ -692,7 +692,9 @@ class FinetuneDialog(QDialog):
             item.setToolTip(path)
             self.mistake_list.addItem(item)
         state = "Cancelled; kept the best model so far" if r.cancelled else "Done"
-        skipped = f"; {len(r.skipped)} unreadable photos skipped" if r.skipped else ""
+        n_bad = len(r.skipped)
+        skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
+        self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
         self.status_label.setText(
             f"{state}: validation accuracy {r.val_accuracy:.0%} on {r.metrics.get('val_images')} photos "
             f"(best epoch {r.best_epoch}){skipped}"
