@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         if args.command == "finetune":
             from . import cli_finetune
 
-            return cli_finetune.run(args)
+            return cli_finetune.run(args, out=out, err=err)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return 2
