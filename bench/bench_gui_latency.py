@@ -114,6 +114,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--tiny", action="store_true", help="a tiny random ViT: the GUI's own overhead at high rates")
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--gallery", type=int, default=0, metavar="N")
     args = parser.parse_args()
@@ -138,7 +139,10 @@ def main() -> int:
         folder = tmpdir / "images"
         folder.mkdir()
         make_images(folder, args.images, (w_px, h_px))
-        model = args.model or (str(SHARED_DEIT) if SHARED_DEIT.is_file() else str(tiny_model(tmpdir / "tiny.safetensors")))
+        if args.tiny or (not args.model and not SHARED_DEIT.is_file()):
+            model = str(tiny_model(tmpdir / "tiny.safetensors"))
+        else:
+            model = args.model or str(SHARED_DEIT)
 
         app = QApplication([sys.argv[0]])
         apply_style(app)
@@ -172,7 +176,12 @@ def main() -> int:
             state["n"] = window.results_model.rowCount()
             app.quit()
 
+        def load_failed(message: str) -> None:
+            print(f"the model could not be loaded: {message}")
+            app.quit()
+
         probe.timeout.connect(tick)
+        window.controller.model_failed.connect(load_failed)
         window.controller.model_loaded.connect(loaded)
         window.controller.run_finished.connect(finished)
         probe.start()
@@ -182,6 +191,8 @@ def main() -> int:
         window.shutdown()
 
     n = state["n"]
+    if not lateness:
+        return 1
     print(f"folder run: {n} images of {w_px}x{h_px} in {state['run_s']:.1f} s "
           f"({n / max(state['run_s'], 1e-9):.1f} images/s){' (cancelled)' if state['cancelled'] else ''}")
     print(f"event-loop lateness over {len(lateness)} ticks of {PERIOD_MS} ms: "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Slot
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from vit_desktop.core.types import ClassifyResult
@@ -22,6 +24,22 @@ class ResultDelegate(QStyledItemDelegate):
         super().__init__(parent)
         self._loader = loader
         self.card = QSize(loader.thumb_size + 16, loader.thumb_size + 62)
+        # Fonts and metrics per base font: building them in every paint call was a measurable
+        # share of a gallery repaint.
+        self._fonts: dict[str, tuple[QFont, QFont, QFontMetrics, QFontMetrics]] = {}
+        self._cards: collections.OrderedDict[tuple[object, ...], tuple[QPixmap, ClassifyResult]] = (
+            collections.OrderedDict())
+        self._card_capacity = 160  # ~25 MB of cards: a few screens of a large window
+
+    def _fonts_for(self, base: QFont) -> tuple[QFont, QFont, QFontMetrics, QFontMetrics]:
+        key = base.key()
+        cached = self._fonts.get(key)
+        if cached is None:
+            bold = QFont(base)
+            bold.setBold(True)
+            cached = (QFont(base), bold, QFontMetrics(base), QFontMetrics(bold))
+            self._fonts[key] = cached
+        return cached
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:  # noqa: N802
         return self.card
@@ -31,11 +49,39 @@ class ResultDelegate(QStyledItemDelegate):
         result: ClassifyResult | None = index.data(Roles.RESULT)
         if result is None:
             return
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        pix = self._loader.thumbnail(result.path)
+        size = option.rect.size()
+        # A card only changes with its result, its thumbnail or its selection: render it once
+        # into a pixmap and blit it afterwards. Text layout is the expensive part of a repaint.
+        key = (result.path, id(result), selected, pix is not None and pix.cacheKey(),
+               self._loader.thumbnail_error(result.path) is not None, size.width(), size.height(),
+               option.font.key(), option.palette.cacheKey())
+        cached = self._cards.get(key)
+        if cached is None:
+            dpr = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
+            card = QPixmap(size * dpr)
+            card.setDevicePixelRatio(dpr)
+            card.fill(Qt.GlobalColor.transparent)
+            card_painter = QPainter(card)
+            self._paint_card(card_painter, QRect(0, 0, size.width(), size.height()), option, result, pix,
+                             selected, index.data(Roles.NAME) or "")
+            card_painter.end()
+            # The result rides along: its id is part of the key, so it must outlive the entry.
+            self._cards[key] = (card, result)
+            while len(self._cards) > self._card_capacity:
+                self._cards.popitem(last=False)
+        else:
+            card = cached[0]
+            self._cards.move_to_end(key)
+        painter.drawPixmap(option.rect.topLeft(), card)
+
+    def _paint_card(self, painter: QPainter, area: QRect, option: QStyleOptionViewItem, result: ClassifyResult,
+                    pix: QPixmap | None, selected: bool, name: str) -> None:
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        rect = option.rect.adjusted(3, 3, -3, -3)
+        rect = area.adjusted(3, 3, -3, -3)
         pal = option.palette
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
         # A selected card keeps its light background (the score bar stays readable) and gets a
         # thick highlight frame and a faint tint instead of a solid fill.
         highlight = pal.color(QPalette.ColorRole.Highlight)
@@ -54,7 +100,6 @@ class ResultDelegate(QStyledItemDelegate):
 
         size = self._loader.thumb_size
         thumb_rect = QRect(rect.left() + (rect.width() - size) // 2, rect.top() + 5, size, size)
-        pix = self._loader.thumbnail(result.path)
         if pix is not None:
             scaled = pix.size().scaled(thumb_rect.size(), Qt.AspectRatioMode.KeepAspectRatio)
             target = QRect(0, 0, scaled.width(), scaled.height())
@@ -68,17 +113,14 @@ class ResultDelegate(QStyledItemDelegate):
                 painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, "no preview")
 
         text_color = pal.color(QPalette.ColorRole.Text)
-        font = QFont(option.font)
-        fm = QFontMetrics(font)
+        font, bold, fm, bold_fm = self._fonts_for(option.font)
         line_h = fm.height()
         y = thumb_rect.bottom() + 4
         text_rect = QRect(rect.left() + 6, y, rect.width() - 12, line_h)
-        bold = QFont(font)
-        bold.setBold(True)
         painter.setFont(bold)
         if result.error:
             painter.setPen(ERROR_COLOR)
-            painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft, QFontMetrics(bold).elidedText(
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft, bold_fm.elidedText(
                 "Error", Qt.TextElideMode.ElideRight, text_rect.width()))
             painter.setFont(font)
             reason_rect = QRect(text_rect.left(), y + line_h, text_rect.width(), line_h * 2)
@@ -92,7 +134,7 @@ class ResultDelegate(QStyledItemDelegate):
         score = top.score if top else 0.0
         painter.setPen(UNCERTAIN_COLOR if result.uncertain else text_color)
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft,
-                         QFontMetrics(bold).elidedText(label, Qt.TextElideMode.ElideRight, text_rect.width()))
+                         bold_fm.elidedText(label, Qt.TextElideMode.ElideRight, text_rect.width()))
         painter.setFont(font)
         # Score bar with the percentage at its right.
         bar_y = y + line_h + 3
@@ -111,7 +153,7 @@ class ResultDelegate(QStyledItemDelegate):
         name_rect = QRect(text_rect.left(), bar_y + line_h + 1, text_rect.width(), line_h)
         painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft,
-                         fm.elidedText(index.data(Roles.NAME) or "", Qt.TextElideMode.ElideMiddle, text_rect.width()))
+                         fm.elidedText(name, Qt.TextElideMode.ElideMiddle, text_rect.width()))
         painter.restore()
 
 
@@ -138,9 +180,15 @@ class GalleryView(QListView):
         loader.thumbnail_ready.connect(self._on_thumbnail_ready)
 
     @Slot(str)
-    def _on_thumbnail_ready(self, _path: str) -> None:
-        # One coalesced repaint per event-loop pass, however many thumbnails arrived.
-        self.viewport().update()
+    def _on_thumbnail_ready(self, path: str) -> None:
+        # Repaint only that card: a whole-viewport repaint per thumbnail stalls a busy gallery.
+        model = self.model()
+        find = getattr(model, "index_of_path", None)
+        index = find(path) if find is not None else QModelIndex()
+        if index.isValid():
+            self.update(index)
+        else:
+            self.viewport().update()
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         super().paintEvent(event)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from PySide6.QtCore import QMimeData, QModelIndex, QPoint, QSettings, Qt, QThreadPool, QUrl, Signal, Slot
+from PySide6.QtCore import QMimeData, QModelIndex, QPoint, QSettings, Qt, QThreadPool, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -190,6 +190,10 @@ class MainWindow(QMainWindow):
         self._paste_count = 0
         self._jobs: set[Job] = set()
         self._startup_done = False
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(100)
+        self._progress_timer.timeout.connect(self._show_run_progress)
         #: Images per forward pass, and predictions kept per image.
         self.batch_size = 16
         self.top_k = 5
@@ -737,8 +741,11 @@ class MainWindow(QMainWindow):
     def _on_run_progress(self, run_id: int, done: int, total: int) -> None:
         if run_id in self._runs:
             self._runs[run_id] = (done, total)
-            self._show_run_progress()
+            # At most ten refreshes a second: QProgressBar repaints synchronously on every value.
+            if not self._progress_timer.isActive():
+                self._progress_timer.start()
 
+    @Slot()
     def _show_run_progress(self) -> None:
         done = sum(d for d, _ in self._runs.values())
         total = sum(t for _, t in self._runs.values())
@@ -757,6 +764,7 @@ class MainWindow(QMainWindow):
     @Slot(int, bool)
     def _on_run_finished(self, run_id: int, cancelled: bool) -> None:
         done, total = self._runs.pop(run_id, (0, 0))
+        self._progress_timer.stop()
         if self._runs:
             self._show_run_progress()
             return

@@ -118,6 +118,9 @@ class ResultsModel(QAbstractListModel):
         row = self._row_of.get(path)
         return self._rows[row] if row is not None else None
 
+    def row_of(self, path: str) -> int | None:
+        return self._row_of.get(path)
+
     def counts(self) -> tuple[int, int, int]:
         """(images, errors, uncertain)."""
         errors = sum(1 for r in self._rows if r.error)
@@ -211,6 +214,14 @@ class ResultsFilter(QSortFilterProxyModel):
             return
         self.setSortRole(int(role))
         self.sort(0, order)
+
+    def index_of_path(self, path: str) -> QModelIndex:
+        """The proxy index showing ``path``, or an invalid index if it is filtered out or absent."""
+        source = self.sourceModel()
+        row = source.row_of(path) if isinstance(source, ResultsModel) else None
+        if row is None:
+            return QModelIndex()
+        return self.mapFromSource(source.index(row))
 
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:  # noqa: N802
         model = self.sourceModel()
