@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--skip-heads", action="store_true", help="skip the head strategy comparison")
     ap.add_argument("--task", choices=("groups", "crops"), default="groups", help="data for the mode comparison")
+    ap.add_argument("--head-init", choices=HEAD_INITS, default="base", help="head strategy for the mode comparison")
     args = ap.parse_args()
     if not args.weights.is_file():
         print(f"no weights at {args.weights}: this benchmark needs the shared DeiT-Tiny", file=sys.stderr)
@@ -147,8 +148,8 @@ def main() -> int:
         title = "groups/held-out, 5 classes, validated on unseen photos"
     else:
         title = "crops/anon, 8 classes x 10 crops, 40 % validation"
-    print(f"\n2. modes on {title}, seed {seeds[0]}")
-    print(f"{'mode':<10}{'epochs':>8}{'s/epoch':>10}{'features s':>12}{'total s':>10}{'val acc':>10}")
+    print(f"\n2. modes on {title}, head {args.head_init}, seed {seeds[0]}")
+    print(f"{'mode':<10}{'epochs':>8}{'s/epoch':>10}{'features s':>12}{'total s':>10}{'best':>6}{'val acc':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.task == "groups":
             data, val = group_task(args.photos, rows, Path(tmp), 6, seeds[0])
@@ -169,7 +170,7 @@ def main() -> int:
 
             epochs = None if mode == "head" else args.epochs
             cfg = TrainConfig(mode=mode, epochs=epochs, seed=seeds[0], val_fraction=None if val else 0.4,
-                              batch_size=16, patience=100)
+                              batch_size=16, patience=100, head_init=args.head_init)
             start = time.perf_counter()
             result = finetune(base, data, cfg, val_data=val, progress=on_progress)
             total = time.perf_counter() - start
@@ -179,7 +180,8 @@ def main() -> int:
                 per_epoch = (marks.get("last_val", start) - marks.get("features_end", start)) / max(1, run_epochs)
             else:
                 per_epoch = (marks.get("last_val", start) - marks.get("train_start", start)) / max(1, run_epochs)
-            print(f"{mode:<10}{run_epochs:>8}{per_epoch:>10.3f}{feats:>12.1f}{total:>10.1f}{result.val_accuracy:>10.1%}")
+            print(f"{mode:<10}{run_epochs:>8}{per_epoch:>10.3f}{feats:>12.1f}{total:>10.1f}{result.best_epoch:>6}"
+                  f"{result.val_accuracy:>10.1%}")
     return 0
 
 
