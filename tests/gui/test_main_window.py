@@ -335,3 +335,39 @@ def test_about_names_versions_and_device(qtbot, make_window, model_a) -> None:
     text = w.about_text()
     assert "vit-desktop" in text and "PySide6" in text and "PyTorch" in text
     assert "alpha on CPU" in text
+
+
+def test_keyboard_copy_and_overlay_toggle(qtbot, make_window, model_a, tmp_path) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+
+    w = make_window()
+    load(qtbot, w, model_a)
+    img = write_image(tmp_path / "k.png")
+    run(qtbot, w, url_mime(img))
+    w.activateWindow()
+    w.gallery.setFocus()
+    qtbot.waitUntil(lambda: w.gallery.hasFocus(), timeout=5000)
+    QGuiApplication.clipboard().clear()
+    qtbot.keyClick(w.gallery, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    copied = QGuiApplication.clipboard().text()
+    r = w.results_model.results()[0]
+    assert copied.startswith(f"{img}\t{r.top.label}\t")
+    assert w.detail.view.overlay_visible
+    qtbot.keyClick(w.gallery, Qt.Key.Key_H)
+    assert not w.detail.view.overlay_visible
+    # Typing in the filter field is text, not a shortcut.
+    w.filter_edit.setFocus()
+    qtbot.waitUntil(lambda: w.filter_edit.hasFocus(), timeout=5000)
+    qtbot.keyClick(w.filter_edit, Qt.Key.Key_H)
+    assert w.filter_edit.text() == "h"
+    assert not w.detail.view.overlay_visible
+
+
+def test_fine_tune_menu_says_so_when_the_dialog_is_missing(qtbot, make_window, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vit_desktop.gui.finetune_dialog", None)  # import fails
+    w = make_window()
+    w.act_finetune.trigger()
+    assert "Fine-tuning is not available" in w.message_bar.text
