@@ -12,6 +12,7 @@ from PySide6.QtCore import QThread
 from gui_helpers import write_image
 from vit_desktop.core.types import CancelToken, ExplainOptions
 from vit_desktop.gui.controller import Controller, LoadedModel
+from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 MS = 60_000
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 MS = 60_000
 TOTAL = 50 * 1024 * 1024  # announced size: the transfer is never allowed to finish

@@ -12,6 +12,7 @@ from PySide6.QtGui import QColor, QImage
 
 from gui_helpers import write_image
 from vit_desktop.gui.results_model import FilterMode, Roles
+from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 LOAD_MS = 60_000  # the first load imports torch on a loaded 2-core machine
 RUN_MS = 60_000

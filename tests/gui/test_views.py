@@ -14,6 +14,7 @@ from PySide6.QtGui import QImage
 
 from vit_desktop.core.types import ClassifyResult, Heatmap, Prediction
 from vit_desktop.gui.results_model import FilterMode, ResultsFilter, ResultsModel, Roles
+from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -349,9 +349,17 @@ class _Worker(QObject):
             return
         self.task_finished.emit(req.id, value)
 
-    @Slot()
-    def drop_engine(self) -> None:
-        """Release the model on its own thread (CUDA memory belongs to this thread)."""
+    def release(self) -> None:
+        """Close a half-streamed run (its decode pool joins) and drop the model.
+
+        Only called once the thread has stopped, so nothing runs here concurrently.
+        """
+        run, self._active = self._active, None
+        self._runs.clear()
+        if run is not None:
+            close = getattr(run.batches, "close", None)
+            if close is not None:
+                close()
         self._engine = None
 
 
@@ -378,7 +386,6 @@ class Controller(QObject):
     models_changed = Signal()
     failed = Signal(str)
     _post = Signal(object)
-    _drop_engine = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -388,7 +395,6 @@ class Controller(QObject):
         self._worker = _Worker()
         self._worker.moveToThread(self._thread)
         self._post.connect(self._worker.handle)
-        self._drop_engine.connect(self._worker.drop_engine)
         w = self._worker
         w.model_loading.connect(self._on_model_loading)
         w.model_progress.connect(self._on_model_progress)
@@ -529,6 +535,10 @@ class Controller(QObject):
         if not self._thread.wait(timeout_ms):
             log.error("compute thread did not stop within %d ms", timeout_ms)
             self._thread.wait()  # never drop a running QThread
+        try:
+            self._worker.release()
+        except Exception:  # noqa: BLE001 - closing must go on
+            log.exception("releasing the compute thread's run failed")
 
     @property
     def is_shut_down(self) -> bool:

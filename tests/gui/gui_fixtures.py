@@ -1,4 +1,8 @@
-"""Fixtures for the window tests: isolated settings, a tiny saved model, generated images."""
+"""Fixtures for the window tests: isolated settings, a tiny saved model, generated images.
+
+Imported by name into each test module rather than kept in a ``conftest.py``: the suite's
+top-level ``conftest`` is imported by that module name, and a second one here would shadow it.
+"""
 
 from __future__ import annotations
 
@@ -68,3 +72,6 @@ def model_a(tmp_path: Path) -> Path:
 @pytest.fixture
 def model_b(tmp_path: Path) -> Path:
     return save_tiny_model(tmp_path / "models" / "beta.safetensors", ("cat", "dog", "fox", "owl"), "beta", seed=1)
+
+
+__all__ = ["_isolated_settings", "make_window", "many_images", "model_a", "model_b", "settings_path"]
