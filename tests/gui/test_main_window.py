@@ -372,3 +372,17 @@ def test_fine_tune_menu_says_so_when_the_dialog_is_missing(qtbot, make_window, m
     w = make_window()
     w.act_finetune.trigger()
     assert "Fine-tuning is not available" in w.message_bar.text
+
+
+def test_an_unsaved_in_memory_model_is_not_remembered(qtbot, make_window, model_a) -> None:
+    import dataclasses
+
+    from vit_desktop.core.checkpoints import load_checkpoint
+
+    w = make_window()
+    load(qtbot, w, model_a)
+    module, card = load_checkpoint(model_a)
+    with qtbot.waitSignal(w.controller.model_loaded, timeout=LOAD_MS):
+        w.controller.use_module(module, dataclasses.replace(card, name="fresh", source="memory:fresh"))
+    assert "fresh" in w.model_label.text()
+    assert w.settings.last_model == str(model_a)  # the next start loads something that exists

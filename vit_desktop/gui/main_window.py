@@ -591,7 +591,12 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_model_loaded(self, loaded: object) -> None:
         assert isinstance(loaded, LoadedModel)
-        self.settings.last_model = loaded.source
+        # Remember registry names and files, not in-memory models (e.g. one just fine-tuned and
+        # not saved): those cannot be loaded at the next start.
+        from vit_desktop.core.registry import REGISTRY  # torch is loaded by now: this is cheap
+
+        if loaded.source in REGISTRY or (loaded.source and os.path.exists(loaded.source)):
+            self.settings.last_model = loaded.source
         if not self.controller.loading:
             self._end_busy_ui()
         self.status_label.setText(f"{loaded.card.name} ready on {loaded.device_name}")
