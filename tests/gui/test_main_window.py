@@ -386,3 +386,29 @@ def test_an_unsaved_in_memory_model_is_not_remembered(qtbot, make_window, model_
         w.controller.use_module(module, dataclasses.replace(card, name="fresh", source="memory:fresh"))
     assert "fresh" in w.model_label.text()
     assert w.settings.last_model == str(model_a)  # the next start loads something that exists
+
+
+def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
+    from PIL import Image
+
+    w = make_window()
+    load(qtbot, w, model_a)
+    img = write_image(tmp_path / "o.png", size=(90, 60))
+    run(qtbot, w, url_mime(img))
+    assert w.detail.current_heatmap is not None
+    out = tmp_path / "out" / "o-overlay.png"
+    with qtbot.waitSignal(w.overlay_saved, timeout=RUN_MS) as blocker:
+        w.export_overlay(out)
+    assert blocker.args == [str(out)]
+    saved = Image.open(out)
+    assert saved.size == (90, 60)
+    original = Image.open(img).convert("RGB")
+    centre = (45, 30)
+    assert saved.getpixel(centre) != original.getpixel(centre)  # tinted inside the crop
+    assert saved.getpixel((0, 0)) == original.getpixel((0, 0))  # untouched outside it
+    # Never replaced without asking.
+    before = out.read_bytes()
+    with qtbot.waitSignal(w.job_failed, timeout=RUN_MS):
+        w.export_overlay(out)
+    assert out.read_bytes() == before
+    assert "already exists" in w.message_bar.text
