@@ -1109,6 +1109,8 @@ def train_from_scratch(
         x = (x_tr if train else x_val)[list(idx)]
         if train and config.augment:
             x = _shift_flip(x, gen, hflip=config.hflip)
+        if x.shape[1] == 1:  # (n, 1, h, w) -> (n, 3, h, w)
+            x = x.expand(-1, 3, -1, -1)
         return (x - mean) / mean
 
     loop = _Loop(module, dev, config, make_batch, y_tr, y_val.long(), progress, cancel)
@@ -1142,15 +1144,15 @@ def _resolve(device: str) -> torch.device:
 
 
 def _as_unit(images: torch.Tensor, size: int, grayscale: bool) -> torch.Tensor:
-    """(n, 1|3, h, w) uint8 or float -> (n, 3, size, size) float in [0, 1]."""
+    """(n, 1|3, h, w) uint8 or float -> (n, 1 or 3, size, size) float in [0, 1]."""
     x = torch.as_tensor(images)
     if x.ndim == 3:
         x = x.unsqueeze(1)
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     if grayscale and x.shape[1] == 3:
         x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
+    # Grayscale stays one channel here (a third of the memory for 60k images); batches are
+    # repeated to three channels as they are made.
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous()
