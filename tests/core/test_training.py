@@ -324,7 +324,7 @@ def test_default_head_uses_base_knowledge_on_unseen_photos(tmp_path: Path) -> No
             photo = Image.open(SHARED / "photos" / files[name]).convert("RGB")
             w, h = photo.size
             crops[name] = []
-            for i in range(4):
+            for i in range(3):
                 s = rng.uniform(0.6, 0.9)
                 x, y = rng.randint(0, int(w * (1 - s))), rng.randint(0, int(h * (1 - s)))
                 path = tmp_path / cls / f"{name}_{i}.jpg"
