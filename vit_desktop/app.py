@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from typing import Sequence
@@ -38,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     window = MainWindow()
     app.aboutToQuit.connect(window.shutdown)
+    # Ctrl+C in the terminal quits cleanly (runs, loads and downloads are cancelled and joined).
+    # Python only sees the signal when it runs bytecode, so a slow timer gives it the chance.
+    signal.signal(signal.SIGINT, _quit_on_signal)
+    wake = QTimer(window)
+    wake.timeout.connect(_noop)
+    wake.start(250)
     window.show()
     # Heavy work (torch import, model load) starts only once the window is on screen.
     QTimer.singleShot(0, window.start)
@@ -46,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if paths:
         window.add_paths(paths)
     return app.exec()
+
+
+def _quit_on_signal(_signum: int, _frame: object) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    QApplication.quit()
+
+
+def _noop() -> None:
+    """Lets the interpreter run pending signal handlers between Qt events."""
 
 
 if __name__ == "__main__":

@@ -600,6 +600,7 @@ class MainWindow(QMainWindow):
         if not self.controller.loading:
             self._end_busy_ui()
         self.status_label.setText(f"{loaded.card.name} ready on {loaded.device_name}")
+        log.info("%s ready on %s (%s)", loaded.card.name, loaded.device_name, loaded.precision)
         self._update_model_label()
         self._populate_model_menu()
         if self.message_bar.isVisible() and NO_MODEL_TEXT in self.message_bar.label.text():
