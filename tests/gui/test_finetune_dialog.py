@@ -78,6 +78,13 @@ def test_labelling_classes_by_hand_and_by_drop(qtbot, dialog: FinetuneDialog, tm
                        Qt.KeyboardModifier.NoModifier)
     dialog.class_list.dropEvent(event)
     assert _class_rows(dialog) == ["cats  (0 photos)", "dogs  (2 photos)"]
+    # Dropped on the photo list, photos join the selected class ("dogs").
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(data / "red" / "2.png"))])
+    dialog.photo_list.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                           Qt.KeyboardModifier.NoModifier))
+    assert dialog.data.counts() == {"cats": 0, "dogs": 3}
+    dialog.set_data(dialog.data.without_items([data / "red" / "2.png"]))
     # A dropped folder is searched for photos.
     dialog.add_files("cats", [str(data / "green")])
     assert dialog.data.counts() == {"cats": 3, "dogs": 2}
@@ -208,3 +215,19 @@ def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Pa
     assert "Cancelled" in dialog.status_label.text()
     assert dialog.save_model_button.isEnabled()
     assert len(result.history) < 20
+
+
+def test_closing_the_dialog_stops_training(qtbot, dialog: FinetuneDialog, controller: Controller,
+                                           tmp_path: Path) -> None:
+    dialog.import_folder(_colour_folder(tmp_path / "data", per_class=6))
+    dialog.mode_combo.setCurrentIndex(2)
+    dialog.epochs_spin.setValue(500)
+    dialog.show()
+    with qtbot.waitSignal(controller.task_progress, timeout=MS,
+                          check_params_cb=lambda task_id, p: getattr(p, "phase", "") == "train"):
+        dialog.start_training()
+    with qtbot.waitSignal(controller.task_finished, timeout=MS) as blocker:
+        dialog.close()
+    outcome = blocker.args[1]
+    assert outcome.result.cancelled
+    assert len(outcome.result.history) < 50

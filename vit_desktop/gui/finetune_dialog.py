@@ -204,12 +204,16 @@ class CurveWidget(QWidget):
 
 
 class ClassList(QListWidget):
-    """Classes with their photo counts; photos dropped on a class are labelled with it."""
+    """Classes with their photo counts; photos dropped on a class are labelled with it.
+
+    With ``items_are_classes=False`` (the photo list) every drop goes to the selected class.
+    """
 
     files_dropped = Signal(str, list)  # class name ("" = the selected one), paths
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, items_are_classes: bool = True) -> None:
         super().__init__(parent)
+        self.items_are_classes = items_are_classes
         self.setAcceptDrops(True)
         self.setDropIndicatorShown(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -230,7 +234,7 @@ class ClassList(QListWidget):
         urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if not urls:
             return super().dropEvent(event)
-        item = self.itemAt(event.position().toPoint())
+        item = self.itemAt(event.position().toPoint()) if self.items_are_classes else None
         name = item.data(Qt.ItemDataRole.UserRole) if item is not None else ""
         self.files_dropped.emit(name or "", urls)
         event.acceptProposedAction()
@@ -284,9 +288,10 @@ class FinetuneDialog(QDialog):
             b.clicked.connect(slot)
             row.addWidget(b)
         bv.addLayout(row)
-        self.photo_list = QListWidget()
+        self.photo_list = ClassList(items_are_classes=False)
         self.photo_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        bv.addWidget(QLabel("Photos in the selected class:"))
+        self.photo_list.files_dropped.connect(self._on_files_dropped)
+        bv.addWidget(QLabel("Photos in the selected class (drop more here):"))
         bv.addWidget(self.photo_list)
         row = QHBoxLayout()
         self.add_photos_button = QPushButton("Add photos…")
