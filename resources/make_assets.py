@@ -168,7 +168,7 @@ def make_samples() -> None:
     icon().save(HERE / "icon.png", optimize=True)
 
 
-def make_screenshot(out: Path, model: str, select: str) -> int:
+def make_screenshot(out: Path, model: str, select: str, discard: float = 0.0, fusion: str = "mean") -> int:
     """Open the real window on the samples with ``model``, select one, and grab the window."""
     import os
 
@@ -189,9 +189,12 @@ def make_screenshot(out: Path, model: str, select: str) -> int:
     settings = QSettings(str(out.parent / ".screenshot-settings.ini"), QSettings.Format.IniFormat)
     settings.clear()
     window = MainWindow(settings=settings)
-    window.resize(1360, 860)
+    window.resize(1280, 800)
     window.show()
+    window.splitter.setSizes([590, 690])  # three columns of cards, a large photo
     window.detail.opacity.setValue(55)
+    window.detail.fusion.setCurrentText(fusion)
+    window.detail.discard.setValue(round(discard * 100))
     samples = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
     status = {"code": 1}
 
@@ -227,11 +230,13 @@ def main() -> int:
     shot.add_argument("out", type=Path)
     shot.add_argument("--model", required=True)
     shot.add_argument("--select", default="wall-clock.jpg")
+    shot.add_argument("--discard", type=float, default=0.0)
+    shot.add_argument("--fusion", default="mean")
     args = parser.parse_args()
     if args.what == "samples":
         make_samples()
         return 0
-    return make_screenshot(args.out.resolve(), args.model, args.select)
+    return make_screenshot(args.out.resolve(), args.model, args.select, args.discard, args.fusion)
 
 
 if __name__ == "__main__":
