@@ -271,6 +271,7 @@ class DetailPanel(QWidget):
             self.view.set_message("Loading…" if not result.error else result.error)
             if not result.error:
                 self._loader.request_preview(result.path)
+        self._update_showing()
         self._refresh_heatmap()
 
     def _refresh_heatmap(self) -> None:

@@ -123,9 +123,13 @@ class ResultDelegate(QStyledItemDelegate):
             painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft, bold_fm.elidedText(
                 "Error", Qt.TextElideMode.ElideRight, text_rect.width()))
             painter.setFont(font)
-            reason_rect = QRect(text_rect.left(), y + line_h, text_rect.width(), line_h * 2)
-            painter.drawText(reason_rect, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap,
-                             fm.elidedText(result.error, Qt.TextElideMode.ElideRight, text_rect.width() * 2 - 10))
+            reason_rect = QRect(text_rect.left(), y + line_h + 3, text_rect.width(), line_h)
+            painter.drawText(reason_rect, Qt.AlignmentFlag.AlignLeft,
+                             fm.elidedText(result.error, Qt.TextElideMode.ElideRight, text_rect.width()))
+            name_rect = QRect(text_rect.left(), y + 2 * line_h + 4, text_rect.width(), line_h)
+            painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft,
+                             fm.elidedText(name, Qt.TextElideMode.ElideMiddle, text_rect.width()))
             painter.restore()
             return
 
