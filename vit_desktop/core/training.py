@@ -33,6 +33,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -192,7 +193,7 @@ class TrainResult:
     def val_accuracy(self) -> float:
         return float(self.metrics.get("val_acc", 0.0))  # type: ignore[arg-type]
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> os.PathLike[str]:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the project's safetensors file (labels, preprocessing, settings, metrics)."""
         from .checkpoints import save_model
 
