@@ -21,14 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.core.heatmap import COLORMAPS  # numpy and Pillow only: cheap at start-up
 from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, ExplainOptions, Heatmap
 from vit_desktop.gui.controller import Controller, HeatmapReply
 from vit_desktop.gui.image_view import ImageView
 from vit_desktop.gui.thumbnails import ImageLoader
 
-#: Mirrors ``vit_desktop.core.heatmap.COLORMAPS``; kept here so the window can be built before
-#: core's numpy code is imported.
-COLORMAPS: tuple[str, ...] = ("inferno", "viridis", "jet")
 
 
 class _ClassBar(QAbstractButton):
@@ -138,6 +136,8 @@ class DetailPanel(QWidget):
         self.title = QLabel("", self)
         self.title.setObjectName("detailTitle")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A long file name must not widen the window: the label may be cut instead.
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.showing = QLabel("", self)
         self.showing.setObjectName("detailShowing")
 
@@ -161,6 +161,10 @@ class DetailPanel(QWidget):
         self.discard_label.setMinimumWidth(32)
         self.crop_box = QCheckBox("Crop outline", self)
         self.crop_box.setChecked(True)
+        self.zoom_label = QLabel("", self)
+        self.zoom_label.setMinimumWidth(44)
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.zoom_label.setToolTip("Zoom, in pixels of the original photo (wheel to zoom, drag to pan)")
         self.fit_button = QToolButton(self)
         self.fit_button.setText("Fit")
         self.fit_button.setToolTip("Fit the photo in the view (double-click the photo, or press 0)")
@@ -176,7 +180,6 @@ class DetailPanel(QWidget):
         row1.addWidget(QLabel("Opacity", self))
         row1.addWidget(self.opacity, 1)
         row1.addWidget(self.crop_box)
-        row1.addWidget(self.fit_button)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         row2 = QHBoxLayout()
@@ -193,7 +196,11 @@ class DetailPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        layout.addWidget(self.title)
+        title_row = QHBoxLayout()
+        title_row.addWidget(self.title, 1)
+        title_row.addWidget(self.zoom_label)
+        title_row.addWidget(self.fit_button)
+        layout.addLayout(title_row)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.showing)
         layout.addLayout(row1)
@@ -214,6 +221,7 @@ class DetailPanel(QWidget):
         self.discard.valueChanged.connect(self._on_discard)
         self.crop_box.toggled.connect(self.view.set_show_crop)
         self.fit_button.clicked.connect(self.view.fit)
+        self.view.zoom_changed.connect(self._on_zoom_changed)
         self.bars.class_clicked.connect(self._on_class_clicked)
         controller.heatmap_ready.connect(self._on_heatmap_ready)
         controller.heatmap_failed.connect(self._on_heatmap_failed)
@@ -338,6 +346,10 @@ class DetailPanel(QWidget):
             self._pending_heatmap = 0
             self.showing.setText(f"Could not compute the map: {message}")
 
+    @Slot(float)
+    def _on_zoom_changed(self, zoom: float) -> None:
+        self.zoom_label.setText(f"{zoom:.0%}" if self.view.has_image else "")
+
     @Slot(bool)
     def _on_overlay_toggled(self, on: bool) -> None:
         self.view.set_overlay_visible(on)
@@ -375,4 +387,4 @@ class DetailPanel(QWidget):
         return self.view.heatmap
 
 
-__all__ = ["COLORMAPS", "DetailPanel", "TopKBars"]
+__all__ = ["DetailPanel", "TopKBars"]
