@@ -412,3 +412,19 @@ def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
         w.export_overlay(out)
     assert out.read_bytes() == before
     assert "already exists" in w.message_bar.text
+
+
+def test_two_drops_in_a_row_count_as_one_busy_spell(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    first = [write_image(tmp_path / "one" / f"a{i}.png", seed=i) for i in range(6)]
+    second = [write_image(tmp_path / "two" / f"b{i}.png", seed=20 + i) for i in range(4)]
+    w.batch_size = 2
+    finished: list[int] = []
+    w.controller.run_finished.connect(lambda run_id, _c: finished.append(run_id))
+    w.handle_mime(url_mime(*first))
+    w.handle_mime(url_mime(*second))
+    qtbot.waitUntil(lambda: len(finished) == 2, timeout=RUN_MS)
+    assert w.results_model.rowCount() == 10
+    assert w.status_label.text().startswith("Classified 10 images")
+    assert not w.progress.isVisible()

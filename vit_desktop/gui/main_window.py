@@ -183,8 +183,10 @@ class MainWindow(QMainWindow):
         self.pending_paths: list[str] = []
         self._runs: dict[int, tuple[int, int]] = {}
         self._run_started_at = 0.0
-        self._run_done_before = 0
         self._load_started_at = 0.0
+        # Runs that ended while others of the same busy spell go on still count in its totals.
+        self._finished_done = 0
+        self._finished_total = 0
         self._closing = False
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._paste_count = 0
@@ -701,7 +703,7 @@ class MainWindow(QMainWindow):
     def _classify(self, items: list[str]) -> None:
         if not self._runs:
             self._run_started_at = time.monotonic()
-            self._run_done_before = 0
+            self._finished_done = self._finished_total = 0
         run_id = self.controller.classify(
             items, top_k=self.top_k, batch_size=self.batch_size, explain=self.detail.explain_options(),
             threshold=self.threshold_spin.value() / 100.0)
@@ -753,8 +755,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _show_run_progress(self) -> None:
-        done = sum(d for d, _ in self._runs.values())
-        total = sum(t for _, t in self._runs.values())
+        done = self._finished_done + sum(d for d, _ in self._runs.values())
+        total = self._finished_total + sum(t for _, t in self._runs.values())
         if total <= 0:
             return
         self.progress.setRange(0, total)
@@ -769,7 +771,11 @@ class MainWindow(QMainWindow):
 
     @Slot(int, bool)
     def _on_run_finished(self, run_id: int, cancelled: bool) -> None:
-        done, total = self._runs.pop(run_id, (0, 0))
+        run_done, run_total = self._runs.pop(run_id, (0, 0))
+        self._finished_done += run_done
+        # A cancelled run never reached its total: it counts as far as it got.
+        self._finished_total += run_done if cancelled else run_total
+        done, total = self._finished_done, self._finished_total
         self._progress_timer.stop()
         if self._runs:
             self._show_run_progress()
@@ -777,9 +783,9 @@ class MainWindow(QMainWindow):
         elapsed = time.monotonic() - self._run_started_at
         if not self.controller.loading:
             self._end_busy_ui()
-        n, errors, uncertain = self.results_model.counts()
+        _n, errors, _uncertain = self.results_model.counts()
         if cancelled:
-            self.status_label.setText(f"Cancelled after {done} of {total} images.")
+            self.status_label.setText(f"Cancelled after {done} of {done + run_total - run_done} images.")
         else:
             self.status_label.setText(
                 f"Classified {done} image{'s' if done != 1 else ''} in {human_duration(elapsed)}"
