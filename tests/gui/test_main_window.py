@@ -428,3 +428,27 @@ def test_two_drops_in_a_row_count_as_one_busy_spell(qtbot, make_window, model_a,
     assert w.results_model.rowCount() == 10
     assert w.status_label.text().startswith("Classified 10 images")
     assert not w.progress.isVisible()
+
+
+def test_a_real_drop_event_on_the_detail_view_classifies(qtbot, make_window, model_a, tmp_path) -> None:
+    """Drops land anywhere on the window: here on the photo view, which passes them up."""
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    w = make_window()
+    load(qtbot, w, model_a)
+    img = write_image(tmp_path / "dropped.png")
+    mime = url_mime(img)
+    target = w.detail.view
+    pos = QPoint(target.width() // 2, target.height() // 2)
+    enter = QDragEnterEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, enter)
+    assert enter.isAccepted()
+    assert "Drop to classify" in w.statusBar().currentMessage()
+    drop = QDropEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS):
+        QApplication.sendEvent(target, drop)
+    assert [r.path for r in w.results_model.results()] == [str(img)]
