@@ -155,3 +155,28 @@ def test_painting_for_a_long_time_does_not_exhaust_none() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip() == "done"
+
+
+def test_thumbnails_are_decoded_off_the_gui_thread_cached_and_bounded(qtbot, tmp_path: Path) -> None:
+    from gui_helpers import write_image
+    from vit_desktop.gui.thumbnails import ImageLoader
+
+    loader = ImageLoader(thumb_size=32, capacity=2)
+    paths = [str(write_image(tmp_path / f"t{i}.png", size=(120, 60), seed=i)) for i in range(3)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    try:
+        ready: list[str] = []
+        loader.thumbnail_ready.connect(ready.append)
+        assert loader.thumbnail(paths[0]) is None  # not decoded yet: requested
+        qtbot.waitUntil(lambda: ready == [paths[0]], timeout=30_000)
+        pix = loader.thumbnail(paths[0])
+        assert pix is not None and (pix.width(), pix.height()) == (32, 16)
+        for p in paths[1:]:
+            loader.thumbnail(p)
+        qtbot.waitUntil(lambda: all(loader.thumbnail(p) is not None for p in paths[1:]), timeout=30_000)
+        assert loader.thumbnail(paths[0]) is None  # evicted: capacity 2, least recently used
+        loader.thumbnail(str(bad))
+        qtbot.waitUntil(lambda: loader.thumbnail_error(str(bad)) is not None, timeout=30_000)
+    finally:
+        loader.shutdown()

@@ -72,7 +72,7 @@ class ImageLoader(QObject):
     preview_ready = Signal(str, QImage)
     preview_failed = Signal(str, str)
 
-    def __init__(self, thumb_size: int = 160, preview_size: int = 2048, capacity: int = 800,
+    def __init__(self, thumb_size: int = 160, preview_size: int = 2048, capacity: int = 500,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.thumb_size = thumb_size
@@ -81,6 +81,9 @@ class ImageLoader(QObject):
         self._cache: collections.OrderedDict[str, QPixmap] = collections.OrderedDict()
         self._pending: set[str] = set()
         self._failed: dict[str, str] = {}
+        # Newest request first: after a fast scroll the cards now on screen are decoded before
+        # the ones scrolled past.
+        self._seq = 0
         self._pool = QThreadPool(self)
         # Two cores are shared with the compute thread: decoding must not starve it.
         self._pool.setMaxThreadCount(max(1, QThreadPool.globalInstance().maxThreadCount() // 2))
@@ -95,7 +98,8 @@ class ImageLoader(QObject):
             return pix
         if path not in self._pending and path not in self._failed:
             self._pending.add(path)
-            self._pool.start(_LoadJob(self._emitter, path, self.thumb_size))
+            self._seq += 1
+            self._pool.start(_LoadJob(self._emitter, path, self.thumb_size), self._seq)
         return None
 
     def thumbnail_error(self, path: str) -> str | None:
@@ -103,7 +107,8 @@ class ImageLoader(QObject):
 
     def request_preview(self, path: str) -> None:
         # Previews jump the queue: the user is looking at this one now.
-        self._pool.start(_LoadJob(self._emitter, path, self.preview_size), 1)
+        self._seq += 1
+        self._pool.start(_LoadJob(self._emitter, path, self.preview_size), (1 << 30) + self._seq)
 
     def forget(self) -> None:
         """Drop every cached thumbnail and pending request (the results were cleared)."""
