@@ -66,10 +66,12 @@ def test_download_shows_progress_and_cancel_leaves_nothing(qtbot, make_window, s
     progress: list[tuple[int, int]] = []
     w.controller.model_progress.connect(lambda d, t: progress.append((d, t)))
     w.load_model("vit_b_16")
+    w.add_paths([str(Path(__file__))])  # dropped meanwhile: waits for the model
     qtbot.waitUntil(lambda: len(progress) >= 3 and progress[-1][0] > 0, timeout=MS)
     qtbot.waitUntil(lambda: "Downloading weights" in w.status_label.text(), timeout=MS)
     text = w.status_label.text()
     assert "MB" in text and "/s" in text and "left" in text
+    assert "1 item waiting for the model" in text
     assert progress[-1][1] == TOTAL
     assert w.cancel_button.isVisible()
     with qtbot.waitSignal(w.controller.model_failed, timeout=MS):

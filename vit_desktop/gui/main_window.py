@@ -571,7 +571,8 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_model_loading(self, source: str) -> None:
         self._load_started_at = time.monotonic()
-        self.status_label.setText(f"Loading {Path(source).name if os.sep in source else source}…")
+        self.status_label.setText(f"Loading {Path(source).name if os.sep in source else source}…"
+                                  + self._waiting_note())
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
@@ -585,11 +586,15 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(1000 * done / total))
             left = (total - done) / rate if rate > 0 else 0
-            self.status_label.setText(
-                f"Downloading weights: {human_bytes(done)} of {human_bytes(total)}, "
-                f"{human_bytes(rate)}/s, {human_duration(left)} left")
+            text = (f"Downloading weights: {human_bytes(done)} of {human_bytes(total)}, "
+                    f"{human_bytes(rate)}/s, {human_duration(left)} left")
         else:
-            self.status_label.setText(f"Downloading weights: {human_bytes(done)}, {human_bytes(rate)}/s")
+            text = f"Downloading weights: {human_bytes(done)}, {human_bytes(rate)}/s"
+        self.status_label.setText(text + self._waiting_note())
+
+    def _waiting_note(self) -> str:
+        n = len(self.pending_paths)
+        return f" · {n} item{'s' if n != 1 else ''} waiting for the model" if n else ""
 
     @Slot(object)
     def _on_model_loaded(self, loaded: object) -> None:
