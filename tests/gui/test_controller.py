@@ -121,3 +121,20 @@ def test_shutdown_while_a_task_runs_joins(qtbot, qapp) -> None:
     assert started.wait(10)
     c.shutdown()
     assert c.thread.isFinished()
+
+
+def test_a_heatmap_asked_for_during_a_long_run_comes_before_the_run_ends(
+        qtbot, controller, model_a, many_images) -> None:
+    with qtbot.waitSignal(controller.model_loaded, timeout=MS):
+        controller.load_model(str(model_a), "cpu", "fp32")
+    folder = many_images(300)
+    order: list[str] = []
+    controller.heatmap_ready.connect(lambda *_: order.append("heatmap"))
+    controller.run_finished.connect(lambda *_: order.append("finished"))
+    with qtbot.waitSignal(controller.results_ready, timeout=MS) as first:
+        run_id = controller.classify([str(folder)], batch_size=1)
+    clicked = first.args[1][0].path
+    controller.request_heatmap(clicked, ExplainOptions(discard_ratio=0.2))
+    qtbot.waitUntil(lambda: "finished" in order, timeout=MS)
+    assert order[0] == "heatmap", "the map waited for the whole run"
+    assert run_id and not controller.busy
