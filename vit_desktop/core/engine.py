@@ -137,6 +137,14 @@ def model_input(image: Image.Image, pp: Preprocess) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
+def normalized_tensor(image: Image.Image, pp: Preprocess) -> torch.Tensor:
+    """(3, crop, crop) float32 on the CPU, normalised: :func:`model_input` as a tensor."""
+    x = torch.from_numpy(model_input(image, pp).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(pp.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(pp.std, dtype=torch.float32).view(3, 1, 1)
+    return (x - mean) / std
+
+
 _Prepared = tuple[np.ndarray, tuple[int, int]]
 
 
@@ -231,11 +239,7 @@ class Engine:
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) normalised float32 on the CPU: exactly what classification feeds the model."""
-        arr, _ = _prepare_image(image, self.card.preprocess)
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        mean = torch.tensor(self.card.preprocess.mean).view(3, 1, 1)
-        std = torch.tensor(self.card.preprocess.std).view(3, 1, 1)
-        return (x - mean) / std
+        return normalized_tensor(images.to_rgb(image), self.card.preprocess)
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """(n, hidden) class-token features before the head, for normalised (n, 3, H, W) input.

@@ -235,11 +235,9 @@ def _to_normalized(img: Image.Image, pp: Preprocess) -> torch.Tensor:
 
 def eval_tensor(img: Image.Image, pp: Preprocess) -> torch.Tensor:
     """(3, crop, crop) float tensor, exactly as the engine prepares a photo for classification."""
-    from .engine import model_input
+    from .engine import normalized_tensor
 
-    arr = model_input(img, pp)  # (crop, crop, 3) uint8
-    x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-    return TF.normalize(x, list(pp.mean), list(pp.std))
+    return normalized_tensor(img, pp)
 
 
 def train_tensor(img: Image.Image, pp: Preprocess, gen: torch.Generator, *, hflip: bool = True) -> torch.Tensor:
