@@ -442,7 +442,7 @@ def test_a_real_drop_event_on_the_detail_view_classifies(qtbot, make_window, mod
     mime = url_mime(img)
     target = w.detail.view
     pos = QPoint(target.width() // 2, target.height() // 2)
-    enter = QDragEnterEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(target, enter)
     assert enter.isAccepted()
