@@ -452,3 +452,29 @@ def test_a_real_drop_event_on_the_detail_view_classifies(qtbot, make_window, mod
     with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS):
         QApplication.sendEvent(target, drop)
     assert [r.path for r in w.results_model.results()] == [str(img)]
+
+
+def test_gallery_photos_drag_out_as_files_onto_a_fine_tune_class(qtbot, make_window, model_a, tmp_path) -> None:
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtGui import QDropEvent
+
+    from vit_desktop.gui.finetune_dialog import FinetuneDialog
+
+    w = make_window()
+    load(qtbot, w, model_a)
+    a, b = write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png", seed=1)
+    run(qtbot, w, url_mime(a, b))
+    rows = [w.proxy.index(r, 0) for r in range(w.proxy.rowCount())]
+    assert all(w.proxy.flags(i) & Qt.ItemFlag.ItemIsDragEnabled for i in rows)
+    mime = w.proxy.mimeData(rows)
+    assert sorted(u.toLocalFile() for u in mime.urls()) == [str(a), str(b)]
+    assert w.gallery.dragEnabled()
+    dialog = FinetuneDialog(w.controller, w)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.add_class("mine")
+    item = dialog.class_list.item(0)
+    drop = QDropEvent(QPointF(dialog.class_list.visualItemRect(item).center()), Qt.DropAction.CopyAction, mime,
+                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    dialog.class_list.dropEvent(drop)
+    assert dialog.data.counts() == {"mine": 2}

@@ -180,6 +180,9 @@ class GalleryView(QListView):
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setAcceptDrops(False)  # let drops reach the main window, which accepts them anywhere
         self.viewport().setAcceptDrops(False)
+        self.setDragEnabled(True)  # photos drag out as file URLs (to the fine-tune dialog)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.empty_text = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
         loader.thumbnail_ready.connect(self._on_thumbnail_ready)
 

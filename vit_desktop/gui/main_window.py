@@ -648,7 +648,9 @@ class MainWindow(QMainWindow):
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         mime = event.mimeData()
-        if mime.hasUrls() or mime.hasImage() or mime.hasText():
+        if event.source() is self.gallery:
+            event.ignore()  # a photo dragged out of the gallery is already classified here
+        elif mime.hasUrls() or mime.hasImage() or mime.hasText():
             event.acceptProposedAction()
             self.statusBar().showMessage("Drop to classify: files, folders or an image")
         else:

@@ -12,11 +12,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 from PySide6.QtCore import (
     QAbstractListModel,
+    QMimeData,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
+    QUrl,
 )
 
 from vit_desktop.core.types import ClassifyResult
@@ -69,6 +71,20 @@ class ResultsModel(QAbstractListModel):
         if role == Roles.UNCERTAIN:
             return r.uncertain
         return None
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        base = super().flags(index)
+        # Photos can be dragged out: onto a class of the fine-tune dialog, or a file manager.
+        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+
+    def mimeTypes(self) -> list[str]:  # noqa: N802 - Qt override
+        return ["text/uri-list"]
+
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:  # noqa: N802 - Qt override
+        mime = QMimeData()
+        rows = sorted({i.row() for i in indexes if i.isValid()})
+        mime.setUrls([QUrl.fromLocalFile(self._rows[r].path) for r in rows if Path(self._rows[r].path).exists()])
+        return mime
 
     # -- our API -------------------------------------------------------------------------------
 
