@@ -139,3 +139,29 @@ def test_python_dash_m_entry_point(tiny_model_file: Path, image_folder: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     assert (image_folder.parent / "out.jsonl").read_text().count("\n") == 1
+
+
+def test_without_model_uses_the_last_used_then_says_which(tiny_model_file: Path, image_folder: Path) -> None:
+    img = str(image_folder / "img0.png")
+    code, _, err = run("classify", img, "--model", str(tiny_model_file))
+    assert code == 0 and "no --model" not in err
+    code, out, err = run("classify", img)
+    assert code == 0 and "no --model given, so the model used last" in err and str(tiny_model_file) in err
+    assert "label " in out
+    tiny_model_file.unlink()  # gone: the last-used model is no longer a choice
+    code, _, err = run("classify", img)
+    assert code in (0, 2) and "the model used last" not in err
+
+
+def test_without_model_or_cache_the_bundled_model_is_used(tiny_model_file: Path, image_folder: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from vit_desktop.core import registry
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    tiny_model_file.rename(bundled / "demo.safetensors")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
+    code, out, err = run("classify", str(image_folder / "img1.png"))
+    assert code == 0, err
+    assert "the bundled demo model" in err and "demo.safetensors" in err
+    assert "label " in out

@@ -136,17 +136,21 @@ def _check_classify_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--heatmaps {args.heatmaps} is a file, not a folder")
 
 
-def default_model() -> str:
-    """The model used when --model is not given: a cached registry model, else a bundled one."""
-    from .core import registry
+def default_model() -> tuple[str, str]:
+    """(source, why) of the model used without --model: the last one used (here or in the window)
+    if it can still be loaded offline, else a cached ImageNet model, else the bundled demo model."""
+    from .core import registry, state
 
+    last = state.last_model()
+    if last and ((last in registry.REGISTRY and registry.is_cached(last)) or Path(last).is_file()):
+        return last, "the model used last"
     infos = registry.list_models()
     for info in infos:
         if info.kind == "registry" and info.cached:
-            return info.source
+            return info.source, "a cached ImageNet model"
     for info in infos:
         if info.kind == "bundled" and not info.description.startswith("unreadable"):
-            return info.source
+            return info.source, "the bundled demo model"
     raise UsageError("no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
 
 
@@ -233,7 +237,9 @@ def run_classify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from .core.export import format_table, write_results
     from .core.types import ClassifyResult, ExplainOptions, VitDesktopError
 
-    model = args.model or default_model()
+    from .core import state
+
+    model, why = (args.model, "") if args.model else default_model()
     bar = ProgressBar(err, "downloading")
     try:
         engine = Engine.load(model, device=args.device, progress=lambda d, t: bar.update(d, t, "B"))
@@ -241,7 +247,10 @@ def run_classify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         raise UsageError(str(exc)) from None
     finally:
         bar.close()
-    print(f"{PROG}: model {engine.card.name} on {engine.device_name} ({engine.precision})", file=err)
+    chosen = f"; no --model given, so {why}: {model}" if why else ""
+    print(f"{PROG}: model {engine.card.name} on {engine.device_name} ({engine.precision}){chosen}", file=err)
+    if args.model:
+        state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
 
     files, scan_errors = _collect(args.paths)
     results: list[ClassifyResult] = [ClassifyResult(path=p, error=reason) for p, reason in scan_errors]

@@ -478,3 +478,28 @@ def test_gallery_photos_drag_out_as_files_onto_a_fine_tune_class(qtbot, make_win
                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     dialog.class_list.dropEvent(drop)
     assert dialog.data.counts() == {"mine": 2}
+
+
+def test_first_run_with_the_demo_model_offers_samples_and_a_download(qtbot, make_window, model_a, tmp_path,
+                                                                     monkeypatch) -> None:
+    from vit_desktop.core import paths
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    demo = bundled / "demo.safetensors"
+    demo.write_bytes(Path(model_a).read_bytes())
+    monkeypatch.setattr(paths, "bundled_models_dir", lambda: bundled)
+    w = make_window()
+    assert w.gallery.sample_button.isVisible()  # one click from an empty window to a result
+    load(qtbot, w, demo)
+    assert "Demo model" in w.message_bar.text and "ViT-B/16" in w.message_bar.text
+    assert w.message_bar.action_button.text() == "Download ViT-B/16"
+    samples = w.sample_paths()
+    assert samples and all("clothing" in s for s in samples)
+    with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS):
+        w.gallery.sample_button.click()
+    assert w.results_model.rowCount() == len(samples)
+    assert not w.gallery.sample_button.isVisible()
+    from vit_desktop.core import state
+
+    assert state.last_model() == str(demo)  # the command line follows the window's choice

@@ -6,7 +6,15 @@ import collections
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Slot
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
 
 from vit_desktop.core.types import ClassifyResult
 from vit_desktop.gui.results_model import Roles
@@ -184,7 +192,24 @@ class GalleryView(QListView):
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.empty_text = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
+        # A first drop one click away: shown on the empty gallery when sample photos exist.
+        self.sample_button = QPushButton("Try the sample photos", self.viewport())
+        self.sample_button.hide()
         loader.thumbnail_ready.connect(self._on_thumbnail_ready)
+
+    def set_sample_button_visible(self, visible: bool) -> None:
+        self.sample_button.setVisible(visible)
+        self._place_sample_button()
+
+    def _place_sample_button(self) -> None:
+        hint = self.sample_button.sizeHint()
+        rect = self.viewport().rect()
+        self.sample_button.setGeometry((rect.width() - hint.width()) // 2, rect.height() // 2 + 40,
+                                       hint.width(), hint.height())
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802
+        super().resizeEvent(event)  # type: ignore[arg-type]
+        self._place_sample_button()
 
     @Slot(str)
     def _on_thumbnail_ready(self, path: str) -> None:

@@ -206,6 +206,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self._restore_settings()
+        self._update_empty_text()
         self._update_model_label()
 
     # ------------------------------------------------------------------------------------------
@@ -317,11 +318,13 @@ class MainWindow(QMainWindow):
         self.act_reload_models = self._action("&Refresh model list", self.refresh_models)
         self.act_finetune = self._action("&Fine-tune…", self.open_finetune, "Ctrl+T")
         self.act_about = self._action("&About vit-desktop", self.show_about)
+        self.act_samples = self._action("Open &sample photos", self.open_samples)
+        self.act_download_default = self._action("Download ViT-B/16", self.download_default_model)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        for a in (self.act_open, self.act_open_folder, self.act_paste):
+        for a in (self.act_open, self.act_open_folder, self.act_paste, self.act_samples):
             m.addAction(a)
         m.addSeparator()
         for a in (self.act_export, self.act_export_overlay, self.act_copy_classes):
@@ -381,6 +384,7 @@ class MainWindow(QMainWindow):
         self.results_model.rowsInserted.connect(self._update_summary)
         self.results_model.modelReset.connect(self._update_summary)
         self.proxy.layoutChanged.connect(self._update_empty_text)
+        self.gallery.sample_button.clicked.connect(self.open_samples)
         self.detail.settings_changed.connect(self._save_overlay_settings)
 
     def _restore_settings(self) -> None:
@@ -558,6 +562,11 @@ class MainWindow(QMainWindow):
         self.message_bar.hide()
         self.controller.load_model(source, self.settings.device, self.settings.precision)
 
+    @Slot()
+    def download_default_model(self) -> None:
+        """ViT-B/16 with ImageNet weights: downloaded with progress and Cancel, then used."""
+        self.load_model("vit_b_16")
+
     def open_weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open model weights", self.settings.folder("weights"),
                                               WEIGHT_FILTER)
@@ -605,6 +614,9 @@ class MainWindow(QMainWindow):
 
         if loaded.source in REGISTRY or (loaded.source and os.path.exists(loaded.source)):
             self.settings.last_model = loaded.source
+            from vit_desktop.core import state
+
+            state.set_last_model(loaded.source)  # `vit-desktop classify` follows the window
         if not self.controller.loading:
             self._end_busy_ui()
         self.status_label.setText(f"{loaded.card.name} ready on {loaded.device_name}")
@@ -613,6 +625,15 @@ class MainWindow(QMainWindow):
         self._populate_model_menu()
         if self.message_bar.isVisible() and NO_MODEL_TEXT in self.message_bar.label.text():
             self.message_bar.hide()
+        if self._demo_model_loaded():
+            self.message_bar.show_message(
+                f"Demo model: {loaded.card.num_classes} clothing classes (Fashion-MNIST). For everyday photos, "
+                "download ViT-B/16 (ImageNet, 1000 classes, about 330 MB), or use Model ▸ Open weights file… "
+                "for a model you have.",
+                kind="info",
+                action=self.act_download_default,
+            )
+        self._update_empty_text()
         if self.pending_paths:
             queued, self.pending_paths = self.pending_paths, []
             self._classify(queued)
@@ -866,11 +887,39 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _update_empty_text(self) -> None:
-        if self.results_model.rowCount() > 0:
+        empty = self.results_model.rowCount() == 0
+        if not empty:
             self.gallery.empty_text = "No image matches the filter"
         else:
             self.gallery.empty_text = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
+        self.gallery.set_sample_button_visible(empty and bool(self.sample_paths()))
         self.gallery.viewport().update()
+
+    def sample_paths(self) -> list[str]:
+        """Sample photos that suit the current model: clothing for the demo model, else the rest."""
+        from vit_desktop.gui.style import RESOURCES
+
+        folder = RESOURCES / "samples"
+        if not folder.is_dir():
+            return []
+        clothing = folder / "clothing"
+        if self._demo_model_loaded():
+            chosen = clothing
+        else:
+            chosen = folder
+        return sorted(str(p) for p in chosen.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+
+    def _demo_model_loaded(self) -> bool:
+        cur = self.controller.current_model
+        if cur is None or not cur.source:
+            return False
+        from vit_desktop.core.paths import bundled_models_dir
+
+        return Path(cur.source).resolve().parent == bundled_models_dir().resolve()
+
+    @Slot()
+    def open_samples(self) -> None:
+        self.add_paths(self.sample_paths())
 
     @Slot(QPoint)
     def _on_gallery_menu(self, pos: QPoint) -> None:

@@ -1,0 +1,41 @@
+"""What the window and the command line share between runs: the model used last.
+
+A small JSON file in the user data folder (the window also keeps its own settings in QSettings;
+this one is readable without Qt, so that `vit-desktop classify` can follow the window's choice).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .files import atomic_write_text
+from .paths import data_dir
+
+
+def _state_file() -> Path:
+    return data_dir() / "state.json"
+
+
+def _read() -> dict[str, object]:
+    try:
+        data = json.loads(_state_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def last_model() -> str | None:
+    """The registry name or model file used last, if any."""
+    value = _read().get("last_model")
+    return value if isinstance(value, str) and value else None
+
+
+def set_last_model(source: str) -> None:
+    """Remember ``source`` (a registry name or an existing file); a failure to write is not an error."""
+    data = _read()
+    data["last_model"] = source
+    try:
+        atomic_write_text(_state_file(), json.dumps(data, indent=1) + "\n", overwrite=True)
+    except OSError:
+        pass
