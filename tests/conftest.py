@@ -103,3 +103,24 @@ def image_folder(tmp_path: Path) -> Path:
         write_image(root / "sub" / f"deep{i}.jpg", seed=10 + i)
     (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return root
+
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220)}
+
+
+def colour_folder(root: Path, per_class: int = 8, size: int = 40, *, seed: int = 1) -> Path:
+    """A class-per-subfolder data set: class = the colour of a disc on grey noise."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = Image.fromarray(nrng.integers(60, 180, (size, size, 1), dtype=np.uint8).repeat(3, axis=2))
+            x0, y0 = rng.randint(0, 12), rng.randint(0, 12)
+            ImageDraw.Draw(img).ellipse((x0, y0, x0 + 24, y0 + 24), fill=colour)
+            img.save(root / name / f"{i}.png")
+    return root

@@ -6,32 +6,19 @@ import io
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 from torchvision.models import VisionTransformer
 
+from conftest import colour_folder
 from vit_desktop import cli
 from vit_desktop.core.checkpoints import save_model
 from vit_desktop.core.engine import Engine
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220)}
-
-
 def _colour_folder(root: Path, per_class: int = 8, size: int = 40) -> Path:
-    """Class = the colour of a random shape on grey noise."""
-    rng = random.Random(1)
-    nrng = np.random.default_rng(1)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            img = Image.fromarray(nrng.integers(60, 180, (size, size, 1), dtype=np.uint8).repeat(3, axis=2))
-            x0, y0 = rng.randint(0, 12), rng.randint(0, 12)
-            ImageDraw.Draw(img).ellipse((x0, y0, x0 + 24, y0 + 24), fill=colour)
-            img.save(root / name / f"{i}.png")
-    return root
+    return colour_folder(root, per_class, size, seed=1)
 
 
 @pytest.fixture()
