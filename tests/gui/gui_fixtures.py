@@ -50,7 +50,7 @@ def make_window(qtbot, settings_path: Path) -> Iterator[Callable[..., object]]:
     yield make
     for w in made:
         w.shutdown()
-        assert w.controller.thread.isFinished(), "the compute thread must be joined"
+        assert w.controller.compute_thread.isFinished(), "the compute thread must be joined"
 
 
 @pytest.fixture

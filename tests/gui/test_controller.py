@@ -22,7 +22,7 @@ def controller(qapp) -> Iterator[Controller]:
     c = Controller()
     yield c
     c.shutdown()
-    assert c.thread.isFinished()
+    assert c.compute_thread.isFinished()
 
 
 def test_task_runs_on_the_compute_thread_with_progress(qtbot, controller, model_a) -> None:
@@ -120,7 +120,7 @@ def test_shutdown_while_a_task_runs_joins(qtbot, qapp) -> None:
     c.run_task(spin)
     assert started.wait(10)
     c.shutdown()
-    assert c.thread.isFinished()
+    assert c.compute_thread.isFinished()
 
 
 def test_a_heatmap_asked_for_during_a_long_run_comes_before_the_run_ends(

@@ -88,6 +88,6 @@ def test_closing_during_a_download_cancels_and_joins(qtbot, make_window, slow_se
         w.load_model("vit_b_16")
     t0 = time.monotonic()
     w.close()
-    assert w.controller.thread.isFinished()
+    assert w.controller.compute_thread.isFinished()
     assert time.monotonic() - t0 < 10
     assert _hub_files() == []

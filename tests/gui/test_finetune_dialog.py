@@ -37,7 +37,7 @@ def controller(qtbot) -> Iterator[Controller]:
         c.use_module(module, card, device="cpu")
     yield c
     c.shutdown()
-    assert c.thread.isFinished()
+    assert c.compute_thread.isFinished()
 
 
 @pytest.fixture

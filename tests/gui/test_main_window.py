@@ -257,7 +257,7 @@ def test_settings_survive_a_restart(qtbot, make_window, model_a) -> None:
     w.threshold_spin.setValue(70)
     w.resize(780, 520)
     w.close()
-    assert w.controller.thread.isFinished()
+    assert w.controller.compute_thread.isFinished()
 
     w2 = make_window()
     d2 = w2.detail
@@ -283,7 +283,7 @@ def test_close_during_a_run_is_clean(qtbot, make_window, model_a, many_images) -
         w.handle_mime(url_mime(folder))
     assert w.controller.busy
     w.close()
-    assert w.controller.thread.isFinished()
+    assert w.controller.compute_thread.isFinished()
     assert w.results_model.rowCount() < 200
 
 
@@ -292,7 +292,7 @@ def test_close_during_a_model_load_is_clean(qtbot, make_window, model_a) -> None
     w.load_model(str(model_a))
     assert w.controller.loading
     w.close()
-    assert w.controller.thread.isFinished()
+    assert w.controller.compute_thread.isFinished()
 
 
 def test_model_menu_lists_models_and_picks_a_default(qtbot, make_window) -> None:

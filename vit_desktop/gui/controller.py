@@ -439,7 +439,8 @@ class Controller(QObject):
         return bool(self._runs)
 
     @property
-    def thread(self) -> QThread:  # type: ignore[override]
+    def compute_thread(self) -> QThread:
+        """The thread that owns the engine (QObject.thread() stays this object's own thread)."""
         return self._thread
 
     # -- requests ------------------------------------------------------------------------------
