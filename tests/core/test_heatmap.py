@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def test_png_export_is_atomic_and_asks_before_replacing(tmp_path: Path) -> None:
     save_overlay_png(target, photo, hot_corner_map())
     with Image.open(target) as img:
         assert img.size == (200, 100)
+    if os.name == "posix":  # readable by others like any saved file, not private like a temp file
+        assert target.stat().st_mode & 0o777 == 0o644
     with pytest.raises(FileExistsError):
         save_overlay_png(target, photo, hot_corner_map())
     assert [p.name for p in tmp_path.iterdir()] == ["overlay.png"]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torchvision.models import VisionTransformer
 
+from .files import file_mode
 from .types import IMAGENET_MEAN, IMAGENET_STD, Architecture, ModelCard, ModelError, Preprocess
 
 FORMAT_KEY = "vit_desktop.format"
@@ -588,6 +589,7 @@ def save_model(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, file_mode(path))
         save_file(tensors, tmp, metadata=card_metadata(card, extra))
         if path.exists() and not overwrite:  # appeared while we were writing
             raise FileExistsError(f"{path} already exists")

@@ -7,6 +7,15 @@ import tempfile
 from pathlib import Path
 
 
+def file_mode(path: Path) -> int:
+    """The permissions a file written at ``path`` should get: those of the file it replaces, else
+    rw-r--r-- (temporary files start as rw------- and would otherwise stay private)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o644
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -18,6 +27,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
