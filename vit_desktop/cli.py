@@ -280,7 +280,8 @@ def run_classify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             done += len(batch)
             bar.update(done, len(files))
             if not args.output:
-                out.write(format_table([_display(r, images) for r in batch], top_k=args.top_k))
+                shown = [replace(r, path=images.display_path(r.path)) for r in batch]
+                out.write(format_table(shown, top_k=args.top_k))
                 out.flush()
     finally:
         bar.close()
@@ -291,12 +292,6 @@ def run_classify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         failed = sum(1 for r in results if r.error)
         print(f"{PROG}: wrote {len(results)} results to {args.output} ({failed} errors)", file=err)
     return 0
-
-
-def _display(result: object, images: object) -> object:
-    """Results whose paths print safely on any terminal (undecodable bytes replaced)."""
-    show = getattr(images, "display_path", None)
-    return replace(result, path=show(result.path)) if show else result  # type: ignore[arg-type,attr-defined]
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,4 +40,5 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+    """UTF-8 text; file names that were not UTF-8 (surrogate-escaped) keep their original bytes."""
+    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"), overwrite=overwrite)
