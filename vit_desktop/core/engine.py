@@ -118,18 +118,24 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 # Preprocessing
 
 
-def model_input(image: Image.Image, pp: Preprocess) -> np.ndarray:
-    """(crop, crop, 3) uint8: resize the shorter side to ``resize_size`` and centre-crop, in one step.
-
-    PIL's ``resize(box=...)`` samples exactly the crop region of the (possibly draft-decoded)
-    image, so no intermediate full-size resize is made and the region matches ``Preprocess.crop_box``.
-    """
+def apply_colour(image: Image.Image, pp: Preprocess) -> Image.Image:
+    """The model's colour handling: grayscale ("L") and/or inverted, as ``pp`` says."""
     if pp.color_mode == "L":
         image = image.convert("L")
     if pp.invert:
         from PIL import ImageOps
 
         image = ImageOps.invert(image)
+    return image
+
+
+def model_input(image: Image.Image, pp: Preprocess) -> np.ndarray:
+    """(crop, crop, 3) uint8: resize the shorter side to ``resize_size`` and centre-crop, in one step.
+
+    PIL's ``resize(box=...)`` samples exactly the crop region of the (possibly draft-decoded)
+    image, so no intermediate full-size resize is made and the region matches ``Preprocess.crop_box``.
+    """
+    image = apply_colour(image, pp)
     box = pp.crop_box(*image.size)
     out = image.resize((pp.crop_size, pp.crop_size), _RESAMPLE[pp.interpolation], box=box)
     if out.mode != "RGB":

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.transforms import InterpolationMode
@@ -208,14 +208,10 @@ ProgressFn = Callable[[TrainProgress], None]
 
 
 def _prepare(img: Image.Image, pp: Preprocess) -> Image.Image:
-    """Colour handling shared by training and evaluation, as the engine does it."""
-    if pp.color_mode == "L":
-        img = img.convert("L")
-        if pp.invert:
-            img = ImageOps.invert(img)
-        return img.convert("RGB")
-    img = img.convert("RGB")
-    return ImageOps.invert(img) if pp.invert else img
+    """Colour handling shared by training and evaluation: the engine's own, then RGB."""
+    from .engine import apply_colour
+
+    return apply_colour(img.convert("RGB"), pp).convert("RGB")
 
 
 def _shrink(img: Image.Image, side: int) -> Image.Image:
