@@ -78,8 +78,10 @@ def test_forward_with_attention_is_the_models_own_forward(model: VisionTransform
     seen: list[tuple[int, tuple[int, ...]]] = []
     with torch.no_grad():
         ours = forward_with_attention(model, x, lambda i, p: seen.append((i, tuple(p.shape))))
+        fused = forward_with_attention(model, x)  # what plain classification runs on the CPU
         ref = model(x)
     assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(fused, ref, atol=1e-5)
     assert seen == [(i, (3, 4, 17, 17)) for i in range(3)]
 
 

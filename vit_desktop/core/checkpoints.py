@@ -376,7 +376,7 @@ def infer_architecture(
 
 
 def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
-    """Copy ``sd`` into ``module`` after checking every key and shape, with a one-line error."""
+    """Give ``module`` the tensors of ``sd`` after checking every key and shape, with a one-line error."""
     expected = module.state_dict()
     for key, ref in expected.items():
         got = sd.get(key)
@@ -392,7 +392,9 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     bad = next((k for k, v in sd.items() if not torch.isfinite(v).all()), None)
     if bad is not None:
         raise ModelError(f"{bad} contains NaN or infinite values")
-    module.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    # assign=True: a module built on the meta device takes these tensors as its parameters. Each is
+    # copied: tensors read from a file can sit at unaligned offsets, which slows matrix multiplies.
+    module.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in sd.items()}, strict=True, assign=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,7 +500,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
                 heads = config.get("num_attention_heads")
                 eps = float(config.get("layer_norm_eps", 1e-12))
             arch = infer_architecture(sd, num_heads=heads, layer_norm_eps=eps)
-        module = build_module(arch)
+        # Built on the meta device: no random initialisation only to overwrite it (a second
+        # for ViT-B), and no second copy of the weights in memory.
+        with torch.device("meta"):
+            module = build_module(arch)
         load_into(module, sd)
         if ours:
             labels = tuple(json.loads(meta[_META_PREFIX + "labels"]))

@@ -114,6 +114,36 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp16" if device.type in ("cuda", "mps") else "fp32"
 
 
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_allocator_tuned = False
+
+
+def tune_allocator() -> None:
+    """Let glibc's malloc keep freed tensor memory for reuse (once per process; Linux only).
+
+    By default every buffer over ~128 KB to 32 MB (a batch's attention maps, MLP activations) is
+    mapped fresh from the kernel and unmapped on free, so each layer of each batch pays page faults
+    and zeroing. Serving them from the heap made DeiT-Tiny's CPU forward 15-30 % faster here and
+    removed run-to-run swings of the same size (bench/bench_classify.py). The price is that up to
+    256 MB of freed memory may stay with the process instead of going back to the system.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (AttributeError, ValueError, OSError):  # not glibc (macOS, Windows, musl): leave it
+        pass
+
+
 # --------------------------------------------------------------------------------------------
 # Preprocessing
 
@@ -175,6 +205,7 @@ class Engine:
     prefetch_batches = 2
 
     def __init__(self, module: VisionTransformer, card: ModelCard, device: torch.device, precision: str) -> None:
+        tune_allocator()
         self.module = module.eval().to(device)
         # Inference never needs weight gradients; training code re-enables what it trains.
         self.module.requires_grad_(False)
@@ -182,10 +213,11 @@ class Engine:
         self.device = device
         self.device_name = device_name(device)
         self.precision = precision
-        mean = torch.tensor(card.preprocess.mean, dtype=torch.float32, device=device)
-        std = torch.tensor(card.preprocess.std, dtype=torch.float32, device=device)
-        self._mean = mean.view(1, 3, 1, 1)
-        self._std = std.view(1, 3, 1, 1)
+        mean = torch.tensor(card.preprocess.mean, dtype=torch.float64)
+        std = torch.tensor(card.preprocess.std, dtype=torch.float64)
+        # (x / 255 - mean) / std as one multiply-add per pixel: x * scale - shift.
+        self._scale = (1.0 / (255.0 * std)).float().view(1, 3, 1, 1).to(device)
+        self._shift = (mean / std).float().view(1, 3, 1, 1).to(device)
         self.decode_workers = max(1, min(4, (os.cpu_count() or 2)))
 
     # ---- construction ------------------------------------------------------------------
@@ -240,8 +272,11 @@ class Engine:
         x = torch.from_numpy(np.stack(arrays))
         if self.device.type == "cuda":
             x = x.pin_memory()
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        return (x - self._mean) / self._std
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        # One pass converts and transposes into a contiguous (n, 3, h, w) buffer, which the patch
+        # convolution reads faster than the channels-last view; then normalise in place.
+        out = torch.empty(x.shape, dtype=torch.float32, device=self.device)
+        return out.copy_(x).mul_(self._scale).sub_(self._shift)
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) normalised float32 on the CPU: exactly what classification feeds the model."""
@@ -264,7 +299,9 @@ class Engine:
         """Probabilities (n, classes) on the CPU and, when asked, rollout grids (n, g, g)."""
         with torch.inference_mode(), self._autocast():
             if explain is None:
-                logits = self.module(x)
+                # On the CPU the rewritten forward (fused attention, QKV as one matrix multiply)
+                # measured 10 % faster than the module's own; GPUs keep the module's fused path.
+                logits = forward_with_attention(self.module, x) if self.device.type == "cpu" else self.module(x)
                 grids = None
             else:
                 acc = RolloutAccumulator(explain.head_fusion, explain.discard_ratio)

@@ -19,11 +19,16 @@ from torchvision.models import VisionTransformer
 AttentionCallback = Callable[[int, torch.Tensor], None]
 
 
-def forward_with_attention(module: VisionTransformer, x: torch.Tensor, on_attention: AttentionCallback) -> torch.Tensor:
-    """Logits of ``module`` for ``x``, calling ``on_attention(layer, probs)`` for every block.
+def forward_with_attention(
+    module: VisionTransformer, x: torch.Tensor, on_attention: AttentionCallback | None = None
+) -> torch.Tensor:
+    """Logits of ``module`` for ``x``; with ``on_attention``, it gets ``(layer, probs)`` per block.
 
     ``probs`` is (n, heads, tokens, tokens). Numerically this is the module's own forward (eval
-    mode: dropout is off); it exists because the fused attention does not return probabilities.
+    mode: dropout is off). Without a callback the attention runs fused (scaled_dot_product_attention)
+    and the QKV projection is one plain matrix multiply: on the CPU that is faster than the
+    module's own forward, whose native attention path projects QKV with a batched multiply
+    (bench/bench_classify.py measures both).
     """
     # (n, c, h, w) -> (n, n_h * n_w, hidden)
     tokens = module._process_input(x)
@@ -39,7 +44,9 @@ def forward_with_attention(module: VisionTransformer, x: torch.Tensor, on_attent
     return module.heads(h[:, 0])
 
 
-def _attention_block(block: torch.nn.Module, h: torch.Tensor, index: int, on_attention: AttentionCallback) -> torch.Tensor:
+def _attention_block(
+    block: torch.nn.Module, h: torch.Tensor, index: int, on_attention: AttentionCallback | None
+) -> torch.Tensor:
     mha = block.self_attention
     y = block.ln_1(h)
     n, t, d = y.shape
@@ -47,13 +54,18 @@ def _attention_block(block: torch.nn.Module, h: torch.Tensor, index: int, on_att
     # (n, t, d) -> (n, t, 3d) -> 3 x (n, heads, t, d / heads)
     qkv = F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
     q, k, v = qkv.view(n, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // heads))
-    # Softmax in fp32 even under autocast: rollout multiplies these a dozen times.
-    probs = scores.float().softmax(dim=-1)
-    on_attention(index, probs)
-    # (n, heads, t, t) @ (n, heads, t, dh) -> (n, t, d)
-    out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(n, t, d)
-    return mha.out_proj(out)
+    if on_attention is None:
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        # Scaling q (t x d/heads) rather than the scores (t x t) is the cheaper of the two.
+        scores = (q * (1.0 / math.sqrt(d // heads))) @ k.transpose(-2, -1)
+        # Softmax in fp32 even under autocast: rollout multiplies these a dozen times.
+        probs = scores.float().softmax(dim=-1)
+        on_attention(index, probs)
+        # (n, heads, t, t) @ (n, heads, t, dh) -> (n, heads, t, dh)
+        out = probs.to(v.dtype) @ v
+    # (n, heads, t, dh) -> (n, t, d)
+    return mha.out_proj(out.transpose(1, 2).reshape(n, t, d))
 
 
 def fuse_heads(probs: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -93,10 +105,11 @@ class RolloutAccumulator:
 
     def __call__(self, index: int, probs: torch.Tensor) -> None:
         fused = discard_lowest(fuse_heads(probs.float(), self.head_fusion), self.discard_ratio)
-        eye = torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
-        a = 0.5 * fused + 0.5 * eye
-        a = a / a.sum(dim=-1, keepdim=True)
-        self.product = a if self.product is None else a @ self.product
+        # Â = rownorm(½A + ½I), in place: fusing the heads made a fresh tensor.
+        a = fused.mul_(0.5)
+        a.diagonal(dim1=-2, dim2=-1).add_(0.5)
+        a.div_(a.sum(dim=-1, keepdim=True))
+        self.product = a if self.product is None else torch.bmm(a, self.product)
 
     def grid(self) -> torch.Tensor:
         """(n, g, g): the CLS row over the patch tokens, each map scaled to max 1."""
