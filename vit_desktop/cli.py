@@ -204,15 +204,13 @@ class HeatmapWriter:
         from .core import images
         from .core.files import atomic_write_bytes
         from .core.heatmap import render_overlay
+        from .core.png import encode_png
 
         png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
         try:
             image = images.load_image(path)
             overlay = render_overlay(image, heatmap, **self.options)  # type: ignore[arg-type]
-            buf = io.BytesIO()
-            # Fast zlib level: these are previews, and level 6 costs more than the model here.
-            overlay.save(buf, format="PNG", compress_level=1)
-            atomic_write_bytes(png, buf.getvalue(), overwrite=self.overwrite)
+            atomic_write_bytes(png, encode_png(overlay), overwrite=self.overwrite)
             arr = io.BytesIO()
             np.save(arr, heatmap.grid.astype(np.float32))  # type: ignore[attr-defined]
             atomic_write_bytes(npy, arr.getvalue(), overwrite=self.overwrite)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import functools
 import os
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .files import atomic_write_bytes
+from .png import encode_png
 from .types import Heatmap
 
 COLORMAPS: tuple[str, ...] = ("inferno", "viridis", "jet")
@@ -60,6 +61,8 @@ def _lut(name: str) -> np.ndarray:
 
 
 _LUTS = {name: _lut(name) for name in COLORMAPS}
+# The same tables as Pillow palettes, so that colouring a full-size heat layer runs in C.
+_PALETTES = {name: lut.tobytes() for name, lut in _LUTS.items()}
 
 
 def colorize(values: np.ndarray, colormap: str = "inferno") -> np.ndarray:
@@ -85,7 +88,8 @@ def crop_pixels(heatmap: Heatmap, size: tuple[int, int]) -> tuple[int, int, int,
     return x0, y0, max(x0 + 1, x1), max(y0 + 1, y1)
 
 
-def _alpha_table(opacity: float, transparent_low: bool) -> list[int]:
+@functools.lru_cache(maxsize=64)
+def _alpha_table(opacity: float, transparent_low: bool) -> tuple[int, ...]:
     """Per heat value (0..255) the overlay's alpha (0..255)."""
     opacity = float(np.clip(opacity, 0.0, 1.0))
     v = np.arange(256) / 255.0
@@ -94,7 +98,7 @@ def _alpha_table(opacity: float, transparent_low: bool) -> list[int]:
         # Fade out the low end so that only what the model attended to is tinted.
         ramp = np.clip((v - 0.15) / 0.45, 0.0, 1.0)
         alpha *= ramp * ramp * (3.0 - 2.0 * ramp)
-    return [int(round(a * 255)) for a in alpha]
+    return tuple(int(round(a * 255)) for a in alpha)
 
 
 def render_overlay(
@@ -119,10 +123,12 @@ def render_overlay(
     heat = Image.fromarray(np.round(grid * 255.0).astype(np.uint8), mode="L").resize(
         (x1 - x0, y1 - y0), Image.Resampling.BILINEAR
     )
-    lut = _LUTS.get(colormap)
-    if lut is None:
+    palette = _PALETTES.get(colormap)
+    if palette is None:
         raise ValueError(f"unknown colour map {colormap!r}: use {', '.join(COLORMAPS)}")
-    colour = Image.fromarray(lut[np.asarray(heat)], mode="RGB")
+    colour = heat.copy()
+    colour.putpalette(palette)
+    colour = colour.convert("RGB")
     mask = heat.point(_alpha_table(opacity, transparent_low))
     region = out.crop((x0, y0, x1, y1))
     out.paste(Image.composite(colour, region, mask), (x0, y0))
@@ -140,8 +146,5 @@ def save_overlay_png(
     overwrite: bool = False,
 ) -> Path:
     """Render the overlay and save it as PNG, atomically; never replaces a file unless asked."""
-    buf = io.BytesIO()
-    render_overlay(image, heatmap, colormap=colormap, opacity=opacity, transparent_low=transparent_low).save(
-        buf, format="PNG"
-    )
-    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+    overlay = render_overlay(image, heatmap, colormap=colormap, opacity=opacity, transparent_low=transparent_low)
+    return atomic_write_bytes(path, encode_png(overlay), overwrite=overwrite)
