@@ -129,6 +129,7 @@ def test_models_lists_the_registry() -> None:
     assert code == 0
     for name in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"):
         assert name in out
+    assert out.endswith("\n")  # the shell prompt starts on its own line
 
 
 def test_python_dash_m_entry_point(tiny_model_file: Path, image_folder: Path) -> None:

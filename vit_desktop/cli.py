@@ -299,7 +299,7 @@ def run_classify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 def run_models(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from .core import registry
 
-    out.write(registry.format_models_table(registry.list_models()))
+    out.write(registry.format_models_table(registry.list_models()) + "\n")
     return 0
 
 
