@@ -291,6 +291,28 @@ def test_bundled_dir_is_the_repository_models_folder() -> None:
     assert paths.bundled_models_dir() == REPO / "models"
 
 
+def test_an_installed_copy_finds_what_the_wheel_put_under_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "_CHECKOUT", tmp_path / "site-packages-parent")  # no models/ beside the code
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    installed = tmp_path / "venv" / "share" / "vit-desktop" / "models"
+    installed.mkdir(parents=True)
+    assert paths.bundled_models_dir() == installed
+    assert paths.shipped_dir("resources") == tmp_path / "site-packages-parent" / "resources"  # absent: in-place name
+
+
+def test_the_wheel_ships_every_file_the_program_reads() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = {
+        f.relative_to(REPO) for patterns in config["tool"]["setuptools"]["data-files"].values()
+        for pattern in patterns for f in REPO.glob(pattern)
+    }
+    needed = {Path("resources/style.qss"), Path("resources/icon.png")}
+    needed |= {f.relative_to(REPO) for f in (REPO / "models").glob("*.safetensors")}
+    needed |= {f.relative_to(REPO) for f in (REPO / "resources" / "samples").rglob("*") if f.is_file()}
+    assert len(needed) > 5 and needed <= shipped, sorted(needed - shipped)
+
+
 def test_hub_dir_honours_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.hub
 

@@ -58,9 +58,26 @@ def user_models_dir(*, create: bool = True) -> Path:
     return path
 
 
+#: The checkout (or editable install) this package runs from, if it runs from one.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def shipped_dir(name: str) -> Path:
+    """A top-level folder that ships with the program (``models``, ``resources``).
+
+    Read in place from a checkout or an editable install; a wheel installs it under
+    ``<prefix>/share/vit-desktop`` (pyproject's data-files), ``--user`` under the user base.
+    """
+    import site
+
+    candidates = [_CHECKOUT / name]
+    candidates += [Path(base) / "share" / APP_DIR_NAME / name for base in (sys.prefix, site.getuserbase())]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
 def bundled_models_dir() -> Path:
-    """The repository's top-level ``models/`` folder: models that ship with the program."""
-    return Path(__file__).resolve().parents[2] / "models"
+    """The top-level ``models/`` folder: models that ship with the program."""
+    return shipped_dir("models")
 
 
 def hub_checkpoints_dir() -> Path:
@@ -82,5 +99,6 @@ __all__ = [
     "data_dir",
     "hub_checkpoints_dir",
     "platform_data_dir",
+    "shipped_dir",
     "user_models_dir",
 ]

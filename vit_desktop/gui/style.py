@@ -6,7 +6,9 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+from vit_desktop.core.paths import shipped_dir
+
+RESOURCES: Path = shipped_dir("resources")
 
 
 def app_icon_path() -> Path | None:
