@@ -80,6 +80,37 @@ def test_heatmaps_mirror_the_folder_layout(tiny_model_file: Path, image_folder: 
         assert overlay.size == original.size
 
 
+def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_they_happen(tmp_path: Path) -> None:
+    import threading
+
+    from vit_desktop.cli import HeatmapWriter
+
+    err = io.StringIO()
+    writer = HeatmapWriter(tmp_path, {}, overwrite=False, err=err)
+    writer.max_pending = 3
+    gate = threading.Event()
+    writer._write = lambda path, base, heatmap: (gate.wait(5), f"{path}: heatmap not written: disk full")[1]  # type: ignore[method-assign]
+    submitted = []
+
+    def classify_fast() -> None:
+        for i in range(10):
+            writer.submit(Path(f"p{i}.jpg"), Path(f"p{i}.jpg"), None)
+            submitted.append(i)
+
+    feeder = threading.Thread(target=classify_fast)
+    feeder.start()
+    try:
+        feeder.join(0.5)
+        # The fourth submission waits for the first image to be written; three stay queued.
+        assert feeder.is_alive() and len(submitted) == 3 and len(writer.pending) == 3
+    finally:
+        gate.set()
+        feeder.join(5)
+    assert "p0.jpg: heatmap not written" in err.getvalue()  # reported before the run ends
+    writer.close()
+    assert err.getvalue().count("disk full") == 10
+
+
 def test_existing_files_are_not_overwritten(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
     target = tmp_path / "keep.csv"
     target.write_text("precious")

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -175,7 +176,14 @@ def _collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[
 
 
 class HeatmapWriter:
-    """Writes ``<rel>.png`` + ``<rel>.npy`` per image in background threads, mirroring folders."""
+    """Writes ``<rel>.png`` + ``<rel>.npy`` per image in background threads, mirroring folders.
+
+    At most ``max_pending`` images wait to be written: beyond that :meth:`submit` waits, so a
+    fast GPU does not pile up a folder's worth of heatmaps in memory, and problems are reported
+    as they happen rather than at the end.
+    """
+
+    max_pending = 64
 
     def __init__(self, root: Path, options: dict[str, object], *, overwrite: bool, err: IO[str]) -> None:
         self.root = root
@@ -183,7 +191,7 @@ class HeatmapWriter:
         self.overwrite = overwrite
         self.err = err
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="vit-heatmap")
-        self.futures: list[Future[str | None]] = []
+        self.pending: deque[Future[str | None]] = deque()
         self.used: set[Path] = set()
 
     def target(self, rel: Path) -> Path:
@@ -194,7 +202,14 @@ class HeatmapWriter:
         return base
 
     def submit(self, path: Path, rel: Path, heatmap: object) -> None:
-        self.futures.append(self.pool.submit(self._write, path, self.target(rel), heatmap))
+        self.pending.append(self.pool.submit(self._write, path, self.target(rel), heatmap))
+        while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
+            self._report(self.pending.popleft())
+
+    def _report(self, future: Future[str | None]) -> None:
+        problem = future.result()
+        if problem:
+            print(f"{PROG}: {problem}", file=self.err)
 
     def _write(self, path: Path, base: Path, heatmap: object) -> str | None:
         import io
@@ -221,10 +236,8 @@ class HeatmapWriter:
         return None
 
     def close(self) -> None:
-        for f in self.futures:
-            problem = f.result()
-            if problem:
-                print(f"{PROG}: {problem}", file=self.err)
+        while self.pending:
+            self._report(self.pending.popleft())
         self.pool.shutdown()
 
 
