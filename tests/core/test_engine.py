@@ -69,6 +69,31 @@ def test_cancel_stops_between_batches(engine: Engine, tmp_path: Path) -> None:
     assert len(seen) == 3
 
 
+class CancelledAfter(CancelToken):
+    """Set by the ``n``-th look: a user pressing Cancel while a batch is in the model."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.looks, self.n = 0, n
+
+    def raise_if_cancelled(self) -> None:
+        self.looks += 1
+        if self.looks >= self.n:
+            self.cancel()
+        super().raise_if_cancelled()
+
+
+@pytest.mark.parametrize("explain", [None, ExplainOptions()])
+def test_cancel_stops_inside_a_batch_within_one_layer(engine: Engine, tmp_path: Path, explain) -> None:
+    paths = [write_image(tmp_path / f"{i:03}.png", seed=i) for i in range(8)]
+    layers = len(engine.module.encoder.layers)
+    assert layers >= 2
+    token = CancelledAfter(2)  # pressed after the first layer of the first batch
+    assert list(engine.classify_batches(paths, batch_size=8, cancel=token, explain=explain)) == []
+    assert token.looks == 2  # the second layer never ran
+    assert len(engine.classify(paths, batch_size=8, explain=explain)) == 8  # the engine is fine after
+
+
 def test_heatmap_lies_on_the_crop_the_model_saw(engine: Engine, tmp_path: Path) -> None:
     wide = write_image(tmp_path / "wide.png", size=(90, 36))
     (result,) = engine.classify([wide], explain=ExplainOptions("max", 0.2))

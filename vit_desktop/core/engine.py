@@ -25,6 +25,7 @@ from . import images
 from .checkpoints import load_checkpoint
 from .rollout import RolloutAccumulator, forward_with_attention, gradient_rollout
 from .types import (
+    Cancelled,
     CancelToken,
     ClassifyResult,
     DeviceInfo,
@@ -295,17 +296,25 @@ class Engine:
             x = m.encoder(x)
             return x[:, 0].float()
 
-    def _forward(self, x: torch.Tensor, explain: ExplainOptions | None) -> tuple[torch.Tensor, np.ndarray | None]:
-        """Probabilities (n, classes) on the CPU and, when asked, rollout grids (n, g, g)."""
+    def _forward(
+        self, x: torch.Tensor, explain: ExplainOptions | None, cancel: CancelToken | None = None
+    ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Probabilities (n, classes) on the CPU and, when asked, rollout grids (n, g, g).
+
+        Raises Cancelled when ``cancel`` is set between two layers.
+        """
         with torch.inference_mode(), self._autocast():
             if explain is None:
                 # On the CPU the rewritten forward (fused attention, QKV as one matrix multiply)
                 # measured 10 % faster than the module's own; GPUs keep the module's fused path.
-                logits = forward_with_attention(self.module, x) if self.device.type == "cpu" else self.module(x)
+                if self.device.type == "cpu":
+                    logits = forward_with_attention(self.module, x, cancel=cancel)
+                else:
+                    logits = self.module(x)
                 grids = None
             else:
                 acc = RolloutAccumulator(explain.head_fusion, explain.discard_ratio)
-                logits = forward_with_attention(self.module, x, acc)
+                logits = forward_with_attention(self.module, x, acc, cancel=cancel)
                 grids = acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()
         return probs, grids
@@ -353,9 +362,12 @@ class Engine:
                     pending.append((p, pool.submit(_prepare_path, p, pp)))
                     submitted += 1
                 batch = [pending.popleft() for _ in range(min(batch_size, len(items) - start))]
-                yield self._run_prepared(
-                    [(str(p), _outcome(f)) for p, f in batch], top_k=top_k, explain=explain, threshold=threshold
-                )
+                prepared = [(str(p), _outcome(f)) for p, f in batch]
+                try:
+                    results = self._run_prepared(prepared, top_k=top_k, explain=explain, threshold=threshold, cancel=cancel)
+                except Cancelled:
+                    return  # mid-batch: that batch's results are dropped, like those not started
+                yield results
         finally:
             for _, f in pending:
                 f.cancel()
@@ -391,6 +403,7 @@ class Engine:
         top_k: int,
         explain: ExplainOptions | None,
         threshold: float,
+        cancel: CancelToken | None = None,
     ) -> list[ClassifyResult]:
         ok = [(i, p) for i, (_, p) in enumerate(batch) if not isinstance(p, str)]
         results: list[ClassifyResult] = [
@@ -398,7 +411,7 @@ class Engine:
             for name, p in batch
         ]
         if ok:
-            probs, grids = self._forward(self._to_batch([p[0] for _, p in ok]), explain)
+            probs, grids = self._forward(self._to_batch([p[0] for _, p in ok]), explain, cancel)
             for row, ((i, (_, size)), preds) in enumerate(zip(ok, self._predictions(probs, top_k))):
                 heatmap = None
                 if grids is not None and explain is not None:

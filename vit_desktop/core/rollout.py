@@ -16,13 +16,22 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import VisionTransformer
 
+from .types import CancelToken
+
 AttentionCallback = Callable[[int, torch.Tensor], None]
 
 
 def forward_with_attention(
-    module: VisionTransformer, x: torch.Tensor, on_attention: AttentionCallback | None = None
+    module: VisionTransformer,
+    x: torch.Tensor,
+    on_attention: AttentionCallback | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> torch.Tensor:
     """Logits of ``module`` for ``x``; with ``on_attention``, it gets ``(layer, probs)`` per block.
+
+    ``cancel`` is checked before every block (raising :class:`Cancelled`), so a big model on the
+    CPU stops within one layer rather than at the end of the batch.
 
     ``probs`` is (n, heads, tokens, tokens). Numerically this is the module's own forward (eval
     mode: dropout is off). Without a callback the attention runs fused (scaled_dot_product_attention)
@@ -38,6 +47,8 @@ def forward_with_attention(
     encoder = module.encoder
     h = h + encoder.pos_embedding
     for i, block in enumerate(encoder.layers):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         h = h + _attention_block(block, h, i, on_attention)
         h = h + block.mlp(block.ln_2(h))
     h = encoder.ln(h)
