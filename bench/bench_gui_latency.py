@@ -23,7 +23,9 @@ no GPU, offscreen platform):
 - start-up to window shown: 544, 450, 451 ms (median 451 ms; torch is not imported until the
   window is up);
 - folder run, DeiT-Tiny with rollout heatmaps, 200 JPEGs of 640x480: 5.2 images/s; event-loop
-  lateness p50 0.1 ms, p95 7.0 ms, p99 15.0 ms, max 99.9 ms;
+  lateness p50 0.1 ms, p95 7.0 ms, p99 15.0 ms, max 99.9 ms; later, on a quiet machine and with
+  the faster CPU forward and allocator setting: 27.4 images/s, lateness p50 0.2 ms, p95 3.0 ms,
+  p99 11.2 ms, max 125.7 ms (start-up 452-611 ms);
 - folder run, tiny random ViT, 1000 JPEGs (about 95 images/s, the GUI's own load): p99 26-44 ms
   across runs, max 75-176 ms;
 - ``--gallery 5000`` (sorted by score, scrolling): p99 15.1 ms, max 36.8 ms.
