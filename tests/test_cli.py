@@ -82,6 +82,7 @@ def test_heatmaps_mirror_the_folder_layout(tiny_model_file: Path, image_folder: 
 
 def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_they_happen(tmp_path: Path) -> None:
     import threading
+    import time
 
     from vit_desktop.cli import HeatmapWriter
 
@@ -100,7 +101,10 @@ def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_th
     feeder = threading.Thread(target=classify_fast)
     feeder.start()
     try:
-        feeder.join(0.5)
+        deadline = time.monotonic() + 10
+        while len(submitted) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        feeder.join(0.2)
         # The fourth submission waits for the first image to be written; three stay queued.
         assert feeder.is_alive() and len(submitted) == 3 and len(writer.pending) == 3
     finally:
