@@ -94,6 +94,66 @@ def test_cancel_stops_inside_a_batch_within_one_layer(engine: Engine, tmp_path: 
     assert len(engine.classify(paths, batch_size=8, explain=explain)) == 8  # the engine is fine after
 
 
+def fits_at_most(engine: Engine, limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the engine's device run out of memory above ``limit`` images; returns the sizes tried."""
+    tried: list[int] = []
+    real = engine._forward
+
+    def forward(x, explain, cancel=None):
+        tried.append(x.shape[0])
+        if x.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(x, explain, cancel)
+
+    monkeypatch.setattr(engine, "_forward", forward)
+    return tried
+
+
+@pytest.mark.parametrize("explain", [None, ExplainOptions()])
+def test_a_batch_too_big_for_the_gpu_is_split_and_gives_the_same_results(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, explain
+) -> None:
+    paths = [write_image(tmp_path / f"{i:03}.png", seed=i) for i in range(11)]
+    expected = engine.classify(paths, batch_size=8, explain=explain)
+    tried = fits_at_most(engine, 3, monkeypatch)
+    got = engine.classify(paths, batch_size=8, explain=explain)
+    assert [r.path for r in got] == [r.path for r in expected] and all(r.ok for r in got)
+    for a, b in zip(got, expected):
+        assert [p.index for p in a.predictions] == [p.index for p in b.predictions]
+        assert np.allclose([p.score for p in a.predictions], [p.score for p in b.predictions], atol=1e-5)
+        if explain is not None:
+            assert np.allclose(a.heatmap.grid, b.heatmap.grid, atol=1e-5)
+    # 8 failed, then 4, then 2 fitted and is kept: later batches are not tried whole again.
+    assert tried[:3] == [8, 4, 2] and max(tried[3:]) == 2 and sum(n for n in tried if n <= 3) == 11
+
+
+def test_an_image_too_big_even_alone_is_an_error_and_the_run_goes_on(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [write_image(tmp_path / f"{i:03}.png", seed=i) for i in range(3)]
+    fits_at_most(engine, 0, monkeypatch)
+    results = engine.classify(paths, batch_size=2)
+    assert len(results) == 3 and not any(r.ok for r in results)
+    assert all("not enough CPU memory" in r.error and "smaller model" in r.error for r in results)
+
+
+def test_other_errors_are_not_taken_for_lack_of_memory(engine: Engine, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_forward", lambda x, explain, cancel=None: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        engine.classify([write_image(tmp_path / "a.png")])
+
+
+def test_what_counts_as_running_out_of_memory() -> None:
+    from vit_desktop.core.engine import is_out_of_memory
+
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"), cuda)
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 7 GB)"), mps)
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), cpu)
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), cuda)
+    assert not is_out_of_memory(ValueError("out of memory"), cuda)
+
+
 def test_heatmap_lies_on_the_crop_the_model_saw(engine: Engine, tmp_path: Path) -> None:
     wide = write_image(tmp_path / "wide.png", size=(90, 36))
     (result,) = engine.classify([wide], explain=ExplainOptions("max", 0.2))

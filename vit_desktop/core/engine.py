@@ -10,6 +10,7 @@ folder's size.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,8 @@ _RESAMPLE = {
 }
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +105,26 @@ def device_name(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return "CPU"
+
+
+def is_out_of_memory(exc: BaseException, device: torch.device) -> bool:
+    """Out of memory: CUDA raises its own type, MPS and the CPU allocator a RuntimeError saying so."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    if device.type == "cpu":
+        return "can't allocate memory" in text  # DefaultCPUAllocator
+    return "out of memory" in text
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """Hand the allocator's cached blocks back after running out of memory, before retrying."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -220,6 +243,8 @@ class Engine:
         self._scale = (1.0 / (255.0 * std)).float().view(1, 3, 1, 1).to(device)
         self._shift = (mean / std).float().view(1, 3, 1, 1).to(device)
         self.decode_workers = max(1, min(4, (os.cpu_count() or 2)))
+        # The largest batch known to fit in device memory, without and with rollout.
+        self._fits: dict[bool, int] = {}
 
     # ---- construction ------------------------------------------------------------------
 
@@ -411,12 +436,19 @@ class Engine:
             for name, p in batch
         ]
         if ok:
-            probs, grids = self._forward(self._to_batch([p[0] for _, p in ok]), explain, cancel)
-            for row, ((i, (_, size)), preds) in enumerate(zip(ok, self._predictions(probs, top_k))):
+            outcomes = self._forward_fitting([p[0] for _, p in ok], explain, cancel)
+            for (i, _), outcome in zip(ok, outcomes):
+                if isinstance(outcome, str):
+                    results[i] = ClassifyResult(path=batch[i][0], error=outcome)
+            done = [(item, out) for item, out in zip(ok, outcomes) if not isinstance(out, str)]
+            if not done:
+                return results
+            probs = torch.stack([out[0] for _, out in done])
+            for ((i, (_, size)), (_, grid)), preds in zip(done, self._predictions(probs, top_k)):
                 heatmap = None
-                if grids is not None and explain is not None:
+                if grid is not None and explain is not None:
                     heatmap = Heatmap(
-                        grid=grids[row].astype(np.float32),
+                        grid=grid.astype(np.float32),
                         crop_box=self.card.preprocess.crop_box(*size),
                         image_size=size,
                         class_index=None,
@@ -431,6 +463,43 @@ class Engine:
                     image_size=size,
                 )
         return results
+
+    def _forward_fitting(
+        self, arrays: Sequence[np.ndarray], explain: ExplainOptions | None, cancel: CancelToken | None
+    ) -> list[tuple[torch.Tensor, np.ndarray | None] | str]:
+        """Per image, (probabilities, rollout grid or None) or why it failed.
+
+        A batch that does not fit in the device's memory is split in halves until it does; the
+        size that fitted is kept for the batches after it. An image that does not fit on its own
+        gets an error and the run goes on.
+        """
+        out: list[tuple[torch.Tensor, np.ndarray | None] | str] = []
+        mode = explain is not None
+        start = 0
+        while start < len(arrays):
+            step = min(len(arrays) - start, self._fits.get(mode, len(arrays)))
+            try:
+                probs, grids = self._forward(self._to_batch(arrays[start : start + step]), explain, cancel)
+            except Exception as exc:  # noqa: BLE001 - only running out of memory is handled here
+                if not is_out_of_memory(exc, self.device):
+                    raise
+                oom = True
+            else:
+                oom = False
+            if oom:
+                # Outside the except block: the traceback no longer holds the batch's tensors.
+                free_cached_memory(self.device)
+                if step == 1:
+                    advice = "a smaller model" if self.device.type == "cpu" else "the CPU (--device cpu) or a smaller model"
+                    out.append(f"not enough {self.device_name} memory for this model even one image at a time; use {advice}")
+                    start += 1
+                else:
+                    self._fits[mode] = step // 2
+                    log.warning("out of %s memory at batch size %d: going on with %d", self.device_name, step, step // 2)
+                continue
+            out.extend((probs[r], None if grids is None else grids[r]) for r in range(step))
+            start += step
+        return out
 
     # ---- explanations --------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .data import LabelledSet
+from .engine import free_cached_memory, is_out_of_memory
 from .types import (
     Architecture,
     CancelToken,
@@ -366,13 +367,6 @@ def _amp_context(device: torch.device) -> tuple[object, bool]:
     if torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16), False
     return torch.autocast("cuda", dtype=torch.float16), True
-
-
-def _is_oom(exc: BaseException, device: torch.device) -> bool:
-    """Out of accelerator memory (CUDA raises its own type; MPS a RuntimeError saying so)."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return device.type in ("cuda", "mps") and "out of memory" in str(exc).lower()
 
 
 def _cosine_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
@@ -781,10 +775,9 @@ class _Loop:
                 with amp:  # type: ignore[attr-defined]
                     out = self.module(x).float()
             except RuntimeError as exc:
-                if _is_oom(exc, self.device) and bs > 1:
+                if is_out_of_memory(exc, self.device) and bs > 1:
                     bs //= 2
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    free_cached_memory(self.device)
                     continue
                 raise
             y = self.val_y[idx[0] : idx[-1] + 1].to(self.device)
@@ -838,12 +831,11 @@ class _Loop:
                         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                         opt.step()
                 except RuntimeError as exc:
-                    if _is_oom(exc, self.device) and self.batch_size > 1:
+                    if is_out_of_memory(exc, self.device) and self.batch_size > 1:
                         # Out of GPU memory: halve the batch and go on with the same photos.
                         opt.zero_grad(set_to_none=True)
                         self.batch_size //= 2
-                        if self.device.type == "cuda":
-                            torch.cuda.empty_cache()
+                        free_cached_memory(self.device)
                         if self.progress is not None:
                             self.progress(
                                 TrainProgress("train", epoch, epochs, step, steps_per_epoch,
