@@ -195,7 +195,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(colours: LabelledSet) -> Non
     result = finetune(base, colours, TrainConfig(mode="full", epochs=2, batch_size=16, head_epochs=3),
                       progress=events.append)
     notes = [e.message for e in events if "out of" in e.message]
-    assert notes == ["out of GPU memory: batch size now 8", "out of GPU memory: batch size now 4"]
+    assert notes == ["out of memory: batch size now 8", "out of memory: batch size now 4"]
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
     assert json.loads(dict(result.card.extra)["training"])["batch_size"] == 16
 

@@ -832,14 +832,14 @@ class _Loop:
                         opt.step()
                 except RuntimeError as exc:
                     if is_out_of_memory(exc, self.device) and self.batch_size > 1:
-                        # Out of GPU memory: halve the batch and go on with the same photos.
+                        # Out of memory: halve the batch and go on with the same photos.
                         opt.zero_grad(set_to_none=True)
                         self.batch_size //= 2
                         free_cached_memory(self.device)
                         if self.progress is not None:
                             self.progress(
                                 TrainProgress("train", epoch, epochs, step, steps_per_epoch,
-                                              message=f"out of GPU memory: batch size now {self.batch_size}")
+                                              message=f"out of memory: batch size now {self.batch_size}")
                             )
                         continue
                     raise
