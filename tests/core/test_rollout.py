@@ -99,6 +99,18 @@ def test_rollout_matches_plain_implementation_for_every_batch_item(model, fusion
     assert not np.allclose(ours[0], ours[1])
 
 
+def test_rollout_product_stays_fp32_under_half_precision_autocast(model) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    reference = RolloutAccumulator()
+    with torch.no_grad():
+        forward_with_attention(model, x, reference)
+    acc = RolloutAccumulator()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # what a GPU runs under fp16
+        forward_with_attention(model, x, acc)
+    assert acc.product is not None and acc.product.dtype == torch.float32
+    assert torch.allclose(acc.grid(), reference.grid(), atol=0.05)
+
+
 def test_discard_keeps_the_cls_column() -> None:
     fused = torch.rand(2, 5, 5)
     fused[:, :, 0] = 0.0  # the lowest values of all, and still kept

@@ -120,7 +120,12 @@ class RolloutAccumulator:
         a = fused.mul_(0.5)
         a.diagonal(dim1=-2, dim2=-1).add_(0.5)
         a.div_(a.sum(dim=-1, keepdim=True))
-        self.product = a if self.product is None else torch.bmm(a, self.product)
+        if self.product is None:
+            self.product = a
+        else:
+            # fp32 under autocast too: a half-precision product of a dozen or more layers drifts.
+            with torch.autocast(a.device.type, enabled=False):
+                self.product = torch.bmm(a, self.product)
 
     def grid(self) -> torch.Tensor:
         """(n, g, g): the CLS row over the patch tokens, each map scaled to max 1."""
