@@ -12,6 +12,7 @@ from vit_desktop.core.rollout import (
     discard_lowest,
     forward_with_attention,
     gradient_rollout,
+    relevance,
 )
 
 
@@ -109,6 +110,17 @@ def test_rollout_product_stays_fp32_under_half_precision_autocast(model) -> None
         forward_with_attention(model, x, acc)
     assert acc.product is not None and acc.product.dtype == torch.float32
     assert torch.allclose(acc.grid(), reference.grid(), atol=0.05)
+
+
+def test_class_relevance_is_accumulated_in_fp32_under_half_precision_autocast() -> None:
+    torch.manual_seed(0)
+    kept = [torch.rand(2, 3, 17, 17).softmax(-1) for _ in range(12)]
+    grads = [torch.randn(2, 3, 17, 17) for _ in range(12)]
+    reference = relevance(kept, grads)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what a GPU runs under fp16
+        under_autocast = relevance(kept, grads)
+    assert under_autocast.dtype == torch.float32
+    assert torch.allclose(under_autocast, reference, rtol=1e-5, atol=1e-6)
 
 
 def test_discard_keeps_the_cls_column() -> None:

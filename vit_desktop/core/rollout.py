@@ -10,7 +10,7 @@ product is accumulated layer by layer: memory stays O(batch·N²) rather than O(
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,22 @@ def discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
     return flat.scatter(1, idx, 0.0).reshape(n, t, t)
 
 
+def layer_product(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """(n, t, t) a·r in fp32 even under autocast: half precision over a dozen or more layers drifts."""
+    with torch.autocast(a.device.type, enabled=False):
+        return torch.bmm(a.float(), r.float())
+
+
+def relevance(kept: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Chefer et al.'s R ← R + Ā·R from I, Ā = mean over heads of max(0, ∇A ⊙ A): (n, t, t)."""
+    n, _, t, _ = kept[0].shape
+    r = torch.eye(t, device=kept[0].device).expand(n, t, t).clone()
+    for probs, grad in zip(kept, grads):
+        cam = (grad.float() * probs.detach().float()).clamp(min=0).mean(dim=1)
+        r = r + layer_product(cam, r)
+    return r
+
+
 class RolloutAccumulator:
     """Folds one layer at a time into the rollout product R ← Â·R, Â = rownorm(½A + ½I)."""
 
@@ -120,12 +136,7 @@ class RolloutAccumulator:
         a = fused.mul_(0.5)
         a.diagonal(dim1=-2, dim2=-1).add_(0.5)
         a.div_(a.sum(dim=-1, keepdim=True))
-        if self.product is None:
-            self.product = a
-        else:
-            # fp32 under autocast too: a half-precision product of a dozen or more layers drifts.
-            with torch.autocast(a.device.type, enabled=False):
-                self.product = torch.bmm(a, self.product)
+        self.product = a if self.product is None else layer_product(a, self.product)
 
     def grid(self) -> torch.Tensor:
         """(n, g, g): the CLS row over the patch tokens, each map scaled to max 1."""
@@ -161,10 +172,5 @@ def gradient_rollout(
         logits = forward_with_attention(module, x, lambda _, probs: kept.append(probs))
         target = logits.gather(1, class_indices.view(-1, 1)).sum()
         grads = torch.autograd.grad(target, kept)
-    n, _, t, _ = kept[0].shape
-    r = torch.eye(t, device=logits.device).expand(n, t, t).clone()
-    for probs, grad in zip(kept, grads):
-        cam = (grad * probs.detach()).clamp(min=0).mean(dim=1)
-        r = r + cam @ r
     # The identity's CLS→CLS entry carries no information; the patch row is what we show.
-    return logits.detach(), cls_row_to_grid(r)
+    return logits.detach(), cls_row_to_grid(relevance(kept, grads))
