@@ -114,9 +114,7 @@ def render_overlay(
     Composition runs in Pillow's C code (a 256-entry colour table and an alpha mask), a few
     milliseconds for a 12-megapixel photo; outside the crop the photo is untouched.
     """
-    out = image.convert("RGB")
-    if out is image:
-        out = image.copy()
+    out = image.convert("RGB")  # always a new image, even from RGB: the caller's photo is untouched
     x0, y0, x1, y1 = crop_pixels(heatmap, out.size)
     grid = np.clip(np.nan_to_num(heatmap.grid, nan=0.0), 0.0, 1.0)
     # 8-bit heat upsampled bilinearly: 256 levels is all a colour table can show anyway.
