@@ -18,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -29,10 +29,12 @@ from torchvision import transforms as T
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop import cli  # noqa: E402
-from vit_desktop.core import images  # noqa: E402
-from vit_desktop.core.engine import Engine, resolve_device  # noqa: E402
-from vit_desktop.core.types import ExplainOptions  # noqa: E402
+from vit_desktop import cli
+from vit_desktop.core import images
+from vit_desktop.core.devices import resolve_device
+from vit_desktop.core.engine import Engine
+from vit_desktop.core.scan import scan
+from vit_desktop.core.types import ExplainOptions
 
 SHARED = ROOT.parent / "shared"
 
@@ -40,8 +42,9 @@ SHARED = ROOT.parent / "shared"
 def random_vit_b_16() -> tuple[torch.nn.Module, object]:
     from torchvision.models import vit_b_16
 
-    from vit_desktop.core.checkpoints import architecture_of, default_labels
+    from vit_desktop.core.layouts import default_labels
     from vit_desktop.core.types import ModelCard, Preprocess
+    from vit_desktop.core.vit import architecture_of
 
     module = vit_b_16()
     arch = architecture_of(module)
@@ -142,7 +145,7 @@ def cli_run(model: str, folder: Path, out: Path, device: str, batch: int, heatma
             "--output", str(out), "--overwrite"]
     if heatmaps is not None:
         args += ["--heatmaps", str(heatmaps), "--overwrite"]
-    n = len(images.scan([folder]).files)
+    n = len(scan([folder]).files)
     sink = open(Path(tempfile.gettempdir()) / "bench-classify.log", "w")
     t0 = time.perf_counter()
     code = cli.main(args, out=sink, err=sink)

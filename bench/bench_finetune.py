@@ -33,9 +33,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop.core.data import LabelledSet  # noqa: E402
-from vit_desktop.core.engine import Engine  # noqa: E402
-from vit_desktop.core.training import HEAD_INITS, TrainConfig, TrainProgress, finetune  # noqa: E402
+from vit_desktop.core.data import LabelledSet
+from vit_desktop.core.engine import Engine
+from vit_desktop.core.training import HEAD_INITS, TrainConfig, TrainProgress, finetune
 
 SHARED = ROOT / ".." / "shared"
 GROUPS = {

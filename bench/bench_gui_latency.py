@@ -52,7 +52,7 @@ STARTUP_SNIPPET = r"""
 import sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {repo!r})
-import vit_desktop.app  # what the entry point imports before main()
+import vit_desktop.gui.app  # what the entry point imports before main()
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from vit_desktop.gui.main_window import MainWindow
@@ -111,8 +111,9 @@ def make_images(folder: Path, n: int, size: tuple[int, int]) -> None:
 def tiny_model(path: Path) -> Path:
     import torch
 
-    from vit_desktop.core.checkpoints import build_module, save_model
+    from vit_desktop.core.model_file import save_model
     from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+    from vit_desktop.core.vit import build_module
 
     arch = Architecture(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
                         num_classes=3)
@@ -142,6 +143,7 @@ def main() -> int:
     from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from vit_desktop.gui.jobs import Outcome
     from vit_desktop.gui.main_window import MainWindow
     from vit_desktop.gui.style import apply_style
 
@@ -182,10 +184,10 @@ def main() -> int:
             state["t_run"] = time.perf_counter()
             window.add_paths([str(folder)])
 
-        def finished(_run_id: int, cancelled: bool) -> None:
+        def finished(outcome: object) -> None:
             state["recording"] = False
             state["run_s"] = time.perf_counter() - state["t_run"]
-            state["cancelled"] = cancelled
+            state["cancelled"] = outcome is not Outcome.DONE
             state["n"] = window.results_model.rowCount()
             app.quit()
 
@@ -194,11 +196,10 @@ def main() -> int:
             app.quit()
 
         probe.timeout.connect(tick)
-        window.controller.model_failed.connect(load_failed)
-        window.controller.model_loaded.connect(loaded)
-        window.controller.run_finished.connect(finished)
+        window.controller.model_changed.connect(loaded)
+        window.run_status.run_finished.connect(finished)
         probe.start()
-        window.load_model(model)
+        window.load_model(model).errored.connect(load_failed)
         QTimer.singleShot(600_000, app.quit)
         app.exec()
         window.shutdown()
@@ -244,7 +245,7 @@ def bench_gallery(n: int) -> int:
         window = MainWindow(settings=QSettings(str(tmpdir / "s.ini"), QSettings.Format.IniFormat))
         window.resize(1280, 800)
         window.show()
-        window.sort_combo.setCurrentIndex(3)  # score, high first: every batch re-sorts
+        window.pane.sort_combo.setCurrentIndex(3)  # score, high first: every batch re-sorts
         lateness: list[float] = []
         clock = QElapsedTimer()
         state = {"next": 0, "t0": time.perf_counter()}

@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop.core.checkpoints import save_model  # noqa: E402
-from vit_desktop.core.engine import Engine  # noqa: E402
-from vit_desktop.core.training import TrainConfig, TrainProgress, train_from_scratch  # noqa: E402
+from vit_desktop.core.engine import Engine
+from vit_desktop.core.model_file import save_model
+from vit_desktop.core.training import TrainConfig, TrainProgress, train_from_scratch
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 LABELS = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")

@@ -201,7 +201,7 @@ def make_screenshot(out: Path, model: str, select: str, discard: float = 0.0, fu
     def loaded(_loaded: object) -> None:
         window.add_paths(samples)
 
-    def finished(_run_id: int, _cancelled: bool) -> None:
+    def finished(_outcome: object) -> None:
         for row in range(window.proxy.rowCount()):
             if window.proxy.index(row, 0).data() == select:
                 window.gallery.setCurrentIndex(window.proxy.index(row, 0))
@@ -213,8 +213,8 @@ def make_screenshot(out: Path, model: str, select: str, discard: float = 0.0, fu
         window.close()
         app.quit()
 
-    window.controller.model_loaded.connect(loaded)
-    window.controller.run_finished.connect(finished)
+    window.controller.model_changed.connect(loaded)
+    window.run_status.run_finished.connect(finished)
     window.load_model(model)
     QTimer.singleShot(120_000, app.quit)  # never hang a build
     app.exec()

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "models"))
 
-from train_fashion_mnist import DATA, LABELS, load_split  # noqa: E402
+from train_fashion_mnist import DATA, LABELS, load_split
 
 OUT = HERE / "samples" / "clothing"
 WANTED = ("sneaker", "trouser", "bag", "ankle boot", "dress", "pullover")

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import VisionTransformer
 
-from vit_desktop.core.checkpoints import load_checkpoint, save_model
-from vit_desktop.core.types import ModelError
+from vit_desktop.core.checkpoints import load_checkpoint
+from vit_desktop.core.errors import ModelError
+from vit_desktop.core.model_file import save_model
 
 # hidden 128 with 2 heads: the standard 64-wide heads, so files without metadata infer it right.
 ARCH = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=96, num_classes=4)
@@ -129,7 +130,7 @@ def test_huggingface_folder_with_config_gives_labels_and_identical_logits(
 
 
 def test_project_format_round_trips(tmp_path: Path) -> None:
-    from conftest import tiny_model
+    from tests.support import tiny_model
 
     module, card = tiny_model(num_classes=3)
     card = replace(card, labels=("äpfel", "pear", "plum"))
@@ -141,7 +142,7 @@ def test_project_format_round_trips(tmp_path: Path) -> None:
 
 
 def test_save_never_overwrites_without_being_asked(tmp_path: Path) -> None:
-    from conftest import tiny_model
+    from tests.support import tiny_model
 
     module, card = tiny_model()
     path = tmp_path / "m.safetensors"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.types import VitDesktopError
+from vit_desktop.core.errors import VitDesktopError
 
 
 def _photo(path: Path, colour: tuple[int, int, int] = (200, 30, 30)) -> Path:

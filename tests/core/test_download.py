@@ -17,7 +17,7 @@ import pytest
 
 from vit_desktop.core import registry
 from vit_desktop.core.download import PARTIAL_SUFFIX, STALE_PARTIAL_SECONDS, download_file
-from vit_desktop.core.types import CancelToken, Cancelled, DownloadError
+from vit_desktop.core.errors import Cancelled, CancelToken, DownloadError
 
 PAYLOAD = random.Random(7).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -30,7 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     release: threading.Event  # set by the fixture; lets a stalled response end at teardown
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         name = self.path.rsplit("/", 1)[-1]
         if name.startswith("missing"):
             self.send_error(404, "Not Found")
@@ -66,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(PAYLOAD)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

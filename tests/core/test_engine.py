@@ -11,10 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_model, write_image
+from tests.support import tiny_model, write_image
 from vit_desktop.core import images
-from vit_desktop.core.engine import Engine, resolve_device
-from vit_desktop.core.types import CancelToken, ExplainOptions, ModelError
+from vit_desktop.core.devices import resolve_device
+from vit_desktop.core.engine import Engine
+from vit_desktop.core.errors import CancelToken, ModelError
+from vit_desktop.core.scan import scan
+from vit_desktop.core.types import ExplainOptions
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def engine() -> Engine:
 
 
 def files_of(folder: Path) -> list[Path]:
-    return list(images.scan([folder]).files)
+    return list(scan([folder]).files)
 
 
 def test_folder_results_in_order_with_per_file_errors(engine: Engine, image_folder: Path) -> None:
@@ -144,7 +147,7 @@ def test_other_errors_are_not_taken_for_lack_of_memory(engine: Engine, tmp_path:
 
 
 def test_what_counts_as_running_out_of_memory() -> None:
-    from vit_desktop.core.engine import is_out_of_memory
+    from vit_desktop.core.devices import is_out_of_memory
 
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"), cuda)
@@ -255,7 +258,7 @@ def test_real_deit_knows_the_shared_photos(deit_path: Path, photos_dir: Path) ->
 
 
 def test_real_deit_rollout_matches_plain_implementation(deit_path: Path, photos_dir: Path) -> None:
-    from test_rollout import attention_by_hooks, plain_rollout
+    from tests.core.test_rollout import attention_by_hooks, plain_rollout
 
     eng = Engine.load(deit_path, device="cpu")
     paths = sorted(photos_dir.glob("*.JPEG"))[:3]

@@ -16,16 +16,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vit_desktop.core import images
-from vit_desktop.core.images import (
-    IMAGE_SUFFIXES,
-    ScanResult,
-    display_path,
-    load_image,
-    load_image_with_size,
-    scan,
-    to_rgb,
-)
-from vit_desktop.core.types import CancelToken, Cancelled, ImageError
+from vit_desktop.core import scan as scan_module
+from vit_desktop.core.errors import Cancelled, CancelToken, ImageError
+from vit_desktop.core.images import IMAGE_SUFFIXES, load_image, load_image_with_size, to_rgb
+from vit_desktop.core.paths import display_path
+from vit_desktop.core.scan import ScanResult, scan
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
@@ -554,7 +549,7 @@ def test_scan_checks_cancel_during_the_walk(tmp_path: Path) -> None:
 def test_scan_can_be_cancelled_inside_one_big_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(images, "_CANCEL_EVERY", 8)  # a big folder, in miniature
+    monkeypatch.setattr(scan_module, "_CANCEL_EVERY", 8)  # a big folder, in miniature
     root = tmp_path / "flat"
     root.mkdir()
     for i in range(20):

@@ -13,7 +13,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from vit_desktop.core import paths, registry
-from vit_desktop.core.types import ModelError
+from vit_desktop.core.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 

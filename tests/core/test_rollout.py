@@ -7,13 +7,8 @@ import pytest
 import torch
 from torchvision.models import VisionTransformer
 
-from vit_desktop.core.rollout import (
-    RolloutAccumulator,
-    discard_lowest,
-    forward_with_attention,
-    gradient_rollout,
-    relevance,
-)
+from vit_desktop.core.rollout import RolloutAccumulator, discard_lowest, gradient_rollout, relevance
+from vit_desktop.core.vit import forward
 
 
 def attention_by_hooks(module: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -78,8 +73,8 @@ def test_forward_with_attention_is_the_models_own_forward(model: VisionTransform
     x = torch.randn(3, 3, 32, 32)
     seen: list[tuple[int, tuple[int, ...]]] = []
     with torch.no_grad():
-        ours = forward_with_attention(model, x, lambda i, p: seen.append((i, tuple(p.shape))))
-        fused = forward_with_attention(model, x)  # what plain classification runs on the CPU
+        ours = forward(model, x, lambda i, p: seen.append((i, tuple(p.shape))))
+        fused = forward(model, x)  # what plain classification runs on the CPU
         ref = model(x)
     assert torch.allclose(ours, ref, atol=1e-5)
     assert torch.allclose(fused, ref, atol=1e-5)
@@ -92,7 +87,7 @@ def test_rollout_matches_plain_implementation_for_every_batch_item(model, fusion
     _, maps = attention_by_hooks(model, x)
     acc = RolloutAccumulator(fusion, discard)
     with torch.no_grad():
-        forward_with_attention(model, x, acc)
+        forward(model, x, acc)
     ours = acc.grid().double().numpy()
     assert ours.shape == (3, 4, 4)
     np.testing.assert_allclose(ours, plain_rollout(maps, fusion, discard), atol=1e-4)
@@ -104,10 +99,10 @@ def test_rollout_product_stays_fp32_under_half_precision_autocast(model) -> None
     x = torch.randn(2, 3, 32, 32)
     reference = RolloutAccumulator()
     with torch.no_grad():
-        forward_with_attention(model, x, reference)
+        forward(model, x, reference)
     acc = RolloutAccumulator()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # what a GPU runs under fp16
-        forward_with_attention(model, x, acc)
+        forward(model, x, acc)
     assert acc.product is not None and acc.product.dtype == torch.float32
     assert torch.allclose(acc.grid(), reference.grid(), atol=0.05)
 
@@ -177,7 +172,7 @@ def test_rollout_of_a_trained_model_lands_on_the_object() -> None:
     xt, yt, cells = make_object_images(200, np.random.default_rng(1))
     acc = RolloutAccumulator()
     with torch.no_grad():
-        pred = forward_with_attention(m, xt, acc).argmax(1)
+        pred = forward(m, xt, acc).argmax(1)
     assert (pred == yt).float().mean() > 0.9  # it learnt the task
     peaks = acc.grid().flatten(1).argmax(1).numpy()
     hit_rate = float((peaks == cells).mean())

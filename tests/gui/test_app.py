@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,10 +17,13 @@ def test_main_shows_the_window_loads_the_last_model_and_quits_cleanly(tmp_path: 
     config = tmp_path / "config"
     ini = config / "vit-desktop" / "vit-desktop.conf"  # where QSettings looks on Linux (XDG)
     ini.parent.mkdir(parents=True)
-    ini.write_text(f"[model]\nsource={model_a}\ndevice=cpu\n", encoding="utf-8")
+    ini.write_text("[model]\ndevice=cpu\n", encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.json").write_text(json.dumps({"last_model": str(model_a)}), encoding="utf-8")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(config),
-               VIT_DESKTOP_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vit_desktop.app import main; sys.exit(main([]))"],
+               VIT_DESKTOP_DATA_DIR=str(data), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vit_desktop.gui.app import main; sys.exit(main([]))"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     deadline = time.monotonic() + 120

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from PySide6.QtCore import QThread
 
-from gui_helpers import write_image
-from vit_desktop.core.types import CancelToken, ExplainOptions
-from vit_desktop.gui.controller import Controller, LoadedModel
-from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
+from tests.support import write_image
+from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.types import ExplainOptions
+from vit_desktop.gui.compute import Controller, LoadedModel
+from vit_desktop.gui.jobs import Outcome
 
 MS = 60_000
 
@@ -26,10 +27,9 @@ def controller(qapp) -> Iterator[Controller]:
 
 
 def test_task_runs_on_the_compute_thread_with_progress(qtbot, controller, model_a) -> None:
-    with qtbot.waitSignal(controller.model_loaded, timeout=MS):
+    with qtbot.waitSignal(controller.model_changed, timeout=MS):
         controller.load_model(str(model_a), "cpu", "fp32")
     seen: list[object] = []
-    controller.task_progress.connect(lambda _tid, obj: seen.append(obj))
     gui_thread = QThread.currentThread()
 
     def fn(engine, report, cancel: CancelToken) -> object:
@@ -37,19 +37,24 @@ def test_task_runs_on_the_compute_thread_with_progress(qtbot, controller, model_
             report(i)
         return (engine.card.name, QThread.currentThread() is not gui_thread)
 
-    with qtbot.waitSignal(controller.task_finished, timeout=MS) as blocker:
-        task_id = controller.run_task(fn)
-    assert blocker.args == [task_id, ("alpha", True)]
-    qtbot.waitUntil(lambda: seen == [0, 1, 2], timeout=MS)
+    job = controller.run_task(fn)
+    job.progressed.connect(seen.append)
+    with qtbot.waitSignal(job.returned, timeout=MS) as blocker:
+        pass
+    assert blocker.args == [("alpha", True)]
+    assert seen == [0, 1, 2]  # every report arrives, and before the value
+    assert job.outcome is Outcome.DONE
 
 
 def test_task_failure_and_cancel_are_reported(qtbot, controller) -> None:
     def boom(engine, report, cancel) -> object:
         raise ValueError("bad settings\nsecond line is not shown")
 
-    with qtbot.waitSignal(controller.task_failed, timeout=MS) as blocker:
-        tid = controller.run_task(boom)
-    assert blocker.args == [tid, "ValueError: bad settings"]
+    job = controller.run_task(boom)
+    with qtbot.waitSignal(job.errored, timeout=MS) as blocker:
+        pass
+    assert blocker.args == ["ValueError: bad settings"]
+    assert job.outcome is Outcome.FAILED
 
     started = threading.Event()
 
@@ -59,25 +64,25 @@ def test_task_failure_and_cancel_are_reported(qtbot, controller) -> None:
             cancel.raise_if_cancelled()
             threading.Event().wait(0.005)
 
-    with qtbot.waitSignal(controller.task_failed, timeout=MS) as blocker:
-        tid = controller.run_task(long_job)
+    job = controller.run_task(long_job)
+    with qtbot.waitSignal(job.finished, timeout=MS) as blocker:
         assert started.wait(10)
-        controller.cancel_task(tid)
-    assert blocker.args == [tid, "Cancelled."]
+        job.cancel()
+    assert blocker.args == [Outcome.CANCELLED]  # an outcome, not a message to compare by text
 
 
 def test_use_module_switches_to_an_in_memory_model(qtbot, controller) -> None:
     import torch
 
-    from vit_desktop.core.checkpoints import build_module
     from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+    from vit_desktop.core.vit import build_module
 
     arch = Architecture(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
                         num_classes=2)
     card = ModelCard(name="fresh", kind="file", source="memory:fresh", arch=arch, labels=("yes", "no"),
                      preprocess=Preprocess(crop_size=32, resize_size=36))
     torch.manual_seed(0)
-    with qtbot.waitSignal(controller.model_loaded, timeout=MS) as blocker:
+    with qtbot.waitSignal(controller.model_changed, timeout=MS) as blocker:
         controller.use_module(build_module(arch), card, "cpu", "fp32")
     loaded = blocker.args[0]
     assert isinstance(loaded, LoadedModel) and loaded.card.name == "fresh"
@@ -85,24 +90,29 @@ def test_use_module_switches_to_an_in_memory_model(qtbot, controller) -> None:
 
 
 def test_only_the_newest_heatmap_is_delivered(qtbot, controller, model_a, tmp_path: Path) -> None:
-    with qtbot.waitSignal(controller.model_loaded, timeout=MS):
+    with qtbot.waitSignal(controller.model_changed, timeout=MS):
         controller.load_model(str(model_a), "cpu", "fp32")
     img = write_image(tmp_path / "h.png")
     got: list[int] = []
-    controller.heatmap_ready.connect(lambda rid, _reply: got.append(rid))
-    controller.request_heatmap(str(img), ExplainOptions())
-    controller.request_heatmap(str(img), ExplainOptions(discard_ratio=0.5))
-    with qtbot.waitSignal(controller.heatmap_ready, timeout=MS) as blocker:
-        newest = controller.request_heatmap(str(img), ExplainOptions(head_fusion="max"))
-    reply = blocker.args[1]
-    assert blocker.args[0] == newest and got == [newest]
+    jobs = [controller.explain(str(img), ExplainOptions()),
+            controller.explain(str(img), ExplainOptions(discard_ratio=0.5)),
+            controller.explain(str(img), ExplainOptions(head_fusion="max"))]
+    for i, job in enumerate(jobs):
+        job.returned.connect(lambda _reply, i=i: got.append(i))
+    newest = jobs[-1]
+    with qtbot.waitSignal(newest.returned, timeout=MS) as blocker:
+        pass
+    reply = blocker.args[0]
+    assert got == [2]
+    assert [j.outcome for j in jobs] == [Outcome.SUPERSEDED, Outcome.SUPERSEDED, Outcome.DONE]
     assert reply.heatmap.head_fusion == "max"
 
 
 def test_run_without_model_says_what_to_do(qtbot, controller, tmp_path: Path) -> None:
     img = write_image(tmp_path / "n.png")
-    with qtbot.waitSignal(controller.failed, timeout=MS) as blocker:
-        controller.classify([str(img)])
+    job = controller.classify([str(img)])
+    with qtbot.waitSignal(job.errored, timeout=MS) as blocker:
+        pass
     assert "choose one from the Model menu" in blocker.args[0]
     qtbot.waitUntil(lambda: not controller.busy, timeout=MS)
 
@@ -125,16 +135,17 @@ def test_shutdown_while_a_task_runs_joins(qtbot, qapp) -> None:
 
 def test_a_heatmap_asked_for_during_a_long_run_comes_before_the_run_ends(
         qtbot, controller, model_a, many_images) -> None:
-    with qtbot.waitSignal(controller.model_loaded, timeout=MS):
+    with qtbot.waitSignal(controller.model_changed, timeout=MS):
         controller.load_model(str(model_a), "cpu", "fp32")
     folder = many_images(300)
     order: list[str] = []
-    controller.heatmap_ready.connect(lambda *_: order.append("heatmap"))
-    controller.run_finished.connect(lambda *_: order.append("finished"))
-    with qtbot.waitSignal(controller.results_ready, timeout=MS) as first:
-        run_id = controller.classify([str(folder)], batch_size=1)
-    clicked = first.args[1][0].path
-    controller.request_heatmap(clicked, ExplainOptions(discard_ratio=0.2))
+    run = controller.classify([str(folder)], batch_size=1)
+    run.finished.connect(lambda *_: order.append("finished"))
+    with qtbot.waitSignal(run.progressed, timeout=MS, check_params_cb=lambda p: bool(p.results)) as first:
+        pass
+    clicked = first.args[0].results[0].path
+    explain = controller.explain(clicked, ExplainOptions(discard_ratio=0.2))
+    explain.returned.connect(lambda *_: order.append("heatmap"))
     qtbot.waitUntil(lambda: "finished" in order, timeout=MS)
     assert order[0] == "heatmap", "the map waited for the whole run"
-    assert run_id and not controller.busy
+    assert not controller.busy

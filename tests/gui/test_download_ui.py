@@ -5,11 +5,12 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
+
+from vit_desktop.gui.jobs import Outcome
 
 MS = 60_000
 TOTAL = 50 * 1024 * 1024  # announced size: the transfer is never allowed to finish
@@ -20,7 +21,7 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
 
     stop = threading.Event()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(TOTAL))
         self.end_headers()
@@ -64,28 +65,31 @@ def _hub_files() -> list[Path]:
 def test_download_shows_progress_and_cancel_leaves_nothing(qtbot, make_window, slow_server) -> None:
     w = make_window()
     progress: list[tuple[int, int]] = []
-    w.controller.model_progress.connect(lambda d, t: progress.append((d, t)))
-    w.load_model("vit_b_16")
+    job = w.load_model("vit_b_16")
+    job.progressed.connect(progress.append)
     w.add_paths([str(Path(__file__))])  # dropped meanwhile: waits for the model
+    status = w.run_status
     qtbot.waitUntil(lambda: len(progress) >= 3 and progress[-1][0] > 0, timeout=MS)
-    qtbot.waitUntil(lambda: "Downloading weights" in w.status_label.text(), timeout=MS)
-    text = w.status_label.text()
+    qtbot.waitUntil(lambda: "Downloading weights" in status.status_label.text(), timeout=MS)
+    text = status.status_label.text()
     assert "MB" in text and "/s" in text and "left" in text
     assert "1 item waiting for the model" in text
     assert progress[-1][1] == TOTAL
-    assert w.cancel_button.isVisible()
-    with qtbot.waitSignal(w.controller.model_failed, timeout=MS):
-        w.cancel_button.click()
-    assert w.status_label.text() == "Model loading cancelled."
-    assert not w.cancel_button.isVisible()
+    assert status.cancel_button.isVisible()
+    with qtbot.waitSignal(job.finished, timeout=MS) as blocker:
+        status.cancel_button.click()
+    assert blocker.args == [Outcome.CANCELLED]
+    assert status.status_label.text() == "Model loading cancelled."
+    assert not status.cancel_button.isVisible()
     assert "No model loaded" in w.message_bar.text
     assert _hub_files() == []  # no half-downloaded weights left behind
 
 
 def test_closing_during_a_download_cancels_and_joins(qtbot, make_window, slow_server) -> None:
     w = make_window()
-    with qtbot.waitSignal(w.controller.model_progress, timeout=MS):
-        w.load_model("vit_b_16")
+    job = w.load_model("vit_b_16")
+    with qtbot.waitSignal(job.progressed, timeout=MS):
+        pass
     t0 = time.monotonic()
     w.close()
     assert w.controller.compute_thread.isFinished()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -13,12 +13,12 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from torchvision.models import VisionTransformer
 
-from conftest import colour_folder
+from tests.support import colour_folder
 from vit_desktop.core.data import LabelledSet
 from vit_desktop.core.engine import Engine
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
-from vit_desktop.gui.controller import Controller
-from vit_desktop.gui.finetune_dialog import FinetuneDialog
+from vit_desktop.gui.compute import Controller
+from vit_desktop.gui.finetune.dialog import FinetuneDialog
 
 MS = 60_000
 def _colour_folder(root: Path, per_class: int = 8, size: int = 40) -> Path:
@@ -33,7 +33,7 @@ def controller(qtbot) -> Iterator[Controller]:
                                num_classes=4)
     card = ModelCard("tiny base", "file", "", Architecture(32, 8, 2, 2, 16, 32, 4), ("a", "b", "c", "d"),
                      Preprocess(crop_size=32, resize_size=36))
-    with qtbot.waitSignal(c.model_loaded, timeout=MS):
+    with qtbot.waitSignal(c.model_changed, timeout=MS):
         c.use_module(module, card, device="cpu")
     yield c
     c.shutdown()
@@ -48,52 +48,53 @@ def dialog(qtbot, controller: Controller) -> FinetuneDialog:
 
 
 def _class_rows(d: FinetuneDialog) -> list[str]:
-    return [d.class_list.item(i).text() for i in range(d.class_list.count())]
+    return [d.labels.class_list.item(i).text() for i in range(d.labels.class_list.count())]
 
 
 def test_labelling_classes_by_hand_and_by_drop(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
     data = _colour_folder(tmp_path / "data", per_class=3)
-    assert dialog.add_class("cats") and dialog.add_class("dogs")
-    assert not dialog.add_class("cats")
+    labels = dialog.labels
+    assert labels.add_class("cats") and labels.add_class("dogs")
+    assert not labels.add_class("cats")
     assert "already exists" in dialog.status_label.text()
     # Drop two photos from the file manager on the "dogs" row.
     dialog.show()
-    row = dialog.class_list.item(1)
-    pos = dialog.class_list.visualItemRect(row).center()
+    row = labels.class_list.item(1)
+    pos = labels.class_list.visualItemRect(row).center()
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(data / "red" / "0.png")), QUrl.fromLocalFile(str(data / "red" / "1.png"))])
     event = QDropEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
-    dialog.class_list.dropEvent(event)
+    labels.class_list.dropEvent(event)
     assert _class_rows(dialog) == ["cats  (0 photos)", "dogs  (2 photos)"]
     # Dropped on the photo list, photos join the selected class ("dogs").
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(data / "red" / "2.png"))])
-    dialog.photo_list.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+    labels.photo_list.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                                            Qt.KeyboardModifier.NoModifier))
     assert dialog.data.counts() == {"cats": 0, "dogs": 3}
-    dialog.set_data(dialog.data.without_items([data / "red" / "2.png"]))
+    labels.set_data(dialog.data.without_items([data / "red" / "2.png"]))
     # A dropped folder is searched for photos.
-    dialog.add_files("cats", [str(data / "green")])
+    labels.add_files("cats", [str(data / "green")])
     assert dialog.data.counts() == {"cats": 3, "dogs": 2}
-    assert dialog.rename_class("dogs", "puppies")
+    assert labels.rename_class("dogs", "puppies")
     assert _class_rows(dialog)[1] == "puppies  (2 photos)"
-    assert dialog.delete_class("cats")
+    assert labels.delete_class("cats")
     assert _class_rows(dialog) == ["puppies  (2 photos)"]
     # The labelled set is saved and reopened; a photo that disappeared is reported, not fatal.
     project = tmp_path / "set.vitlabels.json"
-    assert dialog.save_project(project)
+    assert labels.save_project(project)
     (data / "red" / "1.png").unlink()
-    dialog.set_data(LabelledSet())
-    assert dialog.open_project(project)
+    labels.set_data(LabelledSet())
+    assert labels.open_project(project)
     assert dialog.data.counts() == {"puppies": 1}
     assert "1 missing" in dialog.status_label.text()
 
 
 def test_training_with_too_few_photos_says_why(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
     data = _colour_folder(tmp_path / "data", per_class=3)
-    dialog.add_class("only")
-    dialog.add_files("only", [str(data / "red")])
+    dialog.labels.add_class("only")
+    dialog.labels.add_files("only", [str(data / "red")])
     dialog.start_training()
     assert "at least two classes" in dialog.status_label.text()
     assert dialog.train_button.isEnabled() and not dialog.cancel_button.isEnabled()
@@ -102,7 +103,7 @@ def test_training_with_too_few_photos_says_why(qtbot, dialog: FinetuneDialog, tm
 def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: Controller, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     data = _colour_folder(tmp_path / "data", per_class=8)
-    assert dialog.import_folder(data)
+    assert dialog.labels.import_folder(data)
     assert _class_rows(dialog) == ["blue  (8 photos)", "green  (8 photos)", "red  (8 photos)"]
     dialog.epochs_spin.setValue(30)
     assert not dialog.save_model_button.isEnabled()
@@ -112,12 +113,13 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     result = blocker.args[0]
     assert result.val_accuracy >= 0.8
     # Curves were drawn live, then the tables filled in.
-    assert len(dialog.curves.rows) == len(result.history) > 1
-    assert dialog.confusion_table.rowCount() == 3
-    diagonal = sum(int(dialog.confusion_table.item(i, i).text()) for i in range(3))
+    view = dialog.results
+    assert len(view.curves.rows) == len(result.history) > 1
+    assert view.confusion_table.rowCount() == 3
+    diagonal = sum(int(view.confusion_table.item(i, i).text()) for i in range(3))
     assert diagonal == round(result.val_accuracy * result.metrics["val_images"])
-    assert dialog.per_class_table.rowCount() == 3
-    assert dialog.mistake_list.count() == len(result.misclassified)
+    assert view.per_class_table.rowCount() == 3
+    assert view.mistake_list.count() == len(result.misclassified)
     assert "validation accuracy" in dialog.status_label.text()
     assert dialog.save_model_button.isEnabled() and dialog.use_button.isEnabled()
 
@@ -137,14 +139,15 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     assert dialog.save_model_to(target)
 
     # Use now: the main window's controller switches to the new model, and it classifies.
-    with qtbot.waitSignal(controller.model_loaded, timeout=MS) as loaded_blocker:
+    with qtbot.waitSignal(controller.model_changed, timeout=MS) as loaded_blocker:
         dialog.use_button.click()
     assert loaded_blocker.args[0].card.labels == ("blue", "green", "red")
     assert controller.current_card.labels == ("blue", "green", "red")
-    with qtbot.waitSignal(controller.heatmap_ready, timeout=MS):
-        from vit_desktop.core.types import ExplainOptions
+    from vit_desktop.core.types import ExplainOptions
 
-        controller.request_heatmap(str(data / "red" / "0.png"), ExplainOptions())
+    job = controller.explain(str(data / "red" / "0.png"), ExplainOptions())
+    with qtbot.waitSignal(job.returned, timeout=MS):
+        pass
 
 
 def test_mistakes_show_the_photo_with_its_heatmap(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
@@ -155,28 +158,29 @@ def test_mistakes_show_the_photo_with_its_heatmap(qtbot, dialog: FinetuneDialog,
     (data / "right").mkdir(parents=True)
     for i in range(30):
         (src / "red" / f"{i}.png").rename(data / ("left" if i % 2 else "right") / f"{i}.png")
-    dialog.import_folder(data)
+    dialog.labels.import_folder(data)
     dialog.epochs_spin.setValue(3)
     with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
         dialog.start_training()
     result = blocker.args[0]
     if not result.misclassified:
         pytest.skip("the random split happened to be learnable")
-    dialog.tabs.setCurrentIndex(3)
-    dialog.mistake_list.setCurrentRow(0)
-    pix = dialog.mistake_view.pixmap()
+    view = dialog.results
+    view.setCurrentIndex(3)
+    view.mistake_list.setCurrentRow(0)
+    pix = view.mistake_view.pixmap()
     assert pix is not None and not pix.isNull()
-    path = dialog.mistake_list.item(0).data(Qt.ItemDataRole.UserRole)
-    assert path in dialog.previews
+    path = view.mistake_list.item(0).data(Qt.ItemDataRole.UserRole)
+    assert path in view.previews
     # The preview is the photo blended with a heatmap, not the bare photo.
-    bare = np.asarray(Image.open(path).convert("RGB").resize(dialog.previews[path].shape[1::-1]))
-    assert np.abs(dialog.previews[path].astype(int) - bare.astype(int)).mean() > 3
+    bare = np.asarray(Image.open(path).convert("RGB").resize(view.previews[path].shape[1::-1]))
+    assert np.abs(view.previews[path].astype(int) - bare.astype(int)).mean() > 3
 
 
 def test_unreadable_photos_are_reported_after_training(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
     data = _colour_folder(tmp_path / "data", per_class=4)
     (data / "blue" / "broken.png").write_bytes(b"not a png at all")
-    dialog.import_folder(data)
+    dialog.labels.import_folder(data)
     dialog.epochs_spin.setValue(2)
     with qtbot.waitSignal(dialog.trained, timeout=MS):
         dialog.start_training()
@@ -185,17 +189,17 @@ def test_unreadable_photos_are_reported_after_training(qtbot, dialog: FinetuneDi
 
 
 def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
-    dialog.import_folder(_colour_folder(tmp_path / "data", per_class=6))
+    dialog.labels.import_folder(_colour_folder(tmp_path / "data", per_class=6))
     dialog.mode_combo.setCurrentIndex(2)  # full fine-tune: many steps to cancel in
     dialog.epochs_spin.setValue(200)
     seen: list[object] = []
 
-    def on_progress(task_id: int, p: object) -> None:
+    def on_progress(p: object) -> None:
         seen.append(p)
         if getattr(p, "phase", "") == "val" and getattr(p, "epoch", 0) >= 1:
             dialog.cancel_button.click()
 
-    dialog.controller.task_progress.connect(on_progress)
+    dialog.progress_reported.connect(on_progress)
     with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
         dialog.start_training()
     result = blocker.args[0]
@@ -207,15 +211,15 @@ def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Pa
 
 def test_closing_the_dialog_stops_training(qtbot, dialog: FinetuneDialog, controller: Controller,
                                            tmp_path: Path) -> None:
-    dialog.import_folder(_colour_folder(tmp_path / "data", per_class=6))
+    dialog.labels.import_folder(_colour_folder(tmp_path / "data", per_class=6))
     dialog.mode_combo.setCurrentIndex(2)
     dialog.epochs_spin.setValue(500)
     dialog.show()
-    with qtbot.waitSignal(controller.task_progress, timeout=MS,
-                          check_params_cb=lambda task_id, p: getattr(p, "phase", "") == "train"):
+    with qtbot.waitSignal(dialog.progress_reported, timeout=MS,
+                          check_params_cb=lambda p: getattr(p, "phase", "") == "train"):
         dialog.start_training()
-    with qtbot.waitSignal(controller.task_finished, timeout=MS) as blocker:
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
         dialog.close()
-    outcome = blocker.args[1]
-    assert outcome.result.cancelled
-    assert len(outcome.result.history) < 50
+    result = blocker.args[0]
+    assert result.cancelled
+    assert len(result.history) < 50

@@ -10,9 +10,9 @@ import pytest
 from PySide6.QtCore import QMimeData, QUrl
 from PySide6.QtGui import QColor, QImage
 
-from gui_helpers import write_image
+from tests.support import write_image
+from vit_desktop.gui.jobs import Outcome
 from vit_desktop.gui.results_model import FilterMode, Roles
-from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 LOAD_MS = 60_000  # the first load imports torch on a loaded 2-core machine
 RUN_MS = 60_000
@@ -25,14 +25,14 @@ def url_mime(*paths: Path) -> QMimeData:
 
 
 def load(qtbot, window, path: Path) -> None:
-    with qtbot.waitSignal(window.controller.model_loaded, timeout=LOAD_MS):
+    with qtbot.waitSignal(window.controller.model_changed, timeout=LOAD_MS):
         window.load_model(str(path))
 
 
-def run(qtbot, window, mime: QMimeData) -> tuple[int, bool]:
-    with qtbot.waitSignal(window.controller.run_finished, timeout=RUN_MS) as blocker:
-        assert window.handle_mime(mime)
-    return tuple(blocker.args)  # type: ignore[return-value]
+def run(qtbot, window, mime: QMimeData) -> Outcome:
+    with qtbot.waitSignal(window.run_status.run_finished, timeout=RUN_MS) as blocker:
+        assert window.intake.handle_mime(mime)
+    return blocker.args[0]
 
 
 def labels_in_model(window) -> list[str]:
@@ -43,16 +43,16 @@ def labels_in_model(window) -> list[str]:
 def test_drop_files_and_folder_fills_the_gallery(qtbot, make_window, model_a, tmp_path) -> None:
     w = make_window()
     load(qtbot, w, model_a)
-    assert "alpha" in w.model_label.text()
+    assert "alpha" in w.run_status.model_label.text()
     loose = [write_image(tmp_path / "loose" / f"l{i}.jpg", seed=50 + i) for i in range(2)]
     folder = tmp_path / "folder"
     for i in range(3):
         write_image(folder / "sub" / f"f{i}.png", seed=i)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
 
-    _run_id, cancelled = run(qtbot, w, url_mime(*loose, folder))
+    outcome = run(qtbot, w, url_mime(*loose, folder))
 
-    assert not cancelled
+    assert outcome is Outcome.DONE
     results = w.results_model.results()
     assert sorted(Path(r.path).name for r in results) == ["broken.jpg", "f0.png", "f1.png", "f2.png", "l0.jpg", "l1.jpg"]
     good = [r for r in results if r.ok]
@@ -62,24 +62,24 @@ def test_drop_files_and_folder_fills_the_gallery(qtbot, make_window, model_a, tm
     broken = next(r for r in results if r.path.endswith("broken.jpg"))
     assert broken.error and "broken.jpg" not in ("", None)
     # Filtering by state shows exactly the failed file, with its reason in the tooltip.
-    w.filter_mode.setCurrentIndex(w.filter_mode.findData(int(FilterMode.ERRORS)))
+    w.pane.filter_mode.setCurrentIndex(w.pane.filter_mode.findData(int(FilterMode.ERRORS)))
     assert w.proxy.rowCount() == 1
     assert broken.error in w.proxy.index(0, 0).data(0x03)  # ToolTipRole
-    assert "Classified 6 images" in w.status_label.text()
-    assert "1 errors" in w.summary.text()
+    assert "Classified 6 images" in w.run_status.status_label.text()
+    assert "1 errors" in w.pane.summary.text()
 
 
 def test_images_dropped_before_a_model_wait_for_it(qtbot, make_window, model_a, tmp_path) -> None:
     w = make_window()
     img = write_image(tmp_path / "early.png")
-    assert w.handle_mime(url_mime(img))
+    assert w.intake.handle_mime(url_mime(img))
     assert w.results_model.rowCount() == 0
-    assert w.pending_paths == [str(img)]
+    assert w.intake.pending == [str(img)]
     assert "No model loaded" in w.message_bar.text
-    with qtbot.waitSignal(w.controller.run_finished, timeout=LOAD_MS + RUN_MS):
+    with qtbot.waitSignal(w.run_status.run_finished, timeout=LOAD_MS + RUN_MS):
         w.load_model(str(model_a))
     assert labels_in_model(w)[0] in ("apple", "pear", "plum")
-    assert w.pending_paths == []
+    assert w.intake.pending == []
 
 
 def test_switching_model_changes_labels(qtbot, make_window, model_a, model_b, tmp_path) -> None:
@@ -89,7 +89,7 @@ def test_switching_model_changes_labels(qtbot, make_window, model_a, model_b, tm
     run(qtbot, w, url_mime(img))
     assert labels_in_model(w)[0] in ("apple", "pear", "plum")
     load(qtbot, w, model_b)
-    assert "beta" in w.model_label.text()
+    assert "beta" in w.run_status.model_label.text()
     assert w.settings.last_model == str(model_b)
     run(qtbot, w, url_mime(img))  # same file again: its row is updated in place
     assert w.results_model.rowCount() == 1
@@ -102,8 +102,9 @@ def test_bad_weights_file_is_reported_in_the_window(qtbot, make_window, model_a,
     load(qtbot, w, model_a)
     bad = tmp_path / "garbage.safetensors"
     bad.write_bytes(b"this is not a model")
-    with qtbot.waitSignal(w.controller.model_failed, timeout=LOAD_MS):
-        w.load_model(str(bad))
+    job = w.load_model(str(bad))
+    with qtbot.waitSignal(job.errored, timeout=LOAD_MS):
+        pass
     text = w.message_bar.text
     assert "Could not load the model" in text and "garbage.safetensors" in text
     assert "Still using alpha" in text
@@ -114,13 +115,14 @@ def test_offline_download_says_what_to_do(qtbot, make_window, monkeypatch) -> No
     # Port 9 (discard) on localhost refuses connections at once: a machine with no network.
     monkeypatch.setenv("VIT_DESKTOP_WEIGHTS_BASE_URL", "http://127.0.0.1:9/weights")
     w = make_window()
-    with qtbot.waitSignal(w.controller.model_failed, timeout=LOAD_MS):
-        w.load_model("vit_b_16")
+    job = w.load_model("vit_b_16")
+    with qtbot.waitSignal(job.finished, timeout=LOAD_MS):
+        pass
     text = w.message_bar.text
     assert "vit_b_16" in text
     assert "Open weights file" in text
     assert w.message_bar.action_button.isVisible()
-    assert not w.cancel_button.isVisible()
+    assert not w.run_status.cancel_button.isVisible()
 
 
 def test_cancel_stops_a_folder_run(qtbot, make_window, model_a, many_images) -> None:
@@ -131,18 +133,18 @@ def test_cancel_stops_a_folder_run(qtbot, make_window, model_a, many_images) -> 
 
     first = []
 
-    def cancel_on_first(_run_id: int, results: object) -> None:
+    def cancel_on_first(*_args: object) -> None:
         if not first:
-            first.append(results)
+            first.append(w.results_model.rowCount())
             w.cancel_current()
 
-    w.controller.results_ready.connect(cancel_on_first)
-    with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS) as blocker:
-        w.handle_mime(url_mime(folder))
-    assert blocker.args[1] is True
+    w.results_model.rowsInserted.connect(cancel_on_first)
+    with qtbot.waitSignal(w.run_status.run_finished, timeout=RUN_MS) as blocker:
+        w.intake.handle_mime(url_mime(folder))
+    assert blocker.args[0] is Outcome.CANCELLED
     assert 0 < w.results_model.rowCount() < 300
-    assert "Cancelled after" in w.status_label.text()
-    assert not w.cancel_button.isVisible()
+    assert "Cancelled after" in w.run_status.status_label.text()
+    assert not w.run_status.cancel_button.isVisible()
 
 
 def test_export_csv_and_json(qtbot, make_window, model_a, tmp_path) -> None:
@@ -152,7 +154,7 @@ def test_export_csv_and_json(qtbot, make_window, model_a, tmp_path) -> None:
     run(qtbot, w, url_mime(*imgs))
 
     out_csv = tmp_path / "out" / "results.csv"
-    assert w.export_results(out_csv)
+    assert w.exporter.export_results(w.results_model.results(), out_csv, top_k=w.top_k)
     with out_csv.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(Path(r["path"]).name for r in rows) == ["e0.png", "e1.png", "e2.png"]
@@ -161,14 +163,14 @@ def test_export_csv_and_json(qtbot, make_window, model_a, tmp_path) -> None:
         assert by_name[Path(row["path"]).name].top.label in row.values()
 
     out_json = tmp_path / "out" / "results.json"
-    assert w.export_results(out_json)
+    assert w.exporter.export_results(w.results_model.results(), out_json, top_k=w.top_k)
     data = json.loads(out_json.read_text(encoding="utf-8"))
     assert len(data) == 3
     assert {Path(d["path"]).name for d in data} == {"e0.png", "e1.png", "e2.png"}
 
     # An existing file is never replaced without asking.
     before = out_csv.read_bytes()
-    assert not w.export_results(out_csv)
+    assert not w.exporter.export_results(w.results_model.results(), out_csv, top_k=w.top_k)
     assert "already exists" in w.message_bar.text
     assert out_csv.read_bytes() == before
 
@@ -179,15 +181,15 @@ def test_copy_into_class_folders_copies_never_moves(qtbot, make_window, model_a,
     imgs = [write_image(tmp_path / "in" / f"c{i}.png", seed=i) for i in range(4)]
     run(qtbot, w, url_mime(*imgs))
     dest = tmp_path / "sorted"
-    with qtbot.waitSignal(w.files_copied, timeout=RUN_MS) as blocker:
-        w.copy_into_class_folders(dest)
+    with qtbot.waitSignal(w.exporter.files_copied, timeout=RUN_MS) as blocker:
+        w.exporter.copy_into_class_folders(w.results_model.results(), dest)
     assert blocker.args == [4]
     assert all(p.exists() for p in imgs)  # originals untouched
     for r in w.results_model.results():
         assert (dest / r.top.label / Path(r.path).name).is_file()
     # A second copy does not overwrite: it adds numbered names.
-    with qtbot.waitSignal(w.files_copied, timeout=RUN_MS):
-        w.copy_into_class_folders(dest)
+    with qtbot.waitSignal(w.exporter.files_copied, timeout=RUN_MS):
+        w.exporter.copy_into_class_folders(w.results_model.results(), dest)
     assert len(list(dest.rglob("*.png"))) == 8
 
 
@@ -228,20 +230,20 @@ def test_selected_image_shows_rollout_and_class_map(qtbot, make_window, model_a,
     assert len(d.bars.bars) == 3
 
     second = d.bars.bars[1]
-    with qtbot.waitSignal(w.controller.heatmap_ready, timeout=RUN_MS):
+    with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
         second.click()
     assert d.current_heatmap.class_index == second.class_index
     assert "Class-specific map" in d.showing.text()
 
     second.click()  # back to plain rollout, now with another discard ratio
-    with qtbot.waitSignal(w.controller.heatmap_ready, timeout=RUN_MS):
+    with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
         d.discard.setValue(30)
     assert d.current_heatmap.class_index is None
     assert d.current_heatmap.discard_ratio == pytest.approx(0.3)
 
     # H toggles the overlay.
     assert d.view.overlay_visible
-    w.act_overlay.trigger()
+    w.commands.overlay.trigger()
     assert not d.view.overlay_visible
 
 
@@ -254,7 +256,7 @@ def test_settings_survive_a_restart(qtbot, make_window, model_a) -> None:
     d.fusion.setCurrentText("max")
     d.discard.setValue(20)
     d.overlay_box.setChecked(False)
-    w.threshold_spin.setValue(70)
+    w.pane.threshold_spin.setValue(70)
     w.resize(780, 520)
     w.close()
     assert w.controller.compute_thread.isFinished()
@@ -266,10 +268,10 @@ def test_settings_survive_a_restart(qtbot, make_window, model_a) -> None:
     assert d2.fusion.currentText() == "max"
     assert d2.discard.value() == 20
     assert not d2.overlay_box.isChecked()
-    assert w2.threshold_spin.value() == 70
+    assert w2.pane.threshold_spin.value() == 70
     assert (w2.width(), w2.height()) == (780, 520)
     # The last model comes back by itself once the window is up.
-    with qtbot.waitSignal(w2.controller.model_loaded, timeout=LOAD_MS) as blocker:
+    with qtbot.waitSignal(w2.controller.model_changed, timeout=LOAD_MS) as blocker:
         w2.start()
     assert blocker.args[0].card.name == "alpha"
 
@@ -279,8 +281,8 @@ def test_close_during_a_run_is_clean(qtbot, make_window, model_a, many_images) -
     load(qtbot, w, model_a)
     folder = many_images(200)
     w.batch_size = 2
-    with qtbot.waitSignal(w.controller.results_ready, timeout=RUN_MS):
-        w.handle_mime(url_mime(folder))
+    with qtbot.waitSignal(w.results_model.rowsInserted, timeout=RUN_MS):
+        w.intake.handle_mime(url_mime(folder))
     assert w.controller.busy
     w.close()
     assert w.controller.compute_thread.isFinished()
@@ -301,9 +303,9 @@ def test_model_menu_lists_models_and_picks_a_default(qtbot, make_window) -> None
     expected = registry.list_models()
     w = make_window()
     w.start()
-    qtbot.waitUntil(lambda: bool(w.model_infos), timeout=LOAD_MS)
-    w._populate_model_menu()
-    texts = [a.text() for a in w.model_menu.actions()]
+    qtbot.waitUntil(lambda: bool(w.model_menu.infos), timeout=LOAD_MS)
+    w.model_menu.rebuild()
+    texts = [a.text() for a in w.model_menu.menu.actions()]
     assert any(t.startswith("ViT-B/16") and "download" in t for t in texts)  # not cached here
     assert "Open &weights file…" in texts
     bundled = [i for i in expected if i.kind == "bundled"]
@@ -312,21 +314,21 @@ def test_model_menu_lists_models_and_picks_a_default(qtbot, make_window) -> None
         assert w.controller.current_model.source == bundled[0].source
     else:
         qtbot.waitUntil(lambda: "No model loaded" in w.message_bar.text, timeout=LOAD_MS)
-        assert w.model_label.text().startswith("No model loaded")
+        assert w.run_status.model_label.text().startswith("No model loaded")
 
 
 def test_device_and_precision_choices_reload_and_persist(qtbot, make_window, model_a) -> None:
     w = make_window()
     load(qtbot, w, model_a)
-    cpu = next(a for a in w.device_group.actions() if a.data() == "cpu")
-    with qtbot.waitSignal(w.controller.model_loaded, timeout=LOAD_MS) as blocker:
+    cpu = next(a for a in w.model_menu.device_group.actions() if a.data() == "cpu")
+    with qtbot.waitSignal(w.controller.model_changed, timeout=LOAD_MS) as blocker:
         cpu.trigger()
     assert blocker.args[0].device_key == "cpu"
-    bf16 = next(a for a in w.precision_group.actions() if a.data() == "bf16")
-    with qtbot.waitSignal(w.controller.model_loaded, timeout=LOAD_MS) as blocker:
+    bf16 = next(a for a in w.model_menu.precision_group.actions() if a.data() == "bf16")
+    with qtbot.waitSignal(w.controller.model_changed, timeout=LOAD_MS) as blocker:
         bf16.trigger()
     assert blocker.args[0].precision == "bf16"
-    assert "bf16" in w.model_label.text()
+    assert "bf16" in w.run_status.model_label.text()
     assert (w.settings.device, w.settings.precision) == ("cpu", "bf16")
 
 
@@ -358,19 +360,19 @@ def test_keyboard_copy_and_overlay_toggle(qtbot, make_window, model_a, tmp_path)
     qtbot.keyClick(w.gallery, Qt.Key.Key_H)
     assert not w.detail.view.overlay_visible
     # Typing in the filter field is text, not a shortcut.
-    w.filter_edit.setFocus()
-    qtbot.waitUntil(lambda: w.filter_edit.hasFocus(), timeout=5000)
-    qtbot.keyClick(w.filter_edit, Qt.Key.Key_H)
-    assert w.filter_edit.text() == "h"
+    w.pane.filter_edit.setFocus()
+    qtbot.waitUntil(lambda: w.pane.filter_edit.hasFocus(), timeout=5000)
+    qtbot.keyClick(w.pane.filter_edit, Qt.Key.Key_H)
+    assert w.pane.filter_edit.text() == "h"
     assert not w.detail.view.overlay_visible
 
 
 def test_fine_tune_menu_says_so_when_the_dialog_is_missing(qtbot, make_window, monkeypatch) -> None:
     import sys
 
-    monkeypatch.setitem(sys.modules, "vit_desktop.gui.finetune_dialog", None)  # import fails
+    monkeypatch.setitem(sys.modules, "vit_desktop.gui.finetune.dialog", None)  # import fails
     w = make_window()
-    w.act_finetune.trigger()
+    w.commands.finetune.trigger()
     assert "Fine-tuning is not available" in w.message_bar.text
 
 
@@ -382,9 +384,9 @@ def test_an_unsaved_in_memory_model_is_not_remembered(qtbot, make_window, model_
     w = make_window()
     load(qtbot, w, model_a)
     module, card = load_checkpoint(model_a)
-    with qtbot.waitSignal(w.controller.model_loaded, timeout=LOAD_MS):
+    with qtbot.waitSignal(w.controller.model_changed, timeout=LOAD_MS):
         w.controller.use_module(module, dataclasses.replace(card, name="fresh", source="memory:fresh"))
-    assert "fresh" in w.model_label.text()
+    assert "fresh" in w.run_status.model_label.text()
     assert w.settings.last_model == str(model_a)  # the next start loads something that exists
 
 
@@ -397,8 +399,9 @@ def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
     run(qtbot, w, url_mime(img))
     assert w.detail.current_heatmap is not None
     out = tmp_path / "out" / "o-overlay.png"
-    with qtbot.waitSignal(w.overlay_saved, timeout=RUN_MS) as blocker:
-        w.export_overlay(out)
+    d = w.detail
+    with qtbot.waitSignal(w.exporter.overlay_saved, timeout=RUN_MS) as blocker:
+        w.exporter.export_overlay(d.result, d.current_heatmap, w.overlay, out)
     assert blocker.args == [str(out)]
     saved = Image.open(out)
     assert saved.size == (90, 60)
@@ -408,8 +411,8 @@ def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
     assert saved.getpixel((0, 0)) == original.getpixel((0, 0))  # untouched outside it
     # Never replaced without asking.
     before = out.read_bytes()
-    with qtbot.waitSignal(w.job_failed, timeout=RUN_MS):
-        w.export_overlay(out)
+    with qtbot.waitSignal(w.exporter.job_failed, timeout=RUN_MS):
+        w.exporter.export_overlay(d.result, d.current_heatmap, w.overlay, out)
     assert out.read_bytes() == before
     assert "already exists" in w.message_bar.text
 
@@ -420,14 +423,14 @@ def test_two_drops_in_a_row_count_as_one_busy_spell(qtbot, make_window, model_a,
     first = [write_image(tmp_path / "one" / f"a{i}.png", seed=i) for i in range(6)]
     second = [write_image(tmp_path / "two" / f"b{i}.png", seed=20 + i) for i in range(4)]
     w.batch_size = 2
-    finished: list[int] = []
-    w.controller.run_finished.connect(lambda run_id, _c: finished.append(run_id))
-    w.handle_mime(url_mime(*first))
-    w.handle_mime(url_mime(*second))
+    finished: list[Outcome] = []
+    w.run_status.run_finished.connect(finished.append)
+    w.intake.handle_mime(url_mime(*first))
+    w.intake.handle_mime(url_mime(*second))
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=RUN_MS)
     assert w.results_model.rowCount() == 10
-    assert w.status_label.text().startswith("Classified 10 images")
-    assert not w.progress.isVisible()
+    assert w.run_status.status_label.text().startswith("Classified 10 images")
+    assert not w.run_status.progress.isVisible()
 
 
 def test_a_real_drop_event_on_the_detail_view_classifies(qtbot, make_window, model_a, tmp_path) -> None:
@@ -449,7 +452,7 @@ def test_a_real_drop_event_on_the_detail_view_classifies(qtbot, make_window, mod
     assert "Drop to classify" in w.statusBar().currentMessage()
     drop = QDropEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                       Qt.KeyboardModifier.NoModifier)
-    with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS):
+    with qtbot.waitSignal(w.run_status.run_finished, timeout=RUN_MS):
         QApplication.sendEvent(target, drop)
     assert [r.path for r in w.results_model.results()] == [str(img)]
 
@@ -458,7 +461,7 @@ def test_gallery_photos_drag_out_as_files_onto_a_fine_tune_class(qtbot, make_win
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtGui import QDropEvent
 
-    from vit_desktop.gui.finetune_dialog import FinetuneDialog
+    from vit_desktop.gui.finetune.dialog import FinetuneDialog
 
     w = make_window()
     load(qtbot, w, model_a)
@@ -472,11 +475,11 @@ def test_gallery_photos_drag_out_as_files_onto_a_fine_tune_class(qtbot, make_win
     dialog = FinetuneDialog(w.controller, w)
     qtbot.addWidget(dialog)
     dialog.show()
-    assert dialog.add_class("mine")
-    item = dialog.class_list.item(0)
-    drop = QDropEvent(QPointF(dialog.class_list.visualItemRect(item).center()), Qt.DropAction.CopyAction, mime,
-                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    dialog.class_list.dropEvent(drop)
+    assert dialog.labels.add_class("mine")
+    item = dialog.labels.class_list.item(0)
+    drop = QDropEvent(QPointF(dialog.labels.class_list.visualItemRect(item).center()), Qt.DropAction.CopyAction,
+                      mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    dialog.labels.class_list.dropEvent(drop)
     assert dialog.data.counts() == {"mine": 2}
 
 
@@ -496,7 +499,7 @@ def test_first_run_with_the_demo_model_offers_samples_and_a_download(qtbot, make
     assert w.message_bar.action_button.text() == "Download ViT-B/16"
     samples = w.sample_paths()
     assert samples and all("clothing" in s for s in samples)
-    with qtbot.waitSignal(w.controller.run_finished, timeout=RUN_MS):
+    with qtbot.waitSignal(w.run_status.run_finished, timeout=RUN_MS):
         w.gallery.sample_button.click()
     assert w.results_model.rowCount() == len(samples)
     assert not w.gallery.sample_button.isVisible()

@@ -14,7 +14,6 @@ from PySide6.QtGui import QImage
 
 from vit_desktop.core.types import ClassifyResult, Heatmap, Prediction
 from vit_desktop.gui.results_model import FilterMode, ResultsFilter, ResultsModel, Roles
-from gui_fixtures import *  # noqa: F401,F403 - pytest fixtures for this module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,7 +157,7 @@ def test_painting_for_a_long_time_does_not_exhaust_none() -> None:
 
 
 def test_thumbnails_are_decoded_off_the_gui_thread_cached_and_bounded(qtbot, tmp_path: Path) -> None:
-    from gui_helpers import write_image
+    from tests.support import write_image
     from vit_desktop.gui.thumbnails import ImageLoader
 
     loader = ImageLoader(thumb_size=32, capacity=2)

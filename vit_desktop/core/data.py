@@ -10,13 +10,16 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TypeVar
 
-from .types import CancelToken, VitDesktopError
+from .errors import CancelToken, VitDesktopError
+from .files import atomic_write_text
+
+T = TypeVar("T")
 
 PROJECT_FORMAT = "vit-desktop-labels"
 PROJECT_VERSION = 1
@@ -55,7 +58,7 @@ class LabelledSet:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str], *, cancel: CancelToken | None = None) -> LabelledSet:
         """One subfolder per class (sorted by name); images found recursively inside each."""
-        from .images import scan
+        from .scan import scan
 
         root = Path(folder)
         if not root.is_dir():
@@ -145,28 +148,11 @@ class LabelledSet:
     # Splitting
 
     def split(self, val_fraction: float | None = None, seed: int = 0) -> tuple[LabelledSet, LabelledSet]:
-        """Stratified (train, validation) split, reproducible for a given ``seed``.
-
-        Every class keeps at least one photo on each side. ``None`` picks the size automatically:
-        20 % of each class, at least 1 and at most ``AUTO_VAL_CAP``.
-        """
+        """Stratified (train, validation) split, reproducible for a given ``seed`` (see :func:`stratified_split`)."""
         self.validate()
-        if val_fraction is not None and not 0.0 < val_fraction < 1.0:
-            raise VitDesktopError(f"validation fraction must be between 0 and 1 (got {val_fraction})")
-        rng = random.Random(seed)
-        train: list[tuple[Path, str]] = []
-        val: list[tuple[Path, str]] = []
-        for name in self.classes:
-            members = sorted((p for p, c in self.items if c == name), key=str)
-            rng.shuffle(members)
-            n = len(members)
-            if val_fraction is None:
-                n_val = min(AUTO_VAL_CAP, max(1, round(n * AUTO_VAL_FRACTION)))
-            else:
-                n_val = max(1, int(math.floor(n * val_fraction + 0.5)))
-            n_val = min(n_val, n - 1)
-            val.extend((p, name) for p in members[:n_val])
-            train.extend((p, name) for p in members[n_val:])
+        members = [sorted(((p, c) for p, c in self.items if c == name), key=lambda it: str(it[0]))
+                   for name in self.classes]
+        train, val = stratified_split(members, val_fraction, seed)
         return LabelledSet(self.classes, tuple(train)), LabelledSet(self.classes, tuple(val))
 
     # ---------------------------------------------------------------------------------------
@@ -182,16 +168,8 @@ class LabelledSet:
             "classes": list(self.classes),
             "items": [{"path": _portable(p, base), "class": c} for p, c in self.items],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1, ensure_ascii=False)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+        atomic_write_text(path, text, overwrite=True)
         return path
 
     @classmethod
@@ -232,6 +210,43 @@ class LabelledSet:
         return cls(classes, tuple(items), tuple((m, "missing") for m in missing)), missing
 
 
+def val_count(n: int, val_fraction: float | None) -> int:
+    """How many of a class's ``n`` photos a split holds out: at least 1, and 1 stays for training.
+
+    ``None`` is the automatic size: 20 % of the class, at most ``AUTO_VAL_CAP``.
+    """
+    if val_fraction is None:
+        n_val = min(AUTO_VAL_CAP, max(1, round(n * AUTO_VAL_FRACTION)))
+    else:
+        n_val = max(1, int(math.floor(n * val_fraction + 0.5)))
+    return min(n_val, n - 1)
+
+
+def stratified_split(
+    members: Sequence[Sequence[T]], val_fraction: float | None = None, seed: int = 0
+) -> tuple[list[T], list[T]]:
+    """The one stratified split: ``members[c]`` are class ``c``'s items, in a stable order.
+
+    Each class is shuffled (by one ``random.Random(seed)``, classes in order) and its first
+    :func:`val_count` items go to validation. Every class needs at least two items.
+    """
+    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
+        raise VitDesktopError(f"validation fraction must be between 0 and 1 (got {val_fraction})")
+    rng = random.Random(seed)
+    train: list[T] = []
+    val: list[T] = []
+    for c, group in enumerate(members):
+        if len(group) < 2:
+            noun = "image" if len(group) == 1 else "images"
+            raise VitDesktopError(f"class {c} has {len(group)} {noun}; each class needs at least 2")
+        order = list(group)
+        rng.shuffle(order)
+        n_val = val_count(len(order), val_fraction)
+        val.extend(order[:n_val])
+        train.extend(order[n_val:])
+    return train, val
+
+
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name:
@@ -252,9 +267,4 @@ def _portable(p: Path, base: Path) -> str:
         return str(absolute)
 
 
-def items_as_lists(data: LabelledSet) -> tuple[list[Path], list[int]]:
-    """Paths and class indices, in item order."""
-    return [p for p, _ in data.items], data.targets()
-
-
-__all__: Sequence[str] = ("AUTO_VAL_FRACTION", "LabelledSet", "PROJECT_SUFFIX", "items_as_lists")
+__all__: Sequence[str] = ("AUTO_VAL_FRACTION", "LabelledSet", "PROJECT_SUFFIX", "stratified_split", "val_count")

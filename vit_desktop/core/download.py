@@ -23,7 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from vit_desktop.core.types import CancelToken, Cancelled, DownloadError, ProgressCallback
+from vit_desktop.core.errors import Cancelled, CancelToken, DownloadError
+from vit_desktop.core.types import ProgressCallback
 
 PARTIAL_SUFFIX = ".partial"
 STALE_PARTIAL_SECONDS = 3600.0

@@ -13,209 +13,26 @@ import contextlib
 import logging
 import os
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.models import VisionTransformer
 
-from . import images
+from . import images, vit
 from .checkpoints import load_checkpoint
-from .rollout import RolloutAccumulator, forward_with_attention, gradient_rollout
-from .types import (
-    Cancelled,
-    CancelToken,
-    ClassifyResult,
-    DeviceInfo,
-    ExplainOptions,
-    Heatmap,
-    ImageError,
-    ModelCard,
-    ModelError,
-    Prediction,
-    Preprocess,
-    ProgressCallback,
-)
+from .devices import BatchLimit, autocast, device_name, resolve_device, resolve_precision, tune_allocator
+from .errors import Cancelled, CancelToken, ImageError, ModelError, first_line
+from .preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
+from .rollout import RolloutAccumulator, gradient_rollout
+from .types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
 
-ImageSource = Union[str, os.PathLike, Image.Image]
-
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-}
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+ImageSource = str | os.PathLike[str] | Image.Image
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# Devices
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps and mps.is_available())
-
-
-def available_devices() -> list[DeviceInfo]:
-    """Every device the engine can use here, best first after "auto"."""
-    found = [DeviceInfo("auto", "Automatic (best available)")]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            found.append(DeviceInfo(f"cuda:{i}", torch.cuda.get_device_name(i)))
-    if _mps_available():
-        found.append(DeviceInfo("mps", "Apple GPU (MPS)"))
-    found.append(DeviceInfo("cpu", "CPU"))
-    return found
-
-
-def resolve_device(key: str = "auto") -> torch.device:
-    """"auto" picks CUDA, then MPS, then CPU; anything else must be available or ModelError."""
-    key = (key or "auto").strip().lower()
-    if key == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(key)
-    except RuntimeError:
-        raise ModelError(f"unknown device {key!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError("CUDA was asked for but no CUDA GPU is available here: use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ModelError(f"no GPU {device.index}: this machine has {torch.cuda.device_count()}")
-    elif device.type == "mps" and not _mps_available():
-        raise ModelError("MPS was asked for but is not available here: use --device cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ModelError(f"unsupported device {key!r}: use auto, cpu, cuda or mps")
-    return device
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple GPU (MPS)"
-    return "CPU"
-
-
-def is_out_of_memory(exc: BaseException, device: torch.device) -> bool:
-    """Out of memory: CUDA raises its own type, MPS and the CPU allocator a RuntimeError saying so."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    if not isinstance(exc, RuntimeError):
-        return False
-    text = str(exc).lower()
-    if device.type == "cpu":
-        return "can't allocate memory" in text  # DefaultCPUAllocator
-    return "out of memory" in text
-
-
-def free_cached_memory(device: torch.device) -> None:
-    """Hand the allocator's cached blocks back after running out of memory, before retrying."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The compute precision: half on GPUs; on CPU fp32, which measured fastest within accuracy."""
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise ModelError("fp16 is not supported on the CPU: use fp32 or bf16")
-        return precision
-    return "fp16" if device.type in ("cuda", "mps") else "fp32"
-
-
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_allocator_tuned = False
-
-
-def tune_allocator() -> None:
-    """Let glibc's malloc keep freed tensor memory for reuse (once per process; Linux only).
-
-    By default every buffer over ~128 KB to 32 MB (a batch's attention maps, MLP activations) is
-    mapped fresh from the kernel and unmapped on free, so each layer of each batch pays page faults
-    and zeroing. Serving them from the heap made DeiT-Tiny's CPU forward 15-30 % faster here and
-    removed run-to-run swings of the same size (bench/bench_classify.py). The price is that up to
-    256 MB of freed memory may stay with the process instead of going back to the system.
-    """
-    global _allocator_tuned
-    if _allocator_tuned:
-        return
-    _allocator_tuned = True
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
-            return
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-    except (AttributeError, ValueError, OSError):  # not glibc (macOS, Windows, musl): leave it
-        pass
-
-
-# --------------------------------------------------------------------------------------------
-# Preprocessing
-
-
-def apply_colour(image: Image.Image, pp: Preprocess) -> Image.Image:
-    """The model's colour handling: grayscale ("L") and/or inverted, as ``pp`` says."""
-    if pp.color_mode == "L":
-        image = image.convert("L")
-    if pp.invert:
-        from PIL import ImageOps
-
-        image = ImageOps.invert(image)
-    return image
-
-
-def model_input(image: Image.Image, pp: Preprocess) -> np.ndarray:
-    """(crop, crop, 3) uint8: resize the shorter side to ``resize_size`` and centre-crop, in one step.
-
-    PIL's ``resize(box=...)`` samples exactly the crop region of the (possibly draft-decoded)
-    image, so no intermediate full-size resize is made and the region matches ``Preprocess.crop_box``.
-    """
-    image = apply_colour(image, pp)
-    box = pp.crop_box(*image.size)
-    out = image.resize((pp.crop_size, pp.crop_size), _RESAMPLE[pp.interpolation], box=box)
-    if out.mode != "RGB":
-        out = out.convert("RGB")
-    return np.asarray(out, dtype=np.uint8)
-
-
-def normalized_tensor(image: Image.Image, pp: Preprocess) -> torch.Tensor:
-    """(3, crop, crop) float32 on the CPU, normalised: :func:`model_input` as a tensor."""
-    x = torch.from_numpy(model_input(image, pp).copy()).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(pp.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(pp.std, dtype=torch.float32).view(3, 1, 1)
-    return (x - mean) / std
-
-
-_Prepared = tuple[np.ndarray, tuple[int, int]]
-
-
-def _prepare_path(path: Path, pp: Preprocess) -> _Prepared:
-    image, size = images.load_image_with_size(path, draft_size=pp.resize_size)
-    return model_input(image, pp), size
-
-
-def _prepare_image(image: Image.Image, pp: Preprocess) -> _Prepared:
-    rgb = images.to_rgb(image)
-    return model_input(rgb, pp), rgb.size
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +61,7 @@ class Engine:
         self._shift = (mean / std).float().view(1, 3, 1, 1).to(device)
         self.decode_workers = max(1, min(4, (os.cpu_count() or 2)))
         # The largest batch known to fit in device memory, without and with rollout.
-        self._fits: dict[bool, int] = {}
+        self._limits = {False: BatchLimit(device), True: BatchLimit(device)}
 
     # ---- construction ------------------------------------------------------------------
 
@@ -287,10 +104,7 @@ class Engine:
     # ---- tensors -------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     def _to_batch(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         # uint8 crosses to the device (4x less than float), normalisation happens there.
@@ -308,19 +122,6 @@ class Engine:
         """(3, H, W) normalised float32 on the CPU: exactly what classification feeds the model."""
         return normalized_tensor(images.to_rgb(image), self.card.preprocess)
 
-    def features(self, batch: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) class-token features before the head, for normalised (n, 3, H, W) input.
-
-        Runs on the engine's device and returns a float32 tensor there.
-        """
-        m = self.module
-        with torch.inference_mode(), self._autocast():
-            x = m._process_input(batch.to(self.device))
-            n = x.shape[0]
-            x = torch.cat([m.class_token.expand(n, -1, -1), x], dim=1)
-            x = m.encoder(x)
-            return x[:, 0].float()
-
     def _forward(
         self, x: torch.Tensor, explain: ExplainOptions | None, cancel: CancelToken | None = None
     ) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -330,16 +131,11 @@ class Engine:
         """
         with torch.inference_mode(), self._autocast():
             if explain is None:
-                # On the CPU the rewritten forward (fused attention, QKV as one matrix multiply)
-                # measured about 15 % faster than the module's own; GPUs keep the module's fused path.
-                if self.device.type == "cpu":
-                    logits = forward_with_attention(self.module, x, cancel=cancel)
-                else:
-                    logits = self.module(x)
+                logits = vit.forward(self.module, x, cancel=cancel)
                 grids = None
             else:
                 acc = RolloutAccumulator(explain.head_fusion, explain.discard_ratio)
-                logits = forward_with_attention(self.module, x, acc, cancel=cancel)
+                logits = vit.forward(self.module, x, acc, cancel=cancel)
                 grids = acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()
         return probs, grids
@@ -374,7 +170,7 @@ class Engine:
             raise ValueError("batch size must be at least 1")
         items = [Path(p) for p in paths]
         pp = self.card.preprocess
-        pending: deque[tuple[Path, Future[_Prepared]]] = deque()
+        pending: deque[tuple[Path, Future[Prepared]]] = deque()
         window = batch_size * (1 + self.prefetch_batches)
         pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="vit-decode")
         try:
@@ -384,12 +180,13 @@ class Engine:
                     return
                 while submitted < len(items) and submitted < start + window:
                     p = items[submitted]
-                    pending.append((p, pool.submit(_prepare_path, p, pp)))
+                    pending.append((p, pool.submit(prepare_file, p, pp)))
                     submitted += 1
                 batch = [pending.popleft() for _ in range(min(batch_size, len(items) - start))]
                 prepared = [(str(p), _outcome(f)) for p, f in batch]
                 try:
-                    results = self._run_prepared(prepared, top_k=top_k, explain=explain, threshold=threshold, cancel=cancel)
+                    results = self._run_prepared(prepared, top_k=top_k, explain=explain, threshold=threshold,
+                                                 cancel=cancel)
                 except Cancelled:
                     return  # mid-batch: that batch's results are dropped, like those not started
                 yield results
@@ -416,14 +213,14 @@ class Engine:
     ) -> ClassifyResult:
         """Classify an in-memory image (a pasted one); ``name`` stands in for its path."""
         try:
-            prepared: _Prepared | str = _prepare_image(image, self.card.preprocess)
+            prepared: Prepared | str = prepare_image(image, self.card.preprocess)
         except ImageError as exc:
             prepared = str(exc)
         return self._run_prepared([(name, prepared)], top_k=top_k, explain=explain, threshold=threshold)[0]
 
     def _run_prepared(
         self,
-        batch: Sequence[tuple[str, _Prepared | str]],
+        batch: Sequence[tuple[str, Prepared | str]],
         *,
         top_k: int,
         explain: ExplainOptions | None,
@@ -474,39 +271,25 @@ class Engine:
         gets an error and the run goes on.
         """
         out: list[tuple[torch.Tensor, np.ndarray | None] | str] = []
-        mode = explain is not None
-        start = 0
-        while start < len(arrays):
-            step = min(len(arrays) - start, self._fits.get(mode, len(arrays)))
-            try:
-                probs, grids = self._forward(self._to_batch(arrays[start : start + step]), explain, cancel)
-            except Exception as exc:  # noqa: BLE001 - only running out of memory is handled here
-                if not is_out_of_memory(exc, self.device):
-                    raise
-                oom = True
-            else:
-                oom = False
-            if oom:
-                # Outside the except block: the traceback no longer holds the batch's tensors.
-                free_cached_memory(self.device)
-                if step == 1:
-                    advice = "a smaller model" if self.device.type == "cpu" else "the CPU (--device cpu) or a smaller model"
-                    out.append(f"not enough {self.device_name} memory for this model even one image at a time; use {advice}")
-                    start += 1
-                else:
-                    self._fits[mode] = step // 2
-                    log.warning("out of %s memory at batch size %d: going on with %d", self.device_name, step, step // 2)
-                continue
-            out.extend((probs[r], None if grids is None else grids[r]) for r in range(step))
-            start += step
+
+        def batch(start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
+            return self._forward(self._to_batch(arrays[start:stop]), explain, cancel)
+
+        def alone_too_big(_index: int) -> None:
+            advice = "a smaller model" if self.device.type == "cpu" else "the CPU (--device cpu) or a smaller model"
+            out.append(f"not enough {self.device_name} memory for this model even one image at a time; use {advice}")
+
+        limit = self._limits[explain is not None]
+        for start, stop, (probs, grids) in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
+            out.extend((probs[r], None if grids is None else grids[r]) for r in range(stop - start))
         return out
 
     # ---- explanations --------------------------------------------------------------------
 
-    def _prepare_source(self, source: ImageSource) -> _Prepared:
+    def _prepare_source(self, source: ImageSource) -> Prepared:
         if isinstance(source, Image.Image):
-            return _prepare_image(source, self.card.preprocess)
-        return _prepare_path(Path(source), self.card.preprocess)
+            return prepare_image(source, self.card.preprocess)
+        return prepare_file(source, self.card.preprocess)
 
     def rollout(self, source: ImageSource, options: ExplainOptions) -> Heatmap:
         """The class-agnostic attention rollout of one image. Raises ImageError."""
@@ -539,11 +322,11 @@ class Engine:
         )
 
 
-def _outcome(future: Future[_Prepared]) -> _Prepared | str:
+def _outcome(future: Future[Prepared]) -> Prepared | str:
     """The prepared image, or the one-line reason it could not be prepared."""
     try:
         return future.result()
     except ImageError as exc:
         return str(exc)
-    except Exception as exc:  # a decoder bug must not end a folder run
-        return f"could not read image: {type(exc).__name__}: {exc}".splitlines()[0]
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not end a folder run
+        return first_line(f"could not read image: {type(exc).__name__}: {exc}")

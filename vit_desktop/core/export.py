@@ -1,6 +1,7 @@
-"""Result files in the command line's formats (.csv, .json, .jsonl) and the terminal table.
+"""Results leaving the program: files in the command line's formats (.csv, .json, .jsonl), the
+terminal table, and copies of the photos sorted into one folder per class.
 
-These formats are an interface other tools parse: keep them stable.
+The file formats are an interface other tools parse: keep them stable.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ import csv
 import io
 import json
 import os
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from .errors import CancelToken
 from .files import atomic_write_text
 from .types import ClassifyResult
 
@@ -99,3 +103,44 @@ def format_table(results: Sequence[ClassifyResult], *, top_k: int) -> str:
         flag = " (uncertain)" if r.uncertain else ""
         lines.append(f"{name:<48}  {preds}{flag}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Photos sorted into one folder per class
+
+
+def safe_folder_name(label: str) -> str:
+    """A class label as a folder name on every platform (no separators or reserved characters)."""
+    bad = '<>:"/\\|?*'
+    name = "".join("_" if ch in bad or ord(ch) < 32 else ch for ch in label).strip().rstrip(".")
+    return name or "unnamed"
+
+
+def copy_into_class_folders(
+    items: Sequence[tuple[str, str]],
+    dest: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> int:
+    """Copy (never move) each ``(photo, label)`` into ``dest/<label>/``; returns how many were copied.
+
+    A name already taken gets a number (``photo (1).jpg``): nothing is ever overwritten.
+    """
+    root = Path(dest)
+    copied = 0
+    for i, (src, label) in enumerate(items):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        folder = root / safe_folder_name(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / Path(src).name
+        n = 1
+        while target.exists():
+            target = folder / f"{Path(src).stem} ({n}){Path(src).suffix}"
+            n += 1
+        shutil.copy2(src, target)
+        copied += 1
+        if progress is not None:
+            progress(i + 1, len(items))
+    return copied

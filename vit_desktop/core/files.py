@@ -1,10 +1,25 @@
-"""Safe file writes: nothing half-written, nothing replaced without being asked."""
+"""Safe file writes: nothing half-written, nothing replaced without being asked.
+
+Every file the program writes goes through :func:`atomic_path`: the bytes go to a hidden temporary
+file in the destination folder, which is renamed over the destination only once it is complete
+(``os.replace`` is atomic within one filesystem). A failure, a cancel or an interrupt deletes the
+temporary file, and :func:`remove_temporary_files` lets a signal handler do the same for writes
+still under way when the process is told to stop.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+_live: set[Path] = set()
+_live_lock = threading.Lock()
 
 
 def file_mode(path: Path) -> int:
@@ -16,29 +31,68 @@ def file_mode(path: Path) -> int:
         return 0o644
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; it replaces ``path`` when the block succeeds.
 
-    Raises FileExistsError when ``path`` exists and ``overwrite`` is False.
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is False, checked before and
+    again after writing (another program may have created it meanwhile). The temporary file is
+    removed on every way out of the block that is not a success.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    with _live_lock:
+        _live.add(tmp)
     try:
         os.chmod(tmp, file_mode(path))
-        with os.fdopen(fd, "wb") as f:
+        yield tmp
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists")
+        os.replace(tmp, path)
+    finally:
+        with _live_lock:
+            _live.discard(tmp)
+        tmp.unlink(missing_ok=True)  # a no-op after os.replace
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
     """UTF-8 text; file names that were not UTF-8 (surrogate-escaped) keep their original bytes."""
     return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"), overwrite=overwrite)
+
+
+def remove_temporary_files() -> int:
+    """Delete the temporary files of writes still under way (for a signal handler); returns how many."""
+    with _live_lock:
+        live = list(_live)
+        _live.clear()
+    for tmp in live:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    return len(live)
+
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_mode",
+    "remove_temporary_files",
+]

@@ -71,7 +71,8 @@ def colorize(values: np.ndarray, colormap: str = "inferno") -> np.ndarray:
     if lut is None:
         raise ValueError(f"unknown colour map {colormap!r}: use {', '.join(COLORMAPS)}")
     idx = np.clip(np.nan_to_num(values, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return lut[idx]
+    rgb: np.ndarray = lut[idx]
+    return rgb
 
 
 def crop_pixels(heatmap: Heatmap, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -1,4 +1,4 @@
-"""Reading photos from disk: decode any Pillow format to oriented RGB, and expand folders to files.
+"""Reading photos from disk: decode any Pillow format to upright 8-bit RGB.
 
 Everything here is plain Python + Pillow + numpy and safe to call from any thread: nothing touches
 global state (Pillow settings, the ``warnings`` filters) after import.
@@ -10,19 +10,13 @@ every caller shows it next to the path it belongs to (a results row, a CLI line)
 
 from __future__ import annotations
 
-import errno
 import os
-import re
-import stat
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .types import CancelToken, ImageError
+from .errors import ImageError, first_line
 
 #: Largest image (width x height of the full-resolution file) that :func:`load_image` will decode.
 #: Pillow's own default; anything bigger is refused as a possible decompression bomb. Tests and
@@ -78,7 +72,7 @@ _WHITE = (255, 255, 255)
 # --------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -> Image.Image:
     """Decode ``path`` to an 8-bit RGB image, turned upright by its EXIF orientation.
 
     ``draft_size``: for JPEG files, let the decoder scale down by 1/2, 1/4 or 1/8 while keeping the
@@ -91,7 +85,7 @@ def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Imag
 
 
 def load_image_with_size(
-    path: str | Path, *, draft_size: int | None = None
+    path: str | os.PathLike[str], *, draft_size: int | None = None
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Like :func:`load_image`, also returning the full-resolution oriented ``(width, height)``.
 
@@ -122,7 +116,7 @@ def load_image_with_size(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own check (its global limit) fired before ours could.
-        raise ImageError(f"refused as a possible decompression bomb: {_first_line(exc)}") from None
+        raise ImageError(f"refused as a possible decompression bomb: {first_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile files; none may escape
         raise ImageError(_reason(exc, path, fmt)) from None
     if orientation in _SWAPS_AXES:
@@ -222,7 +216,7 @@ def _to_8bit_gray(img: Image.Image) -> Image.Image:
 _TRUNCATION_MARKERS = ("truncated", "broken data stream", "unexpected end", "premature end")
 
 
-def _reason(exc: BaseException, path: str | Path, fmt: str | None) -> str:
+def _reason(exc: BaseException, path: str | os.PathLike[str], fmt: str | None) -> str:
     """One line that says what is wrong with ``path``, for a person."""
     kind = fmt or "image"
     if isinstance(exc, FileNotFoundError):
@@ -242,7 +236,7 @@ def _reason(exc: BaseException, path: str | Path, fmt: str | None) -> str:
         return "not an image Pillow can read"
     if isinstance(exc, MemoryError):
         return "not enough memory to decode this image"
-    message = _first_line(exc)
+    message = first_line(exc)
     if isinstance(exc, EOFError) or any(m in message.lower() for m in _TRUNCATION_MARKERS):
         return f"truncated {kind} file"
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
@@ -252,231 +246,11 @@ def _reason(exc: BaseException, path: str | Path, fmt: str | None) -> str:
     return f"corrupt {kind} data ({type(exc).__name__})"
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's text, shortened: error strings stay one line."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --------------------------------------------------------------------------------------------
-# Paths for display
-# --------------------------------------------------------------------------------------------
-
-# Lone surrogates (undecodable bytes of a file name, kept by Python's surrogateescape) cannot be
-# encoded to UTF-8, so printing them raises; control characters would break one-line output.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the raw byte code - 0xDC00
-        return f"\\x{code - 0xDC00:02x}"
-    if code >= 0xD800:
-        return f"\\u{code:04x}"
-    return f"\\x{code:02x}"
-
-
-def display_path(path: str | Path | bytes) -> str:
-    """``path`` as text that is safe to print, log or show in a widget.
-
-    Bytes of a file name that are not valid UTF-8 (possible on Linux) and control characters are
-    written as ``\\xNN`` escapes; everything else is unchanged. Use it only for showing: the
-    original ``Path`` is still what opens the file.
-    """
-    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
-    return _UNPRINTABLE.sub(_escape_char, text)
-
-
-# --------------------------------------------------------------------------------------------
-# Folder scanning
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    """Image files found by :func:`scan`, and the paths that could not be used, with reasons."""
-
-    files: tuple[Path, ...] = ()
-    #: (display path, one-line reason) for each path that could not be listed or followed.
-    errors: tuple[tuple[str, str], ...] = ()
-
-
-#: How many directory entries are looked at between two checks of the cancel token.
-_CANCEL_EVERY = 256
-_NATURAL_SPLIT = re.compile(r"(\d+)")
-# Windows' "hidden" attribute; st_file_attributes only exists there.
-_FILE_ATTRIBUTE_HIDDEN = getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 2)
-
-
-def _natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
-    """Sort key that orders "img2" before "img10" and ignores case, as file managers do.
-
-    The raw name breaks ties so that the order is total and stable ("A.jpg" vs "a.jpg").
-    """
-    parts = _NATURAL_SPLIT.split(name.casefold())
-    key = tuple((0, int(p)) if i % 2 else (1, p) for i, p in enumerate(parts) if p)
-    return key, name
-
-
-def _is_hidden(entry: os.DirEntry[str]) -> bool:
-    if entry.name.startswith("."):
-        return True
-    if os.name == "nt":  # the attribute comes with the directory listing there, no extra call
-        try:
-            return bool(entry.stat().st_file_attributes & _FILE_ATTRIBUTE_HIDDEN)
-        except OSError:
-            return False
-    return False
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file or folder"
-    if exc.errno == errno.ELOOP:
-        return "symbolic link loop"
-    if exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return _first_line(exc) or type(exc).__name__
-
-
-class _Scanner:
-    """State of one :func:`scan` call: results so far and what has been visited."""
-
-    def __init__(self, cancel: CancelToken | None) -> None:
-        self.cancel = cancel
-        self.files: list[Path] = []
-        self.errors: list[tuple[str, str]] = []
-        self.seen_files: set[object] = set()
-        self.seen_dirs: set[tuple[int, int]] = set()
-        self.ticks = 0
-
-    def tick(self) -> None:
-        self.ticks += 1
-        if self.cancel is not None and self.ticks % _CANCEL_EVERY == 0:
-            self.cancel.raise_if_cancelled()
-
-    def error(self, path: str | Path, reason: str) -> None:
-        self.errors.append((display_path(path), reason))
-
-    def add_file(self, path: str, st: os.stat_result) -> None:
-        # The same file reached twice (given twice, inside a given folder, through a link) is
-        # classified once. Windows' directory listings carry no inode number: use the path there.
-        key: object = (
-            (st.st_dev, st.st_ino) if st.st_ino else os.path.normcase(os.path.abspath(path))
-        )
-        if key not in self.seen_files:
-            self.seen_files.add(key)
-            self.files.append(Path(path))
-
-    def add_argument(self, arg: str | Path) -> None:
-        """One path the user named: a file is kept whatever its suffix; a folder is walked."""
-        path = os.fspath(arg)
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and os.path.islink(path):
-                self.error(path, "broken symbolic link")
-            else:
-                self.error(path, _os_reason(exc))
-            return
-        if stat.S_ISDIR(st.st_mode):
-            self.walk(path, st)
-        elif stat.S_ISREG(st.st_mode):
-            self.add_file(path, st)
-        else:
-            # A FIFO or device would block or stream forever when opened.
-            self.error(path, "not a regular file or folder")
-
-    def walk(self, top: str, top_stat: os.stat_result) -> None:
-        """Walk ``top`` depth-first, each folder's entries in natural order.
-
-        A sub-folder's files come where its name sorts among its siblings, so the result is
-        sorted by path parts ("a/z.jpg" before "b.jpg"). An explicit stack of listings instead
-        of recursion: folder trees can be deeper than Python's recursion limit.
-        """
-        first = self.list_dir(top, top_stat)
-        stack: list[Iterator[os.DirEntry[str]]] = [iter(first)] if first is not None else []
-        while stack:
-            entry = next(stack[-1], None)
-            if entry is None:
-                stack.pop()
-                continue
-            self.tick()
-            if _is_hidden(entry):
-                continue
-            try:
-                is_dir = entry.is_dir()  # follows symlinks: linked folders are walked too
-                is_file = not is_dir and entry.is_file()
-            except OSError as exc:  # a symlink loop "a -> a" fails here with ELOOP
-                self.error(entry.path, _os_reason(exc))
-                continue
-            if is_dir:
-                try:
-                    listing = self.list_dir(entry.path, os.stat(entry.path))
-                except OSError as exc:
-                    self.error(entry.path, _os_reason(exc))
-                    continue
-                if listing is not None:
-                    stack.append(iter(listing))
-            elif is_file:
-                if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    try:
-                        self.add_file(entry.path, entry.stat())
-                    except OSError as exc:
-                        self.error(entry.path, _os_reason(exc))
-            elif entry.is_symlink() and not os.path.exists(entry.path):
-                self.error(entry.path, "broken symbolic link")
-            # Anything else (FIFO, socket, device) is not a photo: skipped without a word.
-
-    def list_dir(self, directory: str, dir_stat: os.stat_result) -> list[os.DirEntry[str]] | None:
-        """Sorted entries of ``directory``; None when already visited or unreadable (reported)."""
-        if self.cancel is not None:
-            self.cancel.raise_if_cancelled()
-        # Folders are identified by (device, inode), so a link back to an ancestor (a loop) or a
-        # folder given twice is walked once. Windows listings lack inodes, but os.stat has them.
-        key = (dir_stat.st_dev, dir_stat.st_ino)
-        if dir_stat.st_ino:
-            if key in self.seen_dirs:
-                return None
-            self.seen_dirs.add(key)
-        try:
-            with os.scandir(directory) as listing:
-                return sorted(listing, key=lambda e: _natural_key(e.name))
-        except OSError as exc:
-            self.error(directory, _os_reason(exc))
-            return None
-
-
-def scan(paths: Iterable[str | Path], *, cancel: CancelToken | None = None) -> ScanResult:
-    """Expand files and folders to the image files to classify.
-
-    - Named files are kept whatever their suffix (a non-image gets its decode error later).
-    - Named folders are walked recursively for :data:`IMAGE_SUFFIXES` (any case), entries in
-      natural order ("img2" before "img10"), skipping dot-prefixed (and, on Windows, hidden)
-      files and folders inside them. Symlinked folders are followed, each folder once.
-    - Results keep the order of ``paths``; the same file reached twice is listed once.
-    - Missing paths, unreadable folders and broken links go to ``errors`` and the scan goes on.
-
-    Raises :class:`~vit_desktop.core.types.Cancelled` when ``cancel`` is set during the walk.
-    """
-    scanner = _Scanner(cancel)
-    for arg in paths:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        scanner.add_argument(arg)
-    return ScanResult(files=tuple(scanner.files), errors=tuple(scanner.errors))
-
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
-    "ScanResult",
-    "display_path",
     "load_image",
     "load_image_with_size",
-    "scan",
     "to_rgb",
 ]

@@ -1,4 +1,5 @@
-"""Where vit-desktop keeps its files: user data, user models, bundled models, the weights cache.
+"""Where vit-desktop keeps its files (user data, user models, bundled models, the weights cache),
+and paths as text that is safe to show.
 
 No Qt here (core never imports it), so the per-platform conventions that ``QStandardPaths``
 would give are spelled out by hand; they match what it returns for ``AppLocalDataLocation``
@@ -8,6 +9,7 @@ closely enough that the GUI and the command line agree on one folder.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,11 +94,37 @@ def hub_checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+# Lone surrogates (undecodable bytes of a file name, kept by Python's surrogateescape) cannot be
+# encoded to UTF-8, so printing them raises; control characters would break one-line output.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the raw byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    if code >= 0xD800:
+        return f"\\u{code:04x}"
+    return f"\\x{code:02x}"
+
+
+def display_path(path: str | Path | bytes) -> str:
+    """``path`` as text that is safe to print, log or show in a widget.
+
+    Bytes of a file name that are not valid UTF-8 (possible on Linux) and control characters are
+    written as ``\\xNN`` escapes; everything else is unchanged. Use it only for showing: the
+    original ``Path`` is still what opens the file.
+    """
+    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
 __all__ = [
     "APP_DIR_NAME",
     "DATA_DIR_ENV",
     "bundled_models_dir",
     "data_dir",
+    "display_path",
     "hub_checkpoints_dir",
     "platform_data_dir",
     "shipped_dir",

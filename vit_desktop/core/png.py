@@ -40,7 +40,7 @@ def encode_png(image: Image.Image) -> bytes:
     raw[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
     deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    data = deflate.compress(memoryview(raw).cast("B")) + deflate.flush()
+    data = deflate.compress(raw.data.cast("B")) + deflate.flush()
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
     parts = [_SIGNATURE, _chunk(b"IHDR", header)]
     parts += [_chunk(b"IDAT", data[i : i + _IDAT_BYTES]) for i in range(0, len(data), _IDAT_BYTES)]

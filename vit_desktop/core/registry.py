@@ -26,26 +26,17 @@ from typing import Any
 import torch
 from torchvision.models import VisionTransformer, WeightsEnum, get_model_builder, get_model_weights
 
-from vit_desktop.core.checkpoints import architecture_of
 from vit_desktop.core.download import download_file
+from vit_desktop.core.errors import CancelToken, DownloadError, ModelError
+from vit_desktop.core.model_file import META_DESCRIPTION, META_LABELS, META_NAME
 from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
-from vit_desktop.core.types import (
-    Architecture,
-    CancelToken,
-    DownloadError,
-    ModelCard,
-    ModelError,
-    Preprocess,
-    ProgressCallback,
-)
+from vit_desktop.core.types import Architecture, ModelCard, Preprocess, ProgressCallback
+from vit_desktop.core.units import format_bytes
+from vit_desktop.core.vit import architecture_of
 
 #: Points registry downloads at a mirror (a folder served over HTTP holding torchvision's files).
 BASE_URL_ENV = "VIT_DESKTOP_WEIGHTS_BASE_URL"
 
-#: Metadata keys of the project's safetensors format that a listing shows.
-META_NAME = "vit_desktop.name"
-META_DESCRIPTION = "vit_desktop.description"
-META_LABELS = "vit_desktop.labels"
 
 # torchvision's weight files end in "-<first hex digits of the file's SHA-256>.pth".
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.[a-z]+$")
@@ -203,17 +194,6 @@ def ensure_weights(
         ) from None
 
 
-def _human_size(size: int) -> str:
-    """Binary units, as torchvision states its file sizes."""
-    if size >= 1 << 30:
-        return f"{size / (1 << 30):.1f} GB"
-    if size >= 1 << 20:
-        return f"{size / (1 << 20):.0f} MB"
-    if size >= 1 << 10:
-        return f"{size / (1 << 10):.0f} KB"
-    return f"{size} B"
-
-
 def _load_failure_reason(error: BaseException) -> str:
     """One short line from torch.load's error.
 
@@ -256,12 +236,12 @@ def load_registry_model(
     advice = "delete it so that it is downloaded again"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged zip/pickle stream
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged zip/pickle stream
         size = path.stat().st_size if path.exists() else 0
         reason = _load_failure_reason(error)
         raise ModelError(
-            f"{path}: cannot read the {name} weights ({_human_size(size)}, expected about "
-            f"{_human_size(entry.size_bytes)}; {reason}); {advice}"
+            f"{path}: cannot read the {name} weights ({format_bytes(size)}, expected about "
+            f"{format_bytes(entry.size_bytes)}; {reason}); {advice}"
         ) from None
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a state dict of {name}; {advice}")
@@ -307,6 +287,8 @@ class ModelInfo:
     #: On-disk size when present, else the approximate download size.
     size_bytes: int
     description: str
+    #: False for a file whose header cannot be read (its description says why).
+    readable: bool = True
 
 
 def _registry_info(entry: RegistryEntry) -> ModelInfo:
@@ -329,8 +311,8 @@ def _registry_info(entry: RegistryEntry) -> ModelInfo:
     )
 
 
-def _file_info(path: Path, kind: str) -> tuple[ModelInfo, bool]:
-    """The row for a model file and whether its header was readable.
+def _file_info(path: Path, kind: str) -> ModelInfo:
+    """The row for a model file.
 
     Reads only the safetensors header (a few KB), never the tensors.
     """
@@ -343,10 +325,10 @@ def _file_info(path: Path, kind: str) -> tuple[ModelInfo, bool]:
     try:
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for a bad header
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for a bad header
         reason = " ".join(str(error).split())[:160] or type(error).__name__
         return ModelInfo(path.stem, path.stem, kind, str(path), True, size,
-                         f"unreadable: {reason}"), False
+                         f"unreadable: {reason}", readable=False)
     # One line each: they end up in menus and table cells.
     name = " ".join(meta.get(META_NAME, "").split()) or path.stem
     description = meta.get(META_DESCRIPTION, "") or _labels_summary(meta.get(META_LABELS))
@@ -358,7 +340,7 @@ def _file_info(path: Path, kind: str) -> tuple[ModelInfo, bool]:
         cached=True,
         size_bytes=size,
         description=" ".join(description.split()),
-    ), True
+    )
 
 
 def _labels_summary(labels_json: str | None) -> str:
@@ -389,8 +371,8 @@ def list_models() -> list[ModelInfo]:
     Fast enough to call when a menu opens: file headers only, no tensors, no network.
     """
     infos = [_registry_info(entry) for entry in REGISTRY.values()]
-    infos += [_file_info(p, "bundled")[0] for p in _safetensors_in(bundled_models_dir())]
-    infos += [_file_info(p, "user")[0] for p in _safetensors_in(user_models_dir(create=False))]
+    infos += [_file_info(p, "bundled") for p in _safetensors_in(bundled_models_dir())]
+    infos += [_file_info(p, "user") for p in _safetensors_in(user_models_dir(create=False))]
     return infos
 
 
@@ -403,9 +385,30 @@ def find_model_file(name: str) -> Path | None:
     files = [(p, "user") for p in _safetensors_in(user_models_dir(create=False))]
     files += [(p, "bundled") for p in _safetensors_in(bundled_models_dir())]
     for path, kind in files:
-        info, readable = _file_info(path, kind)
-        if readable and name in (info.name, path.stem):
+        info = _file_info(path, kind)
+        if info.readable and name in (info.name, path.stem):
             return path
+    return None
+
+
+def default_model() -> tuple[str, str] | None:
+    """(source, why) of the model to use when none is named, or None when there is none.
+
+    The one rule for the window and the command line: the model used last (here or there) if it
+    still loads offline, else a cached ImageNet model, else the bundled demo model.
+    """
+    from vit_desktop.core import state
+
+    last = state.last_model()
+    if last and ((last in REGISTRY and is_cached(last)) or Path(last).is_file()):
+        return last, "the model used last"
+    infos = list_models()
+    for info in infos:
+        if info.kind == "registry" and info.cached:
+            return info.source, "a cached ImageNet model"
+    for info in infos:
+        if info.kind == "bundled" and info.readable:
+            return info.source, "the bundled demo model"
     return None
 
 
@@ -418,7 +421,7 @@ def format_models_table(infos: Iterable[ModelInfo]) -> str:
             status = "cached" if info.cached else "download"
         else:
             status = "file"
-        rows.append((info.name, info.kind, status, _human_size(info.size_bytes), info.description))
+        rows.append((info.name, info.kind, status, format_bytes(info.size_bytes), info.description))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
@@ -429,9 +432,8 @@ def format_models_table(infos: Iterable[ModelInfo]) -> str:
 
 __all__ = [
     "BASE_URL_ENV",
-    "META_DESCRIPTION",
-    "META_NAME",
     "REGISTRY",
+    "default_model",
     "ModelInfo",
     "RegistryEntry",
     "ensure_weights",

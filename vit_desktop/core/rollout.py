@@ -1,82 +1,19 @@
 """Attention rollout (Abnar & Zuidema 2020) and gradient-weighted rollout (Chefer et al. 2021).
 
-torchvision's ``EncoderBlock`` calls its attention with ``need_weights=False``, so the probabilities
-never leave the fused kernel. :func:`forward_with_attention` runs the same modules with the
-attention written out (softmax(QKᵀ/√d)·V from ``in_proj_weight``), handing each layer's
-probabilities to a callback, so rollout is computed in the classifying forward pass itself and the
-product is accumulated layer by layer: memory stays O(batch·N²) rather than O(layers·heads·batch·N²).
+The attention probabilities come from :func:`vit_desktop.core.vit.forward` with a callback, so
+rollout is computed in the classifying forward pass itself and the product is accumulated layer by
+layer: memory stays O(batch·N²) rather than O(layers·heads·batch·N²).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torchvision.models import VisionTransformer
 
-from .types import CancelToken
-
-AttentionCallback = Callable[[int, torch.Tensor], None]
-
-
-def forward_with_attention(
-    module: VisionTransformer,
-    x: torch.Tensor,
-    on_attention: AttentionCallback | None = None,
-    *,
-    cancel: CancelToken | None = None,
-) -> torch.Tensor:
-    """Logits of ``module`` for ``x``; with ``on_attention``, it gets ``(layer, probs)`` per block.
-
-    ``cancel`` is checked before every block (raising :class:`Cancelled`), so a big model on the
-    CPU stops within one layer rather than at the end of the batch.
-
-    ``probs`` is (n, heads, tokens, tokens). Numerically this is the module's own forward (eval
-    mode: dropout is off). Without a callback the attention runs fused (scaled_dot_product_attention)
-    and the QKV projection is one plain matrix multiply: on the CPU that is faster than the
-    module's own forward, whose native attention path projects QKV with a batched multiply
-    (bench/bench_classify.py measures both).
-    """
-    # (n, c, h, w) -> (n, n_h * n_w, hidden)
-    tokens = module._process_input(x)
-    n = tokens.shape[0]
-    # (n, 1 + n_h * n_w, hidden)
-    h = torch.cat([module.class_token.expand(n, -1, -1), tokens], dim=1)
-    encoder = module.encoder
-    h = h + encoder.pos_embedding
-    for i, block in enumerate(encoder.layers):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        h = h + _attention_block(block, h, i, on_attention)
-        h = h + block.mlp(block.ln_2(h))
-    h = encoder.ln(h)
-    return module.heads(h[:, 0])
-
-
-def _attention_block(
-    block: torch.nn.Module, h: torch.Tensor, index: int, on_attention: AttentionCallback | None
-) -> torch.Tensor:
-    mha = block.self_attention
-    y = block.ln_1(h)
-    n, t, d = y.shape
-    heads = mha.num_heads
-    # (n, t, d) -> (n, t, 3d) -> 3 x (n, heads, t, d / heads)
-    qkv = F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
-    q, k, v = qkv.view(n, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-    if on_attention is None:
-        out = F.scaled_dot_product_attention(q, k, v)
-    else:
-        # Scaling q (t x d/heads) rather than the scores (t x t) is the cheaper of the two.
-        scores = (q * (1.0 / math.sqrt(d // heads))) @ k.transpose(-2, -1)
-        # Softmax in fp32 even under autocast: rollout multiplies these a dozen times.
-        probs = scores.float().softmax(dim=-1)
-        on_attention(index, probs)
-        # (n, heads, t, t) @ (n, heads, t, dh) -> (n, heads, t, dh)
-        out = probs.to(v.dtype) @ v
-    # (n, heads, t, dh) -> (n, t, d)
-    return mha.out_proj(out.transpose(1, 2).reshape(n, t, d))
+from .vit import forward
 
 
 def fuse_heads(probs: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -169,7 +106,7 @@ def gradient_rollout(
         # The input carries the graph even when the weights are frozen; only the attention
         # probabilities' gradients are computed, the weights' .grad is left untouched.
         x = x.detach().requires_grad_(True)
-        logits = forward_with_attention(module, x, lambda _, probs: kept.append(probs))
+        logits = forward(module, x, lambda _, probs: kept.append(probs))
         target = logits.gather(1, class_indices.view(-1, 1)).sum()
         grads = torch.autograd.grad(target, kept)
     # The identity's CLS→CLS entry carries no information; the patch row is what we show.

@@ -1,16 +1,17 @@
 """Plain immutable data shared by core, the command line and the GUI.
 
 Everything here may cross threads: frozen dataclasses of Python numbers, strings and CPU numpy
-arrays. No tensors, no Qt.
+arrays. No tensors, no Qt. The error family and CancelToken live in :mod:`.errors`.
 """
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: importing this module stays cheap
+    import numpy as np
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -18,47 +19,14 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
+#: How much of a model training changes: see :mod:`vit_desktop.core.training`.
+TRAINING_MODES: tuple[str, ...] = ("head", "partial", "full", "scratch")
+#: How a new head starts: a zero head on the features ("linear"), class-mean prototypes
+#: ("prototype"), or features plus the base model's logits from the base head ("base").
+HEAD_INITS: tuple[str, ...] = ("linear", "prototype", "base")
 
 #: Called with (done, total); total is 0 when unknown (a download without Content-Length).
 ProgressCallback = Callable[[int, int], None]
-
-
-class VitDesktopError(Exception):
-    """Base of every error core raises on purpose; its message is one line meant for a person."""
-
-
-class ModelError(VitDesktopError):
-    """A model file or name that cannot be used, with the reason (which key, which shape)."""
-
-
-class ImageError(VitDesktopError):
-    """An image that cannot be read or decoded."""
-
-
-class DownloadError(VitDesktopError):
-    """Weights that could not be fetched: offline, bad hash, server error."""
-
-
-class Cancelled(VitDesktopError):
-    """Raised inside a long job when its CancelToken was set."""
-
-
-class CancelToken:
-    """A thread-safe flag a long job checks between steps (between batches, chunks, epochs)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("cancelled")
 
 
 @dataclass(frozen=True)
@@ -207,22 +175,18 @@ class DeviceInfo:
 
 __all__ = [
     "Architecture",
-    "CancelToken",
-    "Cancelled",
     "ClassifyResult",
     "DeviceInfo",
-    "DownloadError",
     "ExplainOptions",
     "HEAD_FUSIONS",
+    "HEAD_INITS",
     "Heatmap",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "ImageError",
     "ModelCard",
-    "ModelError",
     "Prediction",
     "Preprocess",
     "Progress",
     "ProgressCallback",
-    "VitDesktopError",
+    "TRAINING_MODES",
 ]

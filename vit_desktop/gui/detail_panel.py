@@ -23,10 +23,11 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.heatmap import COLORMAPS  # numpy and Pillow only: cheap at start-up
 from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, ExplainOptions, Heatmap
-from vit_desktop.gui.controller import Controller, HeatmapReply
+from vit_desktop.gui.compute import Controller, HeatmapReply
 from vit_desktop.gui.image_view import ImageView
+from vit_desktop.gui.jobs import Job
+from vit_desktop.gui.settings import OverlaySettings
 from vit_desktop.gui.thumbnails import ImageLoader
-
 
 
 class _ClassBar(QAbstractButton):
@@ -65,7 +66,8 @@ class _ClassBar(QAbstractButton):
         p.setPen(pal.color(QPalette.ColorRole.Text) if not self.isChecked() else QColor("#102040"))
         p.drawText(text_r, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                    fm.elidedText(self.label, Qt.TextElideMode.ElideRight, text_r.width()))
-        p.drawText(r.adjusted(0, 2, -6, -(r.height() // 2)), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, pct)
+        p.drawText(r.adjusted(0, 2, -6, -(r.height() // 2)),
+                   Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, pct)
         bar = QRectF(r.left() + 6, r.top() + r.height() * 0.62, r.width() - 12, 6)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(pal.color(QPalette.ColorRole.Midlight))
@@ -121,8 +123,10 @@ class TopKBars(QWidget):
 class DetailPanel(QWidget):
     """Shows one result: photo, overlay (rollout or class-specific), settings and top-k."""
 
-    #: Emitted when overlay settings change, so the window can remember them.
-    settings_changed = Signal()
+    #: The overlay settings changed (an OverlaySettings): the window remembers them.
+    settings_changed = Signal(object)
+    #: A computed map is now on screen (a Heatmap).
+    heatmap_shown = Signal(object)
 
     def __init__(self, controller: Controller, loader: ImageLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -130,7 +134,7 @@ class DetailPanel(QWidget):
         self._loader = loader
         self.result: ClassifyResult | None = None
         self.class_index: int | None = None
-        self._pending_heatmap = 0
+        self._pending: Job | None = None
 
         self.view = ImageView(self)
         self.title = QLabel("", self)
@@ -223,8 +227,6 @@ class DetailPanel(QWidget):
         self.fit_button.clicked.connect(self.view.fit)
         self.view.zoom_changed.connect(self._on_zoom_changed)
         self.bars.class_clicked.connect(self._on_class_clicked)
-        controller.heatmap_ready.connect(self._on_heatmap_ready)
-        controller.heatmap_failed.connect(self._on_heatmap_failed)
         loader.preview_ready.connect(self._on_preview_ready)
         loader.preview_failed.connect(self._on_preview_failed)
         self._update_showing()
@@ -234,15 +236,20 @@ class DetailPanel(QWidget):
     def explain_options(self) -> ExplainOptions:
         return ExplainOptions(head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0)
 
-    def apply_settings(self, *, opacity: float, colormap: str, head_fusion: str, discard_ratio: float,
-                       overlay: bool) -> None:
-        self.opacity.setValue(round(max(0.0, min(1.0, opacity)) * 100))
-        if colormap in COLORMAPS:
-            self.colormap.setCurrentText(colormap)
-        if head_fusion in HEAD_FUSIONS:
-            self.fusion.setCurrentText(head_fusion)
-        self.discard.setValue(round(max(0.0, min(0.95, discard_ratio)) * 100))
-        self.overlay_box.setChecked(overlay)
+    def overlay_settings(self) -> OverlaySettings:
+        return OverlaySettings(
+            opacity=self.opacity.value() / 100.0, colormap=self.colormap.currentText(),
+            head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0,
+            overlay=self.overlay_box.isChecked())
+
+    def apply_settings(self, o: OverlaySettings) -> None:
+        self.opacity.setValue(round(max(0.0, min(1.0, o.opacity)) * 100))
+        if o.colormap in COLORMAPS:
+            self.colormap.setCurrentText(o.colormap)
+        if o.head_fusion in HEAD_FUSIONS:
+            self.fusion.setCurrentText(o.head_fusion)
+        self.discard.setValue(round(max(0.0, min(0.95, o.discard_ratio)) * 100))
+        self.overlay_box.setChecked(o.overlay)
         self.view.set_opacity(self.opacity.value() / 100.0)
 
     def toggle_overlay(self) -> None:
@@ -291,7 +298,7 @@ class DetailPanel(QWidget):
         if (self.class_index is None and hm is not None and hm.head_fusion == opts.head_fusion
                 and abs(hm.discard_ratio - opts.discard_ratio) < 1e-6):
             self._recompute_timer.stop()
-            self._pending_heatmap = 0
+            self._drop_pending()
             self.view.set_heatmap(hm, self.colormap.currentText())
             self._update_showing()
             return
@@ -301,9 +308,16 @@ class DetailPanel(QWidget):
     def _request_heatmap(self) -> None:
         if self.result is None or self.result.error:
             return
-        self._pending_heatmap = self._controller.request_heatmap(
-            self.result.path, self.explain_options(), self.class_index)
+        job = self._controller.explain(self.result.path, self.explain_options(), self.class_index)
+        job.returned.connect(self._on_heatmap_ready)
+        job.errored.connect(self._on_heatmap_failed)
+        self._pending = job
         self._update_showing(computing=True)
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
     def _update_showing(self, computing: bool = False) -> None:
         if self.result is None or self.result.error:
@@ -331,19 +345,21 @@ class DetailPanel(QWidget):
         if self.result is not None and path == self.result.path:
             self.view.set_message(f"Cannot show this image: {message}")
 
-    @Slot(int, object)
-    def _on_heatmap_ready(self, request_id: int, reply: object) -> None:
-        assert isinstance(reply, HeatmapReply)
-        if request_id != self._pending_heatmap or self.result is None or reply.path != self.result.path:
+    @Slot(object)
+    def _on_heatmap_ready(self, reply: object) -> None:
+        # Superseded requests never return; this check catches a selection that moved meanwhile.
+        if (self.sender() is not self._pending or not isinstance(reply, HeatmapReply)
+                or self.result is None or reply.path != self.result.path):
             return
-        self._pending_heatmap = 0
+        self._pending = None
         self.view.set_heatmap(reply.heatmap, self.colormap.currentText())
         self._update_showing()
+        self.heatmap_shown.emit(reply.heatmap)
 
-    @Slot(int, str)
-    def _on_heatmap_failed(self, request_id: int, message: str) -> None:
-        if request_id == self._pending_heatmap:
-            self._pending_heatmap = 0
+    @Slot(str)
+    def _on_heatmap_failed(self, message: str) -> None:
+        if self.sender() is self._pending:
+            self._pending = None
             self.showing.setText(f"Could not compute the map: {message}")
 
     @Slot(float)
@@ -353,23 +369,23 @@ class DetailPanel(QWidget):
     @Slot(bool)
     def _on_overlay_toggled(self, on: bool) -> None:
         self.view.set_overlay_visible(on)
-        self.settings_changed.emit()
+        self.settings_changed.emit(self.overlay_settings())
 
     @Slot(int)
     def _on_opacity(self, value: int) -> None:
         self.view.set_opacity(value / 100.0)
-        self.settings_changed.emit()
+        self.settings_changed.emit(self.overlay_settings())
 
     @Slot(str)
     def _on_colormap(self, name: str) -> None:
         self.view.set_colormap(name)
-        self.settings_changed.emit()
+        self.settings_changed.emit(self.overlay_settings())
 
     @Slot(str)
     def _on_explain_changed(self, _text: str) -> None:
         self._refresh_heatmap()
         self._update_showing(computing=self._recompute_timer.isActive())
-        self.settings_changed.emit()
+        self.settings_changed.emit(self.overlay_settings())
 
     @Slot(int)
     def _on_discard(self, value: int) -> None:

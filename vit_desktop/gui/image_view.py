@@ -24,6 +24,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from vit_desktop.core.types import Heatmap
+from vit_desktop.gui.qimage import rgb_to_qimage
 
 
 def heatmap_qimage(heatmap: Heatmap, colormap: str) -> QImage:
@@ -31,9 +32,7 @@ def heatmap_qimage(heatmap: Heatmap, colormap: str) -> QImage:
     from vit_desktop.core.heatmap import colorize
 
     grid = np.clip(np.asarray(heatmap.grid, dtype=np.float32), 0.0, 1.0)
-    rgb = np.ascontiguousarray(colorize(grid, colormap), dtype=np.uint8)
-    h, w, _ = rgb.shape
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return rgb_to_qimage(colorize(grid, colormap))
 
 
 class ImageView(QWidget):

@@ -6,9 +6,10 @@ per batch, not once per image. A file classified again (dropped twice) updates i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
@@ -46,7 +47,7 @@ class ResultsModel(QAbstractListModel):
 
     # -- Qt API --------------------------------------------------------------------------------
 
-    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt signature
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
         return 0 if parent.isValid() else len(self._rows)
 
     def data(self, index: AnyIndex, role: int = int(Qt.ItemDataRole.DisplayRole)) -> Any:
@@ -237,7 +238,7 @@ class ResultsFilter(QSortFilterProxyModel):
         row = source.row_of(path) if isinstance(source, ResultsModel) else None
         if row is None:
             return QModelIndex()
-        return self.mapFromSource(source.index(row))
+        return self.mapFromSource(source.index(row, 0))
 
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:  # noqa: N802
         model = self.sourceModel()

@@ -1,4 +1,8 @@
-"""Typed access to what the window remembers between sessions (``QSettings``)."""
+"""Typed access to what the window remembers between sessions.
+
+Window geometry, device, precision, overlay and folders live in ``QSettings``; the model used last
+lives in core's one store (:mod:`vit_desktop.core.state`), which the command line shares.
+"""
 
 from __future__ import annotations
 
@@ -44,11 +48,15 @@ class AppSettings:
 
     @property
     def last_model(self) -> str:
-        return str(self.qsettings.value("model/source", "") or "")
+        from vit_desktop.core import state
+
+        return state.last_model() or ""
 
     @last_model.setter
     def last_model(self, source: str) -> None:
-        self.qsettings.setValue("model/source", source)
+        from vit_desktop.core import state
+
+        state.set_last_model(source)
 
     @property
     def device(self) -> str:

@@ -11,20 +11,14 @@ from __future__ import annotations
 import collections
 import logging
 
-import numpy as np
 from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage, QPixmap
 
+from vit_desktop.core.errors import first_line
+from vit_desktop.gui.qimage import pil_to_qimage
+
 log = logging.getLogger(__name__)
-
-
-def pil_to_qimage(image: Image.Image) -> QImage:
-    """An RGB ``QImage`` that owns its pixels (safe to send to another thread)."""
-    arr = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-    h, w, _ = arr.shape
-    # The QImage only borrows the numpy buffer: copy() so it outlives ``arr``.
-    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
 def load_scaled(path: str, max_side: int) -> QImage:
@@ -55,7 +49,7 @@ class _LoadJob(QRunnable):
         try:
             image = load_scaled(self._path, self._size)
         except Exception as exc:  # noqa: BLE001 - a bad file must not end the pool thread
-            self._emitter.failed.emit(self._path, self._size, str(exc).splitlines()[0] if str(exc) else "cannot read")
+            self._emitter.failed.emit(self._path, self._size, first_line(exc) or "cannot read")
             return
         self._emitter.loaded.emit(self._path, self._size, image)
 
@@ -142,4 +136,4 @@ class ImageLoader(QObject):
         self.thumbnail_ready.emit(path)
 
 
-__all__ = ["ImageLoader", "load_scaled", "pil_to_qimage"]
+__all__ = ["ImageLoader", "load_scaled"]

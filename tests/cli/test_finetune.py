@@ -11,11 +11,12 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.models import VisionTransformer
 
-from conftest import colour_folder
+from tests.support import colour_folder
 from vit_desktop import cli
-from vit_desktop.core.checkpoints import save_model
 from vit_desktop.core.engine import Engine
+from vit_desktop.core.model_file import save_model
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+
 
 def _colour_folder(root: Path, per_class: int = 8, size: int = 40) -> Path:
     return colour_folder(root, per_class, size, seed=1)

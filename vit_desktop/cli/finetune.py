@@ -1,30 +1,31 @@
 """``vit-desktop finetune``: teach a model the classes of a folder, from the command line.
 
-    vit-desktop finetune DATA_DIR --base MODEL --output OUT.safetensors [--mode head|partial|full|scratch]
-        [--epochs N] [--val-split F] [--seed S] [--device auto|cpu|cuda|mps] [--force]
-
-DATA_DIR holds one subfolder per class (or is a label project file saved by the window).
 Per-epoch metrics go to stdout, progress to stderr. Ctrl-C stops training and still saves the
-best model seen so far. Exit status 2 with a one-line reason for usage and data errors.
+best model seen so far.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
-PROG = "vit-desktop"
+from vit_desktop.core.types import HEAD_INITS, TRAINING_MODES
+from vit_desktop.core.units import format_clock
 
+from .console import ProgressLine, UsageError
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``finetune`` subcommand on the main parser's subparsers."""
-    from .core.training import HEAD_INITS, MODES
+if TYPE_CHECKING:
+    from vit_desktop.core.data import LabelledSet
+    from vit_desktop.core.errors import CancelToken
+    from vit_desktop.core.training import TrainConfig, TrainProgress, TrainResult
 
+    from .console import Subparsers
+
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "finetune",
         help="fine-tune a model on your own classes (one subfolder per class)",
@@ -34,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--base", metavar="MODEL",
                    help="model to start from: a registry name or a checkpoint file (not used by --mode scratch)")
     p.add_argument("--output", "-o", required=True, metavar="OUT.safetensors", help="where to save the new model")
-    p.add_argument("--mode", choices=MODES, default="head",
+    p.add_argument("--mode", choices=TRAINING_MODES, default="head",
                    help="head: train only a new head on cached features (fast, best for few photos); "
                         "partial: also the last blocks; full: every layer; scratch: a small new ViT")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default depends on --mode)")
@@ -60,19 +61,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-class _Usage(Exception):
-    pass
-
-
 def _fmt(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "-"
     return f"{x:6.1%}" if pct else f"{x:.4f}"
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from .core.training import TrainConfig
-    from .core.types import VitDesktopError
+def _config(args: argparse.Namespace) -> TrainConfig:
+    from vit_desktop.core.errors import VitDesktopError
+    from vit_desktop.core.training import TrainConfig
 
     try:
         return TrainConfig(
@@ -95,48 +92,31 @@ def _config(args: argparse.Namespace) -> Any:
             grayscale=not args.color,
         )
     except VitDesktopError as exc:
-        raise _Usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 class _Reporter:
-    """Per-epoch lines on ``out``; step and feature progress overwritten in place on a terminal."""
+    """Per-epoch lines on ``out``; step and feature progress on the progress line."""
 
     def __init__(self, out: IO[str], err: IO[str]) -> None:
         self.out = out
-        self.err = err
-        self.live = err.isatty()
-        self._last = 0.0
-        self._shown = False
+        self.line = ProgressLine(err)
 
-    def __call__(self, p: Any) -> None:
+    def __call__(self, p: TrainProgress) -> None:
         if p.phase == "val":
-            self._clear()
+            self.line.clear()
             self.out.write(
                 f"epoch {p.epoch:3d}/{p.epochs}  loss {_fmt(p.loss)}  acc {_fmt(p.acc, True)}"
                 f"  val_loss {_fmt(p.val_loss)}  val_acc {_fmt(p.val_acc, True)}\n"
             )
             self.out.flush()
             return
-        if not self.live:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and p.step < p.steps:
-            return
-        self._last = now
-        eta = f"  ETA {int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}" if p.eta_s is not None else ""
-        self.err.write(f"\r{p.message}{eta}\033[K")
-        self.err.flush()
-        self._shown = True
-
-    def _clear(self) -> None:
-        if self._shown:
-            self.err.write("\r\033[K")
-            self.err.flush()
-            self._shown = False
+        eta = f"  ETA {format_clock(p.eta_s)}" if p.eta_s is not None else ""
+        self.line.show(f"{p.message}{eta}", force=p.step >= p.steps)
 
 
-def _load_data(path: Path) -> Any:
-    from .core.data import LabelledSet
+def _load_data(path: Path) -> tuple[LabelledSet, list[tuple[str, str]]]:
+    from vit_desktop.core.data import LabelledSet
 
     if path.is_file():
         data, missing = LabelledSet.load(path)
@@ -145,35 +125,32 @@ def _load_data(path: Path) -> Any:
     return data, list(data.problems)
 
 
-def run(args: argparse.Namespace, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run ``vit-desktop finetune``; returns the exit status."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    from .core.types import CancelToken, VitDesktopError
+    from vit_desktop.core.errors import CancelToken, VitDesktopError
 
     try:
         return _run(args, out, err, CancelToken())
-    except (_Usage, VitDesktopError) as exc:
-        err.write(f"{PROG}: error: {exc}\n")
-        return 2
+    except VitDesktopError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> int:
-    from .core.checkpoints import save_model
-    from .core.engine import Engine
-    from .core.training import finetune, train_from_scratch
+def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelToken) -> int:
+    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.model_file import save_model
+    from vit_desktop.core.training import finetune, train_from_scratch
 
     output = Path(args.output).expanduser()
     if output.suffix.lower() != ".safetensors":
-        raise _Usage(f"{output.name}: the output must be a .safetensors file")
+        raise UsageError(f"{output.name}: the output must be a .safetensors file")
     if output.exists() and not args.force:
-        raise _Usage(f"{output} already exists (use --force to replace it)")
+        raise UsageError(f"{output} already exists (use --force to replace it)")
     config = _config(args)
     if config.mode != "scratch" and not args.base:
-        raise _Usage("--base MODEL is required (except with --mode scratch)")
+        raise UsageError("--base MODEL is required (except with --mode scratch)")
     data_path = Path(args.data).expanduser()
     if not data_path.exists():
-        raise _Usage(f"{data_path}: no such folder")
+        raise UsageError(f"{data_path}: no such folder")
     data, problems = _load_data(data_path)
     for path, reason in problems:
         err.write(f"skipped {path}: {reason}\n")
@@ -181,49 +158,24 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> i
     counts = ", ".join(f"{c} {n}" for c, n in data.counts().items())
     err.write(f"{len(data)} photos in {len(data.classes)} classes ({counts})\n")
 
+    job: Callable[[_Reporter], TrainResult]
     if config.mode == "scratch":
-        base = None
-        job = lambda report: train_from_scratch(data, config, device=args.device, progress=report,  # noqa: E731
-                                                cancel=cancel)
+        def job(report: _Reporter) -> TrainResult:
+            return train_from_scratch(data, config, device=args.device, progress=report, cancel=cancel)
     else:
         err.write(f"loading {args.base}...\n")
-        from .cli import ProgressBar
-
-        bar = ProgressBar(err, "downloading")
+        line = ProgressLine(err, "downloading")
         try:
-            base = Engine.load(args.base, device=args.device, cancel=cancel,
-                               progress=lambda done, total: bar.update(done, total, "B"))
+            base = Engine.load(args.base, device=args.device, cancel=cancel, progress=line.bytes)
         finally:
-            bar.close()
+            line.close()
         err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}\n")
-        job = lambda report: finetune(base, data, config, progress=report, cancel=cancel)  # noqa: E731
 
-    # Training runs on a worker thread so that Ctrl-C on the main thread can cancel it cleanly
-    # and the best model so far still gets saved.
+        def job(report: _Reporter) -> TrainResult:
+            return finetune(base, data, config, progress=report, cancel=cancel)
+
     reporter = _Reporter(out, err)
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["result"] = job(reporter)
-        except BaseException as exc:  # handed back to the main thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=work, name="finetune", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        try:
-            worker.join(0.2)
-        except KeyboardInterrupt:
-            if cancel.cancelled:
-                raise
-            cancel.cancel()
-            reporter._clear()
-            err.write("cancelling: the best model so far will be saved (Ctrl-C again to abort)\n")
-    reporter._clear()
-    if "error" in box:
-        raise box["error"]
-    result = box["result"]
+    result = _train_interruptibly(job, reporter, cancel, err)
 
     for path, reason in result.skipped:
         err.write(f"skipped {path}: {reason}\n")
@@ -233,7 +185,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> i
     try:
         save_model(output, result.module, card, overwrite=args.force)
     except FileExistsError:
-        raise _Usage(f"{output} already exists (use --force to replace it)") from None
+        raise UsageError(f"{output} already exists (use --force to replace it)") from None
     m = result.metrics
     state = " (cancelled)" if result.cancelled else ""
     out.write(
@@ -247,10 +199,36 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: Any) -> i
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (the main command line registers this subcommand itself)."""
-    parser = argparse.ArgumentParser(prog=f"{PROG} finetune")
-    sub = parser.add_subparsers(dest="command")
-    add_parser(sub)
-    args = parser.parse_args(["finetune", *(argv if argv is not None else sys.argv[1:])])
-    return run(args)
+def _train_interruptibly(
+    job: Callable[[_Reporter], TrainResult], reporter: _Reporter, cancel: CancelToken, err: IO[str]
+) -> TrainResult:
+    """Run ``job`` on a worker thread so that Ctrl-C on the main thread cancels it cleanly and the
+    best model so far is still returned; a second Ctrl-C aborts."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = job(reporter)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="finetune", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            if cancel.cancelled:
+                raise
+            cancel.cancel()
+            reporter.line.clear()
+            err.write("cancelling: the best model so far will be saved (Ctrl-C again to abort)\n")
+    reporter.line.clear()
+    error = box.get("error")
+    if isinstance(error, BaseException):
+        raise error
+    result = box["result"]
+    from vit_desktop.core.training import TrainResult
+
+    assert isinstance(result, TrainResult)
+    return result

@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 _T0 = time.perf_counter()
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from vit_desktop.gui.main_window import MainWindow
-    from vit_desktop.gui.style import apply_style, app_icon_path
+    from vit_desktop.gui.style import app_icon_path, apply_style
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = list(sys.argv if argv is None else [sys.argv[0] if sys.argv else "vit-desktop", *argv])

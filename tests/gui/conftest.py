@@ -1,22 +1,14 @@
-"""Fixtures for the window tests: isolated settings, a tiny saved model, generated images.
-
-Imported by name into each test module rather than kept in a ``conftest.py``: the suite's
-top-level ``conftest`` is imported by that module name, and a second one here would shadow it.
-"""
+"""Fixtures for the window tests: isolated settings, windows that are always joined, tiny models."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import pytest
+from PySide6.QtCore import QSettings, QThread
 
-from pathlib import Path  # noqa: E402
-from typing import Callable, Iterator  # noqa: E402
-
-import pytest  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
-
-from gui_helpers import save_tiny_model, write_image  # noqa: E402
+from tests.support import save_tiny_model, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +17,26 @@ def _isolated_settings(tmp_path: Path, qapp: object) -> Iterator[None]:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _threads_joined(qapp: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every compute thread a test starts is stopped and joined when it ends, whatever happened."""
+    from vit_desktop.gui.compute import Controller
+
+    made: list[Controller] = []
+    original = Controller.__init__
+
+    def record(self: Controller, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Controller, "__init__", record)
+    yield
+    for c in made:
+        c.shutdown()
+        thread: QThread = c.compute_thread
+        assert thread.isFinished(), "a compute thread was left running"
 
 
 @pytest.fixture
@@ -72,6 +84,3 @@ def model_a(tmp_path: Path) -> Path:
 @pytest.fixture
 def model_b(tmp_path: Path) -> Path:
     return save_tiny_model(tmp_path / "models" / "beta.safetensors", ("cat", "dog", "fox", "owl"), "beta", seed=1)
-
-
-__all__ = ["_isolated_settings", "make_window", "many_images", "model_a", "model_b", "settings_path"]

@@ -1,0 +1,211 @@
+"""``vit-desktop classify``: classify images and folders, write results and heatmaps."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from vit_desktop.core.types import HEAD_FUSIONS
+
+from .console import PROG, ProgressLine, UsageError
+
+if TYPE_CHECKING:
+    from vit_desktop.core.types import Heatmap
+
+    from .console import Subparsers
+
+
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
+    c = subparsers.add_parser("classify", help="classify images and folders (recursive)")
+    c.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    c.add_argument("--model", metavar="NAME_OR_FILE", help="registry name (see 'models') or a checkpoint file/folder")
+    c.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image (default 5)")
+    c.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default 16)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    c.add_argument("--output", metavar="FILE", help="write results to FILE.csv, FILE.json or FILE.jsonl")
+    c.add_argument("--heatmaps", metavar="DIR", help="write <name>.png overlays and <name>.npy rollout grids here")
+    c.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean", help="rollout head fusion")
+    c.add_argument("--discard-ratio", type=float, default=0.0, metavar="R", help="rollout discard ratio in [0, 1)")
+    c.add_argument("--threshold", type=float, default=0.0, metavar="S", help="mark results under this score uncertain")
+    c.add_argument("--overwrite", action="store_true", help="replace existing output and heatmap files")
+    return c
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if not 0.0 <= args.discard_ratio < 1.0:
+        raise UsageError("--discard-ratio must be in [0, 1)")
+    if args.output:
+        from vit_desktop.core.export import format_of
+
+        try:
+            format_of(args.output)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if Path(args.output).exists() and not args.overwrite:
+            raise UsageError(f"{args.output} already exists; pass --overwrite to replace it")
+    if args.heatmaps and Path(args.heatmaps).exists() and not Path(args.heatmaps).is_dir():
+        raise UsageError(f"--heatmaps {args.heatmaps} is a file, not a folder")
+
+
+def collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """(file, path relative to its PATH argument) for every image, plus (path, reason) errors."""
+    from vit_desktop.core.scan import scan
+
+    files: list[tuple[Path, Path]] = []
+    errors: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    for arg in paths:
+        root = Path(arg)
+        found = scan([root])
+        errors.extend(found.errors)
+        for f in found.files:
+            if f in seen:
+                continue
+            seen.add(f)
+            rel = f.relative_to(root) if root.is_dir() else Path(f.name)
+            files.append((f, rel))
+    return files, errors
+
+
+class HeatmapWriter:
+    """Writes ``<rel>.png`` + ``<rel>.npy`` per image in background threads, mirroring folders.
+
+    At most ``max_pending`` images wait to be written: beyond that :meth:`submit` waits, so a
+    fast GPU does not pile up a folder's worth of heatmaps in memory, and problems are reported
+    as they happen rather than at the end.
+    """
+
+    max_pending = 64
+
+    def __init__(self, root: Path, options: dict[str, object], *, overwrite: bool, err: IO[str]) -> None:
+        self.root = root
+        self.options = options
+        self.overwrite = overwrite
+        self.err = err
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="vit-heatmap")
+        self.pending: deque[Future[str | None]] = deque()
+        self.used: set[Path] = set()
+
+    def target(self, rel: Path) -> Path:
+        base = self.root / rel.with_suffix("")
+        if base in self.used:  # photo.jpg and photo.png in one folder: keep both
+            base = self.root / rel
+        self.used.add(base)
+        return base
+
+    def submit(self, path: Path, rel: Path, heatmap: Heatmap | None) -> None:
+        self.pending.append(self.pool.submit(self._write, path, self.target(rel), heatmap))
+        while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
+            self._report(self.pending.popleft())
+
+    def _report(self, future: Future[str | None]) -> None:
+        problem = future.result()
+        if problem:
+            print(f"{PROG}: {problem}", file=self.err)
+
+    def _write(self, path: Path, base: Path, heatmap: Heatmap | None) -> str | None:
+        import numpy as np
+
+        from vit_desktop.core.files import atomic_write_bytes
+        from vit_desktop.core.heatmap import render_overlay
+        from vit_desktop.core.images import load_image
+        from vit_desktop.core.png import encode_png
+
+        assert heatmap is not None
+        png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
+        try:
+            image = load_image(path)
+            overlay = render_overlay(image, heatmap, **self.options)  # type: ignore[arg-type]  # colour options by name
+            atomic_write_bytes(png, encode_png(overlay), overwrite=self.overwrite)
+            arr = io.BytesIO()
+            np.save(arr, heatmap.grid.astype(np.float32))
+            atomic_write_bytes(npy, arr.getvalue(), overwrite=self.overwrite)
+        except FileExistsError as exc:
+            return f"{exc}; not replaced (pass --overwrite)"
+        except Exception as exc:  # noqa: BLE001 - one image's heatmap must not end the run
+            return f"{path}: heatmap not written: {exc}"
+        return None
+
+    def close(self) -> None:
+        while self.pending:
+            self._report(self.pending.popleft())
+        self.pool.shutdown()
+
+
+def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    _check_args(args)
+    from vit_desktop.core import registry, state
+    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.errors import VitDesktopError
+    from vit_desktop.core.export import format_table, write_results
+    from vit_desktop.core.paths import display_path
+    from vit_desktop.core.types import ClassifyResult, ExplainOptions
+
+    if args.model:
+        model, why = args.model, ""
+    else:
+        chosen = registry.default_model()
+        if chosen is None:
+            raise UsageError(
+                "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
+        model, why = chosen
+    line = ProgressLine(err, "downloading")
+    try:
+        engine = Engine.load(model, device=args.device, progress=line.bytes)
+    except VitDesktopError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        line.close()
+    note = f"; no --model given, so {why}: {model}" if why else ""
+    print(f"{PROG}: model {engine.card.name} on {engine.device_name} ({engine.precision}){note}", file=err)
+    if args.model:
+        state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
+
+    files, scan_errors = collect(args.paths)
+    results: list[ClassifyResult] = [ClassifyResult(path=p, error=reason) for p, reason in scan_errors]
+    if not args.output:
+        out.write(format_table(results, top_k=args.top_k))
+    explain = ExplainOptions(args.head_fusion, args.discard_ratio) if args.heatmaps else None
+    writer = HeatmapWriter(Path(args.heatmaps), {}, overwrite=args.overwrite, err=err) if args.heatmaps else None
+    rel_of = {str(f): (f, rel) for f, rel in files}
+    line = ProgressLine(err, "classifying")
+    done = 0
+    try:
+        for batch in engine.classify_batches(
+            [f for f, _ in files],
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            explain=explain,
+            threshold=args.threshold,
+        ):
+            for r in batch:
+                if writer is not None and r.heatmap is not None:
+                    writer.submit(*rel_of[r.path], r.heatmap)
+            # Heatmap grids are written out already; keep memory flat over big folders.
+            batch = [replace(r, heatmap=None) for r in batch]
+            results.extend(batch)
+            done += len(batch)
+            line.bar(done, len(files))
+            if not args.output:
+                shown = [replace(r, path=display_path(r.path)) for r in batch]
+                out.write(format_table(shown, top_k=args.top_k))
+                out.flush()
+    finally:
+        line.close()
+        if writer is not None:
+            writer.close()
+    if args.output:
+        write_results(results, args.output, top_k=args.top_k, overwrite=args.overwrite)
+        failed = sum(1 for r in results if r.error)
+        print(f"{PROG}: wrote {len(results)} results to {args.output} ({failed} errors)", file=err)
+    return 0

@@ -1,0 +1,240 @@
+"""Where and how the model computes: device choice, precision, autocast, and running out of memory.
+
+Everything that depends on the machine is decided here, once, for classification and training
+alike: which device "auto" means, which precision "auto" means on it, the autocast context for
+that precision, and the one out-of-memory back-off (:class:`BatchLimit`) that splits a batch
+which does not fit and remembers the size that did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import torch
+
+from .errors import ModelError, VitDesktopError
+from .types import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def available_devices() -> list[DeviceInfo]:
+    """Every device the engine can use here, best first after "auto"."""
+    found = [DeviceInfo("auto", "Automatic (best available)")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            found.append(DeviceInfo(f"cuda:{i}", torch.cuda.get_device_name(i)))
+    if _mps_available():
+        found.append(DeviceInfo("mps", "Apple GPU (MPS)"))
+    found.append(DeviceInfo("cpu", "CPU"))
+    return found
+
+
+def resolve_device(key: str = "auto") -> torch.device:
+    """"auto" picks CUDA, then MPS, then CPU; anything else must be available or ModelError."""
+    key = (key or "auto").strip().lower()
+    if key == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(key)
+    except RuntimeError:
+        raise ModelError(f"unknown device {key!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError("CUDA was asked for but no CUDA GPU is available here: use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelError(f"no GPU {device.index}: this machine has {torch.cuda.device_count()}")
+    elif device.type == "mps" and not _mps_available():
+        raise ModelError("MPS was asked for but is not available here: use --device cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"unsupported device {key!r}: use auto, cpu, cuda or mps")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return "CPU"
+
+
+# --------------------------------------------------------------------------------------------
+# Precision
+
+
+def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
+    """The compute precision for ``precision`` ("auto" or an explicit one) on ``device``.
+
+    "auto": half precision on GPUs (bf16 for training where the GPU has it: no loss scaling
+    needed), fp32 on the CPU, which measured fastest within the accuracy bound.
+    """
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise ModelError("fp16 is not supported on the CPU: use fp32 or bf16")
+        return precision
+    if device.type == "cuda" and training:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """The autocast context for a resolved ``precision``; fp32 computes as it is."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+
+def is_out_of_memory(exc: BaseException, device: torch.device) -> bool:
+    """Out of memory: CUDA raises its own type, MPS and the CPU allocator a RuntimeError saying so."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    if device.type == "cpu":
+        return "can't allocate memory" in text  # DefaultCPUAllocator
+    return "out of memory" in text
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """Hand the allocator's cached blocks back after running out of memory, before retrying."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+class OutOfMemory(VitDesktopError):
+    """One item alone did not fit in the device's memory."""
+
+
+class BatchLimit:
+    """The largest batch known to fit on ``device``, learnt by halving on out-of-memory.
+
+    The single back-off for classification and training: :meth:`run` splits work into batches of
+    at most :attr:`size` items; a batch that runs out of memory is retried in halves, and the size
+    that fitted is kept for what comes after (so later batches do not fail first).
+    """
+
+    def __init__(self, device: torch.device, size: int | None = None) -> None:
+        self.device = device
+        #: None: no limit known yet (the caller's whole request is tried first).
+        self.size = size
+
+    def run(
+        self,
+        total: int,
+        fn: Callable[[int, int], T],
+        *,
+        on_smaller: Callable[[int], None] | None = None,
+        on_single_failure: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, int, T]]:
+        """Yield ``(start, stop, fn(start, stop))`` for consecutive batches covering ``range(total)``.
+
+        ``on_smaller(size)`` is told each time the batch size is halved. A single item that does
+        not fit goes to ``on_single_failure(index)`` and is skipped; without that callback
+        :class:`OutOfMemory` is raised.
+        """
+        start = 0
+        while start < total:
+            step = min(total - start, self.size or total)
+            try:
+                value = fn(start, start + step)
+            except Exception as exc:
+                if not is_out_of_memory(exc, self.device):
+                    raise
+            else:
+                yield start, start + step, value
+                start += step
+                continue
+            # Out of the except block: the traceback no longer holds the batch's tensors.
+            free_cached_memory(self.device)
+            if step == 1:
+                if on_single_failure is None:
+                    advice = "a smaller model" if self.device.type == "cpu" else "the CPU or a smaller model"
+                    raise OutOfMemory(f"not enough {device_name(self.device)} memory even for one image; use {advice}")
+                on_single_failure(start)
+                start += 1
+                continue
+            self.size = step // 2
+            log.warning("out of %s memory at batch size %d: going on with %d",
+                        device_name(self.device), step, self.size)
+            if on_smaller is not None:
+                on_smaller(self.size)
+
+
+# --------------------------------------------------------------------------------------------
+# The process's allocator
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_allocator_tuned = False
+
+
+def tune_allocator() -> None:
+    """Let glibc's malloc keep freed tensor memory for reuse (once per process; Linux only).
+
+    By default every buffer over ~128 KB to 32 MB (a batch's attention maps, MLP activations) is
+    mapped fresh from the kernel and unmapped on free, so each layer of each batch pays page faults
+    and zeroing. Serving them from the heap made DeiT-Tiny's CPU forward 15-30 % faster here and
+    removed run-to-run swings of the same size (bench/bench_classify.py). The price is that up to
+    256 MB of freed memory may stay with the process instead of going back to the system.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (AttributeError, ValueError, OSError):  # not glibc (macOS, Windows, musl): leave it
+        pass
+
+
+__all__ = [
+    "PRECISIONS",
+    "BatchLimit",
+    "OutOfMemory",
+    "autocast",
+    "available_devices",
+    "device_name",
+    "free_cached_memory",
+    "is_out_of_memory",
+    "resolve_device",
+    "resolve_precision",
+    "tune_allocator",
+]

@@ -1,0 +1,79 @@
+"""The error family core raises on purpose, the one-line form of any exception, and CancelToken.
+
+Every message of a :class:`VitDesktopError` is one line meant for a person (which file, which key,
+what to do); callers show it as it is. Cancellation is an outcome, not a message: a job stops by
+raising :class:`Cancelled`, and callers test for the type, never for the text.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class VitDesktopError(Exception):
+    """Base of every error core raises on purpose; its message is one line meant for a person."""
+
+
+class ModelError(VitDesktopError):
+    """A model file or name that cannot be used, with the reason (which key, which shape)."""
+
+
+class ImageError(VitDesktopError):
+    """An image that cannot be read or decoded."""
+
+
+class DownloadError(VitDesktopError):
+    """Weights that could not be fetched: offline, bad hash, server error."""
+
+
+class Cancelled(VitDesktopError):
+    """Raised inside a long job when its CancelToken was set."""
+
+
+class CancelToken:
+    """A thread-safe flag a long job checks between steps (between batches, chunks, epochs)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled")
+
+
+def first_line(text: object, limit: int = 200) -> str:
+    """The first non-empty line of ``text``, stripped and cut to ``limit`` characters."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """A person-readable single line for an exception.
+
+    Core's own errors already are one line and are shown as they are; anything else (a bug, a
+    library's error) keeps its type name, which is what a bug report needs.
+    """
+    text = first_line(exc, limit)
+    if isinstance(exc, VitDesktopError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = [
+    "CancelToken",
+    "Cancelled",
+    "DownloadError",
+    "ImageError",
+    "ModelError",
+    "VitDesktopError",
+    "first_line",
+    "one_line",
+]

@@ -1,0 +1,305 @@
+"""Checkpoint layouts -> the project's model: key names, architecture and preprocessing.
+
+One converter per foreign layout (timm/DeiT, Hugging Face ``ViTForImageClassification``, older
+torchvision names), each moving tensors to torchvision's names and refusing, with one line, any
+key it does not understand. The architecture is then read off the tensor shapes, and labels and
+preprocessing off the configs that came with the file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .errors import ModelError
+from .types import Architecture, Preprocess
+
+# torchvision's family uses 64-wide heads except ViT-H (80-wide): (hidden, depth) -> heads.
+_KNOWN_HEADS = {(1280, 32): 16}
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """torchvision's 1000 ImageNet class names (shipped in its code: no download)."""
+    from torchvision.models import ViT_B_16_Weights
+
+    return tuple(ViT_B_16_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# --------------------------------------------------------------------------------------------
+# Key layouts -> torchvision
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrappers' prefixes (DataParallel's ``module.``, Lightning's ``model.``)."""
+    for prefix in ("module.", "model.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
+    if "conv_proj.weight" in sd:
+        return "torchvision"
+    if "patch_embed.proj.weight" in sd:
+        return "timm"
+    if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in sd):
+        return "huggingface"
+    raise ModelError(
+        "not a Vision Transformer checkpoint: no patch embedding "
+        "(expected conv_proj.weight, patch_embed.proj.weight or vit.embeddings.patch_embeddings.projection.weight)"
+    )
+
+
+class _Converter:
+    """Moves tensors from a source dict to torchvision names, remembering what was not used."""
+
+    def __init__(self, sd: Mapping[str, torch.Tensor]) -> None:
+        self.src = dict(sd)
+        self.out: dict[str, torch.Tensor] = {}
+
+    def take(self, src: str, dst: str, *, required: bool = True) -> None:
+        if src in self.src:
+            self.out[dst] = self.src.pop(src)
+        elif required:
+            raise ModelError(f"missing key {src}")
+
+    def drop(self, pattern: str) -> None:
+        for k in [k for k in self.src if re.fullmatch(pattern, k)]:
+            del self.src[k]
+
+    def finish(self, layout: str) -> dict[str, torch.Tensor]:
+        if self.src:
+            extra = sorted(self.src)
+            more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+            raise ModelError(f"unsupported {layout} variant: unexpected key {extra[0]}{more}")
+        return self.out
+
+
+def _layer_indices(sd: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
+    rx = re.compile(pattern)
+    found = {int(m.group(1)) for k in sd if (m := rx.match(k))}
+    if not found:
+        raise ModelError("no transformer blocks found")
+    ordered = sorted(found)
+    if ordered != list(range(len(ordered))):
+        missing = next(i for i in range(len(ordered)) if i not in found)
+        raise ModelError(f"transformer block {missing} is missing (found blocks up to {ordered[-1]})")
+    return ordered
+
+
+def _torchvision_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Older torchvision files name the MLP layers linear_1/linear_2.
+    return {k.replace(".mlp.linear_1.", ".mlp.0.").replace(".mlp.linear_2.", ".mlp.3."): v for k, v in sd.items()}
+
+
+def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if "dist_token" in sd:
+        raise ModelError("distilled DeiT (dist_token) is not supported: use the non-distilled checkpoint")
+    if "fc_norm.weight" in sd:
+        raise ModelError("unsupported timm variant: average-pooled (fc_norm) instead of a class token")
+    c = _Converter(sd)
+    c.take("cls_token", "class_token")
+    c.take("pos_embed", "encoder.pos_embedding")
+    c.take("patch_embed.proj.weight", "conv_proj.weight")
+    c.take("patch_embed.proj.bias", "conv_proj.bias")
+    dim = c.out["conv_proj.weight"].shape[0]
+    for i in _layer_indices(sd, r"blocks\.(\d+)\."):
+        s, d = f"blocks.{i}.", f"encoder.layers.encoder_layer_{i}."
+        c.take(s + "norm1.weight", d + "ln_1.weight")
+        c.take(s + "norm1.bias", d + "ln_1.bias")
+        c.take(s + "attn.qkv.weight", d + "self_attention.in_proj_weight")
+        if s + "attn.qkv.bias" in c.src:
+            c.take(s + "attn.qkv.bias", d + "self_attention.in_proj_bias")
+        else:  # qkv_bias=False models
+            c.out[d + "self_attention.in_proj_bias"] = torch.zeros(3 * dim)
+        c.take(s + "attn.proj.weight", d + "self_attention.out_proj.weight")
+        c.take(s + "attn.proj.bias", d + "self_attention.out_proj.bias")
+        c.take(s + "norm2.weight", d + "ln_2.weight")
+        c.take(s + "norm2.bias", d + "ln_2.bias")
+        c.take(s + "mlp.fc1.weight", d + "mlp.0.weight")
+        c.take(s + "mlp.fc1.bias", d + "mlp.0.bias")
+        c.take(s + "mlp.fc2.weight", d + "mlp.3.weight")
+        c.take(s + "mlp.fc2.bias", d + "mlp.3.bias")
+    c.take("norm.weight", "encoder.ln.weight")
+    c.take("norm.bias", "encoder.ln.bias")
+    if "pre_logits.fc.weight" in c.src:
+        c.take("pre_logits.fc.weight", "heads.pre_logits.weight")
+        c.take("pre_logits.fc.bias", "heads.pre_logits.bias")
+    c.take("head.weight", "heads.head.weight")
+    c.take("head.bias", "heads.head.bias")
+    return c.finish("timm")
+
+
+def _from_huggingface(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    key = next(k for k in sd if k.endswith("embeddings.patch_embeddings.projection.weight"))
+    p = key[: -len("embeddings.patch_embeddings.projection.weight")]  # "vit." or ""
+    if "classifier.weight" not in sd:
+        raise ModelError(
+            "Hugging Face ViT without a classification head (classifier.weight): "
+            "use a ViTForImageClassification checkpoint"
+        )
+    c = _Converter(sd)
+    c.take(p + "embeddings.cls_token", "class_token")
+    c.take(p + "embeddings.position_embeddings", "encoder.pos_embedding")
+    c.take(p + "embeddings.patch_embeddings.projection.weight", "conv_proj.weight")
+    c.take(p + "embeddings.patch_embeddings.projection.bias", "conv_proj.bias")
+    c.drop(re.escape(p) + r"embeddings\.mask_token")
+    c.drop(re.escape(p) + r"pooler\..*")  # ViTForImageClassification ignores the pooler
+    dim = c.out["conv_proj.weight"].shape[0]
+    for i in _layer_indices(sd, re.escape(p) + r"encoder\.layer\.(\d+)\."):
+        s, d = f"{p}encoder.layer.{i}.", f"encoder.layers.encoder_layer_{i}."
+        c.take(s + "layernorm_before.weight", d + "ln_1.weight")
+        c.take(s + "layernorm_before.bias", d + "ln_1.bias")
+        qkv_w, qkv_b = [], []
+        for part in ("query", "key", "value"):
+            w = c.src.pop(s + f"attention.attention.{part}.weight", None)
+            if w is None:
+                raise ModelError(f"missing key {s}attention.attention.{part}.weight")
+            qkv_w.append(w)
+            qkv_b.append(c.src.pop(s + f"attention.attention.{part}.bias", torch.zeros(dim)))
+        # torchvision's in_proj packs query, key, value in that order along dim 0.
+        c.out[d + "self_attention.in_proj_weight"] = torch.cat(qkv_w, 0)
+        c.out[d + "self_attention.in_proj_bias"] = torch.cat(qkv_b, 0)
+        c.take(s + "attention.output.dense.weight", d + "self_attention.out_proj.weight")
+        c.take(s + "attention.output.dense.bias", d + "self_attention.out_proj.bias")
+        c.take(s + "layernorm_after.weight", d + "ln_2.weight")
+        c.take(s + "layernorm_after.bias", d + "ln_2.bias")
+        c.take(s + "intermediate.dense.weight", d + "mlp.0.weight")
+        c.take(s + "intermediate.dense.bias", d + "mlp.0.bias")
+        c.take(s + "output.dense.weight", d + "mlp.3.weight")
+        c.take(s + "output.dense.bias", d + "mlp.3.bias")
+    c.take(p + "layernorm.weight", "encoder.ln.weight")
+    c.take(p + "layernorm.bias", "encoder.ln.bias")
+    c.take("classifier.weight", "heads.head.weight")
+    c.take("classifier.bias", "heads.head.bias")
+    return c.finish("Hugging Face")
+
+
+def to_torchvision(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    sd = _strip_prefixes(sd)
+    layout = detect_layout(sd)
+    if layout == "timm":
+        return _from_timm(sd), layout
+    if layout == "huggingface":
+        return _from_huggingface(sd), layout
+    return _torchvision_names(sd), layout
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture inference
+
+
+def infer_architecture(
+    sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None, layer_norm_eps: float = 1e-6
+) -> Architecture:
+    """Read the shape of a ViT off its torchvision-named tensors."""
+    proj = sd.get("conv_proj.weight")
+    if proj is None or proj.ndim != 4:
+        raise ModelError("conv_proj.weight must be a 4-d convolution weight")
+    hidden, channels, ph, pw = proj.shape
+    if ph != pw:
+        raise ModelError(f"patch embedding {shape_text(proj)} is not square")
+    if channels != 3:
+        raise ModelError(f"patch embedding expects {channels} input channels; only 3 (RGB) is supported")
+    pos = sd.get("encoder.pos_embedding")
+    if pos is None or pos.ndim != 3 or pos.shape[0] != 1:
+        raise ModelError("encoder.pos_embedding must have shape (1, tokens, hidden)")
+    patches = pos.shape[1] - 1
+    grid = math.isqrt(patches)
+    if grid * grid != patches:
+        raise ModelError(
+            f"position embedding {shape_text(pos)}: {patches} patch tokens do not form a square grid "
+            "(distilled or register-token models are not supported)"
+        )
+    depth = len(_layer_indices(sd, r"encoder\.layers\.encoder_layer_(\d+)\."))
+    mlp = sd.get("encoder.layers.encoder_layer_0.mlp.0.weight")
+    if mlp is None:
+        raise ModelError("missing key encoder.layers.encoder_layer_0.mlp.0.weight")
+    head = sd.get("heads.head.weight")
+    if head is None:
+        raise ModelError("missing key heads.head.weight (no classification head)")
+    pre = sd.get("heads.pre_logits.weight")
+    if num_heads is None:
+        num_heads = _KNOWN_HEADS.get((int(hidden), depth), max(1, int(hidden) // 64))
+    if hidden % num_heads:
+        raise ModelError(f"hidden size {hidden} is not divisible by {num_heads} attention heads")
+    return Architecture(
+        image_size=grid * int(ph),
+        patch_size=int(ph),
+        num_layers=depth,
+        num_heads=int(num_heads),
+        hidden_dim=int(hidden),
+        mlp_dim=int(mlp.shape[0]),
+        num_classes=int(head.shape[0]),
+        representation_size=int(pre.shape[0]) if pre is not None else None,
+        layer_norm_eps=layer_norm_eps,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and preprocessing
+
+
+def default_labels(num_classes: int) -> tuple[str, ...]:
+    if num_classes == 1000:
+        return imagenet_categories()
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def labels_from_config(config: Mapping[str, Any] | None, num_classes: int) -> tuple[str, ...] | None:
+    if not config or not isinstance(config.get("id2label"), Mapping):
+        return None
+    try:
+        id2label = {int(k): str(v) for k, v in config["id2label"].items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(id2label) != list(range(num_classes)):
+        return None
+    labels = tuple(id2label[i] for i in range(num_classes))
+    # Configs without real labels carry LABEL_0...; ImageNet's names are better then.
+    if num_classes == 1000 and all(lbl == f"LABEL_{i}" for i, lbl in enumerate(labels)):
+        return None
+    return labels
+
+
+def default_preprocess(image_size: int, layout: str) -> Preprocess:
+    # torchvision trains with bilinear resize 256 -> crop 224; timm/DeiT with bicubic and crop_pct 0.875.
+    resize = int(round(image_size / 0.875))
+    interp = "bilinear" if layout == "torchvision" else "bicubic"
+    return Preprocess(crop_size=image_size, resize_size=resize, interpolation=interp)
+
+
+_HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def preprocess_from_hf(pre: Mapping[str, Any] | None, image_size: int) -> Preprocess:
+    if not pre:
+        # ViTImageProcessor defaults: resize to the model size, mean/std 0.5.
+        return Preprocess(image_size, image_size, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    mean = tuple(float(x) for x in pre.get("image_mean", (0.5, 0.5, 0.5)))
+    std = tuple(float(x) for x in pre.get("image_std", (0.5, 0.5, 0.5)))
+    interp = _HF_RESAMPLE.get(int(pre.get("resample", 2)), "bilinear")
+    return Preprocess(image_size, image_size, interp, mean, std)
+
+
+
+def shape_text(t: torch.Tensor) -> str:
+    """``(768, 3, 16, 16)``: a tensor's shape as error messages write it."""
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+__all__ = [
+    "default_labels",
+    "default_preprocess",
+    "detect_layout",
+    "imagenet_categories",
+    "infer_architecture",
+    "labels_from_config",
+    "preprocess_from_hf",
+    "shape_text",
+    "to_torchvision",
+]

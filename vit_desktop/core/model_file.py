@@ -1,0 +1,161 @@
+"""The project's own model format: safetensors in torchvision's key layout, described by metadata.
+
+A file fine-tuning writes carries everything needed to use it again, as string metadata:
+``vit_desktop.arch``, ``vit_desktop.labels`` and ``vit_desktop.preprocess`` (JSON), a name, a
+description, and free-form extras (training settings, metrics, the base model). Readers of
+other layouts live in :mod:`.checkpoints` and :mod:`.layouts`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import VisionTransformer
+
+from .errors import ModelError
+from .files import atomic_path
+from .types import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Architecture, ModelCard, Preprocess
+from .vit import architecture_of
+
+FORMAT_KEY = "vit_desktop.format"
+FORMAT_VERSION = "1"
+META_PREFIX = "vit_desktop."
+META_NAME = META_PREFIX + "name"
+META_DESCRIPTION = META_PREFIX + "description"
+META_LABELS = META_PREFIX + "labels"
+#: Keys every file has; everything else under the prefix is an extra.
+_CORE_META = {"format", "name", "description", "arch", "labels", "preprocess"}
+
+
+def is_project_file(meta: Mapping[str, str]) -> bool:
+    return meta.get(FORMAT_KEY) is not None
+
+
+def architecture_from_metadata(meta: Mapping[str, str]) -> Architecture:
+    """The architecture a project file declares; ModelError when a newer program wrote it."""
+    if meta[FORMAT_KEY] != FORMAT_VERSION:
+        raise ModelError(f"made by a newer vit-desktop (format {meta[FORMAT_KEY]}); please update")
+    return Architecture(**json.loads(meta[META_PREFIX + "arch"]))
+
+
+@dataclass(frozen=True)
+class FileDescription:
+    """What a project file's metadata says beyond its architecture."""
+
+    name: str
+    description: str
+    labels: tuple[str, ...]
+    preprocess: Preprocess
+    extra: tuple[tuple[str, str], ...]
+
+
+def describe(meta: Mapping[str, str], default_name: str) -> FileDescription:
+    """Labels, preprocessing, name and extras of a project file (KeyError/ValueError when malformed)."""
+    extra = tuple(
+        (k[len(META_PREFIX) :], v)
+        for k, v in sorted(meta.items())
+        if k.startswith(META_PREFIX) and k[len(META_PREFIX) :] not in _CORE_META
+    )
+    return FileDescription(
+        name=meta.get(META_NAME) or default_name,
+        description=meta.get(META_DESCRIPTION, ""),
+        labels=tuple(json.loads(meta[META_LABELS])),
+        preprocess=preprocess_from_json(meta[META_PREFIX + "preprocess"]),
+        extra=extra,
+    )
+
+
+def preprocess_from_json(text: str) -> Preprocess:
+    d = json.loads(text)
+    return Preprocess(
+        crop_size=int(d["crop_size"]),
+        resize_size=int(d["resize_size"]),
+        interpolation=str(d.get("interpolation", "bilinear")),
+        mean=tuple(float(x) for x in d.get("mean", IMAGENET_MEAN)),
+        std=tuple(float(x) for x in d.get("std", IMAGENET_STD)),
+        color_mode=str(d.get("color_mode", "RGB")),
+        invert=bool(d.get("invert", False)),
+    )
+
+
+def check_preprocess(pp: Preprocess) -> None:
+    """ModelError when a preprocessing description cannot be followed."""
+    if pp.interpolation not in INTERPOLATIONS:
+        raise ModelError(f"unknown interpolation {pp.interpolation!r} in metadata")
+    if pp.color_mode not in ("RGB", "L"):
+        raise ModelError(f"unknown colour mode {pp.color_mode!r} in metadata")
+    if len(pp.mean) != 3 or len(pp.std) != 3 or min(pp.std) <= 0:
+        raise ModelError("preprocessing mean/std must have three values and std > 0")
+    if pp.resize_size < pp.crop_size:
+        raise ModelError(f"resize size {pp.resize_size} is smaller than crop size {pp.crop_size}")
+
+
+def card_metadata(card: ModelCard, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The safetensors metadata that describes ``card`` in the project format."""
+    meta = {
+        FORMAT_KEY: FORMAT_VERSION,
+        META_NAME: card.name,
+        META_DESCRIPTION: card.description,
+        META_PREFIX + "arch": json.dumps(asdict(card.arch)),
+        META_LABELS: json.dumps(list(card.labels)),
+        META_PREFIX + "preprocess": json.dumps(asdict(card.preprocess)),
+    }
+    for key, value in (*card.extra, *(extra or {}).items()):
+        if key in _CORE_META:
+            raise ValueError(f"metadata key {key!r} is reserved")
+        meta[META_PREFIX + key] = str(value)
+    return meta
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    module: nn.Module,
+    card: ModelCard,
+    *,
+    extra: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``module`` in the project format: safetensors + metadata, atomically.
+
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is False: a user's file is never
+    replaced without asking.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path.name}: model files are saved as .safetensors")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists")
+    assert isinstance(module, VisionTransformer)
+    if architecture_of(module) != card.arch:
+        raise ValueError("the card's architecture does not match the module")
+    # Plain contiguous fp32 CPU copies: safetensors refuses shared or strided storage.
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in module.state_dict().items()}
+    metadata = card_metadata(card, extra)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+__all__ = [
+    "FORMAT_KEY",
+    "FORMAT_VERSION",
+    "META_DESCRIPTION",
+    "META_LABELS",
+    "META_NAME",
+    "FileDescription",
+    "architecture_from_metadata",
+    "card_metadata",
+    "check_preprocess",
+    "describe",
+    "is_project_file",
+    "preprocess_from_json",
+    "save_model",
+]

@@ -1,0 +1,121 @@
+"""Every command of the window as data: one list of actions, one list of menus.
+
+``build_actions`` turns :data:`ACTIONS` into a typed bundle (labelme's ``_Actions``) whose fields
+are the action names, each connected to the handler of the same name; ``build_menus`` lays the
+menus out from :data:`MENUS`. Shortcuts are registered on the window, so they work while menus
+are closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QMenuBar, QWidget
+
+_K = QKeySequence.StandardKey
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    text: str
+    shortcut: QKeySequence.StandardKey | str | None = None
+    tip: str = ""
+
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("open", "&Open images…", _K.Open),
+    ActionSpec("open_folder", "Open &folder…", "Ctrl+Shift+O"),
+    ActionSpec("paste", "&Paste image or paths", _K.Paste),
+    ActionSpec("samples", "Open &sample photos"),
+    ActionSpec("export", "&Export results…", "Ctrl+E"),
+    ActionSpec("export_overlay", "Export &overlay PNG…", "Ctrl+Shift+E"),
+    ActionSpec("copy_classes", "Copy images into class &folders…"),
+    ActionSpec("clear", "C&lear results", "Ctrl+Shift+Backspace"),
+    ActionSpec("quit", "&Quit", _K.Quit),
+    ActionSpec("copy", "&Copy result", _K.Copy),
+    ActionSpec("select_all", "Select &all", _K.SelectAll),
+    ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run or the model download"),
+    ActionSpec("overlay", "Toggle &overlay", "H"),
+    ActionSpec("fit", "&Fit photo", "0"),
+    ActionSpec("zoom_in", "Zoom &in", _K.ZoomIn),
+    ActionSpec("zoom_out", "Zoom &out", _K.ZoomOut),
+    ActionSpec("open_weights", "Open &weights file…", "Ctrl+Shift+M"),
+    ActionSpec("reload_models", "&Refresh model list"),
+    ActionSpec("finetune", "&Fine-tune…", "Ctrl+T"),
+    ActionSpec("about", "&About vit-desktop"),
+    ActionSpec("download_default", "Download ViT-B/16"),
+)
+
+#: (menu title, action names; "-" is a separator). The Model menu is built by ``model_menu``.
+MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes", "-",
+               "clear", "quit")),
+    ("&Edit", ("copy", "paste", "select_all", "-", "cancel")),
+    ("&View", ("overlay", "fit", "zoom_in", "zoom_out")),
+    ("&Model", ()),
+    ("&Tools", ("finetune",)),
+    ("&Help", ("about",)),
+)
+
+
+@dataclass(frozen=True)
+class Actions:
+    open: QAction
+    open_folder: QAction
+    paste: QAction
+    samples: QAction
+    export: QAction
+    export_overlay: QAction
+    copy_classes: QAction
+    clear: QAction
+    quit: QAction
+    copy: QAction
+    select_all: QAction
+    cancel: QAction
+    overlay: QAction
+    fit: QAction
+    zoom_in: QAction
+    zoom_out: QAction
+    open_weights: QAction
+    reload_models: QAction
+    finetune: QAction
+    about: QAction
+    download_default: QAction
+
+
+def build_actions(window: QWidget, handlers: Mapping[str, Callable[[], object]]) -> Actions:
+    """One QAction per :data:`ACTIONS` entry, triggering ``handlers[name]``."""
+    made: dict[str, QAction] = {}
+    for spec in ACTIONS:
+        act = QAction(spec.text, window)
+        if spec.shortcut is not None:
+            act.setShortcut(QKeySequence(spec.shortcut))
+        if spec.tip:
+            act.setStatusTip(spec.tip)
+        act.triggered.connect(handlers[spec.name])
+        window.addAction(act)  # shortcuts work even while menus are closed
+        made[spec.name] = act
+    missing = {f.name for f in fields(Actions)} ^ set(made)
+    if missing:
+        raise ValueError(f"actions and their specs disagree: {sorted(missing)}")
+    return Actions(**made)
+
+
+def build_menus(bar: QMenuBar, actions: Actions) -> dict[str, QMenu]:
+    """The menu bar from :data:`MENUS`; returns the menus by title (without the ``&``)."""
+    menus: dict[str, QMenu] = {}
+    for title, names in MENUS:
+        menu = bar.addMenu(title)
+        for name in names:
+            if name == "-":
+                menu.addSeparator()
+            else:
+                menu.addAction(getattr(actions, name))
+        menus[title.replace("&", "")] = menu
+    return menus
+
+
+__all__ = ["ACTIONS", "MENUS", "ActionSpec", "Actions", "build_actions", "build_menus"]

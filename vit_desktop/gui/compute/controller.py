@@ -1,0 +1,183 @@
+"""The GUI thread's handle on the compute thread that owns the model.
+
+One long-lived ``QThread`` runs a :class:`~.worker.ComputeWorker`; every request goes to it as a
+frozen dataclass through a queued signal, and every request is a :class:`~vit_desktop.gui.jobs.Job`
+that the caller follows through its own signals. Cancelling never waits in the queue: the job's
+token is thread-safe, and the worker notices at its next cancel point. Newest wins is decided by
+the job board's channels: a model load supersedes the previous load, and a heatmap request the
+previous heatmap request.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from vit_desktop.core.types import ExplainOptions, ModelCard
+from vit_desktop.gui.jobs import Job, JobBoard, JobContext
+
+from .messages import (
+    ExplainRequest,
+    HeatmapReply,
+    LoadedModel,
+    LoadRequest,
+    Request,
+    RunProgress,
+    RunRequest,
+    TaskFn,
+    TaskRequest,
+    UseModuleRequest,
+)
+from .worker import ComputeWorker
+
+log = logging.getLogger(__name__)
+
+#: Channels on which the newest job wins.
+LOAD = "load"
+EXPLAIN = "explain"
+
+
+class Controller(QObject):
+    """Posts requests to the compute thread and hands back one :class:`Job` per request."""
+
+    #: The model in use changed (a load or a switch finished): a :class:`LoadedModel`.
+    model_changed = Signal(object)
+    #: A user model was saved or removed: pickers list the models again.
+    models_changed = Signal()
+    _post = Signal(object, object)  # JobContext, Request -> the worker
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.board = JobBoard(self)
+        self._thread = QThread()
+        self._thread.setObjectName("vit-desktop compute")
+        self._worker = ComputeWorker()
+        self._worker.moveToThread(self._thread)
+        self._post.connect(self._worker.handle)
+        self._worker.model_changed.connect(self._on_model_changed)
+        self._thread.start()
+        self._shut_down = False
+        self._current: LoadedModel | None = None
+        self._runs: set[Job] = set()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def current_model(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def current_card(self) -> ModelCard | None:
+        return self._current.card if self._current else None
+
+    @property
+    def loading(self) -> bool:
+        return self.board.latest(LOAD) is not None
+
+    @property
+    def busy(self) -> bool:
+        """True while a folder run is queued or streaming."""
+        return bool(self._runs)
+
+    @property
+    def compute_thread(self) -> QThread:
+        """The thread that owns the engine (QObject.thread() stays this object's own thread)."""
+        return self._thread
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _submit(self, name: str, request: Request, channel: str | None = None) -> Job:
+        job, ctx = self.board.create(name, channel=channel)
+        self._post.emit(ctx, request)
+        return job
+
+    def load_model(self, source: str | Path, device: str = "auto", precision: str = "auto") -> Job:
+        """Load a registry name or a weights file; supersedes a load still under way.
+
+        ``progressed``: (bytes done, bytes total) of a download; ``returned``: a LoadedModel.
+        """
+        return self._submit("load", LoadRequest(str(source), device, precision), LOAD)
+
+    def use_module(self, module: object, card: ModelCard, device: str = "auto", precision: str = "auto") -> Job:
+        """Switch to an in-memory model (e.g. one just fine-tuned); the caller must not keep using it."""
+        return self._submit("use model", UseModuleRequest(module, card, device, precision), LOAD)
+
+    def classify(
+        self,
+        paths: list[str] | tuple[str, ...],
+        *,
+        top_k: int = 5,
+        batch_size: int = 16,
+        explain: ExplainOptions | None = None,
+        threshold: float = 0.0,
+    ) -> Job:
+        """Queue a run over files and folders (folders are scanned on the compute thread).
+
+        ``progressed``: a :class:`RunProgress` per batch; ``returned``: the final RunProgress.
+        """
+        job = self._submit("classify", RunRequest(tuple(str(p) for p in paths), top_k, batch_size, explain, threshold))
+        self._runs.add(job)
+        job.finished.connect(self._on_run_finished)
+        return job
+
+    def explain(self, path: str, options: ExplainOptions, class_index: int | None = None) -> Job:
+        """One image's map; a newer request supersedes this one. ``returned``: a HeatmapReply."""
+        return self._submit("explain", ExplainRequest(path, options, class_index), EXPLAIN)
+
+    def run_task(self, fn: TaskFn) -> Job:
+        """Run ``fn(engine, report, cancel)`` on the compute thread.
+
+        ``report(obj)`` emits the job's ``progressed(obj)``; the return value its ``returned``.
+        """
+        return self._submit("task", TaskRequest(fn))
+
+    def cancel_runs(self) -> None:
+        """Cancel every queued and active folder run."""
+        for job in list(self._runs):
+            job.cancel()
+
+    def cancel_load(self) -> None:
+        job = self.board.latest(LOAD)
+        if job is not None:
+            job.cancel()
+
+    def notify_models_changed(self) -> None:
+        """Tell pickers that a user model was saved or removed."""
+        self.models_changed.emit()
+
+    def shutdown(self, timeout_ms: int = 30000) -> None:
+        """Cancel everything, stop the thread and join it. Safe to call more than once."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.board.cancel_all()
+        self._thread.quit()
+        if not self._thread.wait(timeout_ms):
+            log.error("compute thread did not stop within %d ms", timeout_ms)
+            self._thread.wait()  # never drop a running QThread
+        try:
+            self._worker.release()
+        except Exception:
+            log.exception("releasing the compute thread's run failed")
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
+
+    # -- replies (GUI thread) ------------------------------------------------------------------
+
+    @Slot(object)
+    def _on_model_changed(self, loaded: LoadedModel) -> None:
+        # Even a superseded load became the worker's engine, so the current model is always the
+        # last one loaded.
+        self._current = loaded
+        self.model_changed.emit(loaded)
+
+    @Slot(object)
+    def _on_run_finished(self, _outcome: object) -> None:
+        self._runs = {job for job in self._runs if job.running}
+
+
+__all__ = ["Controller", "HeatmapReply", "JobContext", "LoadedModel", "RunProgress"]

@@ -1,0 +1,108 @@
+"""What crosses between the GUI thread and the compute thread: frozen requests and plain replies.
+
+Requests are frozen dataclasses the GUI never touches again after posting; replies hold Python
+numbers, strings, cards, results and CPU numpy arrays only (never tensors, pixmaps or widgets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
+
+if TYPE_CHECKING:  # the engine imports torch; the window must not wait for that at start-up
+    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.errors import CancelToken
+
+#: A task run on the compute thread: fn(engine or None, report, cancel token) -> value.
+TaskFn = Callable[["Engine | None", Callable[[object], None], "CancelToken"], object]
+
+
+# ----------------------------------------------------------------------------------------------
+# Requests (GUI thread -> compute thread)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    source: str
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class UseModuleRequest:
+    module: Any  # a VisionTransformer handed over for good: the GUI keeps no reference
+    card: ModelCard
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    paths: tuple[str, ...]
+    top_k: int
+    batch_size: int
+    explain: ExplainOptions | None
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    path: str
+    options: ExplainOptions
+    #: None: class-agnostic rollout; else the class-specific map of this class.
+    class_index: int | None
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    fn: TaskFn
+
+
+Request = LoadRequest | UseModuleRequest | RunRequest | ExplainRequest | TaskRequest
+
+
+# ----------------------------------------------------------------------------------------------
+# Replies (compute thread -> GUI thread)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What the window shows once a model is ready."""
+
+    card: ModelCard
+    device_name: str
+    device_key: str
+    precision: str
+    source: str
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A folder run so far: the results of its latest batch (possibly none) and the totals."""
+
+    results: tuple[ClassifyResult, ...]
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class HeatmapReply:
+    path: str
+    heatmap: Heatmap
+
+
+__all__ = [
+    "ExplainRequest",
+    "HeatmapReply",
+    "LoadRequest",
+    "LoadedModel",
+    "Request",
+    "RunProgress",
+    "RunRequest",
+    "TaskFn",
+    "TaskRequest",
+    "UseModuleRequest",
+]

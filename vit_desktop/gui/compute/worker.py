@@ -1,0 +1,206 @@
+"""The compute thread's side: one worker that owns the engine and makes every device call.
+
+It lives on the controller's ``QThread``; requests arrive through a queued signal with the
+:class:`~vit_desktop.gui.jobs.JobContext` to answer through. A folder run is processed one batch
+per event, so that a heatmap asked for while a long run streams (the user clicked a thumbnail) is
+answered between two batches instead of after the run.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+
+from vit_desktop.core.errors import VitDesktopError, one_line
+from vit_desktop.core.types import ClassifyResult
+from vit_desktop.gui.jobs import JobContext, execute
+
+from .messages import (
+    ExplainRequest,
+    HeatmapReply,
+    LoadedModel,
+    LoadRequest,
+    Request,
+    RunProgress,
+    RunRequest,
+    TaskRequest,
+    UseModuleRequest,
+)
+
+if TYPE_CHECKING:
+    from vit_desktop.core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "No model loaded — choose one from the Model menu, then drop the images again."
+
+
+class _ActiveRun:
+    """A run being streamed: its job, its batch generator and how far it got."""
+
+    def __init__(self, ctx: JobContext, batches: Iterator[list[ClassifyResult]], done: int, total: int) -> None:
+        self.ctx = ctx
+        self.batches = batches
+        self.done = done
+        self.total = total
+
+
+class ComputeWorker(QObject):
+    """Owns the engine. Every slot catches everything: a UI stuck in "busy" is a bug."""
+
+    #: The engine changed (a load finished, superseded or not): the current model is this one.
+    model_changed = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._engine: Engine | None = None
+        self._runs: collections.deque[tuple[JobContext, RunRequest]] = collections.deque()
+        self._active: _ActiveRun | None = None
+        self._step_scheduled = False
+
+    @Slot(object, object)
+    def handle(self, ctx: JobContext, request: Request) -> None:
+        try:
+            if isinstance(request, LoadRequest):
+                execute(ctx, lambda: self._load(ctx, request))
+            elif isinstance(request, UseModuleRequest):
+                execute(ctx, lambda: self._use_module(request))
+            elif isinstance(request, RunRequest):
+                self._runs.append((ctx, request))
+                self._schedule_step()
+            elif isinstance(request, ExplainRequest):
+                execute(ctx, lambda: self._explain(request))
+            elif isinstance(request, TaskRequest):
+                execute(ctx, lambda: request.fn(self._engine, ctx.report, ctx.token))
+            else:  # pragma: no cover - a programming error, still never fatal
+                ctx.fail(f"unknown request {type(request).__name__}")
+        except BaseException as exc:
+            log.exception("compute thread request failed")
+            ctx.fail(one_line(exc))
+
+    # -- models --------------------------------------------------------------------------------
+
+    def _load(self, ctx: JobContext, req: LoadRequest) -> LoadedModel:
+        from vit_desktop.core.engine import Engine  # first use imports torch, off the GUI thread
+
+        def progress(done: int, total: int) -> None:
+            ctx.report((int(done), int(total)))
+
+        engine = Engine.load(req.source, device=req.device, precision=req.precision, progress=progress,
+                             cancel=ctx.token)
+        return self._set_engine(engine, req.source)
+
+    def _use_module(self, req: UseModuleRequest) -> LoadedModel:
+        from vit_desktop.core.engine import Engine
+
+        engine = Engine.from_module(req.module, req.card, device=req.device, precision=req.precision)
+        return self._set_engine(engine, req.card.source)
+
+    def _set_engine(self, engine: Engine, source: str) -> LoadedModel:
+        self._engine = engine
+        loaded = LoadedModel(
+            card=engine.card,
+            device_name=str(engine.device_name),
+            device_key=str(engine.device),
+            precision=str(engine.precision),
+            source=source,
+        )
+        self.model_changed.emit(loaded)
+        return loaded
+
+    # -- folder runs ---------------------------------------------------------------------------
+
+    def _schedule_step(self) -> None:
+        if not self._step_scheduled:
+            self._step_scheduled = True
+            # A zero timer lets requests already queued (a heatmap for the clicked image) go first.
+            QTimer.singleShot(0, self._step)
+
+    @Slot()
+    def _step(self) -> None:
+        self._step_scheduled = False
+        try:
+            self._step_inner()
+        except BaseException as exc:
+            log.exception("classification step failed")
+            run, self._active = self._active, None
+            if run is not None:
+                run.ctx.fail(f"Classification stopped: {one_line(exc)}")
+        if self._active is not None or self._runs:
+            self._schedule_step()
+
+    def _step_inner(self) -> None:
+        if self._active is None:
+            if self._runs:
+                self._start_run(*self._runs.popleft())
+            return
+        run = self._active
+        if run.ctx.cancelled:
+            self._active = None
+            run.ctx.stopped()
+            return
+        batch = next(run.batches, None)
+        if batch is None:
+            self._active = None
+            if run.ctx.cancelled:
+                run.ctx.stopped()
+            else:
+                run.ctx.done(RunProgress((), run.done, run.total))
+            return
+        run.done += len(batch)
+        run.ctx.report(RunProgress(tuple(batch), run.done, run.total))
+
+    def _start_run(self, ctx: JobContext, req: RunRequest) -> None:
+        if ctx.cancelled:
+            ctx.stopped()
+            return
+        if self._engine is None:
+            ctx.fail(NO_MODEL)
+            return
+        from vit_desktop.core.scan import scan
+
+        found = scan(req.paths, cancel=ctx.token)
+        errors = tuple(ClassifyResult(path=str(p), error=reason) for p, reason in found.errors)
+        files = [str(p) for p in found.files]
+        total = len(files) + len(errors)
+        batches = self._engine.classify_batches(
+            files,
+            top_k=req.top_k,
+            batch_size=req.batch_size,
+            explain=req.explain,
+            threshold=req.threshold,
+            cancel=ctx.token,
+        )
+        self._active = _ActiveRun(ctx, batches, len(errors), total)
+        ctx.report(RunProgress(errors, len(errors), total))
+
+    # -- explain -------------------------------------------------------------------------------
+
+    def _explain(self, req: ExplainRequest) -> HeatmapReply:
+        if self._engine is None:
+            raise VitDesktopError("No model loaded.")
+        if req.class_index is None:
+            heatmap = self._engine.rollout(req.path, req.options)
+        else:
+            heatmap = self._engine.explain_class(req.path, req.class_index)
+        return HeatmapReply(req.path, heatmap)
+
+    def release(self) -> None:
+        """Close a half-streamed run (its decode pool joins) and drop the model.
+
+        Only called once the thread has stopped, so nothing runs here concurrently.
+        """
+        run, self._active = self._active, None
+        self._runs.clear()
+        if run is not None:
+            close = getattr(run.batches, "close", None)
+            if close is not None:
+                close()
+        self._engine = None
+
+
+__all__ = ["NO_MODEL", "ComputeWorker"]

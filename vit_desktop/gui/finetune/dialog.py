@@ -1,0 +1,340 @@
+"""The fine-tune dialog: make classes, put photos in them, train, look at the results, save.
+
+Training runs on the controller's compute thread as a task; the dialog turns its progress into
+curves and labels. What comes back is plain data: the trained module (handed over, not shared),
+metrics, and the mistakes' previews that core renders (:mod:`vit_desktop.core.training.review`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vit_desktop.core.data import LabelledSet
+from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.units import format_duration
+from vit_desktop.gui.compute import Controller
+from vit_desktop.gui.finetune.labels_editor import LabelsEditor
+from vit_desktop.gui.finetune.results_view import ResultsView
+from vit_desktop.gui.jobs import Job
+
+if TYPE_CHECKING:
+    from vit_desktop.core.training import TrainConfig, TrainProgress, TrainResult
+
+#: (combo text, mode) in the order offered.
+MODE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("Head only (fast, best for few photos)", "head"),
+    ("Last blocks + head", "partial"),
+    ("Full fine-tune", "full"),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainOutcome:
+    """What the training task hands back to the GUI thread."""
+
+    result: TrainResult
+    #: path -> (h, w, 3) uint8 photo with its heatmap for the predicted class.
+    previews: dict[str, np.ndarray]
+
+
+def _training_task(
+    data: LabelledSet, config: TrainConfig
+) -> Callable[[Any, Callable[[object], None], CancelToken], TrainOutcome]:
+    """The job run on the compute thread: train, then render the mistakes' heatmaps."""
+
+    def task(engine: Any, report: Callable[[object], None], cancel: CancelToken) -> TrainOutcome:
+        from vit_desktop.core.training import finetune
+        from vit_desktop.core.training.review import mistake_previews
+
+        if engine is None:
+            raise VitDesktopError("load a model first: fine-tuning starts from the current model")
+        result = finetune(engine, data, config, progress=report, cancel=cancel)
+        return TrainOutcome(result, mistake_previews(result, engine.device))
+
+    return task
+
+
+class FinetuneDialog(QDialog):
+    """Label photos into classes, train on the current model, inspect, save and use the result."""
+
+    trained = Signal(object)  # TrainResult, once training ends (also when cancelled)
+    #: Each progress report of the running training (a TrainProgress).
+    progress_reported = Signal(object)
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Fine-tune")
+        self.resize(980, 640)
+        self.controller = controller
+        self.trained_result: TrainResult | None = None
+        self.saved_path: Path | None = None
+        self._job: Job | None = None
+        self._build()
+        controller.model_changed.connect(self._on_model_changed)
+        self._set_training(False)
+
+    # ---- layout ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        root = QHBoxLayout(self)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        root.addWidget(split)
+        self.labels = LabelsEditor()
+        split.addWidget(self.labels)
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        form = QFormLayout()
+        self.base_label = QLabel()
+        form.addRow("Start from:", self.base_label)
+        self.mode_combo = QComboBox()
+        for text, mode in MODE_CHOICES:
+            self.mode_combo.addItem(text, mode)
+        form.addRow("Training:", self.mode_combo)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(0, 500)
+        self.epochs_spin.setSpecialValueText("automatic")
+        form.addRow("Epochs:", self.epochs_spin)
+        rv.addLayout(form)
+        row = QHBoxLayout()
+        self.train_button = QPushButton("Train")
+        self.train_button.setDefault(True)
+        self.train_button.clicked.connect(self.start_training)
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.clicked.connect(self.cancel_training)
+        self.progress_bar = QProgressBar()
+        row.addWidget(self.train_button)
+        row.addWidget(self.cancel_button)
+        row.addWidget(self.progress_bar, 1)
+        rv.addLayout(row)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        rv.addWidget(self.status_label)
+        self.labels.status.connect(self.status_label.setText)
+
+        self.results = ResultsView()
+        rv.addWidget(self.results, 1)
+
+        row = QHBoxLayout()
+        self.save_model_button = QPushButton("Save model…")
+        self.save_model_button.clicked.connect(self._on_save_model)
+        self.use_button = QPushButton("Use now")
+        self.use_button.setToolTip("Classify with the new model in the main window")
+        self.use_button.clicked.connect(self.use_now)
+        close = QPushButton("Close")
+        close.clicked.connect(self.reject)
+        row.addWidget(self.save_model_button)
+        row.addWidget(self.use_button)
+        row.addStretch(1)
+        row.addWidget(close)
+        rv.addLayout(row)
+        split.addWidget(right)
+        split.setStretchFactor(1, 2)
+
+    @property
+    def data(self) -> LabelledSet:
+        return self.labels.data
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def config(self) -> TrainConfig:
+        from vit_desktop.core.training import TrainConfig
+
+        epochs = self.epochs_spin.value() or None
+        return TrainConfig(mode=self.mode_combo.currentData(), epochs=epochs)
+
+    def _set_training(self, running: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        has_result = self.trained_result is not None and not running
+        self.save_model_button.setEnabled(has_result)
+        self.use_button.setEnabled(has_result)
+        self.mode_combo.setEnabled(not running)
+        self.epochs_spin.setEnabled(not running)
+        self.labels.set_locked(running)
+        card = self.controller.current_card
+        self.base_label.setText(card.name if card is not None else "no model loaded")
+
+    @Slot()
+    def start_training(self) -> None:
+        if self._job is not None:
+            return
+        if self.controller.current_card is None:
+            self.status_label.setText("Load a model first: fine-tuning starts from the current model")
+            return
+        try:
+            self.data.validate()
+            config = self.config()
+        except VitDesktopError as exc:
+            self.status_label.setText(str(exc))
+            return
+        self.trained_result = None
+        self.saved_path = None
+        self.results.clear_results()
+        self.progress_bar.setRange(0, 0)
+        self.status_label.setText("Starting…")
+        job = self.controller.run_task(_training_task(self.data, config))
+        job.progressed.connect(self._on_progress)
+        job.returned.connect(self._on_trained)
+        job.errored.connect(self._on_failed)
+        job.finished.connect(self._on_finished)
+        self._job = job
+        self._set_training(True)
+
+    @Slot(object)
+    def _on_model_changed(self, _loaded: object) -> None:
+        card = self.controller.current_card
+        self.base_label.setText(card.name if card is not None else "no model loaded")
+
+    @Slot()
+    def cancel_training(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.status_label.setText("Cancelling: the best model so far will be kept…")
+
+    @Slot(object)
+    def _on_progress(self, prog: TrainProgress) -> None:
+        if prog.steps:
+            self.progress_bar.setRange(0, prog.steps)
+            self.progress_bar.setValue(prog.step)
+        eta = f" — about {format_duration(prog.eta_s)} left" if prog.eta_s is not None and prog.eta_s > 1 else ""
+        if prog.phase == "val":
+            self.results.curves.add_row({"epoch": prog.epoch, "loss": prog.loss, "acc": prog.acc,
+                                         "val_loss": prog.val_loss, "val_acc": prog.val_acc})
+            self.status_label.setText(
+                f"Epoch {prog.epoch}/{prog.epochs}: loss {prog.loss or 0:.3f}, accuracy {prog.acc or 0:.0%}, "
+                f"validation loss {prog.val_loss or 0:.3f}, validation accuracy {prog.val_acc or 0:.0%}{eta}"
+            )
+        else:
+            detail = f", loss {prog.loss:.3f}" if prog.loss is not None else ""
+            self.status_label.setText(f"{prog.message}{detail}{eta}")
+        self.progress_reported.emit(prog)
+
+    @Slot(object)
+    def _on_trained(self, outcome: TrainOutcome) -> None:
+        self.trained_result = outcome.result
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self._show_result(outcome.result, outcome.previews)
+        self.trained.emit(outcome.result)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label.setText(message)
+
+    @Slot(object)
+    def _on_finished(self, _outcome: object) -> None:
+        self._job = None
+        self._set_training(False)
+
+    def _show_result(self, r: TrainResult, previews: dict[str, np.ndarray]) -> None:
+        self.results.show_result(r, previews)
+        state = "Cancelled; kept the best model so far" if r.cancelled else "Done"
+        n_bad = len(r.skipped)
+        skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
+        self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
+        self.status_label.setText(
+            f"{state}: validation accuracy {r.val_accuracy:.0%} on {r.metrics.get('val_images')} photos "
+            f"(best epoch {r.best_epoch}){skipped}"
+        )
+
+    # ---- saving and using --------------------------------------------------------------------
+
+    def default_model_path(self) -> Path:
+        from vit_desktop.core.paths import user_models_dir
+
+        names = "-".join(self.trained_result.card.labels[:3]) if self.trained_result else "model"
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", names).strip("_")[:60] or "model"
+        return user_models_dir() / f"{stem}.safetensors"
+
+    def _ask_overwrite(self, path: Path) -> bool:
+        return QMessageBox.question(
+            self, "Replace model?", f"{path.name} already exists. Replace it?"
+        ) == QMessageBox.StandardButton.Yes
+
+    def save_model_to(self, path: str | os.PathLike[str]) -> bool:
+        """Save the trained model; asks before replacing an existing file. True when written."""
+        from vit_desktop.core.model_file import save_model
+
+        if self.trained_result is None:
+            return False
+        path = Path(path)
+        if path.suffix.lower() != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        overwrite = path.exists()
+        if overwrite and not self._ask_overwrite(path):
+            self.status_label.setText("Not saved: the existing model was kept")
+            return False
+        card = replace(self.trained_result.card, name=path.stem, source=str(path))
+        try:
+            save_model(path, self.trained_result.module, card, overwrite=overwrite)
+        except (OSError, ValueError) as exc:
+            self.status_label.setText(f"Could not save {path.name}: {exc}")
+            return False
+        self.trained_result = replace(self.trained_result, card=card)
+        self.saved_path = path
+        self.status_label.setText(f"Saved {path}")
+        self.controller.notify_models_changed()
+        return True
+
+    @Slot()
+    def _on_save_model(self) -> None:
+        if self.trained_result is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save model", str(self.default_model_path()), "Models (*.safetensors)",
+            options=QFileDialog.Option.DontConfirmOverwrite,  # we ask ourselves, with the same words everywhere
+        )
+        if path:
+            self.save_model_to(path)
+
+    @Slot()
+    def use_now(self) -> None:
+        """Switch the main window to the new model (a copy: this dialog may still save it)."""
+        if self.trained_result is None:
+            return
+        self.controller.use_module(copy.deepcopy(self.trained_result.module), self.trained_result.card)
+        self.status_label.setText(f"Now classifying with {self.trained_result.card.name}")
+
+    # ---- closing -----------------------------------------------------------------------------
+
+    def done(self, code: int) -> None:
+        # Closing the dialog stops training; the compute thread notices at its next step.
+        if self._job is not None:
+            self._job.cancel()
+        super().done(code)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        if self._job is not None:
+            self._job.cancel()
+        super().closeEvent(event)
+
+
+__all__ = ["FinetuneDialog", "TrainOutcome"]

@@ -1,0 +1,118 @@
+"""How a trained model did: curves, confusion matrix, per-class accuracy, and its mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QWidget,
+)
+
+from vit_desktop.gui.finetune.curves import CurveWidget
+from vit_desktop.gui.qimage import rgb_to_qimage
+
+if TYPE_CHECKING:
+    from vit_desktop.core.training import TrainResult
+
+#: The side of a mistake's preview (core renders them at this size).
+PREVIEW_SIDE = 320
+
+
+class ResultsView(QTabWidget):
+    """Four tabs: curves (live while training), confusion matrix, per class, mistakes."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.previews: dict[str, np.ndarray] = {}
+        self.curves = CurveWidget()
+        self.addTab(self.curves, "Curves")
+        self.confusion_table = QTableWidget()
+        self.confusion_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.addTab(self.confusion_table, "Confusion matrix")
+        self.per_class_table = QTableWidget(0, 2)
+        self.per_class_table.setHorizontalHeaderLabels(["Class", "Validation accuracy"])
+        self.per_class_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.per_class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.addTab(self.per_class_table, "Per class")
+        mistakes = QWidget()
+        mv = QHBoxLayout(mistakes)
+        self.mistake_list = QListWidget()
+        self.mistake_list.currentItemChanged.connect(self._on_mistake_selected)
+        self.mistake_view = QLabel("Click a photo to see it with the heatmap of the predicted class")
+        self.mistake_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.mistake_view.setMinimumWidth(PREVIEW_SIDE)
+        self.mistake_view.setWordWrap(True)
+        mv.addWidget(self.mistake_list, 1)
+        mv.addWidget(self.mistake_view, 1)
+        self.addTab(mistakes, "Mistakes")
+
+    def clear_results(self) -> None:
+        self.previews = {}
+        self.curves.clear()
+        self.confusion_table.clear()
+        self.per_class_table.setRowCount(0)
+        self.mistake_list.clear()
+
+    def show_result(self, r: TrainResult, previews: dict[str, np.ndarray]) -> None:
+        self.previews = previews
+        self.curves.set_rows(list(r.history), r.best_epoch)
+        labels = list(r.card.labels)
+        n = len(labels)
+        self.confusion_table.setRowCount(n)
+        self.confusion_table.setColumnCount(n)
+        self.confusion_table.setVerticalHeaderLabels([f"true: {c}" for c in labels])
+        self.confusion_table.setHorizontalHeaderLabels([f"predicted: {c}" for c in labels])
+        peak = max((v for row in r.confusion for v in row), default=0) or 1
+        for i, row in enumerate(r.confusion):
+            for j, v in enumerate(row):
+                item = QTableWidgetItem(str(v))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                if v:
+                    # Shade by count: the diagonal should be the dark one.
+                    tint = QColor(60, 140, 60) if i == j else QColor(200, 70, 50)
+                    tint.setAlpha(int(40 + 160 * v / peak))
+                    item.setBackground(tint)
+                self.confusion_table.setItem(i, j, item)
+        self.confusion_table.resizeColumnsToContents()
+        self.per_class_table.setRowCount(n)
+        for i, (c, acc) in enumerate(zip(labels, r.per_class_accuracy)):
+            self.per_class_table.setItem(i, 0, QTableWidgetItem(c))
+            self.per_class_table.setItem(i, 1, QTableWidgetItem(f"{acc:.0%}"))
+        self.mistake_list.clear()
+        for path, true, predicted in r.misclassified:
+            entry = QListWidgetItem(f"{Path(path).name}: {true} → {predicted}")
+            entry.setData(Qt.ItemDataRole.UserRole, path)
+            entry.setToolTip(path)
+            self.mistake_list.addItem(entry)
+
+    @Slot()
+    def _on_mistake_selected(self, *args: object) -> None:
+        item = self.mistake_list.currentItem()
+        if item is None:
+            return
+        path = item.data(Qt.ItemDataRole.UserRole)
+        arr = self.previews.get(path)
+        if arr is None:
+            pix = QPixmap(path)
+            if pix.isNull():
+                self.mistake_view.setText(f"{Path(path).name}: cannot be shown")
+                return
+            self.mistake_view.setPixmap(pix.scaled(PREVIEW_SIDE, PREVIEW_SIDE, Qt.AspectRatioMode.KeepAspectRatio))
+            return
+        self.mistake_view.setPixmap(QPixmap.fromImage(rgb_to_qimage(arr)))
+
+
+__all__ = ["ResultsView"]

@@ -1,0 +1,194 @@
+"""The left-hand side: the filter bar, the gallery of results and the one-line summary under it.
+
+It owns how results are filtered, sorted and counted, and the "uncertain below" threshold (which
+re-marks results already listed); the window only hands it results and asks what is selected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QVBoxLayout, QWidget
+
+from vit_desktop.core.types import ClassifyResult
+from vit_desktop.gui.gallery import GalleryView
+from vit_desktop.gui.results_model import FILTER_TITLES, SORT_KEYS, FilterMode, ResultsFilter, ResultsModel, Roles
+from vit_desktop.gui.thumbnails import ImageLoader
+
+EMPTY_TEXT = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
+
+
+class GalleryPane(QWidget):
+    """Filter text and state, sort order, threshold; the gallery; the counts."""
+
+    #: The threshold changed (a fraction in [0, 1]): the window remembers it.
+    threshold_changed = Signal(float)
+    #: The current result changed (a ClassifyResult, or None).
+    current_changed = Signal(object)
+    #: Text for the status bar.
+    note = Signal(str)
+
+    def __init__(self, loader: ImageLoader, model: ResultsModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.results_model = model
+        self.proxy = ResultsFilter(self)
+        self.proxy.setSourceModel(model)
+        self.filter_edit = QLineEdit(self)
+        self.filter_edit.setPlaceholderText("Filter by label or file name")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_mode = QComboBox(self)
+        for mode, title in FILTER_TITLES.items():
+            self.filter_mode.addItem(title, int(mode))
+        self.sort_combo = QComboBox(self)
+        for title, _role, _order in SORT_KEYS:
+            self.sort_combo.addItem(title)
+        self.threshold_spin = QDoubleSpinBox(self)
+        self.threshold_spin.setRange(0, 100)
+        self.threshold_spin.setDecimals(0)
+        self.threshold_spin.setSuffix(" %")
+        self.threshold_spin.setPrefix("Uncertain below ")
+        self.threshold_spin.setToolTip("Images whose best score is below this are marked uncertain")
+        # Text fields would swallow dropped files as text: drops belong to the window.
+        self.filter_edit.setAcceptDrops(False)
+        self.threshold_spin.setAcceptDrops(False)
+        self.threshold_spin.lineEdit().setAcceptDrops(False)
+
+        self.gallery = GalleryView(loader, self)
+        self.gallery.setModel(self.proxy)
+        self.gallery.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.summary = QLabel("", self)
+        self.summary.setObjectName("summary")
+        bar = QHBoxLayout()
+        bar.addWidget(self.filter_edit, 2)
+        bar.addWidget(self.filter_mode)
+        bar.addWidget(self.sort_combo)
+        bar.addWidget(self.threshold_spin)
+        lv = QVBoxLayout(self)
+        lv.setContentsMargins(6, 6, 0, 6)
+        lv.addLayout(bar)
+        lv.addWidget(self.gallery, 1)
+        lv.addWidget(self.summary)
+        self._context_actions: list[QAction] = []
+        self._has_samples = False
+
+        self.filter_edit.textChanged.connect(self.proxy.set_text)
+        self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
+        self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
+        self.threshold_spin.valueChanged.connect(self._on_threshold)
+        self.gallery.selectionModel().currentChanged.connect(self._on_current_changed)
+        self.gallery.customContextMenuRequested.connect(self._on_context_menu)
+        model.dataChanged.connect(self._on_data_changed)
+        model.rowsInserted.connect(self.update_summary)
+        model.modelReset.connect(self.update_summary)
+        self.proxy.layoutChanged.connect(self.update_empty_text)
+
+    # -- what the window sets ------------------------------------------------------------------
+
+    def set_threshold(self, fraction: float) -> None:
+        self.threshold_spin.blockSignals(True)
+        self.threshold_spin.setValue(round(fraction * 100))
+        self.threshold_spin.blockSignals(False)
+
+    @property
+    def threshold(self) -> float:
+        return self.threshold_spin.value() / 100.0
+
+    def set_context_actions(self, actions: list[QAction]) -> None:
+        """What the right-click menu offers for a photo, before "Show in folder"."""
+        self._context_actions = list(actions)
+
+    def set_has_samples(self, has: bool) -> None:
+        self._has_samples = has
+        self.update_empty_text()
+
+    def add_results(self, results: tuple[ClassifyResult, ...] | list[ClassifyResult]) -> None:
+        self.results_model.add_results(results)
+        if not self.gallery.currentIndex().isValid() and self.proxy.rowCount() > 0:
+            self.gallery.setCurrentIndex(self.proxy.index(0, 0))
+
+    # -- what the window asks ------------------------------------------------------------------
+
+    def selected_results(self) -> list[ClassifyResult]:
+        rows = self.gallery.selectionModel().selectedIndexes()
+        if not rows and self.gallery.currentIndex().isValid():
+            rows = [self.gallery.currentIndex()]
+        return [i.data(Roles.RESULT) for i in sorted(rows, key=lambda i: i.row())]
+
+    def copy_selected(self) -> None:
+        """Copy the selected results as tab-separated lines: path, label, score (or the error)."""
+        lines = []
+        for r in self.selected_results():
+            if r.error:
+                lines.append(f"{r.path}\terror\t{r.error}")
+            else:
+                lines.append("\t".join([r.path] + [f"{p.label}\t{p.score:.4f}" for p in r.predictions]))
+        if lines:
+            QGuiApplication.clipboard().setText("\n".join(lines) + "\n")
+            self.note.emit(f"Copied {len(lines)} result{'s' if len(lines) != 1 else ''}.")
+
+    # -- slots ---------------------------------------------------------------------------------
+
+    @Slot(int)
+    def _on_filter_mode(self, i: int) -> None:
+        self.proxy.set_mode(FilterMode(self.filter_mode.itemData(i)))
+        self.update_empty_text()
+
+    @Slot(float)
+    def _on_threshold(self, value: float) -> None:
+        t = value / 100.0
+        # Uncertainty is only "top score < threshold": re-derive it for what is already listed.
+        for r in self.results_model.results():
+            if r.top is not None and r.uncertain != (r.top.score < t):
+                self.results_model.replace_result(dataclasses.replace(r, uncertain=r.top.score < t))
+        self.proxy.refilter()
+        self.update_summary()
+        self.threshold_changed.emit(t)
+
+    @Slot(QModelIndex, QModelIndex)
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self.current_changed.emit(current.data(Roles.RESULT) if current.isValid() else None)
+
+    @Slot(QModelIndex, QModelIndex, list)
+    def _on_data_changed(self, top_left: QModelIndex, _bottom_right: QModelIndex, _roles: list[int]) -> None:
+        cur = self.gallery.currentIndex()
+        if cur.isValid() and self.proxy.mapToSource(cur).row() == top_left.row():
+            self.current_changed.emit(cur.data(Roles.RESULT))
+
+    @Slot()
+    def update_summary(self) -> None:
+        n, errors, uncertain = self.results_model.counts()
+        self.summary.setText(f"{n} image{'s' if n != 1 else ''} · {uncertain} uncertain · {errors} errors" if n else "")
+        self.update_empty_text()
+
+    @Slot()
+    def update_empty_text(self) -> None:
+        empty = self.results_model.rowCount() == 0
+        self.gallery.empty_text = EMPTY_TEXT if empty else "No image matches the filter"
+        self.gallery.set_sample_button_visible(empty and self._has_samples)
+        self.gallery.viewport().update()
+
+    @Slot(QPoint)
+    def _on_context_menu(self, pos: QPoint) -> None:
+        index = self.gallery.indexAt(pos)
+        if not index.isValid():
+            return
+        r: ClassifyResult = index.data(Roles.RESULT)
+        menu = QMenu(self)
+        for act in self._context_actions:
+            menu.addAction(act)
+        show = menu.addAction("Show in folder")
+        show.triggered.connect(self._show_current_in_folder)
+        show.setEnabled(Path(r.path).exists())
+        menu.popup(self.gallery.viewport().mapToGlobal(pos))
+
+    @Slot()
+    def _show_current_in_folder(self) -> None:
+        index = self.gallery.currentIndex()
+        if index.isValid():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(index.data(Roles.PATH)).parent)))
+
+
+__all__ = ["GalleryPane"]

@@ -1,0 +1,225 @@
+"""The status bar: what is happening now (loading, downloading, classifying), totals, Cancel.
+
+It follows the jobs it is given (:meth:`RunStatus.track_load`, :meth:`RunStatus.track_run`) and
+keeps the run totals of one busy spell (drops that follow each other count together) in one
+place. It says what happened; what to do about a failure is the window's message bar.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
+
+from vit_desktop.core.units import format_bytes, format_duration
+from vit_desktop.gui.compute import LoadedModel, RunProgress
+from vit_desktop.gui.jobs import Job, Outcome
+
+NO_MODEL_TEXT = "No model loaded — choose one from Model menu"
+
+
+@dataclass
+class _Run:
+    done: int = 0
+    total: int = 0
+
+
+class RunStatus(QObject):
+    """Owns the status bar's label, progress bar, Cancel button and model label."""
+
+    #: A folder run ended (the status line already says how): its Outcome.
+    run_finished = Signal(object)
+    #: Cancel was clicked.
+    cancel_clicked = Signal()
+
+    def __init__(self, bar: QStatusBar, *, waiting: Callable[[], int], errors: Callable[[], int]) -> None:
+        super().__init__(bar)
+        self._waiting = waiting
+        self._errors = errors
+        self.status_label = QLabel("", bar)
+        self.progress = QProgressBar(bar)
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel", bar)
+        self.cancel_button.setToolTip("Stop the folder run or the model download (Esc)")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel_clicked)
+        self.model_label = QLabel("", bar)
+        self.model_label.setObjectName("modelLabel")
+        bar.addWidget(self.status_label, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        bar.addPermanentWidget(self.model_label)
+        self._load: Job | None = None
+        self._load_started = 0.0
+        self._runs: dict[Job, _Run] = {}
+        self._spell_started = 0.0
+        # Runs that ended while others of the same busy spell go on still count in its totals.
+        self._finished_done = 0
+        self._finished_total = 0
+        # At most ten refreshes a second: QProgressBar repaints synchronously on every value.
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._show_runs)
+
+    def say(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    @property
+    def loading(self) -> bool:
+        return self._load is not None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._runs)
+
+    # -- the model -----------------------------------------------------------------------------
+
+    def show_model(self, loaded: LoadedModel | None) -> None:
+        if loaded is None:
+            self.model_label.setText("Loading model…" if self._load is not None else NO_MODEL_TEXT)
+            self.model_label.setToolTip("")
+            return
+        self.model_label.setText(f"{loaded.card.name} · {loaded.device_name} · {loaded.precision}")
+        self.model_label.setToolTip(loaded.card.description or loaded.card.source)
+
+    def track_load(self, job: Job, source: str) -> None:
+        self._load = job
+        self._load_started = time.monotonic()
+        name = Path(source).name if os.sep in source else source
+        self.say(f"Loading {name}…" + self._waiting_note())
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.model_label.setText("Loading model…")
+        job.progressed.connect(self._on_load_progress)
+        job.returned.connect(self._on_loaded)
+        job.finished.connect(self._on_load_finished)
+
+    @Slot(object)
+    def _on_load_progress(self, value: object) -> None:
+        if self.sender() is not self._load or not isinstance(value, tuple):
+            return
+        done, total = value
+        elapsed = max(1e-3, time.monotonic() - self._load_started)
+        rate = done / elapsed
+        if total > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+            left = (total - done) / rate if rate > 0 else 0
+            text = (f"Downloading weights: {format_bytes(done)} of {format_bytes(total)}, "
+                    f"{format_bytes(rate)}/s, {format_duration(left)} left")
+        else:
+            text = f"Downloading weights: {format_bytes(done)}, {format_bytes(rate)}/s"
+        self.say(text + self._waiting_note())
+
+    @Slot(object)
+    def _on_loaded(self, loaded: object) -> None:
+        if isinstance(loaded, LoadedModel):
+            self.say(f"{loaded.card.name} ready on {loaded.device_name}")
+
+    @Slot(object)
+    def _on_load_finished(self, outcome: object) -> None:
+        if self.sender() is not self._load or outcome is Outcome.SUPERSEDED:
+            return
+        self._load = None
+        if outcome is Outcome.CANCELLED:
+            self.say("Model loading cancelled.")
+        elif outcome is Outcome.FAILED:
+            self.say("The model could not be loaded.")
+        self._end_busy()
+
+    def _waiting_note(self) -> str:
+        n = self._waiting()
+        return f" · {n} item{'s' if n != 1 else ''} waiting for the model" if n else ""
+
+    # -- folder runs ---------------------------------------------------------------------------
+
+    def track_run(self, job: Job) -> None:
+        if not self._runs:
+            self._spell_started = time.monotonic()
+            self._finished_done = self._finished_total = 0
+        self._runs[job] = _Run()
+        job.progressed.connect(self._on_run_progress)
+        job.finished.connect(self._on_run_finished)
+        self.say("Scanning…")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+
+    def forget_runs(self) -> None:
+        """The results were cleared: runs still going no longer count."""
+        for job in self._runs:
+            job.progressed.disconnect(self._on_run_progress)
+            job.finished.disconnect(self._on_run_finished)
+        self._runs.clear()
+        self._end_busy()
+
+    @Slot(object)
+    def _on_run_progress(self, value: object) -> None:
+        job = self.sender()
+        run = self._runs.get(job) if isinstance(job, Job) else None
+        if run is not None and isinstance(value, RunProgress):
+            run.done, run.total = value.done, value.total
+            if not self._timer.isActive():
+                self._timer.start()
+
+    @Slot()
+    def _show_runs(self) -> None:
+        done = self._finished_done + sum(r.done for r in self._runs.values())
+        total = self._finished_total + sum(r.total for r in self._runs.values())
+        if total <= 0:
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done} / {total}")
+        elapsed = max(1e-3, time.monotonic() - self._spell_started)
+        rate = done / elapsed
+        text = f"Classifying {done} of {total} images"
+        if rate > 0 and done > 0:
+            text += f" · {rate:.1f} images/s · {format_duration((total - done) / rate)} left"
+        self.say(text)
+
+    @Slot(object)
+    def _on_run_finished(self, outcome: object) -> None:
+        job = self.sender()
+        run = self._runs.pop(job, None) if isinstance(job, Job) else None
+        if run is None:
+            return
+        cancelled = outcome is not Outcome.DONE
+        self._finished_done += run.done
+        # A cancelled run never reached its total: it counts as far as it got.
+        self._finished_total += run.done if cancelled else run.total
+        done = self._finished_done
+        self._timer.stop()
+        if self._runs:
+            self._show_runs()
+        else:
+            elapsed = time.monotonic() - self._spell_started
+            self._end_busy()
+            errors = self._errors()
+            if outcome is Outcome.CANCELLED:
+                self.say(f"Cancelled after {done} of {done + run.total - run.done} images.")
+            elif outcome is Outcome.FAILED:
+                self.say(f"Stopped after {done} images.")
+            else:
+                self.say(f"Classified {done} image{'s' if done != 1 else ''} in {format_duration(elapsed)}"
+                         + (f" · {errors} could not be read (filter: Errors)" if errors else ""))
+        self.run_finished.emit(outcome)
+
+    def _end_busy(self) -> None:
+        if self._runs or self._load is not None:
+            return
+        self.progress.hide()
+        self.progress.setFormat("%p%")
+        self.cancel_button.hide()
+
+
+__all__ = ["NO_MODEL_TEXT", "RunStatus"]
