@@ -3,7 +3,7 @@
 Everything here is generated from code, so the project may redistribute it. Run from the
 repository root:
 
-    python resources/make_assets.py samples            # resources/samples/*.jpg|png, resources/icon.png
+    python resources/make_assets.py samples            # resources/samples/*.jpg|png, resources/vit-desktop.png
     python resources/make_assets.py screenshot OUT.png --model WEIGHTS [--select NAME]
 
 The screenshot needs a display; under Linux without one: ``xvfb-run -a -s "-screen 0 1400x900x24" ...``.
@@ -165,7 +165,7 @@ def make_samples() -> None:
     maze().save(SAMPLES / "maze.png", optimize=True)
     tennis_ball().save(SAMPLES / "tennis-ball.jpg", quality=90)
     traffic_light().save(SAMPLES / "traffic-light.jpg", quality=90)
-    icon().save(HERE / "icon.png", optimize=True)
+    icon().save(HERE / "vit-desktop.png", optimize=True)
 
 
 def make_screenshot(out: Path, model: str, select: str, discard: float = 0.0, fusion: str = "mean") -> int:

@@ -1,20 +1,60 @@
-"""Result files survive the file names people really have."""
+"""Result files survive the file names people really have, and stay valid for the tools that read them."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from pathlib import Path
 
-from vit_desktop.core.export import write_results
+import pytest
+
+from vit_desktop.core.export import copy_into_class_folders, safe_folder_name, write_results
 from vit_desktop.core.types import ClassifyResult, Prediction
 
+NON_UTF8 = "caf\udce9.jpg"  # b"caf\xe9.jpg" (Latin-1) as Python decodes it from a Linux folder
 
-def test_non_utf8_file_names_are_written_with_their_own_bytes(tmp_path: Path) -> None:
-    name = "caf\udce9.jpg"  # b"caf\xe9.jpg" (Latin-1) as Python decodes it from a Linux folder
-    results = [ClassifyResult(path=name, predictions=(Prediction("cup", 3, 0.9),)), ClassifyResult(path="é.png", error="x")]
-    for suffix in (".jsonl", ".json", ".csv"):
-        target = write_results(results, tmp_path / f"r{suffix}", top_k=1)
-        data = target.read_bytes()
-        assert b"caf\xe9.jpg" in data and "é.png".encode() in data
-    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text(errors="surrogateescape").splitlines()]
-    assert rows[0]["path"] == name and rows[0]["predictions"][0]["label"] == "cup" and rows[1]["error"] == "x"
+
+def _results() -> list[ClassifyResult]:
+    return [ClassifyResult(path=NON_UTF8, predictions=(Prediction("cup", 3, 0.9),)),
+            ClassifyResult(path="é.png", error="x")]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_json_is_valid_utf8_and_a_non_utf8_name_reads_back_to_the_same_bytes(tmp_path: Path, suffix: str) -> None:
+    target = write_results(_results(), tmp_path / f"r{suffix}", top_k=1)
+    text = target.read_bytes().decode("utf-8")  # strict: the whole file is UTF-8
+    assert "\\udce9" in text and "é.png" in text  # readable where it can be, escaped where it must
+    rows = [json.loads(line) for line in text.splitlines()] if suffix == ".jsonl" else json.loads(text)
+    assert os.fsencode(rows[0]["path"]) == b"caf\xe9.jpg"
+    assert rows[0]["predictions"][0]["label"] == "cup" and rows[1]["error"] == "x"
+
+
+def test_csv_is_valid_utf8_with_the_undecodable_byte_shown_as_an_escape(tmp_path: Path) -> None:
+    target = write_results(_results(), tmp_path / "r.csv", top_k=1)
+    with target.open(encoding="utf-8", newline="") as f:  # strict decoding
+        rows = list(csv.reader(f))
+    assert rows[1][0] == "caf\\xe9.jpg" and rows[2][0] == "é.png"
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised_but_json_keeps_the_name(tmp_path: Path) -> None:
+    results = [ClassifyResult(path=f"{c}cmd|calc.png", predictions=(Prediction("=HYPERLINK(1)", 0, 0.5),))
+               for c in "=+-@"]
+    with write_results(results, tmp_path / "r.csv", top_k=1).open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [r[0] for r in rows] == [f"'{c}cmd|calc.png" for c in "=+-@"]
+    assert all(r[1] == "'=HYPERLINK(1)" for r in rows)
+    data = json.loads(write_results(results, tmp_path / "r.json", top_k=1).read_text(encoding="utf-8"))
+    assert [d["path"] for d in data] == [f"{c}cmd|calc.png" for c in "=+-@"]
+
+
+def test_copies_go_into_one_folder_per_label_and_never_replace_anything(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"one")
+    items = [(str(src / "a.jpg"), "cat/dog:1")]
+    assert copy_into_class_folders(items, tmp_path / "out") == 1
+    assert copy_into_class_folders(items, tmp_path / "out") == 1
+    folder = tmp_path / "out" / safe_folder_name("cat/dog:1")
+    assert sorted(p.name for p in folder.iterdir()) == ["a (1).jpg", "a.jpg"]
+    assert (src / "a.jpg").read_bytes() == b"one"  # copied, not moved

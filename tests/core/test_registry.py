@@ -307,7 +307,7 @@ def test_the_wheel_ships_every_file_the_program_reads() -> None:
         f.relative_to(REPO) for patterns in config["tool"]["setuptools"]["data-files"].values()
         for pattern in patterns for f in REPO.glob(pattern)
     }
-    needed = {Path("resources/style.qss"), Path("resources/icon.png")}
+    needed = {Path("resources/style.qss"), Path("resources/vit-desktop.png")}
     needed |= {f.relative_to(REPO) for f in (REPO / "models").glob("*.safetensors")}
     needed |= {f.relative_to(REPO) for f in (REPO / "resources" / "samples").rglob("*") if f.is_file()}
     assert len(needed) > 5 and needed <= shipped, sorted(needed - shipped)

@@ -4,21 +4,26 @@
 in the parsers alone. One module per command, each with ``add_parser(subparsers)`` and
 ``run(args, out, err) -> exit status``.
 
-Exit status: 0 when the run completed (per-file errors are in the output), 2 for a usage error
-such as an unreadable model, with the reason on one line of stderr, 130 when interrupted.
+Exit status: 0 when the run completed (per-file errors are in the output), 1 when the results could
+not be written where asked (they are kept in a fallback file named on stderr), 2 for a usage error
+such as an unreadable model, with the reason on one line of stderr, 130 when interrupted (Ctrl-C),
+143 when terminated (SIGTERM), 141 when the output pipe closed (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import IO
 
 from vit_desktop import __version__
 
 from . import classify, finetune, models
-from .console import PROG, UsageError
+from .console import PROG, Interrupted, UsageError
 
 #: The commands, in the order ``--help`` lists them.
 COMMANDS = (classify, models, finetune)
@@ -27,7 +32,8 @@ COMMANDS = (classify, models, finetune)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Classify photos with Vision Transformers and see why. Without a command, opens the window.",
+        description="Classify photos with Vision Transformers and see why. Without a command, opens the window "
+        "(with the photos and folders given, if any).",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -36,23 +42,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` in the main thread, so that every ``finally`` runs
+    (temporary files go, pools are joined) instead of the process vanishing mid-write."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
-    if args.command is None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}
+    if not argv or (argv[0] not in names and not argv[0].startswith("-") and os.path.exists(argv[0])):
+        # `vit-desktop photo.jpg folder/` (a file manager's "Open with", a .desktop file's %F).
         from vit_desktop.gui.app import main as gui_main
 
-        return gui_main([])
+        return gui_main(argv)
+    args = build_parser().parse_args(argv)
+    from vit_desktop.core.files import remove_temporary_files
+
     try:
-        status: int = args.run(args, out, err)
+        with _terminate_as_exception():
+            status: int = args.run(args, out, err)
         return status
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=err)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as exc:
+        remove_temporary_files()
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"{PROG}: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=err)
+        return 128 + int(signum)
+    except BrokenPipeError:
+        # The reader went away (`| head -3`): stop quietly. Python would still try to flush
+        # stdout at exit and print a second error, so point it at /dev/null first.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE's status, as a shell reports a killed writer
 
 
 __all__ = ["build_parser", "main"]

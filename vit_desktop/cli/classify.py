@@ -16,7 +16,7 @@ from vit_desktop.core.types import HEAD_FUSIONS
 from .console import PROG, ProgressLine, UsageError
 
 if TYPE_CHECKING:
-    from vit_desktop.core.types import Heatmap
+    from vit_desktop.core.types import ClassifyResult, Heatmap
 
     from .console import Subparsers
 
@@ -37,7 +37,14 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     return c
 
 
+#: Beyond this many images a batch only costs memory (and the device layer splits it anyway).
+MAX_BATCH = 1024
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    """Usage errors, and every destination checked before any work is done."""
+    from vit_desktop.core.files import cannot_write
+
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
     if args.batch_size < 1:
@@ -51,30 +58,34 @@ def _check_args(args: argparse.Namespace) -> None:
             format_of(args.output)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if Path(args.output).exists() and not args.overwrite:
+        output = Path(args.output)
+        if output.exists() and not output.is_dir() and not args.overwrite:
             raise UsageError(f"{args.output} already exists; pass --overwrite to replace it")
-    if args.heatmaps and Path(args.heatmaps).exists() and not Path(args.heatmaps).is_dir():
-        raise UsageError(f"--heatmaps {args.heatmaps} is a file, not a folder")
+        problem = cannot_write(output)
+        if problem:
+            raise UsageError(f"--output: {problem}")
+    if args.heatmaps:
+        folder = Path(args.heatmaps)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--heatmaps {args.heatmaps} is a file, not a folder")
+        problem = cannot_write(folder / "heatmap.png")
+        if problem:
+            raise UsageError(f"--heatmaps: {problem}")
 
 
-def collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """(file, path relative to its PATH argument) for every image, plus (path, reason) errors."""
+def collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]], int]:
+    """(file, path relative to its PATH argument) for every image, (path, reason) errors, and how
+    many files were skipped because they had been found already."""
     from vit_desktop.core.scan import scan
 
+    found = scan(paths)
+    roots = [Path(p) for p in paths]
     files: list[tuple[Path, Path]] = []
-    errors: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-    for arg in paths:
-        root = Path(arg)
-        found = scan([root])
-        errors.extend(found.errors)
-        for f in found.files:
-            if f in seen:
-                continue
-            seen.add(f)
-            rel = f.relative_to(root) if root.is_dir() else Path(f.name)
-            files.append((f, rel))
-    return files, errors
+    for f, origin in zip(found.files, found.origins):
+        root = roots[origin]
+        rel = f.relative_to(root) if root.is_dir() else Path(f.name)
+        files.append((f, rel))
+    return files, list(found.errors), found.duplicates
 
 
 class HeatmapWriter:
@@ -95,6 +106,8 @@ class HeatmapWriter:
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="vit-heatmap")
         self.pending: deque[Future[str | None]] = deque()
         self.used: set[Path] = set()
+        #: Problems already reported, and how many times each came back since.
+        self.repeats: dict[str, int] = {}
 
     def target(self, rel: Path) -> Path:
         base = self.root / rel.with_suffix("")
@@ -110,8 +123,13 @@ class HeatmapWriter:
 
     def _report(self, future: Future[str | None]) -> None:
         problem = future.result()
-        if problem:
-            print(f"{PROG}: {problem}", file=self.err)
+        if not problem:
+            return
+        if problem in self.repeats:  # a read-only or full folder: said once, counted after that
+            self.repeats[problem] += 1
+            return
+        self.repeats[problem] = 0
+        print(f"{PROG}: {problem}", file=self.err)
 
     def _write(self, path: Path, base: Path, heatmap: Heatmap | None) -> str | None:
         import numpy as np
@@ -132,14 +150,28 @@ class HeatmapWriter:
             atomic_write_bytes(npy, arr.getvalue(), overwrite=self.overwrite)
         except FileExistsError as exc:
             return f"{exc}; not replaced (pass --overwrite)"
+        except OSError as exc:
+            if exc.errno is not None and exc.strerror:  # the folder's problem, not the photo's
+                return f"{png.parent}: heatmaps not written: {exc.strerror.lower()}"
+            return f"{path}: heatmap not written: {exc}"
         except Exception as exc:  # noqa: BLE001 - one image's heatmap must not end the run
             return f"{path}: heatmap not written: {exc}"
         return None
 
-    def close(self) -> None:
+    def close(self, *, cancel: bool = False) -> None:
+        """Wait for the heatmaps under way; with ``cancel`` (the run was interrupted) the ones not
+        started yet are dropped."""
+        if cancel:
+            for future in self.pending:
+                future.cancel()
         while self.pending:
-            self._report(self.pending.popleft())
+            future = self.pending.popleft()
+            if not future.cancelled():
+                self._report(future)
         self.pool.shutdown()
+        for problem, n in self.repeats.items():
+            if n:
+                print(f"{PROG}: ({n} more for the same reason: {problem})", file=self.err)
 
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -147,7 +179,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from vit_desktop.core import registry, state
     from vit_desktop.core.engine import Engine
     from vit_desktop.core.errors import VitDesktopError
-    from vit_desktop.core.export import format_table, write_results
+    from vit_desktop.core.export import format_table
     from vit_desktop.core.paths import display_path
     from vit_desktop.core.types import ClassifyResult, ExplainOptions
 
@@ -170,27 +202,40 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     print(f"{PROG}: model {engine.card.name} on {engine.device_name} ({engine.precision}){note}", file=err)
     if args.model:
         state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
+    top_k = min(args.top_k, engine.card.num_classes)
+    if top_k < args.top_k:
+        print(f"{PROG}: --top-k {args.top_k} is more than the model's {top_k} classes: showing {top_k}", file=err)
+    batch_size = min(args.batch_size, MAX_BATCH)
+    if batch_size < args.batch_size:
+        print(f"{PROG}: --batch-size {args.batch_size} is more than a batch can use: {batch_size}", file=err)
 
-    files, scan_errors = collect(args.paths)
+    files, scan_errors, duplicates = collect(args.paths)
+    if duplicates:
+        print(f"{PROG}: {duplicates} duplicate{'s' if duplicates != 1 else ''} skipped "
+              "(the same file given twice or reached through a link)", file=err)
     results: list[ClassifyResult] = [ClassifyResult(path=p, error=reason) for p, reason in scan_errors]
     if not args.output:
-        out.write(format_table(results, top_k=args.top_k))
+        out.write(format_table(results, top_k=top_k))
     explain = ExplainOptions(args.head_fusion, args.discard_ratio) if args.heatmaps else None
     writer = HeatmapWriter(Path(args.heatmaps), {}, overwrite=args.overwrite, err=err) if args.heatmaps else None
     rel_of = {str(f): (f, rel) for f, rel in files}
     line = ProgressLine(err, "classifying")
     done = 0
+    finished = False
     try:
         for batch in engine.classify_batches(
             [f for f, _ in files],
-            top_k=args.top_k,
-            batch_size=args.batch_size,
+            top_k=top_k,
+            batch_size=batch_size,
             explain=explain,
             threshold=args.threshold,
         ):
             for r in batch:
                 if writer is not None and r.heatmap is not None:
                     writer.submit(*rel_of[r.path], r.heatmap)
+                for n in r.notes:
+                    line.clear()
+                    print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
             # Heatmap grids are written out already; keep memory flat over big folders.
             batch = [replace(r, heatmap=None) for r in batch]
             results.extend(batch)
@@ -198,14 +243,40 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             line.bar(done, len(files))
             if not args.output:
                 shown = [replace(r, path=display_path(r.path)) for r in batch]
-                out.write(format_table(shown, top_k=args.top_k))
+                out.write(format_table(shown, top_k=top_k))
                 out.flush()
+        finished = True
     finally:
         line.close()
         if writer is not None:
-            writer.close()
+            writer.close(cancel=not finished)
     if args.output:
-        write_results(results, args.output, top_k=args.top_k, overwrite=args.overwrite)
-        failed = sum(1 for r in results if r.error)
-        print(f"{PROG}: wrote {len(results)} results to {args.output} ({failed} errors)", file=err)
+        return _write_output(results, Path(args.output), top_k, args.overwrite, err)
+    return 0
+
+
+def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, overwrite: bool, err: IO[str]) -> int:
+    """Write the results where asked; if that fails after all (a full disk), keep them in the data
+    folder and say where: a run is never lost."""
+    import time
+
+    from vit_desktop.core.export import write_results
+    from vit_desktop.core.paths import data_dir
+
+    failed = sum(1 for r in results if r.error)
+    try:
+        write_results(results, output, top_k=top_k, overwrite=overwrite)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        fallback = data_dir() / "unsaved results" / f"{output.stem}-{time.strftime('%Y%m%d-%H%M%S')}{output.suffix}"
+        try:
+            write_results(results, fallback, top_k=top_k)
+        except OSError as again:
+            print(f"{PROG}: error: could not write {output} ({reason}) nor {fallback} "
+                  f"({(again.strerror or str(again)).lower()}): the results are lost", file=err)
+            return 1
+        print(f"{PROG}: error: could not write {output} ({reason}); the {len(results)} results are in "
+              f"{fallback}", file=err)
+        return 1
+    print(f"{PROG}: wrote {len(results)} results to {output} ({failed} errors)", file=err)
     return 0

@@ -83,4 +83,15 @@ class ProgressLine:
             self.stream.flush()
 
 
-__all__ = ["PROG", "ProgressLine", "UsageError"]
+class Interrupted(BaseException):
+    """A signal asked the command to stop (SIGTERM); ``signum`` says which.
+
+    A BaseException, like KeyboardInterrupt: ``except Exception`` blocks must not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+__all__ = ["PROG", "Interrupted", "ProgressLine", "UsageError"]

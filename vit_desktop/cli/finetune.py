@@ -7,16 +7,18 @@ best model seen so far.
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from vit_desktop.core.errors import Cancelled
 from vit_desktop.core.types import HEAD_INITS, TRAINING_MODES
 from vit_desktop.core.units import format_clock
 
-from .console import ProgressLine, UsageError
+from .console import PROG, Interrupted, ProgressLine, UsageError
 
 if TYPE_CHECKING:
     from vit_desktop.core.data import LabelledSet
@@ -175,7 +177,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
             return finetune(base, data, config, progress=report, cancel=cancel)
 
     reporter = _Reporter(out, err)
-    result = _train_interruptibly(job, reporter, cancel, err)
+    result, stopped_by = _train_interruptibly(job, reporter, cancel, err)
 
     for path, reason in result.skipped:
         err.write(f"skipped {path}: {reason}\n")
@@ -196,15 +198,24 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
     out.write(f"per class: {per_class}\n")
     out.write(f"saved {output}\n")
     out.flush()
+    if stopped_by is not None:
+        err.write(f"{PROG}: {'terminated' if stopped_by == signal.SIGTERM else 'interrupted'}: "
+                  f"saved the best model so far (epoch {result.best_epoch}) to {output}\n")
+        return 128 + int(stopped_by)
     return 0
 
 
 def _train_interruptibly(
     job: Callable[[_Reporter], TrainResult], reporter: _Reporter, cancel: CancelToken, err: IO[str]
-) -> TrainResult:
-    """Run ``job`` on a worker thread so that Ctrl-C on the main thread cancels it cleanly and the
-    best model so far is still returned; a second Ctrl-C aborts."""
+) -> tuple[TrainResult, int | None]:
+    """Run ``job`` on a worker thread; Ctrl-C or SIGTERM cancels it at its next step and the best
+    model so far is returned, with the signal that stopped it. A second Ctrl-C aborts.
+
+    The signals only set the token: the main thread is never interrupted inside ``join`` (on
+    Python <= 3.12 an interrupted join leaves the thread looking finished while it still runs).
+    """
     box: dict[str, object] = {}
+    stopped_by: list[int] = []
 
     def work() -> None:
         try:
@@ -212,23 +223,34 @@ def _train_interruptibly(
         except BaseException as exc:  # noqa: BLE001 - handed back to the main thread
             box["error"] = exc
 
-    worker = threading.Thread(target=work, name="finetune", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        try:
-            worker.join(0.2)
-        except KeyboardInterrupt:
-            if cancel.cancelled:
-                raise
+    def stop(signum: int, _frame: object) -> None:
+        if stopped_by and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: abort without saving
+        if not stopped_by:
+            stopped_by.append(signum)
             cancel.cancel()
             reporter.line.clear()
-            err.write("cancelling: the best model so far will be saved (Ctrl-C again to abort)\n")
+            err.write("stopping at the next step: the best model so far will be saved (Ctrl-C again to abort)\n")
+            err.flush()
+
+    worker = threading.Thread(target=work, name="finetune", daemon=True)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     reporter.line.clear()
     error = box.get("error")
+    signum = stopped_by[0] if stopped_by else None
+    if isinstance(error, Cancelled) and signum is not None:
+        raise Interrupted(signum)  # stopped before any model existed: nothing to save
     if isinstance(error, BaseException):
         raise error
-    result = box["result"]
     from vit_desktop.core.training import TrainResult
 
+    result = box["result"]
     assert isinstance(result, TrainResult)
-    return result
+    return result, signum

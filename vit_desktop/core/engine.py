@@ -10,6 +10,7 @@ folder's size.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections import deque
@@ -34,6 +35,8 @@ ImageSource = str | os.PathLike[str] | Image.Image
 
 log = logging.getLogger(__name__)
 
+_ENGINE_IDS = itertools.count(1)
+
 
 # --------------------------------------------------------------------------------------------
 # Engine
@@ -51,6 +54,8 @@ class Engine:
         # Inference never needs weight gradients; training code re-enables what it trains.
         self.module.requires_grad_(False)
         self.card = card
+        #: Tells this loaded model apart from every other one in the process (results carry it).
+        self.model_id = f"{card.name}#{next(_ENGINE_IDS)}"
         self.device = device
         self.device_name = device_name(device)
         self.precision = precision
@@ -241,7 +246,7 @@ class Engine:
             if not done:
                 return results
             probs = torch.stack([out[0] for _, out in done])
-            for ((i, (_, size)), (_, grid)), preds in zip(done, self._predictions(probs, top_k)):
+            for ((i, (_, size, notes)), (_, grid)), preds in zip(done, self._predictions(probs, top_k)):
                 heatmap = None
                 if grid is not None and explain is not None:
                     heatmap = Heatmap(
@@ -258,6 +263,8 @@ class Engine:
                     uncertain=preds[0].score < threshold,
                     heatmap=heatmap,
                     image_size=size,
+                    notes=notes,
+                    model=self.model_id,
                 )
         return results
 
@@ -293,7 +300,7 @@ class Engine:
 
     def rollout(self, source: ImageSource, options: ExplainOptions) -> Heatmap:
         """The class-agnostic attention rollout of one image. Raises ImageError."""
-        arr, size = self._prepare_source(source)
+        arr, size, _notes = self._prepare_source(source)
         _, grids = self._forward(self._to_batch([arr]), options)
         assert grids is not None
         return Heatmap(
@@ -308,7 +315,7 @@ class Engine:
         """Gradient-weighted rollout for ``class_index`` (Chefer et al. 2021). Raises ImageError."""
         if not 0 <= class_index < self.card.num_classes:
             raise ValueError(f"class index {class_index} out of range 0..{self.card.num_classes - 1}")
-        arr, size = self._prepare_source(source)
+        arr, size, _notes = self._prepare_source(source)
         x = self._to_batch([arr])
         target = torch.tensor([class_index], device=self.device)
         with self._autocast():

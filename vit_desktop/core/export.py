@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from .errors import CancelToken
 from .files import atomic_write_text
+from .paths import display_path
 from .types import ClassifyResult
 
 FORMATS = (".csv", ".json", ".jsonl")
@@ -31,12 +33,27 @@ def result_to_dict(result: ClassifyResult) -> dict[str, Any]:
     }
 
 
+# Lone surrogates: the bytes of a file name that are not UTF-8, as Python's surrogateescape keeps them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json(obj: object, **options: Any) -> str:
+    """JSON text that is valid UTF-8 (RFC 8259) whatever the file names are.
+
+    Non-ASCII text stays readable; a byte of a file name that is not UTF-8 is written as the
+    escape Python's own ``json`` writes for it (``\\udce9`` for byte 0xE9), which reads back to
+    the same path: ``os.fsencode(json.loads(text)["path"])`` is the file name's bytes.
+    """
+    text = json.dumps(obj, ensure_ascii=False, **options)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def to_jsonl(results: Sequence[ClassifyResult]) -> str:
-    return "".join(json.dumps(result_to_dict(r), ensure_ascii=False) + "\n" for r in results)
+    return "".join(_json(result_to_dict(r)) + "\n" for r in results)
 
 
 def to_json(results: Sequence[ClassifyResult]) -> str:
-    return json.dumps([result_to_dict(r) for r in results], ensure_ascii=False, indent=2) + "\n"
+    return _json([result_to_dict(r) for r in results], indent=2) + "\n"
 
 
 def csv_header(top_k: int) -> list[str]:
@@ -46,15 +63,26 @@ def csv_header(top_k: int) -> list[str]:
     return cols + ["error"]
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """``text`` as a CSV cell that spreadsheets show as text: formulas are neutralised with a
+    leading apostrophe, and bytes of file names that are not UTF-8 are written as ``\\xNN``."""
+    text = display_path(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def csv_row(result: ClassifyResult, top_k: int) -> list[str]:
-    row = [result.path]
+    row = [csv_cell(result.path)]
     for i in range(top_k):
         if i < len(result.predictions):
             p = result.predictions[i]
-            row += [p.label, f"{p.score:.6f}"]
+            row += [csv_cell(p.label), f"{p.score:.6f}"]
         else:
             row += ["", ""]
-    return row + [result.error or ""]
+    return row + [csv_cell(result.error or "")]
 
 
 def to_csv(results: Sequence[ClassifyResult], top_k: int) -> str:

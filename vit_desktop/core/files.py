@@ -49,10 +49,11 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     with _live_lock:
         _live.add(tmp)
     try:
-        os.chmod(tmp, file_mode(path))
         yield tmp
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists")
+        # After writing: some writers (safetensors) create the file anew with mode 0600.
+        os.chmod(tmp, file_mode(path))
         os.replace(tmp, path)
     finally:
         with _live_lock:
@@ -71,8 +72,29 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
-    """UTF-8 text; file names that were not UTF-8 (surrogate-escaped) keep their original bytes."""
-    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"), overwrite=overwrite)
+    """UTF-8 text, written atomically (text that cannot be UTF-8 is an error, never a broken file)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def cannot_write(path: str | os.PathLike[str]) -> str | None:
+    """Why a file could not be written at ``path``, in words; None when it can (checked by creating
+    and deleting a temporary file in the nearest existing folder, so read-only folders, read-only
+    filesystems and pseudo-filesystems such as /proc are found before any work is done)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".vit-desktop-check.", suffix=TEMP_SUFFIX, dir=folder)
+    except OSError as exc:
+        return f"cannot write in {folder}: {(exc.strerror or str(exc)).lower()}"
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
+    return None
 
 
 def remove_temporary_files() -> int:
@@ -93,6 +115,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "cannot_write",
     "file_mode",
     "remove_temporary_files",
 ]

@@ -1,7 +1,12 @@
 """Reading photos from disk: decode any Pillow format to upright 8-bit RGB.
 
 Everything here is plain Python + Pillow + numpy and safe to call from any thread: nothing touches
-global state (Pillow settings, the ``warnings`` filters) after import.
+global state (Pillow settings) after import. Pillow reports damaged metadata as Python warnings
+("Corrupt EXIF data"), which would reach the terminal unattributed or be lost; the one place that
+parses metadata records them, under a lock, and they come back as the photo's own notes.
+
+Only regular files are opened, and without blocking: a FIFO or a device given as a photo would
+otherwise hang the thread that reads it (and then the program, when it waits for that thread).
 
 Errors a person can act on are raised as :class:`ImageError` with a one-line reason that names the
 problem ("file not found", "truncated JPEG file", ...). The reason does not repeat the path, because
@@ -10,8 +15,14 @@ every caller shows it next to the path it belongs to (a results row, a CLI line)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -81,7 +92,7 @@ def load_image(path: str | os.PathLike[str], *, draft_size: int | None = None) -
 
     Raises :class:`ImageError` with a one-line reason for anything that is not a readable image.
     """
-    return load_image_with_size(path, draft_size=draft_size)[0]
+    return decode(path, draft_size=draft_size).image
 
 
 def load_image_with_size(
@@ -93,25 +104,66 @@ def load_image_with_size(
     it is always that of the original after EXIF orientation, which is where a heatmap's crop box
     is measured.
     """
+    decoded = decode(path, draft_size=draft_size)
+    return decoded.image, decoded.size
+
+
+@dataclass(frozen=True, eq=False)
+class Decoded:
+    """A decoded photo: upright RGB pixels, the original's oriented size, and what was odd about it."""
+
+    image: Image.Image
+    #: (width, height) of the full-resolution original after EXIF orientation.
+    size: tuple[int, int]
+    #: Problems that did not stop the decode ("corrupt EXIF data: ..."), one line each.
+    notes: tuple[str, ...] = ()
+
+
+def _open_regular(path: str | os.PathLike[str]) -> int:
+    """A file descriptor for ``path`` if it is a regular file; never blocks (FIFOs, devices)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError("is a directory")
+        if not stat.S_ISREG(mode):
+            raise ImageError("not a regular file (a FIFO, socket or device): not opened")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def decode(path: str | os.PathLike[str], *, draft_size: int | None = None) -> Decoded:
+    """:func:`load_image_with_size`, with the notes Pillow had about the file."""
     if draft_size is not None and draft_size < 1:
         raise ValueError("draft_size must be a positive number of pixels")
     fmt: str | None = None
+    notes: list[str] = []
     try:
-        # Image.open only reads the header; the pixels are decoded by load() below, inside the
-        # with-block, so that decode errors surface here and the file is closed when we return.
-        with Image.open(path, formats=_READ_FORMATS) as img:
-            fmt = img.format
-            width, height = img.size
-            _refuse_bomb(width, height)
-            if draft_size and fmt == "JPEG":
-                # draft() divides both sides by the largest s in {8, 4, 2, 1} with
-                # s <= min(w // box_w, h // box_h), rounding up. With a square box of draft_size
-                # that gives ceil(min(w, h) / s) >= draft_size: the shorter side never drops below
-                # the size the model resizes to, whatever the orientation.
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
-            orientation = _orientation(img)
-            image = to_rgb(_apply_orientation(img, orientation))
+        fd = _open_regular(path)
+        with os.fdopen(fd, "rb") as stream:
+            # Image.open only reads the header (and the metadata, which may warn); the pixels are
+            # decoded by load() below, outside the lock, so decodes still run in parallel.
+            with _recording(notes):
+                opened = Image.open(stream, formats=_READ_FORMATS)
+            with opened as img:
+                fmt = img.format
+                width, height = img.size
+                _refuse_bomb(width, height)
+                if draft_size and fmt == "JPEG":
+                    # draft() divides both sides by the largest s in {8, 4, 2, 1} with
+                    # s <= min(w // box_w, h // box_h), rounding up. With a square box of draft_size
+                    # that gives ceil(min(w, h) / s) >= draft_size: the shorter side never drops
+                    # below the size the model resizes to, whatever the orientation.
+                    img.draft("RGB", (draft_size, draft_size))
+                img.load()
+                with _recording(notes):
+                    orientation = _orientation(img, notes)
+                    upright = _apply_orientation(img, orientation)
+                image = to_rgb(upright)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -121,7 +173,7 @@ def load_image_with_size(
         raise ImageError(_reason(exc, path, fmt)) from None
     if orientation in _SWAPS_AXES:
         width, height = height, width
-    return image, (width, height)
+    return Decoded(image, (width, height), tuple(notes))
 
 
 def _refuse_bomb(width: int, height: int) -> None:
@@ -134,11 +186,33 @@ def _refuse_bomb(width: int, height: int) -> None:
         )
 
 
-def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation (1-8), or 1 when it is missing or unreadable."""
+#: catch_warnings changes process-wide state: one metadata read at a time records its warnings.
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _recording(notes: list[str]) -> Iterator[None]:
+    """Pillow's warnings inside the block become ``notes`` instead of reaching the terminal."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, Image.DecompressionBombWarning):
+                    # Pillow's own size check: above its limit the photo is refused, as above ours.
+                    raise ImageError(f"refused as a possible decompression bomb: {first_line(w.message)}")
+                note = f"damaged metadata: {first_line(w.message)}"
+                if note not in notes:
+                    notes.append(note)
+
+
+def _orientation(img: Image.Image, notes: list[str]) -> int:
+    """The EXIF orientation (1-8), or 1 when it is missing or unreadable; problems go to ``notes``."""
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
-    except Exception:  # noqa: BLE001 - corrupt EXIF must not cost the user the photo
+    except Exception as exc:  # noqa: BLE001 - corrupt EXIF must not cost the user the photo
+        notes.append(f"unreadable EXIF data ({first_line(exc)}): orientation not applied")
         return 1
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
@@ -250,6 +324,8 @@ def _reason(exc: BaseException, path: str | os.PathLike[str], fmt: str | None) -
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
+    "Decoded",
+    "decode",
     "load_image",
     "load_image_with_size",
     "to_rgb",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,8 +24,15 @@ RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
 }
 
-#: A photo ready for the model: (crop, crop, 3) uint8 pixels and the original's (width, height).
-Prepared = tuple[np.ndarray, tuple[int, int]]
+class Prepared(NamedTuple):
+    """A photo ready for the model."""
+
+    #: (crop, crop, 3) uint8.
+    pixels: np.ndarray
+    #: The original's (width, height) after EXIF orientation.
+    size: tuple[int, int]
+    #: What was odd about the file but did not stop it (damaged metadata).
+    notes: tuple[str, ...] = ()
 
 
 def apply_colour(image: Image.Image, pp: Preprocess) -> Image.Image:
@@ -60,14 +68,14 @@ def normalized_tensor(image: Image.Image, pp: Preprocess) -> torch.Tensor:
 
 def prepare_file(path: str | os.PathLike[str], pp: Preprocess) -> Prepared:
     """Decode ``path`` (JPEGs at reduced size where that cannot change the result) for the model."""
-    image, size = images.load_image_with_size(Path(path), draft_size=pp.resize_size)
-    return model_input(image, pp), size
+    decoded = images.decode(Path(path), draft_size=pp.resize_size)
+    return Prepared(model_input(decoded.image, pp), decoded.size, decoded.notes)
 
 
 def prepare_image(image: Image.Image, pp: Preprocess) -> Prepared:
     """An in-memory image (a pasted one) for the model."""
     rgb = images.to_rgb(image)
-    return model_input(rgb, pp), rgb.size
+    return Prepared(model_input(rgb, pp), rgb.size)
 
 
 __all__ = [

@@ -27,6 +27,10 @@ class ScanResult:
     files: tuple[Path, ...] = ()
     #: (display path, one-line reason) for each path that could not be listed or followed.
     errors: tuple[tuple[str, str], ...] = ()
+    #: For each file, the index of the path given to :func:`scan` it was found under.
+    origins: tuple[int, ...] = ()
+    #: Files reached again (given twice, or through a link to a file already found): skipped.
+    duplicates: int = 0
 
 
 #: How many directory entries are looked at between two checks of the cancel token.
@@ -77,6 +81,10 @@ class _Scanner:
         self.files: list[Path] = []
         self.errors: list[tuple[str, str]] = []
         self.seen_files: set[object] = set()
+        self.origins: list[int] = []
+        self.duplicates = 0
+        #: The index of the path given to scan() that is being walked.
+        self.argument = 0
         self.seen_dirs: set[tuple[int, int]] = set()
         self.ticks = 0
 
@@ -97,6 +105,9 @@ class _Scanner:
         if key not in self.seen_files:
             self.seen_files.add(key)
             self.files.append(Path(path))
+            self.origins.append(self.argument)
+        else:
+            self.duplicates += 1
 
     def add_argument(self, arg: str | Path) -> None:
         """One path the user named: a file is kept whatever its suffix; a folder is walked."""
@@ -190,11 +201,13 @@ def scan(paths: Iterable[str | Path], *, cancel: CancelToken | None = None) -> S
     Raises :class:`~vit_desktop.core.types.Cancelled` when ``cancel`` is set during the walk.
     """
     scanner = _Scanner(cancel)
-    for arg in paths:
+    for i, arg in enumerate(paths):
         if cancel is not None:
             cancel.raise_if_cancelled()
+        scanner.argument = i
         scanner.add_argument(arg)
-    return ScanResult(files=tuple(scanner.files), errors=tuple(scanner.errors))
+    return ScanResult(files=tuple(scanner.files), errors=tuple(scanner.errors), origins=tuple(scanner.origins),
+                      duplicates=scanner.duplicates)
 
 
 __all__ = ["ScanResult", "scan"]

@@ -146,6 +146,10 @@ class ClassifyResult:
     heatmap: Heatmap | None = None
     #: (width, height) of the oriented original, when it could be decoded.
     image_size: tuple[int, int] | None = None
+    #: What was odd about the file but did not stop it ("damaged metadata: ..."), one line each.
+    notes: tuple[str, ...] = ()
+    #: Which loaded model produced this (``Engine.model_id``); "" for results of no model.
+    model: str = ""
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QMenuBar, QWidget
 
@@ -23,6 +24,8 @@ class ActionSpec:
     text: str
     shortcut: QKeySequence.StandardKey | str | None = None
     tip: str = ""
+    #: The shortcut works in every window of the program (Quit from the fine-tune dialog too).
+    app_wide: bool = False
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -34,7 +37,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("export_overlay", "Export &overlay PNG…", "Ctrl+Shift+E"),
     ActionSpec("copy_classes", "Copy images into class &folders…"),
     ActionSpec("clear", "C&lear results", "Ctrl+Shift+Backspace"),
-    ActionSpec("quit", "&Quit", _K.Quit),
+    ActionSpec("reclassify", "&Re-classify with the current model", "Ctrl+R",
+               "Classify the listed photos again with the model in use now"),
+    # Explicit: QKeySequence.Quit is empty outside a desktop environment's theme (Xvfb, offscreen).
+    ActionSpec("quit", "&Quit", "Ctrl+Q", app_wide=True),
     ActionSpec("copy", "&Copy result", _K.Copy),
     ActionSpec("select_all", "Select &all", _K.SelectAll),
     ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run or the model download"),
@@ -52,7 +58,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
 #: (menu title, action names; "-" is a separator). The Model menu is built by ``model_menu``.
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes", "-",
-               "clear", "quit")),
+               "reclassify", "clear", "quit")),
     ("&Edit", ("copy", "paste", "select_all", "-", "cancel")),
     ("&View", ("overlay", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
@@ -71,6 +77,7 @@ class Actions:
     export_overlay: QAction
     copy_classes: QAction
     clear: QAction
+    reclassify: QAction
     quit: QAction
     copy: QAction
     select_all: QAction
@@ -95,6 +102,8 @@ def build_actions(window: QWidget, handlers: Mapping[str, Callable[[], object]])
             act.setShortcut(QKeySequence(spec.shortcut))
         if spec.tip:
             act.setStatusTip(spec.tip)
+        if spec.app_wide:
+            act.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         act.triggered.connect(handlers[spec.name])
         window.addAction(act)  # shortcuts work even while menus are closed
         made[spec.name] = act

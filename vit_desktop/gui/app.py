@@ -1,8 +1,10 @@
-"""The GUI entry point: ``vit-desktop`` with no subcommand, or ``python -m vit_desktop``."""
+"""The GUI entry point: ``vit-desktop`` with no command (or with photos to open), ``python -m vit_desktop``."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import sys
 import time
@@ -15,9 +17,61 @@ if sys.platform == "win32":
     # import (1-2 s) is left to the compute thread so that the window appears at once.
     import torch  # noqa: F401
 
+#: The libraries Qt's xcb platform plugin loads (X11 on Linux), with the Debian/Ubuntu package of each.
+XCB_LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("libxcb-cursor.so.0", "libxcb-cursor0"),
+    ("libxkbcommon-x11.so.0", "libxkbcommon-x11-0"),
+    ("libxcb-icccm.so.4", "libxcb-icccm4"),
+    ("libxcb-keysyms.so.1", "libxcb-keysyms1"),
+    ("libxcb-shape.so.0", "libxcb-shape0"),
+    ("libxcb-randr.so.0", "libxcb-randr0"),
+    ("libxcb-render-util.so.0", "libxcb-render-util0"),
+    ("libxcb-image.so.0", "libxcb-image0"),
+    ("libxcb-xinerama.so.0", "libxcb-xinerama0"),
+)
+APT_LINE = "sudo apt-get install -y " + " ".join(pkg for _, pkg in XCB_LIBRARIES)
+
+#: The exit status a signal asked for (128 + its number), once one arrived.
+_exit_status: list[int] = []
+
+
+def display_problem(environ: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    """Why no window can open here, in words a person can act on; None when it can.
+
+    Qt's own message for a missing xcb library is an abort naming only "the xcb plugin", so the
+    libraries are looked for before Qt tries (Linux only; other platforms have no such step).
+    """
+    env = os.environ if environ is None else environ
+    platform_name = env.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or platform_name not in ("", "xcb"):
+        return None  # offscreen, wayland, eglfs... chosen on purpose: Qt reports for itself
+    if platform_name == "" and env.get("WAYLAND_DISPLAY"):
+        return None  # Qt uses Wayland there
+    if not env.get("DISPLAY"):
+        return ("no display to open the window on (DISPLAY is not set): run vit-desktop in a desktop "
+                "session, or use the command line, which needs none: vit-desktop classify --help")
+    missing = []
+    for soname, package in XCB_LIBRARIES:
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            missing.append((soname, package))
+    if not missing:
+        return None
+    names = ", ".join(soname for soname, _ in missing)
+    return (f"the window cannot open: Qt's X11 (xcb) plugin needs {names}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. On Debian or Ubuntu: {APT_LINE}")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Create the application and the main window, show it, then start loading the model."""
+    """Create the application and the main window, show it, then start loading the model.
+
+    Non-option arguments are photos or folders to classify (what a file manager's "Open with" runs).
+    """
+    problem = display_problem()
+    if problem is not None:
+        print(f"vit-desktop: {problem}", file=sys.stderr)
+        return 1
     from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
@@ -32,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("vit-desktop")
     app.setApplicationName("vit-desktop")
     app.setApplicationDisplayName("vit-desktop")
+    app.setDesktopFileName("vit-desktop")
     icon = app_icon_path()
     if icon is not None:
         app.setWindowIcon(QIcon(str(icon)))
@@ -39,9 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     window = MainWindow()
     app.aboutToQuit.connect(window.shutdown)
-    # Ctrl+C in the terminal quits cleanly (runs, loads and downloads are cancelled and joined).
-    # Python only sees the signal when it runs bytecode, so a slow timer gives it the chance.
+    # Ctrl+C in the terminal and SIGTERM (a logout, `kill`) quit as Ctrl+Q does: settings are
+    # saved, runs, loads and downloads are cancelled and joined. Python only sees a signal when it
+    # runs bytecode, so a slow timer gives it the chance.
     signal.signal(signal.SIGINT, _quit_on_signal)
+    signal.signal(signal.SIGTERM, _quit_on_signal)
     wake = QTimer(window)
     wake.timeout.connect(_noop)
     wake.start(250)
@@ -52,12 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = [a for a in args[1:] if not a.startswith("-")]
     if paths:
         window.add_paths(paths)
-    return app.exec()
+    status = app.exec()
+    return _exit_status[0] if _exit_status else status
 
 
-def _quit_on_signal(_signum: int, _frame: object) -> None:
+def _quit_on_signal(signum: int, _frame: object) -> None:
     from PySide6.QtWidgets import QApplication
 
+    if signum == signal.SIGTERM:
+        _exit_status.append(128 + signum)
     QApplication.quit()
 
 

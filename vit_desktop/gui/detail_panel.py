@@ -135,6 +135,8 @@ class DetailPanel(QWidget):
         self.result: ClassifyResult | None = None
         self.class_index: int | None = None
         self._pending: Job | None = None
+        #: ``LoadedModel.model_id`` of the model in use.
+        self.current_model = ""
 
         self.view = ImageView(self)
         self.title = QLabel("", self)
@@ -289,9 +291,27 @@ class DetailPanel(QWidget):
         self._update_showing()
         self._refresh_heatmap()
 
+    def set_current_model(self, model_id: str) -> None:
+        """The model maps are computed with now; results of another one get none of its maps."""
+        self.current_model = model_id
+        self._refresh_heatmap()
+        self._update_showing()
+
+    @property
+    def stale(self) -> bool:
+        """The shown result came from an earlier model: the current one's maps would not match it."""
+        r = self.result
+        return bool(r is not None and r.ok and r.model and self.current_model and r.model != self.current_model)
+
     def _refresh_heatmap(self) -> None:
         r = self.result
         if r is None or r.error:
+            return
+        if self.stale:
+            # Never mix two models: class indices and maps belong to the model that classified.
+            self._recompute_timer.stop()
+            self._drop_pending()
+            self.view.set_heatmap(r.heatmap, self.colormap.currentText())
             return
         opts = self.explain_options()
         hm = r.heatmap
@@ -306,7 +326,7 @@ class DetailPanel(QWidget):
 
     @Slot()
     def _request_heatmap(self) -> None:
-        if self.result is None or self.result.error:
+        if self.result is None or self.result.error or self.stale:
             return
         job = self._controller.explain(self.result.path, self.explain_options(), self.class_index)
         job.returned.connect(self._on_heatmap_ready)
@@ -322,6 +342,11 @@ class DetailPanel(QWidget):
     def _update_showing(self, computing: bool = False) -> None:
         if self.result is None or self.result.error:
             self.showing.setText("")
+            return
+        if self.stale:
+            earlier = self.result.model.rsplit("#", 1)[0]
+            self.showing.setText(f"Classified by an earlier model ({earlier}): re-classify to see the current "
+                                 "model's labels and maps")
             return
         if self.class_index is None:
             opts = self.explain_options()

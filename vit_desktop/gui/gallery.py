@@ -62,7 +62,8 @@ class ResultDelegate(QStyledItemDelegate):
         size = option.rect.size()
         # A card only changes with its result, its thumbnail or its selection: render it once
         # into a pixmap and blit it afterwards. Text layout is the expensive part of a repaint.
-        key = (result.path, id(result), selected, pix is not None and pix.cacheKey(),
+        stale = bool(index.data(Roles.STALE))
+        key = (result.path, id(result), selected, stale, pix is not None and pix.cacheKey(),
                self._loader.thumbnail_error(result.path) is not None, size.width(), size.height(),
                option.font.key(), option.palette.cacheKey())
         cached = self._cards.get(key)
@@ -73,7 +74,7 @@ class ResultDelegate(QStyledItemDelegate):
             card.fill(Qt.GlobalColor.transparent)
             card_painter = QPainter(card)
             self._paint_card(card_painter, QRect(0, 0, size.width(), size.height()), option, result, pix,
-                             selected, index.data(Roles.NAME) or "")
+                             selected, index.data(Roles.NAME) or "", stale)
             card_painter.end()
             # The result rides along: its id is part of the key, so it must outlive the entry.
             self._cards[key] = (card, result)
@@ -85,7 +86,7 @@ class ResultDelegate(QStyledItemDelegate):
         painter.drawPixmap(option.rect.topLeft(), card)
 
     def _paint_card(self, painter: QPainter, area: QRect, option: QStyleOptionViewItem, result: ClassifyResult,
-                    pix: QPixmap | None, selected: bool, name: str) -> None:
+                    pix: QPixmap | None, selected: bool, name: str, stale: bool = False) -> None:
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         rect = area.adjusted(3, 3, -3, -3)
@@ -144,7 +145,11 @@ class ResultDelegate(QStyledItemDelegate):
         top = result.top
         label = top.label if top else "?"
         score = top.score if top else 0.0
-        painter.setPen(UNCERTAIN_COLOR if result.uncertain else text_color)
+        if stale:  # an earlier model's answer: greyed, and says so
+            painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            label = f"{label} (earlier model)"
+        else:
+            painter.setPen(UNCERTAIN_COLOR if result.uncertain else text_color)
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft,
                          bold_fm.elidedText(label, Qt.TextElideMode.ElideRight, text_rect.width()))
         painter.setFont(font)

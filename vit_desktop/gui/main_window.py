@@ -132,6 +132,7 @@ class MainWindow(QMainWindow):
             "export_overlay": lambda: e.export_overlay_dialog(d.result, d.current_heatmap, self.overlay),
             "copy_classes": lambda: e.copy_into_folders_dialog(self.results_model.results()),
             "clear": self.clear_results,
+            "reclassify": self.reclassify,
             "quit": self.close,
             "copy": self.pane.copy_selected,
             "select_all": self.gallery.selectAll,
@@ -279,7 +280,17 @@ class MainWindow(QMainWindow):
         self.run_status.show_model(loaded)
         self.model_menu.set_current(loaded.source, self.settings.device, self.settings.precision)
         self.message_bar.hide_if(NO_MODEL_TEXT)
-        if self._demo_model_loaded():
+        self.results_model.set_current_model(loaded.model_id)
+        self.detail.set_current_model(loaded.model_id)
+        stale = self.results_model.stale_results()
+        if stale:
+            n = len(stale)
+            self.message_bar.show_message(
+                f"{n} photo{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} classified by an earlier model: "
+                f"{'their' if n != 1 else 'its'} labels and maps are not {loaded.card.name}'s. "
+                f"Re-classify to see what {loaded.card.name} says.",
+                kind="info", action=self.commands.reclassify)
+        elif self._demo_model_loaded():
             self.message_bar.show_message(
                 f"Demo model: {loaded.card.num_classes} clothing classes (Fashion-MNIST). For everyday photos, "
                 "download ViT-B/16 (ImageNet, 1000 classes, about 330 MB), or use Model ▸ Open weights file… "
@@ -379,6 +390,13 @@ class MainWindow(QMainWindow):
             self.controller.cancel_load()
             self.run_status.say("Cancelling…")
 
+    def reclassify(self) -> None:
+        """Classify every listed photo again with the model in use (rows are updated in place)."""
+        paths = [r.path for r in self.results_model.results() if Path(r.path).exists()]
+        if paths:
+            self.message_bar.hide()
+            self.intake.add_paths(paths)
+
     def clear_results(self) -> None:
         self.controller.cancel_runs()
         self.run_status.forget_runs()
@@ -425,7 +443,7 @@ class MainWindow(QMainWindow):
         except ImportError as exc:
             self.message_bar.show_message(f"Fine-tuning is not available in this build ({exc}).", "info")
             return
-        dialog = FinetuneDialog(self.controller, self)
+        dialog = FinetuneDialog(self.controller, self, self.settings)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         dialog.show()
 

@@ -35,6 +35,8 @@ class Roles(IntEnum):
     ERROR = RESULT + 4
     UNCERTAIN = RESULT + 5
     NAME = RESULT + 6
+    #: True when an earlier model made the result (its labels are not the current model's).
+    STALE = RESULT + 7
 
 
 class ResultsModel(QAbstractListModel):
@@ -44,6 +46,8 @@ class ResultsModel(QAbstractListModel):
         super().__init__(parent)
         self._rows: list[ClassifyResult] = []
         self._row_of: dict[str, int] = {}
+        #: The model in use now (``LoadedModel.model_id``); results of another one are stale.
+        self.current_model = ""
 
     # -- Qt API --------------------------------------------------------------------------------
 
@@ -57,7 +61,8 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole or role == Roles.NAME:
             return Path(r.path).name
         if role == Qt.ItemDataRole.ToolTipRole:
-            return tooltip(r)
+            stale = "\nClassified by an earlier model: Model ▸ re-classify to compare" if self.is_stale(r) else ""
+            return tooltip(r) + stale
         if role == Roles.RESULT:
             return r
         if role == Roles.PATH:
@@ -71,6 +76,8 @@ class ResultsModel(QAbstractListModel):
             return r.error or ""
         if role == Roles.UNCERTAIN:
             return r.uncertain
+        if role == Roles.STALE:
+            return self.is_stale(r)
         return None
 
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
@@ -138,6 +145,18 @@ class ResultsModel(QAbstractListModel):
     def row_of(self, path: str) -> int | None:
         return self._row_of.get(path)
 
+    def is_stale(self, r: ClassifyResult) -> bool:
+        return bool(r.ok and r.model and self.current_model and r.model != self.current_model)
+
+    def set_current_model(self, model_id: str) -> None:
+        """Results made by another model are marked stale (views repaint them)."""
+        self.current_model = model_id
+        if self._rows:
+            self.dataChanged.emit(self.index(0), self.index(len(self._rows) - 1), [int(Roles.STALE)])
+
+    def stale_results(self) -> list[ClassifyResult]:
+        return [r for r in self._rows if self.is_stale(r)]
+
     def counts(self) -> tuple[int, int, int]:
         """(images, errors, uncertain)."""
         errors = sum(1 for r in self._rows if r.error)
@@ -152,6 +171,7 @@ def tooltip(r: ClassifyResult) -> str:
     lines += [f"{p.label}: {p.score:.1%}" for p in r.predictions]
     if r.uncertain:
         lines.append("Uncertain: the best score is below the threshold")
+    lines += r.notes
     return "\n".join(lines)
 
 

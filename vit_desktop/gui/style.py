@@ -12,7 +12,7 @@ RESOURCES: Path = shipped_dir("resources")
 
 
 def app_icon_path() -> Path | None:
-    path = RESOURCES / "icon.png"
+    path = RESOURCES / "vit-desktop.png"
     return path if path.is_file() else None
 
 

@@ -77,6 +77,8 @@ class LoadedModel:
     device_key: str
     precision: str
     source: str
+    #: The engine's ``model_id``: results made by this model carry it.
+    model_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ class ComputeWorker(QObject):
             device_key=str(engine.device),
             precision=str(engine.precision),
             source=source,
+            model_id=engine.model_id,
         )
         self.model_changed.emit(loaded)
         return loaded

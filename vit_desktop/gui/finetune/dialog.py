@@ -40,6 +40,7 @@ from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
 from vit_desktop.gui.finetune.results_view import ResultsView
 from vit_desktop.gui.jobs import Job
+from vit_desktop.gui.settings import AppSettings
 
 if TYPE_CHECKING:
     from vit_desktop.core.training import TrainConfig, TrainProgress, TrainResult
@@ -85,11 +86,13 @@ class FinetuneDialog(QDialog):
     #: Each progress report of the running training (a TrainProgress).
     progress_reported = Signal(object)
 
-    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: Controller, parent: QWidget | None = None,
+                 settings: AppSettings | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune")
         self.resize(980, 640)
         self.controller = controller
+        self.settings = settings if settings is not None else AppSettings()
         self.trained_result: TrainResult | None = None
         self.saved_path: Path | None = None
         self._job: Job | None = None
@@ -103,7 +106,7 @@ class FinetuneDialog(QDialog):
         root = QHBoxLayout(self)
         split = QSplitter(Qt.Orientation.Horizontal)
         root.addWidget(split)
-        self.labels = LabelsEditor()
+        self.labels = LabelsEditor(self.settings)
         split.addWidget(self.labels)
 
         right = QWidget()
@@ -308,11 +311,16 @@ class FinetuneDialog(QDialog):
     def _on_save_model(self) -> None:
         if self.trained_result is None:
             return
+        start = self.default_model_path()
+        remembered = self.settings.folder("models")
+        if remembered:
+            start = Path(remembered) / start.name
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save model", str(self.default_model_path()), "Models (*.safetensors)",
+            self, "Save model", str(start), "Models (*.safetensors)",
             options=QFileDialog.Option.DontConfirmOverwrite,  # we ask ourselves, with the same words everywhere
         )
         if path:
+            self.settings.set_folder("models", str(Path(path).parent))
             self.save_model_to(path)
 
     @Slot()

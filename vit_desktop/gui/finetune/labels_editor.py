@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.data import PROJECT_SUFFIX, LabelledSet
 from vit_desktop.core.errors import VitDesktopError
+from vit_desktop.gui.settings import AppSettings
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
 
@@ -81,8 +82,9 @@ class LabelsEditor(QWidget):
     #: What happened, for the dialog's status line.
     status = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._settings = settings
         self.data = LabelledSet()
         self._locked = False
         lv = QVBoxLayout(self)
@@ -307,8 +309,10 @@ class LabelsEditor(QWidget):
         name = self._selected_class()
         if name is None:
             return
-        files, _ = QFileDialog.getOpenFileNames(self, f"Add photos to {name}", "", PHOTO_FILTER)
+        files, _ = QFileDialog.getOpenFileNames(self, f"Add photos to {name}", self._settings.folder("photos"),
+                                                PHOTO_FILTER)
         if files:
+            self._settings.set_folder("photos", str(Path(files[0]).parent))
             self.add_files(name, files)
 
     @Slot()
@@ -319,21 +323,26 @@ class LabelsEditor(QWidget):
 
     @Slot()
     def _on_import_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder with one subfolder per class")
+        folder = QFileDialog.getExistingDirectory(self, "Folder with one subfolder per class",
+                                                  self._settings.folder("labelled"))
         if folder:
+            self._settings.set_folder("labelled", str(Path(folder).parent))
             self.import_folder(folder)
 
     @Slot()
     def _on_open_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open labels", "", f"Label projects (*{PROJECT_SUFFIX} *.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open labels", self._settings.folder("labels"),
+                                              f"Label projects (*{PROJECT_SUFFIX} *.json)")
         if path:
+            self._settings.set_folder("labels", str(Path(path).parent))
             self.open_project(path)
 
     @Slot()
     def _on_save_project(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels", f"labels{PROJECT_SUFFIX}",
-                                              f"Label projects (*{PROJECT_SUFFIX})")
+        start = Path(self._settings.folder("labels") or Path.home()) / f"labels{PROJECT_SUFFIX}"
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(start), f"Label projects (*{PROJECT_SUFFIX})")
         if path:
+            self._settings.set_folder("labels", str(Path(path).parent))
             self.save_project(path)
 
 
