@@ -1,187 +1,152 @@
-"""Fine-tuning benchmark on the shared DeiT-Tiny and photos: time per epoch and validation accuracy.
+"""Few-shot benchmark: every head, and zero-shot by names, on photos of sub-types training never saw.
 
-    .venv/bin/python bench/bench_finetune.py [--weights W] [--photos DIR] [--device auto]
-        [--modes head,partial,full] [--epochs 4] [--seeds 0,1,2] [--skip-heads]
+    .venv/bin/python bench/bench_finetune.py [--weights W] [--data ../shared/fewshot-dev] [--device auto]
+        [--seeds 0,1,2,3,4] [--modes partial,full] [--epochs 4]
 
-Two parts:
+``fewshot-dev`` holds photos in five broad categories, every photo a different ImageNet class. Each
+seed splits it half to train, half to test, stratified by category, so no test photo's ImageNet
+class occurs among the training photos: the honest test of "teach it broad classes from a handful
+of photos" (a random split of the same sub-types flatters every method).
 
-1. Few-shot head strategies (``TrainConfig.head_init``), on three tasks built from the photos:
-   * ``crops/named``: each class is one photo seen through different crops and flips, named by its
-     ImageNet class ("jay"), so the base head's own rows can be matched by name;
-   * ``crops/anon``: the same photos, classes renamed "class 1", "class 2"... (no name match);
-   * ``groups/held-out``: photos grouped into broader classes ("dog": three breeds...), validated
-     on crops of a photo never seen in training: the hardest and most realistic.
-2. Modes head / partial / full on the same data (``--task``): seconds per epoch (after the
-   features pass; head epochs run on cached features) and validation accuracy.
+1. Per head (``TrainConfig.head``) and for "auto" (cross-validation on the training half chooses):
+   test accuracy, mean and spread over the seeds, and the time to fit; zero-shot by the category
+   names (no photos at all). Features and the base model's logits are computed once per photo
+   through the product's own forward; every head is then the product's code on them, and one
+   end-to-end ``finetune`` per seed (photos decoded as the engine decodes them, JPEG draft mode
+   included) shows the whole path agrees.
+2. ``--modes``: partial / full fine-tuning from the chosen head on the first seed: seconds and
+   test accuracy.
 
-Not part of the test run; prints figures only.
+Prints figures only; not part of the test run.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vit_desktop.core import vit
+from vit_desktop.core.categories import Categories, hierarchy_for, resolve_some
 from vit_desktop.core.data import LabelledSet
 from vit_desktop.core.engine import Engine
-from vit_desktop.core.training import HEAD_INITS, TrainConfig, TrainProgress, finetune
+from vit_desktop.core.images import load_image
+from vit_desktop.core.preprocess import normalized_tensor
+from vit_desktop.core.training import TrainConfig, finetune
+from vit_desktop.core.training.fewshot import HEADS, HeadData, candidates, select_head
 
 SHARED = ROOT / ".." / "shared"
-GROUPS = {
-    "dog": ["otterhound", "Border_collie", "bull_mastiff"],
-    "fish": ["anemone_fish", "lionfish"],
-    "reptile": ["box_turtle", "Indian_cobra"],
-    "music": ["maraca", "ocarina"],
-    "clothing": ["poncho", "mask"],
-}
 
 
-def _crops(photo: Path, n: int, rng: random.Random) -> list[Image.Image]:
-    img = Image.open(photo).convert("RGB")
-    w, h = img.size
-    out = []
-    for i in range(n):
-        s = rng.uniform(0.5, 0.9)
-        cw, ch = int(w * s), int(h * s)
-        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        c = img.crop((x, y, x + cw, y + ch))
-        out.append(c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else c)
-    return out
-
-
-def _write(root: Path, cls: str, images: list[Image.Image], tag: str) -> list[tuple[Path, str]]:
-    (root / cls).mkdir(parents=True, exist_ok=True)
-    items = []
-    for i, im in enumerate(images):
-        p = root / cls / f"{tag}_{i}.jpg"
-        im.save(p, quality=90)
-        items.append((p, cls))
-    return items
-
-
-def crop_task(photos: Path, rows: list[dict[str, str]], root: Path, per_class: int, named: bool,
-              seed: int) -> tuple[LabelledSet, None]:
-    rng = random.Random(seed)
-    items: list[tuple[Path, str]] = []
-    classes = []
-    for k, r in enumerate(rows):
-        cls = r["name"] if named else f"class {k + 1}"
-        classes.append(cls)
-        items += _write(root, cls, _crops(photos / r["file"], per_class, rng), "c")
-    return LabelledSet(tuple(classes), tuple(items)), None
-
-
-def group_task(photos: Path, rows: list[dict[str, str]], root: Path, per_photo: int,
-               seed: int) -> tuple[LabelledSet, LabelledSet]:
-    """Train on crops of all but one photo per group; validate on crops of the held-out photo."""
-    rng = random.Random(seed)
-    by_name = {r["name"]: r for r in rows}
-    train: list[tuple[Path, str]] = []
-    val: list[tuple[Path, str]] = []
-    for cls, names in GROUPS.items():
-        order = names[:]
-        rng.shuffle(order)
-        for j, name in enumerate(order):
-            crops = _crops(photos / by_name[name]["file"], per_photo, rng)
-            (val if j == 0 else train).extend(_write(root, cls, crops, f"{name}"))
-    classes = tuple(GROUPS)
-    return LabelledSet(classes, tuple(train)), LabelledSet(classes, tuple(val))
+def split_half(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Half of every category to train (the larger half of an odd one alternating with the seed)."""
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    for i, c in enumerate(np.unique(y)):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        train += idx[: (len(idx) + (i + seed) % 2) // 2].tolist()
+    train_idx = np.array(sorted(train))
+    return train_idx, np.setdiff1d(np.arange(len(y)), train_idx)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=SHARED / "weights" / "deit_tiny_patch16_224.safetensors")
-    ap.add_argument("--photos", type=Path, default=SHARED / "photos")
+    ap.add_argument("--data", type=Path, default=SHARED / "fewshot-dev")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--modes", default="head,partial,full")
-    ap.add_argument("--epochs", type=int, default=4, help="epochs for partial/full")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--skip-heads", action="store_true", help="skip the head strategy comparison")
-    ap.add_argument("--task", choices=("groups", "crops"), default="groups", help="data for the mode comparison")
-    ap.add_argument("--head-init", choices=HEAD_INITS, default="base", help="head strategy for the mode comparison")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--modes", default="", help="also time partial/full fine-tuning, e.g. partial,full")
+    ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args()
-    if not args.weights.is_file():
-        print(f"no weights at {args.weights}: this benchmark needs the shared DeiT-Tiny", file=sys.stderr)
+    if not args.weights.is_file() or not args.data.is_dir():
+        print(f"needs the shared DeiT-Tiny ({args.weights}) and photos ({args.data})", file=sys.stderr)
         return 2
-    with open(args.photos / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
     seeds = [int(s) for s in args.seeds.split(",")]
-    t0 = time.perf_counter()
+    data = LabelledSet.from_folder(args.data)
+    classes = data.classes
+    paths = [p for p, _ in data.items]
+    y = np.array(data.targets())
     base = Engine.load(args.weights, device=args.device)
-    print(f"base {base.card.name} on {base.device_name} (loaded in {time.perf_counter() - t0:.1f} s)")
-    few = [r for r in rows if r["name"] in ("jay", "box_turtle", "lionfish", "coffee_mug", "maze", "stethoscope",
-                                            "guenon", "crane")]
+    tree = hierarchy_for(base.card)
+    assert tree is not None
+    print(f"{base.card.name} on {base.device_name}; {len(paths)} photos in {len(classes)} categories "
+          f"({', '.join(f'{c} {n}' for c, n in data.counts().items())}); seeds {seeds}")
 
-    if not args.skip_heads:
-        print("\n1. few-shot head strategies: validation accuracy, mean over seeds "
-              f"{seeds} (head-only, cached features)")
-        print(f"{'task':<34}" + "".join(f"{h:>12}" for h in HEAD_INITS))
-        tasks = [
-            ("crops/named, 8 classes x 5", lambda root, s: crop_task(args.photos, few, root, 5, True, s)),
-            ("crops/anon, 8 classes x 5", lambda root, s: crop_task(args.photos, few, root, 5, False, s)),
-            ("crops/anon, 8 classes x 3", lambda root, s: crop_task(args.photos, few, root, 3, False, s)),
-            ("groups/held-out, 5 classes", lambda root, s: group_task(args.photos, rows, root, 6, s)),
-        ]
-        for title, build in tasks:
-            accs: dict[str, list[float]] = {h: [] for h in HEAD_INITS}
-            for s in seeds:
-                with tempfile.TemporaryDirectory() as tmp:
-                    data, val = build(Path(tmp), s)
-                    for h in HEAD_INITS:
-                        cfg = TrainConfig(mode="head", head_init=h, seed=s,
-                                          val_fraction=0.4 if val is None else None)
-                        accs[h].append(finetune(base, data, cfg, val_data=val).val_accuracy)
-            print(f"{title:<34}" + "".join(f"{statistics.mean(v):>11.1%} " for v in accs.values()))
+    t0 = time.perf_counter()
+    feats, logits = [], []
+    with torch.inference_mode():
+        for i in range(0, len(paths), 32):
+            x = torch.stack([normalized_tensor(load_image(p), base.card.preprocess) for p in paths[i:i + 32]])
+            f = vit.features(base.module, x.to(base.device))
+            feats.append(f.float().cpu())
+            logits.append(vit.classifier(base.module)(f).float().cpu())
+    everything = HeadData(torch.cat(logits).double().numpy(), torch.cat(feats).double().numpy(), y)
+    print(f"features and logits of every photo: {time.perf_counter() - t0:.1f} s\n")
 
-    if args.task == "groups":
-        title = "groups/held-out, 5 classes, validated on unseen photos"
-    else:
-        title = "crops/anon, 8 classes x 10 crops, 40 % validation"
-    print(f"\n2. modes on {title}, head {args.head_init}, seed {seeds[0]}")
-    print(f"{'mode':<10}{'epochs':>8}{'s/epoch':>10}{'features s':>12}{'total s':>10}{'best':>6}{'val acc':>10}")
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.task == "groups":
-            data, val = group_task(args.photos, rows, Path(tmp), 6, seeds[0])
-        else:
-            data, val = crop_task(args.photos, few, Path(tmp), 10, False, seeds[0])
-        for mode in args.modes.split(","):
-            marks: dict[str, float] = {}
-
-            def on_progress(p: TrainProgress, marks: dict[str, float] = marks) -> None:
-                now = time.perf_counter()
-                if p.phase == "features" and p.step == p.steps:
-                    marks["features_end"] = now
-                if p.phase == "train" and "train_start" not in marks:
-                    marks["train_start"] = now
-                if p.phase == "val":
-                    marks.setdefault("first_val", now)
-                    marks["last_val"] = now
-
-            epochs = None if mode == "head" else args.epochs
-            cfg = TrainConfig(mode=mode, epochs=epochs, seed=seeds[0], val_fraction=None if val else 0.4,
-                              batch_size=16, patience=100, head_init=args.head_init)
+    names = resolve_some(classes, tree)
+    zero = Categories.from_names(classes, tree)
+    acc: dict[str, list[float]] = {h: [] for h in ("zero-shot (names)", "auto", *HEADS)}
+    secs: dict[str, list[float]] = {h: [] for h in acc}
+    picked: list[str] = []
+    end_to_end: list[tuple[float, float]] = []
+    for seed in seeds:
+        tr, te = split_half(y, seed)
+        train, test = everything.take(tr), everything.take(te)
+        start = time.perf_counter()
+        scores = zero.scores(np.exp(test.log_p))
+        secs["zero-shot (names)"].append(time.perf_counter() - start)
+        acc["zero-shot (names)"].append(float((scores.argmax(1) == test.y).mean()))
+        for head in candidates(len(classes), names, tree):
             start = time.perf_counter()
-            result = finetune(base, data, cfg, val_data=val, progress=on_progress)
-            total = time.perf_counter() - start
-            run_epochs = int(result.metrics["epochs_run"])  # type: ignore[call-overload]
-            feats = marks.get("features_end", start) - start
-            if mode == "head":
-                per_epoch = (marks.get("last_val", start) - marks.get("features_end", start)) / max(1, run_epochs)
-            else:
-                per_epoch = (marks.get("last_val", start) - marks.get("train_start", start)) / max(1, run_epochs)
-            print(f"{mode:<10}{run_epochs:>8}{per_epoch:>10.3f}{feats:>12.1f}{total:>10.1f}{result.best_epoch:>6}"
-                  f"{result.val_accuracy:>10.1%}")
+            params = head.fit(train, len(classes))
+            secs[head.name].append(time.perf_counter() - start)
+            acc[head.name].append(float((params.log_proba(test).argmax(1) == test.y).mean()))
+        start = time.perf_counter()
+        choice = select_head(train, len(classes), candidates(len(classes), names, tree), seed=seed)
+        secs["auto"].append(time.perf_counter() - start)
+        acc["auto"].append(float((choice.params.log_proba(test).argmax(1) == test.y).mean()))
+        picked.append(choice.name)
+        # The product end to end (photos decoded, features, selection): the same answer.
+        train_set = LabelledSet(classes, tuple(data.items[i] for i in tr))
+        test_set = LabelledSet(classes, tuple(data.items[i] for i in te))
+        start = time.perf_counter()
+        result = finetune(base, train_set, TrainConfig(mode="head", seed=seed), val_data=test_set)
+        end_to_end.append((result.val_accuracy, time.perf_counter() - start))
+
+    print(f"1. test accuracy on held-out sub-types ({len(seeds)} seeds, half train / half test)")
+    print(f"{'head':<22}{'mean':>8}{'sd':>7}{'min':>7}{'max':>7}{'fit s':>9}")
+    for h, v in acc.items():
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        print(f"{h:<22}{statistics.mean(v):>8.1%}{sd:>7.1%}{min(v):>7.1%}{max(v):>7.1%}"
+              f"{statistics.median(secs[h]):>9.3f}")
+    print(f"auto chose: {', '.join(picked)}")
+    print(f"finetune() end to end, auto: test accuracy {statistics.mean(a for a, _ in end_to_end):.1%}, "
+          f"{statistics.median(s for _, s in end_to_end):.1f} s per run (photos decoded, features, selection)")
+
+    if args.modes:
+        tr, te = split_half(y, seeds[0])
+        train_set = LabelledSet(classes, tuple(data.items[i] for i in tr))
+        test_set = LabelledSet(classes, tuple(data.items[i] for i in te))
+        print(f"\n2. backbone fine-tuning from the chosen head, seed {seeds[0]}, {args.epochs} epochs")
+        print(f"{'mode':<10}{'seconds':>10}{'best epoch':>12}{'test acc':>10}")
+        for mode in args.modes.split(","):
+            start = time.perf_counter()
+            # The split's own validation photos pick the epoch; the held-out sub-types measure it.
+            result = finetune(base, train_set, TrainConfig(mode=mode, epochs=args.epochs, seed=seeds[0],
+                                                           batch_size=16))
+            trained = Engine.from_module(result.module, result.card, device=args.device)
+            got = trained.classify([p for p, _ in test_set.items])
+            test_acc = float(np.mean([r.top is not None and r.top.label == c for r, (_, c) in
+                                      zip(got, test_set.items)]))
+            print(f"{mode:<10}{time.perf_counter() - start:>10.1f}{result.best_epoch:>12}{test_acc:>10.1%}")
     return 0
 
 

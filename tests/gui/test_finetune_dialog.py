@@ -114,7 +114,11 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     assert result.val_accuracy >= 0.8
     # Curves were drawn live, then the tables filled in.
     view = dialog.results
-    assert len(view.curves.rows) == len(result.history) > 1
+    # Head mode: no epochs; the heads cross-validation compared are listed, the chosen one named.
+    assert result.history == () and len(view.curves.rows) == 0
+    assert view.heads_table.rowCount() == len(result.metrics["selection"]["heads"]) >= 2
+    assert result.metrics["selection"]["head"] in view.head_summary.text()
+    assert "flatter this estimate" in view.head_notes.text()
     assert view.confusion_table.rowCount() == 3
     diagonal = sum(int(view.confusion_table.item(i, i).text()) for i in range(3))
     assert diagonal == round(result.val_accuracy * result.metrics["val_images"])

@@ -16,7 +16,8 @@ from vit_desktop.core.types import HEAD_FUSIONS
 from .console import PROG, ProgressLine, UsageError
 
 if TYPE_CHECKING:
-    from vit_desktop.core.types import ClassifyResult, Heatmap
+    from vit_desktop.core.categories import Categories
+    from vit_desktop.core.types import ClassifyResult, Heatmap, ModelCard
 
     from .console import Subparsers
 
@@ -33,6 +34,10 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     c.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean", help="rollout head fusion")
     c.add_argument("--discard-ratio", type=float, default=0.0, metavar="R", help="rollout discard ratio in [0, 1)")
     c.add_argument("--threshold", type=float, default=0.0, metavar="S", help="mark results under this score uncertain")
+    c.add_argument("--classes", metavar="NAMES",
+                   help="zero-shot: classify into these comma-separated categories (\"dog,cat,car\"); a score is "
+                        "the model's probability summed over the category's classes")
+    c.add_argument("--classes-file", metavar="FILE", help="--classes from a file, one name per line")
     c.add_argument("--overwrite", action="store_true", help="replace existing output and heatmap files")
     return c
 
@@ -64,6 +69,8 @@ def _check_args(args: argparse.Namespace) -> None:
         problem = cannot_write(output)
         if problem:
             raise UsageError(f"--output: {problem}")
+    if args.classes and args.classes_file:
+        raise UsageError("give --classes or --classes-file, not both")
     if args.heatmaps:
         folder = Path(args.heatmaps)
         if folder.exists() and not folder.is_dir():
@@ -202,9 +209,12 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     print(f"{PROG}: model {engine.card.name} on {engine.device_name} ({engine.precision}){note}", file=err)
     if args.model:
         state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
-    top_k = min(args.top_k, engine.card.num_classes)
+    categories = _categories(args, engine.card, err)
+    n_classes = len(categories.names) if categories is not None else engine.card.num_classes
+    top_k = min(args.top_k, n_classes)
     if top_k < args.top_k:
-        print(f"{PROG}: --top-k {args.top_k} is more than the model's {top_k} classes: showing {top_k}", file=err)
+        what = "categories" if categories is not None else "model's"
+        print(f"{PROG}: --top-k {args.top_k} is more than the {what} {top_k} classes: showing {top_k}", file=err)
     batch_size = min(args.batch_size, MAX_BATCH)
     if batch_size < args.batch_size:
         print(f"{PROG}: --batch-size {args.batch_size} is more than a batch can use: {batch_size}", file=err)
@@ -229,6 +239,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             batch_size=batch_size,
             explain=explain,
             threshold=args.threshold,
+            categories=categories,
         ):
             for r in batch:
                 if writer is not None and r.heatmap is not None:
@@ -253,6 +264,34 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.output:
         return _write_output(results, Path(args.output), top_k, args.overwrite, err)
     return 0
+
+
+def _categories(args: argparse.Namespace, card: ModelCard, err: IO[str]) -> Categories | None:
+    """The named categories of --classes / --classes-file, resolved over the model's hierarchy."""
+    if not args.classes and not args.classes_file:
+        return None
+    from vit_desktop.core.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
+    from vit_desktop.core.errors import VitDesktopError
+
+    if args.classes_file:
+        try:
+            text = Path(args.classes_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--classes-file {args.classes_file}: {exc}") from None
+    else:
+        text = args.classes
+    hierarchy = hierarchy_for(card)
+    if hierarchy is None:
+        raise UsageError(f"--classes: {no_hierarchy_reason(card)}")
+    try:
+        categories = Categories.from_names(parse_names(text), hierarchy)
+    except VitDesktopError as exc:
+        raise UsageError(f"--classes: {exc}") from None
+    meanings = ", ".join(f"{n} = {m}" for n, m in zip(categories.names, categories.meanings))
+    print(f"{PROG}: categories: {meanings}", file=err)
+    for note in categories.notes:
+        print(f"{PROG}: note: {note}", file=err)
+    return categories
 
 
 def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, overwrite: bool, err: IO[str]) -> int:

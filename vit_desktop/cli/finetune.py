@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from vit_desktop.core.errors import Cancelled
-from vit_desktop.core.types import HEAD_INITS, TRAINING_MODES
+from vit_desktop.core.types import HEAD_CHOICES, TRAINING_MODES
 from vit_desktop.core.units import format_clock
 
 from .console import PROG, Interrupted, ProgressLine, UsageError
@@ -48,8 +48,11 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --mode)")
     p.add_argument("--partial-blocks", type=int, default=2, help="--mode partial: blocks to train (default 2)")
-    p.add_argument("--head-init", choices=HEAD_INITS, default="base",
-                   help="head strategy: base (uses what the base model knows; default), prototype, linear")
+    p.add_argument("--head", choices=HEAD_CHOICES, default="auto",
+                   help="auto (default): cross-validation on your photos chooses among names (the classes' "
+                        "names alone, when the model knows them), hierarchy, blend, probabilities and features")
+    p.add_argument("--head-init", choices=("base", "prototype", "linear"), default=None,
+                   help="older name for --head: base is auto, prototype and linear are features")
     p.add_argument("--no-augment", action="store_true", help="no random crops or flips while training")
     p.add_argument("--patience", type=int, default=5, help="stop after N epochs without a better validation loss")
     p.add_argument("--image-size", type=int, default=28, help="--mode scratch: input size (default 28)")
@@ -69,6 +72,12 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{x:6.1%}" if pct else f"{x:.4f}"
 
 
+def _head(args: argparse.Namespace) -> str:
+    if args.head_init is None:
+        return str(args.head)
+    return "auto" if args.head_init == "base" else "features"
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     from vit_desktop.core.errors import VitDesktopError
     from vit_desktop.core.training import TrainConfig
@@ -84,7 +93,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             patience=args.patience,
             seed=args.seed,
             val_fraction=args.val_split,
-            head_init=args.head_init,
+            head=_head(args),
             image_size=args.image_size,
             patch_size=args.patch_size,
             num_layers=args.depth,
@@ -156,7 +165,8 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
     data, problems = _load_data(data_path)
     for path, reason in problems:
         err.write(f"skipped {path}: {reason}\n")
-    data.validate()
+    if config.mode == "scratch":
+        data.validate()  # the other modes know which class names the base model knows
     counts = ", ".join(f"{c} {n}" for c, n in data.counts().items())
     err.write(f"{len(data)} photos in {len(data.classes)} classes ({counts})\n")
 
@@ -188,14 +198,8 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         save_model(output, result.module, card, overwrite=args.force)
     except FileExistsError:
         raise UsageError(f"{output} already exists (use --force to replace it)") from None
-    m = result.metrics
-    state = " (cancelled)" if result.cancelled else ""
-    out.write(
-        f"validation accuracy: {result.val_accuracy:.1%} on {m['val_images']} photos"
-        f" (best epoch {result.best_epoch}){state}\n"
-    )
-    per_class = "  ".join(f"{c} {a:.0%}" for c, a in zip(card.labels, result.per_class_accuracy))
-    out.write(f"per class: {per_class}\n")
+    for text in describe_result(result):
+        out.write(text + "\n")
     out.write(f"saved {output}\n")
     out.flush()
     if stopped_by is not None:
@@ -203,6 +207,31 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
                   f"saved the best model so far (epoch {result.best_epoch}) to {output}\n")
         return 128 + int(stopped_by)
     return 0
+
+
+def describe_result(result: TrainResult) -> list[str]:
+    """What a person should know about a trained model: how the head was chosen, how good it is,
+    and how far to trust that."""
+    m = result.metrics
+    lines = []
+    selection = m.get("selection")
+    if isinstance(selection, dict):
+        lines.append(f"head: {selection.get('summary')}")
+        for name, meaning in (selection.get("names") or {}).items():
+            if meaning:
+                lines.append(f"  {name!r} = {meaning}")
+    state = " (cancelled)" if result.cancelled else ""
+    how = str(m.get("validation", "validation photos"))
+    if not m.get("val_images"):
+        lines.append(f"validation accuracy: not measured ({how}){state}")
+        return lines
+    epoch = f", best epoch {result.best_epoch}" if result.history else ""
+    lines.append(f"validation accuracy: {result.val_accuracy:.1%} on {m['val_images']} photos ({how}{epoch}){state}")
+    per_class = "  ".join(f"{c} {a:.0%}" for c, a in zip(result.card.labels, result.per_class_accuracy))
+    lines.append(f"per class: {per_class}")
+    lines.append("note: photos of the same sub-types as the training ones (the same breeds, the same objects) "
+                 "flatter this estimate; test on kinds of photos the model has not seen")
+    return lines
 
 
 def _train_interruptibly(

@@ -37,7 +37,7 @@ from .layouts import (
     shape_text,
     to_torchvision,
 )
-from .model_file import architecture_from_metadata, check_preprocess, describe, is_project_file
+from .model_file import architecture_from_metadata, check_preprocess, describe, head_from_metadata, is_project_file
 from .types import ModelCard
 from .vit import build_module
 
@@ -149,8 +149,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
         raw, meta = read_weights(weights)
         sd, layout = to_torchvision(raw)
         ours = is_project_file(meta)
+        head = None
         if ours:
             arch = architecture_from_metadata(meta)
+            head = head_from_metadata(meta)
         else:
             heads = None
             eps = 1e-6
@@ -161,7 +163,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
         # Built on the meta device: no random initialisation only to overwrite it (a second
         # for ViT-B), and no second copy of the weights in memory.
         with torch.device("meta"):
-            module = build_module(arch)
+            module = build_module(arch, head)
         load_into(module, sd)
         if ours:
             about = describe(meta, weights.stem)
@@ -196,6 +198,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
         preprocess=pp,
         description=description,
         extra=extra,
+        head=head,
     )
     return module, card
 

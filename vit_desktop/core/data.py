@@ -11,7 +11,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -135,12 +135,16 @@ class LabelledSet:
     def __len__(self) -> int:
         return len(self.items)
 
-    def validate(self) -> None:
-        """Raise VitDesktopError with a one-line reason when this set cannot be trained on."""
+    def validate(self, *, named: Collection[str] = ()) -> None:
+        """Raise VitDesktopError with a one-line reason when this set cannot be trained on.
+
+        Classes in ``named`` have a name the base model knows (a prior): they may have fewer
+        photos, even none.
+        """
         if len(self.classes) < 2:
             raise VitDesktopError(f"need at least two classes to train (found {len(self.classes)})")
         for name, n in self.counts().items():
-            if n < 2:
+            if n < 2 and name not in named:
                 noun = "image" if n == 1 else "images"
                 raise VitDesktopError(f"class {name!r} has {n} {noun}; each class needs at least 2")
 

@@ -16,6 +16,7 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image
 from torchvision.models import VisionTransformer
 
 from . import images, vit
+from .categories import Categories
 from .checkpoints import load_checkpoint
 from .devices import BatchLimit, autocast, device_name, resolve_device, resolve_precision, tune_allocator
 from .errors import Cancelled, CancelToken, ImageError, ModelError, first_line
@@ -165,14 +167,23 @@ class Engine:
         explain: ExplainOptions | None = None,
         threshold: float = 0.0,
         cancel: CancelToken | None = None,
+        categories: Categories | None = None,
+        keep_probabilities: bool = False,
     ) -> Iterator[list[ClassifyResult]]:
         """Classify image files, yielding one list of results per batch, in input order.
 
+        With ``categories`` the predictions are the named categories (scores: probability mass,
+        not renormalised) instead of the model's classes. ``keep_probabilities`` keeps each
+        result's probabilities over all the model's classes (to re-label without re-running).
         Per-file problems become ``ClassifyResult.error``; the run goes on. When ``cancel`` is set
         the generator ends at the next batch boundary.
         """
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
+        if categories is not None and categories.num_base != self.card.num_classes:
+            raise ModelError(f"the categories are groups of {categories.num_base} classes; {self.card.name} has "
+                             f"{self.card.num_classes}")
+        want = _Want(top_k, explain, threshold, categories, keep_probabilities)
         items = [Path(p) for p in paths]
         pp = self.card.preprocess
         pending: deque[tuple[Path, Future[Prepared]]] = deque()
@@ -190,8 +201,7 @@ class Engine:
                 batch = [pending.popleft() for _ in range(min(batch_size, len(items) - start))]
                 prepared = [(str(p), _outcome(f)) for p, f in batch]
                 try:
-                    results = self._run_prepared(prepared, top_k=top_k, explain=explain, threshold=threshold,
-                                                 cancel=cancel)
+                    results = self._run_prepared(prepared, want, cancel)
                 except Cancelled:
                     return  # mid-batch: that batch's results are dropped, like those not started
                 yield results
@@ -215,23 +225,21 @@ class Engine:
         top_k: int = 5,
         explain: ExplainOptions | None = None,
         threshold: float = 0.0,
+        categories: Categories | None = None,
+        keep_probabilities: bool = False,
     ) -> ClassifyResult:
         """Classify an in-memory image (a pasted one); ``name`` stands in for its path."""
         try:
             prepared: Prepared | str = prepare_image(image, self.card.preprocess)
         except ImageError as exc:
             prepared = str(exc)
-        return self._run_prepared([(name, prepared)], top_k=top_k, explain=explain, threshold=threshold)[0]
+        want = _Want(top_k, explain, threshold, categories, keep_probabilities)
+        return self._run_prepared([(name, prepared)], want)[0]
 
     def _run_prepared(
-        self,
-        batch: Sequence[tuple[str, Prepared | str]],
-        *,
-        top_k: int,
-        explain: ExplainOptions | None,
-        threshold: float,
-        cancel: CancelToken | None = None,
+        self, batch: Sequence[tuple[str, Prepared | str]], want: _Want, cancel: CancelToken | None = None
     ) -> list[ClassifyResult]:
+        explain = want.explain
         ok = [(i, p) for i, (_, p) in enumerate(batch) if not isinstance(p, str)]
         results: list[ClassifyResult] = [
             ClassifyResult(path=name, error=p) if isinstance(p, str) else None  # type: ignore[misc]
@@ -246,7 +254,12 @@ class Engine:
             if not done:
                 return results
             probs = torch.stack([out[0] for _, out in done])
-            for ((i, (_, size, notes)), (_, grid)), preds in zip(done, self._predictions(probs, top_k)):
+            if want.categories is not None:
+                arrays = probs.numpy()
+                all_preds = [want.categories.predictions(row, want.top_k) for row in arrays]
+            else:
+                all_preds = self._predictions(probs, want.top_k)
+            for k, (((i, (_, size, notes)), (_, grid)), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
                 if grid is not None and explain is not None:
                     heatmap = Heatmap(
@@ -260,11 +273,12 @@ class Engine:
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
-                    uncertain=preds[0].score < threshold,
+                    uncertain=preds[0].score < want.threshold,
                     heatmap=heatmap,
                     image_size=size,
                     notes=notes,
                     model=self.model_id,
+                    probabilities=probs[k].numpy().copy() if want.keep_probabilities else None,
                 )
         return results
 
@@ -311,15 +325,27 @@ class Engine:
             discard_ratio=options.discard_ratio,
         )
 
-    def explain_class(self, source: ImageSource, class_index: int) -> Heatmap:
-        """Gradient-weighted rollout for ``class_index`` (Chefer et al. 2021). Raises ImageError."""
-        if not 0 <= class_index < self.card.num_classes:
-            raise ValueError(f"class index {class_index} out of range 0..{self.card.num_classes - 1}")
+    def explain_class(self, source: ImageSource, class_index: int, *, members: Sequence[int] | None = None) -> Heatmap:
+        """Gradient-weighted rollout for ``class_index`` (Chefer et al. 2021). Raises ImageError.
+
+        With ``members`` the map is of a named category (the base classes it sums over), and
+        ``class_index`` is the category's position, which the heatmap records.
+        """
+        n = self.card.num_classes
+        if members is not None:
+            if not members or not all(0 <= m < n for m in members):
+                raise ValueError(f"category members must be base classes 0..{n - 1}")
+        elif not 0 <= class_index < n:
+            raise ValueError(f"class index {class_index} out of range 0..{n - 1}")
         arr, size, _notes = self._prepare_source(source)
         x = self._to_batch([arr])
-        target = torch.tensor([class_index], device=self.device)
         with self._autocast():
-            _, grids = gradient_rollout(self.module, x, target)
+            if members is not None:
+                groups = torch.zeros(1, n, device=self.device)
+                groups[0, list(members)] = 1.0
+                _, grids = gradient_rollout(self.module, x, groups=groups)
+            else:
+                _, grids = gradient_rollout(self.module, x, torch.tensor([class_index], device=self.device))
         return Heatmap(
             grid=grids[0].float().cpu().numpy().astype(np.float32),
             crop_box=self.card.preprocess.crop_box(*size),
@@ -327,6 +353,17 @@ class Engine:
             class_index=class_index,
             head_fusion="mean",
         )
+
+
+@dataclass(frozen=True)
+class _Want:
+    """What a classification run asks for, besides the photos."""
+
+    top_k: int
+    explain: ExplainOptions | None
+    threshold: float
+    categories: Categories | None = None
+    keep_probabilities: bool = False
 
 
 def _outcome(future: Future[Prepared]) -> Prepared | str:

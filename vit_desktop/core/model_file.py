@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,8 +21,8 @@ from torchvision.models import VisionTransformer
 
 from .errors import ModelError
 from .files import atomic_path
-from .types import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Architecture, ModelCard, Preprocess
-from .vit import architecture_of
+from .types import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Architecture, HeadSpec, ModelCard, Preprocess
+from .vit import architecture_of, head_spec_of
 
 FORMAT_KEY = "vit_desktop.format"
 FORMAT_VERSION = "1"
@@ -29,8 +30,9 @@ META_PREFIX = "vit_desktop."
 META_NAME = META_PREFIX + "name"
 META_DESCRIPTION = META_PREFIX + "description"
 META_LABELS = META_PREFIX + "labels"
-#: Keys every file has; everything else under the prefix is an extra.
-_CORE_META = {"format", "name", "description", "arch", "labels", "preprocess"}
+META_HEAD = META_PREFIX + "head"
+#: Keys every file has (and "head", which files with a few-shot head have); the rest are extras.
+_CORE_META = {"format", "name", "description", "arch", "labels", "preprocess", "head"}
 
 
 def is_project_file(meta: Mapping[str, str]) -> bool:
@@ -42,6 +44,26 @@ def architecture_from_metadata(meta: Mapping[str, str]) -> Architecture:
     if meta[FORMAT_KEY] != FORMAT_VERSION:
         raise ModelError(f"made by a newer vit-desktop (format {meta[FORMAT_KEY]}); please update")
     return Architecture(**json.loads(meta[META_PREFIX + "arch"]))
+
+
+def head_from_metadata(meta: Mapping[str, str]) -> HeadSpec | None:
+    """The few-shot head a project file declares, or None for a linear head (every older file)."""
+    text = meta.get(META_HEAD)
+    return head_from_dict(json.loads(text)) if text else None
+
+
+def head_from_dict(d: Mapping[str, Any]) -> HeadSpec:
+    base = d.get("base")
+    return HeadSpec(
+        base_classes=int(d["base_classes"]),
+        mass=bool(d.get("mass", False)),
+        logprob=bool(d.get("logprob", False)),
+        features=bool(d.get("features", False)),
+        eps=float(d.get("eps", 1e-3)),
+        method=str(d.get("method", "")),
+        base=head_from_dict(base) if isinstance(base, Mapping) else None,
+    )
+
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,8 @@ def card_metadata(card: ModelCard, extra: Mapping[str, str] | None = None) -> di
         META_LABELS: json.dumps(list(card.labels)),
         META_PREFIX + "preprocess": json.dumps(asdict(card.preprocess)),
     }
+    if card.head is not None:
+        meta[META_HEAD] = json.dumps(asdict(card.head))
     for key, value in (*card.extra, *(extra or {}).items()):
         if key in _CORE_META:
             raise ValueError(f"metadata key {key!r} is reserved")
@@ -136,6 +160,8 @@ def save_model(
     assert isinstance(module, VisionTransformer)
     if architecture_of(module) != card.arch:
         raise ValueError("the card's architecture does not match the module")
+    if head_spec_of(module) != card.head:
+        raise ValueError("the card's head does not match the module's")
     # Plain contiguous fp32 CPU copies: safetensors refuses shared or strided storage.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in module.state_dict().items()}
     metadata = card_metadata(card, extra)
@@ -155,6 +181,7 @@ __all__ = [
     "card_metadata",
     "check_preprocess",
     "describe",
+    "head_from_metadata",
     "is_project_file",
     "preprocess_from_json",
     "save_model",

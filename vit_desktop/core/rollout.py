@@ -92,14 +92,21 @@ def cls_row_to_grid(product: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_rollout(
-    module: VisionTransformer, x: torch.Tensor, class_indices: torch.Tensor
+    module: VisionTransformer, x: torch.Tensor, class_indices: torch.Tensor | None = None,
+    *, groups: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-specific relevance (Chefer et al. 2021) for ``class_indices[i]`` of sample ``i``.
+
+    With ``groups`` ((n, classes) 0/1) instead, the target is a group of classes (a named
+    category: "dog" is 118 breeds): its log-sum-exp of logits, whose gradient weighs each member
+    by its share of the group's probability.
 
     Per layer Ā = mean over heads of max(0, ∇A ⊙ A); R ← R + Ā·R starting from I. Samples do not
     interact in a ViT, so one backward of the summed target scores gives every sample's gradients.
     Returns (logits, (n, g, g) maps scaled to max 1).
     """
+    if (class_indices is None) == (groups is None):
+        raise ValueError("give class_indices or groups")
     kept: list[torch.Tensor] = []
 
     with torch.enable_grad():
@@ -107,7 +114,12 @@ def gradient_rollout(
         # probabilities' gradients are computed, the weights' .grad is left untouched.
         x = x.detach().requires_grad_(True)
         logits = forward(module, x, lambda _, probs: kept.append(probs))
-        target = logits.gather(1, class_indices.view(-1, 1)).sum()
+        if groups is not None:
+            # log(0) for non-members: they drop out of the log-sum-exp.
+            target = torch.logsumexp(logits.float() + torch.log(groups.float()), dim=1).sum()
+        else:
+            assert class_indices is not None
+            target = logits.gather(1, class_indices.view(-1, 1)).sum()
         grads = torch.autograd.grad(target, kept)
     # The identity's CLS→CLS entry carries no information; the patch row is what we show.
     return logits.detach(), cls_row_to_grid(relevance(kept, grads))

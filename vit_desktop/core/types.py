@@ -7,7 +7,7 @@ arrays. No tensors, no Qt. The error family and CancelToken live in :mod:`.error
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
@@ -21,9 +21,10 @@ HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 #: How much of a model training changes: see :mod:`vit_desktop.core.training`.
 TRAINING_MODES: tuple[str, ...] = ("head", "partial", "full", "scratch")
-#: How a new head starts: a zero head on the features ("linear"), class-mean prototypes
-#: ("prototype"), or features plus the base model's logits from the base head ("base").
-HEAD_INITS: tuple[str, ...] = ("linear", "prototype", "base")
+#: The few-shot heads (:mod:`vit_desktop.core.training.fewshot`), most constrained first.
+FEW_SHOT_HEADS: tuple[str, ...] = ("names", "hierarchy", "blend", "probabilities", "features")
+#: What training may use: "auto" lets cross-validation choose among the few-shot heads.
+HEAD_CHOICES: tuple[str, ...] = ("auto", *FEW_SHOT_HEADS)
 
 #: Called with (done, total); total is 0 when unknown (a download without Content-Length).
 ProgressCallback = Callable[[int, int], None]
@@ -79,6 +80,31 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class HeadSpec:
+    """A classifier head that builds the user's classes from what a base head already knows.
+
+    ``z_k = s·log(P·M_k + eps) + W_p·std(log P) + W_f·std(f) + b_k`` where ``f`` are the features
+    before the classifier and ``P`` the base head's probabilities over its ``base_classes``
+    (:class:`vit_desktop.core.vit.FewShotHead`); each term is there only when its flag is set. A
+    model without a HeadSpec has torchvision's single linear layer.
+    """
+
+    #: Outputs of the base head (1000 for an ImageNet model).
+    base_classes: int
+    #: The mass term: probability summed over groups of base classes (a label hierarchy).
+    mass: bool = False
+    #: A linear term on the base head's log-probabilities.
+    logprob: bool = False
+    #: A linear term on the standardised features.
+    features: bool = False
+    eps: float = 1e-3
+    #: How the head was chosen, for people ("hierarchy (names + photos)").
+    method: str = ""
+    #: The base head itself, when it is not a single linear layer (a model fine-tuned again).
+    base: HeadSpec | None = None
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a loaded model is: shown in the GUI, written into saved files."""
 
@@ -93,6 +119,8 @@ class ModelCard:
     description: str = ""
     #: Extra string metadata from the file (base model, training settings, metrics...).
     extra: tuple[tuple[str, str], ...] = ()
+    #: None for torchvision's linear head.
+    head: HeadSpec | None = None
 
     @property
     def num_classes(self) -> int:
@@ -150,6 +178,9 @@ class ClassifyResult:
     notes: tuple[str, ...] = ()
     #: Which loaded model produced this (``Engine.model_id``); "" for results of no model.
     model: str = ""
+    #: float32 (classes,): the model's probabilities over all its classes, when the run kept them
+    #: (the window does, to sort into named categories without classifying again).
+    probabilities: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -183,7 +214,9 @@ __all__ = [
     "DeviceInfo",
     "ExplainOptions",
     "HEAD_FUSIONS",
-    "HEAD_INITS",
+    "FEW_SHOT_HEADS",
+    "HEAD_CHOICES",
+    "HeadSpec",
     "Heatmap",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPaintEvent, QPalette
@@ -28,6 +29,9 @@ from vit_desktop.gui.image_view import ImageView
 from vit_desktop.gui.jobs import Job
 from vit_desktop.gui.settings import OverlaySettings
 from vit_desktop.gui.thumbnails import ImageLoader
+
+if TYPE_CHECKING:
+    from vit_desktop.core.categories import Categories
 
 
 class _ClassBar(QAbstractButton):
@@ -96,6 +100,9 @@ class TopKBars(QWidget):
     def set_result(self, result: ClassifyResult | None) -> None:
         for bar in self.bars:
             self._group.removeButton(bar)
+            # Out of the layout now: deleteLater only acts once control is back in the event loop.
+            self._layout.removeWidget(bar)
+            bar.hide()
             bar.deleteLater()
         self.bars = []
         if result is None or not result.predictions:
@@ -137,6 +144,8 @@ class DetailPanel(QWidget):
         self._pending: Job | None = None
         #: ``LoadedModel.model_id`` of the model in use.
         self.current_model = ""
+        #: The named categories results are labelled with, or None (the model's own classes).
+        self.categories: Categories | None = None
 
         self.view = ImageView(self)
         self.title = QLabel("", self)
@@ -291,6 +300,14 @@ class DetailPanel(QWidget):
         self._update_showing()
         self._refresh_heatmap()
 
+    def set_categories(self, categories: Categories | None) -> None:
+        """Results are labelled with these categories now: their class maps are the categories'."""
+        self.categories = categories
+        self.class_index = None
+        self.bars.set_result(self.result)
+        self._refresh_heatmap()
+        self._update_showing()
+
     def set_current_model(self, model_id: str) -> None:
         """The model maps are computed with now; results of another one get none of its maps."""
         self.current_model = model_id
@@ -328,7 +345,10 @@ class DetailPanel(QWidget):
     def _request_heatmap(self) -> None:
         if self.result is None or self.result.error or self.stale:
             return
-        job = self._controller.explain(self.result.path, self.explain_options(), self.class_index)
+        members = None
+        if self.categories is not None and self.class_index is not None:
+            members = self.categories.members[self.class_index]
+        job = self._controller.explain(self.result.path, self.explain_options(), self.class_index, members)
         job.returned.connect(self._on_heatmap_ready)
         job.errored.connect(self._on_heatmap_failed)
         self._pending = job

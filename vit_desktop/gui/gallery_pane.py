@@ -30,6 +30,8 @@ class GalleryPane(QWidget):
     current_changed = Signal(object)
     #: Text for the status bar.
     note = Signal(str)
+    #: The "my categories" box was confirmed: its text (empty: back to the model's own classes).
+    categories_entered = Signal(str)
 
     def __init__(self, loader: ImageLoader, model: ResultsModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -51,6 +53,14 @@ class GalleryPane(QWidget):
         self.threshold_spin.setSuffix(" %")
         self.threshold_spin.setPrefix("Uncertain below ")
         self.threshold_spin.setToolTip("Images whose best score is below this are marked uncertain")
+        self.categories_edit = QLineEdit(self)
+        self.categories_edit.setPlaceholderText("Sort into my categories: dog, cat, car…")
+        self.categories_edit.setClearButtonEnabled(True)
+        self.categories_edit.setToolTip(
+            "Names of your own categories, comma-separated (Enter applies, empty goes back to the model's "
+            "classes). A photo's score is the model's probability summed over the category: photos of none "
+            "of them score low and show as uncertain. Needs a model with ImageNet's classes.")
+        self.categories_edit.setAcceptDrops(False)
         # Text fields would swallow dropped files as text: drops belong to the window.
         self.filter_edit.setAcceptDrops(False)
         self.threshold_spin.setAcceptDrops(False)
@@ -69,6 +79,7 @@ class GalleryPane(QWidget):
         lv = QVBoxLayout(self)
         lv.setContentsMargins(6, 6, 0, 6)
         lv.addLayout(bar)
+        lv.addWidget(self.categories_edit)
         lv.addWidget(self.gallery, 1)
         lv.addWidget(self.summary)
         self._context_actions: list[QAction] = []
@@ -78,6 +89,8 @@ class GalleryPane(QWidget):
         self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
         self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
         self.threshold_spin.valueChanged.connect(self._on_threshold)
+        self.categories_edit.returnPressed.connect(self._on_categories)
+        self.categories_edit.textChanged.connect(self._on_categories_cleared)
         self.gallery.selectionModel().currentChanged.connect(self._on_current_changed)
         self.gallery.customContextMenuRequested.connect(self._on_context_menu)
         model.dataChanged.connect(self._on_data_changed)
@@ -147,6 +160,15 @@ class GalleryPane(QWidget):
         self.update_summary()
         self.threshold_changed.emit(t)
 
+    @Slot()
+    def _on_categories(self) -> None:
+        self.categories_entered.emit(self.categories_edit.text().strip())
+
+    @Slot(str)
+    def _on_categories_cleared(self, text: str) -> None:
+        if not text:  # the clear button: straight back to the model's classes
+            self.categories_entered.emit("")
+
     @Slot(QModelIndex, QModelIndex)
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self.current_changed.emit(current.data(Roles.RESULT) if current.isValid() else None)
@@ -156,6 +178,12 @@ class GalleryPane(QWidget):
         cur = self.gallery.currentIndex()
         if cur.isValid() and self.proxy.mapToSource(cur).row() == top_left.row():
             self.current_changed.emit(cur.data(Roles.RESULT))
+
+    @Slot(object)
+    def refresh(self, _changed: object = None) -> None:
+        """The results' labels or states changed underneath: filter and count again."""
+        self.proxy.refilter()
+        self.update_summary()
 
     @Slot()
     def update_summary(self) -> None:

@@ -46,6 +46,7 @@ from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.results_model import ResultsModel
 from vit_desktop.gui.run_status import NO_MODEL_TEXT, RunStatus
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
+from vit_desktop.gui.sorting import CategorySorter
 from vit_desktop.gui.thumbnails import ImageLoader
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class MainWindow(QMainWindow):
         menus = build_menus(self.menuBar(), self.commands)
         self.model_menu = ModelMenu(menus["Model"], self.commands.open_weights, self.commands.reload_models, self)
         self.overlay = self.settings.overlay()
+        self.sorter = CategorySorter(self.results_model, self.controller, lambda: self.pane.threshold,
+                                     self.top_k, self)
         self._connect()
         self._restore_settings()
         self._update_samples()
@@ -164,6 +167,12 @@ class MainWindow(QMainWindow):
         self.model_menu.device_chosen.connect(self._on_device_chosen)
         self.model_menu.precision_chosen.connect(self._on_precision_chosen)
         self.pane.threshold_changed.connect(self._on_threshold)
+        self.pane.categories_entered.connect(self.sorter.apply)
+        self.sorter.changed.connect(self.detail.set_categories)
+        self.sorter.changed.connect(self.pane.refresh)
+        self.sorter.note.connect(self.run_status.say)
+        self.sorter.problem.connect(self.message_bar.show_error)
+        self.sorter.hint.connect(self.message_bar.show_info)
         self.pane.current_changed.connect(self.detail.show_result)
         self.pane.note.connect(self.run_status.say)
         self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay])
@@ -282,6 +291,10 @@ class MainWindow(QMainWindow):
         self.message_bar.hide_if(NO_MODEL_TEXT)
         self.results_model.set_current_model(loaded.model_id)
         self.detail.set_current_model(loaded.model_id)
+        if self.sorter.model_changed(loaded.card):
+            self.pane.categories_edit.blockSignals(True)
+            self.pane.categories_edit.clear()
+            self.pane.categories_edit.blockSignals(False)
         stale = self.results_model.stale_results()
         if stale:
             n = len(stale)
@@ -370,7 +383,7 @@ class MainWindow(QMainWindow):
     def _classify(self, items: list[str]) -> Job:
         job = self.controller.classify(
             items, top_k=self.top_k, batch_size=self.batch_size, explain=self.detail.explain_options(),
-            threshold=self.pane.threshold)
+            threshold=self.pane.threshold, categories=self.sorter.categories)
         job.progressed.connect(self._on_run_progress)
         job.errored.connect(self.message_bar.show_error)
         self.run_status.track_run(job)

@@ -26,19 +26,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.models import VisionTransformer
-from torchvision.transforms.v2 import functional as TF
 
+from vit_desktop.core import vit
+from vit_desktop.core.categories import hierarchy_for, resolve_some
 from vit_desktop.core.data import LabelledSet
 from vit_desktop.core.devices import resolve_device, resolve_precision
 from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
 from vit_desktop.core.types import ModelCard, Preprocess
 from vit_desktop.core.vit import build_module
 
-from .config import HEAD_INITS, MODES, ProgressFn, TrainConfig, TrainProgress
-from .head import HeadFit, fit_head, match_base_labels
+from . import fewshot
+from .config import HEADS, MODES, ProgressFn, TrainConfig, TrainProgress
+from .fewshot import HeadData
 from .inputs import (
     Photos,
     as_unit,
@@ -50,21 +54,16 @@ from .inputs import (
     split_indices,
     train_tensor,
 )
-from .loop import Loop, param_groups
+from .loop import Loop, Row, param_groups
 from .results import TrainResult, Validation, finish
 
 if TYPE_CHECKING:
     from vit_desktop.core.engine import Engine
 
 
-def _with_head(module: VisionTransformer, weight: torch.Tensor, bias: torch.Tensor) -> VisionTransformer:
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
-    module.heads.head = head.to(module.class_token.device)
-    module.num_classes = weight.shape[0]
-    return module
+#: ``finetune(hierarchy=...)``'s default: the base model's own (ImageNet's for an ImageNet model).
+FROM_BASE: Hierarchy | None = None
+_FROM_BASE = object()
 
 
 def finetune(
@@ -75,16 +74,20 @@ def finetune(
     val_data: LabelledSet | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    hierarchy: Hierarchy | None | object = _FROM_BASE,
 ) -> TrainResult:
     """Teach ``base`` the classes of ``data``; returns the best model seen (also when cancelled).
 
-    ``val_data`` (same classes) replaces the automatic stratified split of ``data``.
-    To resume, pass a previous result as the base (``Engine.from_module(result.module,
-    result.card)``): its head rows are matched to the same class names and training goes on from
-    them.
+    ``head`` mode fits the few-shot heads of :mod:`.fewshot` on every photo and keeps the one
+    cross-validation prefers; the estimate reported is that cross-validation's (``val_data``, with
+    the same classes, replaces it by an outside validation set). ``partial`` and ``full`` start from
+    such a head, fitted on a stratified training split, and train the backbone on augmented photos,
+    validated on the rest. ``hierarchy`` is the label hierarchy of the base's classes (default: the
+    base's own, see :func:`vit_desktop.core.categories.hierarchy_for`); class names that it knows
+    are a prior, so a named class may have no photos at all in ``head`` mode.
 
-    Raises VitDesktopError for unusable data (fewer than two classes, a class with fewer than two
-    readable photos) and Cancelled when cancelled before any model exists (while reading photos).
+    Raises VitDesktopError for unusable data (fewer than two classes, a class with too few
+    readable photos and a name nobody knows) and Cancelled when cancelled while reading photos.
     """
     config = config or TrainConfig()
     if config.mode == "scratch":
@@ -94,41 +97,47 @@ def finetune(
     device = base.device
     precision = resolve_precision("auto", device, training=True)
     pp = base.card.preprocess
+    tree = hierarchy_for(base.card) if hierarchy is _FROM_BASE else hierarchy
+    assert tree is None or isinstance(tree, Hierarchy)
+    names = resolve_some(data.classes, tree) if tree is not None else [None] * len(data.classes)
+    named = {c for c, r in zip(data.classes, names) if r is not None}
 
-    # 1. Photos, split and decoded once.
-    photos = read_photos(data, config, pp, progress, cancel, val_data)
+    # 1. Photos, decoded once: all of them for head mode, a stratified split for the backbone.
+    if config.mode == "head":
+        data.validate(named=named)
+        photos = read_photos(data, config, pp, progress, cancel, val_data, split=False, named=named)
+    else:
+        photos = read_photos(data, config, pp, progress, cancel, val_data)
     classes = photos.classes
     # A private float32 copy: the engine's model keeps classifying while this one trains.
     module: VisionTransformer = copy.deepcopy(base.module).to(device=device, dtype=torch.float32)
     module.eval()
-    base_w = module.heads.head.weight.detach().float().cpu()
-    base_b = module.heads.head.bias.detach().float().cpu()
 
-    # 2. Features of every photo (and of a flipped copy of each training photo), cached.
-    def cached(images: Sequence[Image.Image], what: str, flip: bool = False) -> torch.Tensor:
-        tensors = (eval_tensor(TF.horizontal_flip(im) if flip else im, pp) for im in images)
-        return features_of(module, tensors, len(images), device, precision, what, progress, cancel,
-                           max(8, config.batch_size))
+    # 2. Features and the base head's logits of every photo, cached.
+    def cached(images: Sequence[Image.Image], what: str, y: Sequence[int]) -> HeadData:
+        tensors = (eval_tensor(im, pp) for im in images)
+        f = features_of(module, tensors, len(images), device, precision, what, progress, cancel,
+                        max(8, config.batch_size))
+        with torch.no_grad():
+            logits = vit.classifier(module).cpu()(f) if len(f) else torch.zeros(0, base.card.num_classes)
+        return HeadData(logits.double().numpy(), f.double().numpy(), np.asarray(y, dtype=int))
 
-    x_tr = cached(photos.train_images, "features (train)")
-    y_tr = torch.tensor(photos.train_y)
-    if config.augment:
-        # A flipped copy of each training photo doubles the few-shot set for the price of one pass.
-        x_tr = torch.cat([x_tr, cached(photos.train_images, "features (flipped)", flip=True)])
-        y_tr = torch.tensor(photos.train_y * 2)
-    x_val = cached(photos.val_images, "features (validation)")
-    y_val = torch.tensor(photos.val_y)
+    train = cached(photos.train_images, "features (train)", photos.train_y)
+    val = cached(photos.val_images, "features (validation)", photos.val_y) if photos.val_images else None
 
-    # 3. The head, on cached features.
-    fit = fit_head(
-        x_tr, y_tr, x_val, y_val, len(classes), config,
-        base_head=(base_w, base_b),
-        name_match=match_base_labels(classes, base.card.labels),
-        epochs=config.effective_epochs if config.mode == "head" else config.head_epochs,
-        progress=progress if config.mode == "head" else None,
-        cancel=cancel,
-    )
-    _with_head(module, fit.weight.to(device), fit.bias.to(device))
+    # 3. The head, chosen by cross-validation on the training photos.
+    def report(step: int, steps: int, message: str) -> None:
+        if progress is not None:
+            progress(TrainProgress("select", 0, 0, step, steps, message=message))
+
+    heads = fewshot.candidates(len(classes), names, tree, allowed=_allowed_heads(config.head))
+    choice = fewshot.select_head(train, len(classes), heads, seed=config.seed, progress=report, cancel=cancel)
+    base_spec = vit.head_spec_of(module)
+    method = _method_name(choice.name, names)
+    head = choice.params.module(_base_classifier(module), base.card.num_classes, method, base_spec,
+                                vit.feature_size(module))
+    vit.set_head(module, head.to(device))
+    spec = vit.head_spec_of(module)
     card = replace(
         base.card,
         name=f"{base.card.name} ({len(classes)} classes)",
@@ -136,24 +145,79 @@ def finetune(
         source="",
         arch=replace(base.card.arch, num_classes=len(classes)),
         labels=classes,
-        description=f"fine-tuned from {base.card.name} ({config.mode})",
+        description=f"fine-tuned from {base.card.name} ({config.mode}, {method} head)",
         extra=(("base_model", base.card.source or base.card.name),),
+        head=spec,
     )
-    validation = Validation(classes, photos.val_y, fit.val_pred, photos.val_paths)
-    if config.mode == "head" or fit.cancelled:
-        return finish(module, card, config, validation, history=[fit.start_row, *fit.history],
-                      best_epoch=fit.best_epoch, skipped=photos.skipped, cancelled=fit.cancelled,
-                      started=started, n_train=len(photos.train_y))
+    selection = _selection_metrics(choice, names, classes, photos, val)
+    if config.mode == "head" or choice.cancelled:
+        if val is not None:  # an outside validation set: how the chosen head does there
+            y_pred = choice.params.log_proba(val).argmax(axis=1)
+            validation = Validation(classes, photos.val_y, y_pred.tolist(), photos.val_paths, "validation photos")
+        elif choice.held_out is not None:
+            validation = Validation(classes, photos.train_y, choice.held_out.tolist(), photos.train_paths,
+                                    f"{choice.folds}-fold cross-validation")
+        else:
+            validation = Validation(classes, [], [], [], "none: no class has two photos")
+        return finish(module, card, config, validation, history=[], best_epoch=0, skipped=photos.skipped,
+                      cancelled=choice.cancelled, started=started, n_train=len(photos.train_y), selection=selection)
 
-    # 4. partial / full: the backbone too, from the fitted head, on augmented photos.
-    loop = _backbone_training(module, device, precision, config, photos, pp, y_val, fit, progress, cancel)
+    # 4. partial / full: the backbone too, from the chosen head, on augmented photos.
+    assert val is not None
+    y_val = torch.tensor(photos.val_y)
+    val_log_p = choice.params.log_proba(val)
+    start_loss = float(-val_log_p[np.arange(len(y_val)), photos.val_y].mean())
+    start_pred = val_log_p.argmax(axis=1)
+    loop = _backbone_training(module, device, precision, config, photos, pp, y_val,
+                              (start_loss, start_pred.tolist()), progress, cancel)
     module.load_state_dict(loop.best_state)
-    start = fit.history[fit.best_epoch - 1] if fit.best_epoch > 0 else fit.start_row
     # Epoch 0 of the backbone training is the head-only model it starts from.
-    history = [dict(start, epoch=0), *loop.history]
-    validation = replace(validation, y_pred=loop.best_pred)
-    return finish(module, card, config, validation, history=history, best_epoch=loop.best_epoch,
-                  skipped=photos.skipped, cancelled=loop.cancelled, started=started, n_train=len(photos.train_y))
+    start: Row = {"epoch": 0, "loss": None, "acc": None, "val_loss": start_loss,
+                  "val_acc": float((start_pred == y_val.numpy()).mean())}
+    validation = Validation(classes, photos.val_y, loop.best_pred, photos.val_paths, "validation photos")
+    return finish(module, card, config, validation, history=[start, *loop.history], best_epoch=loop.best_epoch,
+                  skipped=photos.skipped, cancelled=loop.cancelled, started=started, n_train=len(photos.train_y),
+                  selection=selection)
+
+
+def _allowed_heads(head: str) -> tuple[str, ...]:
+    return fewshot.HEADS if head == "auto" else (head,)
+
+
+def _method_name(head: str, names: Sequence[object | None]) -> str:
+    """"hierarchy (names + photos)": which head, and what it learnt from."""
+    if head == "names":
+        return "names"
+    if head in ("hierarchy", "blend"):
+        return f"{head} ({'names + photos' if any(n is not None for n in names) else 'photos'})"
+    return head
+
+
+def _base_classifier(module: VisionTransformer) -> torch.nn.Module:
+    """A copy of the base model's own classifier on the features, for a few-shot head to sit on."""
+    heads = module.heads
+    if isinstance(heads, vit.FewShotHead):
+        inner = copy.deepcopy(heads)
+        inner.pre = torch.nn.Identity()  # the features are taken after the pre-logits layers
+        return inner
+    linear: torch.nn.Module = copy.deepcopy(heads.head)
+    return linear
+
+
+def _selection_metrics(choice: fewshot.Choice, names: Sequence[ResolvedClass | None], classes: Sequence[str],
+                       photos: Photos, val: fewshot.HeadData | None) -> dict[str, object]:
+    """How the head was chosen, for the saved file and for people."""
+    return {
+        "head": choice.name,
+        "summary": choice.summary(),
+        "folds": choice.folds,
+        "heads": {s.name: {"cv_loss": round(s.loss, 4), "cv_accuracy": round(s.accuracy, 4)} for s in choice.scores},
+        "names": {c: (f"{r.display} ({len(r.classes)} classes)" if r is not None else None)
+                  for c, r in zip(classes, names)},
+        "nodes": {c: nodes for c, nodes in zip(classes, choice.params.nodes) if nodes},
+        "photos_per_class": dict(zip(classes, np.bincount(np.asarray(photos.train_y, dtype=int),
+                                                          minlength=len(classes)).tolist())),
+    }
 
 
 def _backbone_training(
@@ -164,7 +228,7 @@ def _backbone_training(
     photos: Photos,
     pp: Preprocess,
     y_val: torch.Tensor,
-    fit: HeadFit,
+    start: tuple[float, list[int]],
     progress: ProgressFn | None,
     cancel: CancelToken | None,
 ) -> Loop:
@@ -187,7 +251,7 @@ def _backbone_training(
         return torch.stack(list(pool.map(lambda i: eval_tensor(photos.val_images[i], pp), idx)))
 
     loop = Loop(module, device, precision, config, make_batch, torch.tensor(photos.train_y), y_val, progress, cancel)
-    loop.keep_if_best(0, fit.val_loss, fit.val_pred)  # the head-only model is the first "best"
+    loop.keep_if_best(0, *start)  # the head-only model is the first "best"
     try:
         loop.run(param_groups(module, config, config.effective_lr), config.effective_epochs)
     finally:
@@ -274,13 +338,13 @@ def train_from_scratch(
         f" width {config.hidden_dim}",
         extra=(("base_model", "scratch"),),
     )
-    validation = Validation(classes, y_val.tolist(), pred, val_paths)
+    validation = Validation(classes, y_val.tolist(), pred, val_paths, "validation photos")
     return finish(module, card, config, validation, history=loop.history, best_epoch=loop.best_epoch,
                   skipped=skipped, cancelled=loop.cancelled, started=started, n_train=len(y_tr))
 
 
 __all__ = [
-    "HEAD_INITS",
+    "HEADS",
     "MODES",
     "TrainConfig",
     "TrainProgress",
@@ -288,8 +352,6 @@ __all__ = [
     "decode_images",
     "eval_tensor",
     "finetune",
-    "fit_head",
-    "match_base_labels",
     "train_from_scratch",
     "train_tensor",
 ]

@@ -6,12 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vit_desktop.core.errors import VitDesktopError
-from vit_desktop.core.types import HEAD_INITS, Architecture
+from vit_desktop.core.types import HEAD_CHOICES, Architecture
 from vit_desktop.core.types import TRAINING_MODES as MODES
 
-#: Learning rate of the cached-feature head. Low on purpose: with a handful of photos per class
-#: the head should stay near what it starts from (see bench/bench_finetune.py).
-HEAD_LR = 3e-3
+HEADS = HEAD_CHOICES
 
 
 @dataclass(frozen=True)
@@ -39,10 +37,8 @@ class TrainConfig:
     seed: int = 0
     #: ``None``: automatic split (see :func:`vit_desktop.core.data.stratified_split`).
     val_fraction: float | None = None
-    #: Head strategy, one of ``HEAD_INITS``.
-    head_init: str = "base"
-    #: Epochs of the cached-feature head stage (head mode, and the start of partial/full).
-    head_epochs: int = 60
+    #: The head: "auto" (cross-validation chooses) or one of ``FEW_SHOT_HEADS``.
+    head: str = "auto"
     # Scratch architecture.
     image_size: int = 28
     patch_size: int = 7
@@ -55,8 +51,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise VitDesktopError(f"unknown training mode {self.mode!r} (choose {', '.join(MODES)})")
-        if self.head_init not in HEAD_INITS:
-            raise VitDesktopError(f"unknown head strategy {self.head_init!r} (choose {', '.join(HEAD_INITS)})")
+        if self.head not in HEAD_CHOICES:
+            raise VitDesktopError(f"unknown head {self.head!r} (choose {', '.join(HEAD_CHOICES)})")
         if self.epochs is not None and self.epochs < 1:
             raise VitDesktopError("epochs must be at least 1")
         if self.batch_size < 1:
@@ -72,13 +68,14 @@ class TrainConfig:
     def effective_epochs(self) -> int:
         if self.epochs is not None:
             return self.epochs
-        return {"head": self.head_epochs, "partial": 8, "full": 8, "scratch": 30}[self.mode]
+        # Head mode has no epochs: its heads are fitted by LBFGS to convergence.
+        return {"head": 1, "partial": 8, "full": 8, "scratch": 30}[self.mode]
 
     @property
     def effective_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        return {"head": HEAD_LR, "partial": 1e-4, "full": 5e-5, "scratch": 1e-3}[self.mode]
+        return {"head": 0.0, "partial": 1e-4, "full": 5e-5, "scratch": 1e-3}[self.mode]
 
     def scratch_architecture(self, num_classes: int) -> Architecture:
         return Architecture(
@@ -96,7 +93,7 @@ class TrainConfig:
 class TrainProgress:
     """One progress report. ``phase`` "val" closes an epoch and carries its metrics."""
 
-    phase: str  # "decode" | "features" | "train" | "val"
+    phase: str  # "decode" | "features" | "select" | "train" | "val"
     epoch: int
     epochs: int
     step: int
@@ -111,4 +108,4 @@ class TrainProgress:
 
 ProgressFn = Callable[[TrainProgress], None]
 
-__all__ = ["HEAD_INITS", "HEAD_LR", "MODES", "ProgressFn", "TrainConfig", "TrainProgress"]
+__all__ = ["HEADS", "MODES", "ProgressFn", "TrainConfig", "TrainProgress"]

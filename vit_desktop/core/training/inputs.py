@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -143,16 +143,22 @@ def read_photos(
     progress: ProgressFn | None,
     cancel: CancelToken | None,
     val_data: LabelledSet | None = None,
+    *,
+    split: bool = True,
+    named: Collection[str] = (),
 ) -> Photos:
-    """Split ``data`` (unless ``val_data`` is given) and decode it; every class must keep a photo
-    on each side after unreadable files are skipped."""
-    data.validate()
-    if val_data is None:
-        train, val = data.split(config.val_fraction, config.seed)
-    else:
+    """Decode ``data``: split into training and validation photos (stratified, unless ``val_data``
+    is given), every class keeping a photo on each side after unreadable files are skipped; or,
+    with ``split=False``, every photo for training (cross-validation holds photos out itself)."""
+    if val_data is not None:
         if tuple(val_data.classes) != tuple(data.classes):
             raise VitDesktopError("the validation set must have the same classes as the training set")
         train, val = data, val_data
+    elif split:
+        data.validate()
+        train, val = data.split(config.val_fraction, config.seed)
+    else:
+        train, val = data, LabelledSet(data.classes)
 
     def report(done: int, total: int) -> None:
         if progress is not None and (done == total or done % 8 == 0):
@@ -178,6 +184,14 @@ def read_photos(
     for c, name in enumerate(data.classes):
         n_tr = photos.train_y.count(c)
         n_val = photos.val_y.count(c)
+        if not split and val_data is None:
+            if n_tr < 2 and name not in named:
+                bad = len(skipped)
+                raise VitDesktopError(
+                    f"class {name!r} has too few readable images ({n_tr}) after skipping {bad} unreadable"
+                    f" {'file' if bad == 1 else 'files'}; each class needs at least 2"
+                )
+            continue
         if n_tr == 0 or n_val == 0:
             bad = len(skipped)
             raise VitDesktopError(

@@ -57,6 +57,8 @@ class Validation:
     y_true: Sequence[int]
     y_pred: Sequence[int]
     paths: Sequence[str]
+    #: How the predictions were held out ("5-fold cross-validation", "validation photos").
+    method: str = "validation photos"
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> tuple[tuple[int, ...], ...]:
@@ -86,6 +88,7 @@ def finish(
     cancelled: bool,
     started: float,
     n_train: int,
+    selection: dict[str, object] | None = None,
 ) -> TrainResult:
     """The result of a run: the module on the CPU, metrics in the card's metadata."""
     module = module.to("cpu").float().eval()
@@ -106,7 +109,10 @@ def finish(
         "val_images": len(y_true),
         "skipped_images": len(skipped),
         "seconds": round(time.perf_counter() - started, 2),
+        "validation": validation.method,
     }
+    if selection is not None:
+        metrics["selection"] = selection
     settings: dict[str, object] = {
         k: v for k, v in asdict(config).items() if config.mode == "scratch" or k not in _SCRATCH_KEYS
     }

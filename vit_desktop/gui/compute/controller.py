@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -31,6 +32,9 @@ from .messages import (
     UseModuleRequest,
 )
 from .worker import ComputeWorker
+
+if TYPE_CHECKING:
+    from vit_desktop.core.categories import Categories
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +116,24 @@ class Controller(QObject):
         batch_size: int = 16,
         explain: ExplainOptions | None = None,
         threshold: float = 0.0,
+        categories: Categories | None = None,
     ) -> Job:
         """Queue a run over files and folders (folders are scanned on the compute thread).
 
         ``progressed``: a :class:`RunProgress` per batch; ``returned``: the final RunProgress.
+        Every result keeps its probabilities over the model's classes.
         """
-        job = self._submit("classify", RunRequest(tuple(str(p) for p in paths), top_k, batch_size, explain, threshold))
+        request = RunRequest(tuple(str(p) for p in paths), top_k, batch_size, explain, threshold, categories)
+        job = self._submit("classify", request)
         self._runs.add(job)
         job.finished.connect(self._on_run_finished)
         return job
 
-    def explain(self, path: str, options: ExplainOptions, class_index: int | None = None) -> Job:
-        """One image's map; a newer request supersedes this one. ``returned``: a HeatmapReply."""
-        return self._submit("explain", ExplainRequest(path, options, class_index), EXPLAIN)
+    def explain(self, path: str, options: ExplainOptions, class_index: int | None = None,
+                members: tuple[int, ...] | None = None) -> Job:
+        """One image's map (of a named category with ``members``); a newer request supersedes this
+        one. ``returned``: a HeatmapReply."""
+        return self._submit("explain", ExplainRequest(path, options, class_index, members), EXPLAIN)
 
     def run_task(self, fn: TaskFn) -> Job:
         """Run ``fn(engine, report, cancel)`` on the compute thread.

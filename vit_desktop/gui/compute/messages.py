@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
+if TYPE_CHECKING:
+    from vit_desktop.core.categories import Categories
+
 if TYPE_CHECKING:  # the engine imports torch; the window must not wait for that at start-up
     from vit_desktop.core.engine import Engine
     from vit_desktop.core.errors import CancelToken
@@ -46,6 +49,10 @@ class RunRequest:
     batch_size: int
     explain: ExplainOptions | None
     threshold: float
+    #: Label with these named categories instead of the model's classes.
+    categories: Categories | None = None
+    #: Keep every result's probabilities (to re-label without classifying again).
+    keep_probabilities: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class ExplainRequest:
     options: ExplainOptions
     #: None: class-agnostic rollout; else the class-specific map of this class.
     class_index: int | None
+    #: A named category's base classes: the map of the category ``class_index`` stands for.
+    members: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

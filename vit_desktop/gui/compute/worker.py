@@ -175,6 +175,8 @@ class ComputeWorker(QObject):
             explain=req.explain,
             threshold=req.threshold,
             cancel=ctx.token,
+            categories=req.categories,
+            keep_probabilities=req.keep_probabilities,
         )
         self._active = _ActiveRun(ctx, batches, len(errors), total)
         ctx.report(RunProgress(errors, len(errors), total))
@@ -187,7 +189,7 @@ class ComputeWorker(QObject):
         if req.class_index is None:
             heatmap = self._engine.rollout(req.path, req.options)
         else:
-            heatmap = self._engine.explain_class(req.path, req.class_index)
+            heatmap = self._engine.explain_class(req.path, req.class_index, members=req.members)
         return HeatmapReply(req.path, heatmap)
 
     def release(self) -> None:

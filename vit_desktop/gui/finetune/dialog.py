@@ -99,6 +99,7 @@ class FinetuneDialog(QDialog):
         self._build()
         controller.model_changed.connect(self._on_model_changed)
         self._set_training(False)
+        self.labels.set_meaning(self._meaning)
 
     # ---- layout ------------------------------------------------------------------------------
 
@@ -131,7 +132,12 @@ class FinetuneDialog(QDialog):
         self.cancel_button = QPushButton("Cancel training")
         self.cancel_button.clicked.connect(self.cancel_training)
         self.progress_bar = QProgressBar()
+        self.names_button = QPushButton("Use without training")
+        self.names_button.setToolTip("A classifier from the class names alone (\"dog\", \"musical instrument\"): "
+                                     "needs names the model knows, no photos")
+        self.names_button.clicked.connect(self.use_names)
         row.addWidget(self.train_button)
+        row.addWidget(self.names_button)
         row.addWidget(self.cancel_button)
         row.addWidget(self.progress_bar, 1)
         rv.addLayout(row)
@@ -173,6 +179,7 @@ class FinetuneDialog(QDialog):
 
     def _set_training(self, running: bool) -> None:
         self.train_button.setEnabled(not running)
+        self.names_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         has_result = self.trained_result is not None and not running
         self.save_model_button.setEnabled(has_result)
@@ -183,16 +190,37 @@ class FinetuneDialog(QDialog):
         card = self.controller.current_card
         self.base_label.setText(card.name if card is not None else "no model loaded")
 
+    def _named(self) -> set[str]:
+        """The classes whose names the current model knows (they may have no photos)."""
+        return {c for c in self.data.classes if self._meaning(c)}
+
+    def _meaning(self, name: str) -> str | None:
+        """What the current model takes ``name`` to mean ("dog.n.01, 118 ImageNet classes"), if anything."""
+        from vit_desktop.core.categories import hierarchy_for
+
+        card = self.controller.current_card
+        tree = hierarchy_for(card) if card is not None else None
+        if tree is None:
+            return None
+        try:
+            r = tree.resolve(name)
+        except VitDesktopError:
+            return None
+        return f"{r.display}, {len(r.classes)} ImageNet classes"
+
     @Slot()
-    def start_training(self) -> None:
+    def start_training(self, *, data: LabelledSet | None = None, head: str | None = None) -> None:
         if self._job is not None:
             return
         if self.controller.current_card is None:
             self.status_label.setText("Load a model first: fine-tuning starts from the current model")
             return
+        data = data if data is not None else self.data
         try:
-            self.data.validate()
             config = self.config()
+            if head is not None:
+                config = replace(config, mode="head", head=head)
+            data.validate(named=self._named() if config.mode == "head" else ())
         except VitDesktopError as exc:
             self.status_label.setText(str(exc))
             return
@@ -201,7 +229,7 @@ class FinetuneDialog(QDialog):
         self.results.clear_results()
         self.progress_bar.setRange(0, 0)
         self.status_label.setText("Starting…")
-        job = self.controller.run_task(_training_task(self.data, config))
+        job = self.controller.run_task(_training_task(data, config))
         job.progressed.connect(self._on_progress)
         job.returned.connect(self._on_trained)
         job.errored.connect(self._on_failed)
@@ -209,10 +237,22 @@ class FinetuneDialog(QDialog):
         self._job = job
         self._set_training(True)
 
+    @Slot()
+    def use_names(self) -> None:
+        """A model from the class names alone: no photos, no training (the names head)."""
+        unknown = [c for c in self.data.classes if not self._meaning(c)]
+        if unknown or len(self.data.classes) < 2:
+            what = f"{', '.join(repr(c) for c in unknown)} {'is' if len(unknown) == 1 else 'are'} not a name " \
+                   "the model knows" if unknown else "it needs at least two classes"
+            self.status_label.setText(f"Cannot use the names alone: {what}")
+            return
+        self.start_training(data=LabelledSet(self.data.classes), head="names")
+
     @Slot(object)
     def _on_model_changed(self, _loaded: object) -> None:
         card = self.controller.current_card
         self.base_label.setText(card.name if card is not None else "no model loaded")
+        self.labels.set_meaning(self._meaning)
 
     @Slot()
     def cancel_training(self) -> None:
@@ -263,10 +303,18 @@ class FinetuneDialog(QDialog):
         n_bad = len(r.skipped)
         skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
         self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
-        self.status_label.setText(
-            f"{state}: validation accuracy {r.val_accuracy:.0%} on {r.metrics.get('val_images')} photos "
-            f"(best epoch {r.best_epoch}){skipped}"
-        )
+        how = str(r.metrics.get("validation", "validation photos"))
+        epoch = f", best epoch {r.best_epoch}" if r.history else ""
+        selection = r.metrics.get("selection")
+        head = f" — {selection.get('summary')}" if isinstance(selection, dict) else ""
+        if r.metrics.get("val_images"):
+            n = r.metrics.get("val_images")
+            estimate = f"validation accuracy {r.val_accuracy:.0%} on {n} photos ({how}{epoch})"
+        else:
+            estimate = "not validated (no photos)"
+        self.status_label.setText(f"{state}: {estimate}{head}{skipped}")
+        if not r.history:  # head mode: no epochs to plot, the heads compared instead
+            self.results.setCurrentIndex(self.results.heads_tab)
 
     # ---- saving and using --------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class LabelsEditor(QWidget):
         self._settings = settings
         self.data = LabelledSet()
         self._locked = False
+        self._meaning: Callable[[str], str | None] = lambda _name: None
         lv = QVBoxLayout(self)
         lv.setContentsMargins(0, 0, 0, 0)
         box = QGroupBox("Classes (drop photos on a class)")
@@ -95,6 +96,10 @@ class LabelsEditor(QWidget):
         self.class_list.files_dropped.connect(self._on_files_dropped)
         self.class_list.currentItemChanged.connect(self._on_class_selected)
         bv.addWidget(self.class_list)
+        self.meaning_label = QLabel("")
+        self.meaning_label.setWordWrap(True)
+        self.meaning_label.setObjectName("classMeaning")
+        bv.addWidget(self.meaning_label)
         row = QHBoxLayout()
         self.add_class_button = QPushButton("Add…")
         self.rename_class_button = QPushButton("Rename…")
@@ -138,6 +143,11 @@ class LabelsEditor(QWidget):
         self._refresh_classes()
         self.changed.emit(data)
 
+    def set_meaning(self, meaning: Callable[[str], str | None]) -> None:
+        """How to say what a class name means to the model (its hierarchy), shown under the list."""
+        self._meaning = meaning
+        self._refresh_classes()
+
     def set_locked(self, locked: bool) -> None:
         """While training runs, nothing that changes the set may be used."""
         self._locked = locked
@@ -164,6 +174,17 @@ class LabelsEditor(QWidget):
         self.class_list.blockSignals(False)
         self._refresh_photos()
         self._update_buttons()
+        self._show_meaning()
+
+    def _show_meaning(self) -> None:
+        name = self._selected_class()
+        if name is None:
+            self.meaning_label.setText("")
+            return
+        meaning = self._meaning(name)
+        self.meaning_label.setText(
+            f"“{name}” means {meaning}: what the model knows about it counts, even with few photos" if meaning
+            else f"“{name}” is not a name the model knows: its photos teach it")
 
     def _update_buttons(self) -> None:
         has = self._selected_class() is not None
@@ -275,6 +296,7 @@ class LabelsEditor(QWidget):
     def _on_class_selected(self, *args: object) -> None:
         self._refresh_photos()
         self._update_buttons()
+        self._show_meaning()
 
     @Slot()
     def _on_add_class(self) -> None:

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -58,6 +59,21 @@ class ResultsView(QTabWidget):
         mv.addWidget(self.mistake_list, 1)
         mv.addWidget(self.mistake_view, 1)
         self.addTab(mistakes, "Mistakes")
+        heads = QWidget()
+        hv = QVBoxLayout(heads)
+        self.head_summary = QLabel("Train to see which head your photos choose")
+        self.head_summary.setWordWrap(True)
+        self.heads_table = QTableWidget(0, 3)
+        self.heads_table.setHorizontalHeaderLabels(["Head", "CV accuracy", "CV log-loss"])
+        self.heads_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.heads_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.head_notes = QLabel("")
+        self.head_notes.setWordWrap(True)
+        self.head_notes.setObjectName("headNotes")
+        hv.addWidget(self.head_summary)
+        hv.addWidget(self.heads_table, 1)
+        hv.addWidget(self.head_notes)
+        self.heads_tab = self.addTab(heads, "Head")
 
     def clear_results(self) -> None:
         self.previews = {}
@@ -65,6 +81,8 @@ class ResultsView(QTabWidget):
         self.confusion_table.clear()
         self.per_class_table.setRowCount(0)
         self.mistake_list.clear()
+        self.heads_table.setRowCount(0)
+        self.head_notes.setText("")
 
     def show_result(self, r: TrainResult, previews: dict[str, np.ndarray]) -> None:
         self.previews = previews
@@ -91,12 +109,42 @@ class ResultsView(QTabWidget):
         for i, (c, acc) in enumerate(zip(labels, r.per_class_accuracy)):
             self.per_class_table.setItem(i, 0, QTableWidgetItem(c))
             self.per_class_table.setItem(i, 1, QTableWidgetItem(f"{acc:.0%}"))
+        self._show_selection(r)
         self.mistake_list.clear()
         for path, true, predicted in r.misclassified:
             entry = QListWidgetItem(f"{Path(path).name}: {true} → {predicted}")
             entry.setData(Qt.ItemDataRole.UserRole, path)
             entry.setToolTip(path)
             self.mistake_list.addItem(entry)
+
+    def _show_selection(self, r: TrainResult) -> None:
+        """Which head cross-validation chose, how every head did, and what the names meant."""
+        selection = r.metrics.get("selection")
+        if not isinstance(selection, dict):
+            self.head_summary.setText("")
+            self.heads_table.setRowCount(0)
+            return
+        self.head_summary.setText(f"<b>{selection.get('summary', '')}</b> (chosen on your photos by "
+                                  f"{r.metrics.get('validation', 'cross-validation')})")
+        scores = selection.get("heads") or {}
+        self.heads_table.setRowCount(len(scores))
+        bold = self.font()
+        bold.setBold(True)
+        for i, (name, s) in enumerate(scores.items()):
+            cells = (name, f"{s['cv_accuracy']:.0%}", f"{s['cv_loss']:.3f}")
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if name == selection.get("head"):
+                    item.setFont(bold)
+                self.heads_table.setItem(i, j, item)
+        lines = []
+        for cls, meaning in (selection.get("names") or {}).items():
+            nodes = (selection.get("nodes") or {}).get(cls)
+            what = meaning or "a name the model does not know: its photos teach it"
+            lines.append(f"“{cls}”: {what}" + (f"; the photos chose {', '.join(nodes)}" if nodes else ""))
+        lines.append("Photos of the same sub-types as the training ones (the same breeds, the same objects) flatter "
+                     "this estimate: try the model on kinds of photos it has not seen.")
+        self.head_notes.setText("\n".join(lines))
 
     @Slot()
     def _on_mistake_selected(self, *args: object) -> None:

@@ -1,0 +1,95 @@
+"""Sort into my categories (the names box) and "Use without training", in the window, with a tiny
+model whose eight classes a tiny hierarchy groups into warm and cool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.core.test_fewshot import SUBTYPES, tiny_hierarchy
+from tests.support import save_tiny_model, write_image
+
+MS = 60_000
+
+
+@pytest.fixture
+def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import vit_desktop.core.categories as categories
+    import vit_desktop.core.training as training
+    import vit_desktop.gui.sorting as sorting
+
+    tree = tiny_hierarchy()
+
+    def known(card):  # type: ignore[no-untyped-def]
+        return tree if card.labels == tuple(SUBTYPES) else None
+
+    monkeypatch.setattr(sorting, "hierarchy_for", known)
+    monkeypatch.setattr(categories, "hierarchy_for", known)
+    monkeypatch.setattr(training, "hierarchy_for", known)
+    return save_tiny_model(tmp_path / "colours.safetensors", tuple(SUBTYPES), "colours")
+
+
+def test_the_names_box_relabels_the_gallery_without_classifying_again(qtbot, make_window, colours_model,
+                                                                        tmp_path: Path) -> None:
+    w = make_window()
+    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
+        w.load_model(str(colours_model))
+    images = [write_image(tmp_path / f"i{i}.png", seed=i) for i in range(3)]
+    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
+        w.add_paths([str(p) for p in images])
+    before = {r.path: r for r in w.results_model.results()}
+    runs: list[object] = []
+    w.run_status.run_finished.connect(runs.append)
+    w.pane.categories_edit.setText("warm, cool")
+    w.pane.categories_edit.returnPressed.emit()
+    after = w.results_model.results()
+    assert runs == []  # nothing was classified again
+    for r in after:
+        assert {p.label for p in r.predictions} == {"warm", "cool"}
+        p = before[r.path].probabilities
+        assert p is not None
+        scores = {pred.label: pred.score for pred in r.predictions}
+        assert scores["warm"] == pytest.approx(float(p[:4].sum()), abs=1e-5)  # mass, not renormalised
+        assert scores["cool"] == pytest.approx(float(p[4:].sum()), abs=1e-5)
+    assert "Sorted 3 photos into 2 categories" in w.message_bar.text
+    # The class map follows the named category.
+    w.gallery.setCurrentIndex(w.proxy.index(0, 0))
+    d = w.detail
+    shown: list[object] = []
+    d.heatmap_shown.connect(shown.append)
+    d.bars.bars[0].click()
+    qtbot.waitUntil(lambda: bool(shown), timeout=MS)
+    assert shown[0].class_index == d.bars.bars[0].class_index
+    assert np.isfinite(shown[0].grid).all()
+    # A name nobody knows says so, with the nearest names, and changes nothing.
+    w.pane.categories_edit.setText("wrm, cool")
+    w.pane.categories_edit.returnPressed.emit()
+    assert "nearest known names" in w.message_bar.text and "warm" in w.message_bar.text
+    assert {p.label for p in w.results_model.results()[0].predictions} == {"warm", "cool"}
+    # Empty: the model's own classes again.
+    w.pane.categories_edit.clear()
+    assert {p.label for p in w.results_model.results()[0].predictions} <= set(SUBTYPES)
+
+
+def test_use_without_training_makes_a_model_from_the_names(qtbot, make_window, colours_model) -> None:
+    from vit_desktop.gui.finetune.dialog import FinetuneDialog
+
+    w = make_window()
+    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
+        w.load_model(str(colours_model))
+    dialog = FinetuneDialog(w.controller, w, w.settings)
+    qtbot.addWidget(dialog)
+    assert dialog.labels.add_class("warm") and dialog.labels.add_class("nameless")
+    assert "not a name the model knows" in dialog.labels.meaning_label.text()
+    dialog.use_names()
+    assert "'nameless' is not a name the model knows" in dialog.status_label.text()
+    assert dialog.labels.rename_class("nameless", "cool")
+    assert "means cool" in dialog.labels.meaning_label.text()
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
+        dialog.names_button.click()
+    result = blocker.args[0]
+    assert result.metrics["selection"]["head"] == "names" and result.card.labels == ("warm", "cool")
+    assert "not validated" in dialog.status_label.text()
+    assert dialog.use_button.isEnabled()

@@ -1,0 +1,98 @@
+"""Sort into my categories: the gallery re-labelled with names the user types, without classifying again.
+
+Every result keeps the model's probabilities over its classes, so a category's score (the mass
+under its classes, :class:`~vit_desktop.core.categories.Categories`) is a sum away; clearing the
+names gives the model's own top classes back the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from vit_desktop.core.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
+from vit_desktop.core.errors import VitDesktopError
+from vit_desktop.core.types import ModelCard, Prediction
+from vit_desktop.gui.compute import Controller
+from vit_desktop.gui.results_model import ResultsModel
+
+
+class CategorySorter(QObject):
+    """Holds the categories in use (None: the model's own classes) and re-labels results with them."""
+
+    #: The categories changed (a Categories, or None).
+    changed = Signal(object)
+    note = Signal(str)
+    problem = Signal(str)
+    hint = Signal(str)
+
+    def __init__(self, results: ResultsModel, controller: Controller, threshold: Callable[[], float], top_k: int,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._results = results
+        self._controller = controller
+        self._threshold = threshold
+        self._top_k = top_k
+        self.categories: Categories | None = None
+
+    @Slot(str)
+    def apply(self, text: str) -> bool:
+        """Label every result with the categories named in ``text`` ("" for the model's own classes)."""
+        names = parse_names(text)
+        categories = None
+        if names:
+            card = self._controller.current_card
+            hierarchy = hierarchy_for(card) if card is not None else None
+            if hierarchy is None:
+                reason = no_hierarchy_reason(card) if card is not None else "no model is loaded"
+                self.hint.emit(f"Cannot sort into categories: {reason}.")
+                return False
+            try:
+                categories = Categories.from_names(names, hierarchy)
+            except VitDesktopError as exc:
+                self.problem.emit(f"{exc}. Change the names and press Enter again.")
+                return False
+        self.categories = categories
+        relabelled = self._relabel(categories)
+        self.changed.emit(categories)
+        if categories is not None:
+            meanings = ", ".join(f"{n} = {m}" for n, m in zip(categories.names, categories.meanings))
+            self.hint.emit(f"Sorted {relabelled} photos into {len(categories.names)} categories ({meanings}). "
+                           + " ".join(categories.notes))
+        what = "your categories" if categories is not None else "the model's classes"
+        self.note.emit(f"{relabelled} photos labelled with {what}")
+        return True
+
+    def model_changed(self, card: ModelCard) -> bool:
+        """A model without the categories' hierarchy drops them (its classes are its own); True
+        when the categories were dropped."""
+        if self.categories is None or hierarchy_for(card) is not None:
+            return False
+        self.categories = None
+        self.changed.emit(None)
+        self.note.emit(f"{card.name} has classes of its own: back to its labels (categories need ImageNet's)")
+        return True
+
+    def _relabel(self, categories: Categories | None) -> int:
+        card = self._controller.current_card
+        labels = card.labels if card is not None else ()
+        threshold = self._threshold()
+        relabelled = 0
+        for r in self._results.results():
+            p = r.probabilities
+            if p is None or not r.ok or (categories is None and len(p) != len(labels)):
+                continue
+            if categories is not None:
+                preds = categories.predictions(p, self._top_k)
+            else:
+                order = p.argsort()[::-1][: self._top_k]
+                preds = tuple(Prediction(labels[i], int(i), float(p[i])) for i in order)
+            self._results.replace_result(dataclasses.replace(r, predictions=preds,
+                                                             uncertain=preds[0].score < threshold))
+            relabelled += 1
+        return relabelled
+
+
+__all__ = ["CategorySorter"]
