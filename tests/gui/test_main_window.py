@@ -212,39 +212,82 @@ def test_paste_image_and_paths(qtbot, make_window, model_a, tmp_path) -> None:
     assert w.results_model.rowCount() == 2
 
 
-def test_selected_image_shows_rollout_and_class_map(qtbot, make_window, model_a, tmp_path) -> None:
+def test_selected_image_shows_its_top1_class_map_and_rollout_one_choice_away(qtbot, make_window, model_a,
+                                                                            tmp_path) -> None:
     w = make_window()
     load(qtbot, w, model_a)
     img = write_image(tmp_path / "d.png", size=(80, 40))
-    with qtbot.waitSignal(w.loader.preview_ready, timeout=RUN_MS):
-        run(qtbot, w, url_mime(img))
     d = w.detail
+    with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
+        run(qtbot, w, url_mime(img))
     assert d.result is not None and d.result.path == str(img)
+    # The run computed rollout (free with classifying); the class map came on selection.
+    assert d.result.heatmap is not None and d.result.heatmap.method == "rollout"
     hm = d.current_heatmap
-    assert hm is not None and hm.class_index is None
+    top = d.result.predictions[0]
+    assert hm is not None and hm.method == "class" and hm.class_index == top.index
+    assert f"Class map for “{top.label}”, the top-1" in d.showing.text()
+    assert [b.isChecked() for b in d.bars.bars] == [True, False, False]
+    assert not d.fusion.isEnabled() and not d.discard.isEnabled()  # they shape rollout only
     # The crop the model saw is a centred square of the wide photo (resize 36, crop 32: 8/9 of it).
-    left, top, right, bottom = hm.crop_box
-    assert ((left + right) / 2, (top + bottom) / 2) == (pytest.approx(40), pytest.approx(20))
-    assert right - left == pytest.approx(bottom - top) == pytest.approx(40 * 32 / 36)
+    left, top_, right, bottom = hm.crop_box
+    assert ((left + right) / 2, (top_ + bottom) / 2) == (pytest.approx(40), pytest.approx(20))
+    assert right - left == pytest.approx(bottom - top_) == pytest.approx(40 * 32 / 36)
     assert d.view.has_image
-    assert len(d.bars.bars) == 3
 
     second = d.bars.bars[1]
     with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
         second.click()
     assert d.current_heatmap.class_index == second.class_index
-    assert "Class-specific map" in d.showing.text()
+    assert [b.isChecked() for b in d.bars.bars] == [False, True, False]
+    assert "the top-1 is" in d.showing.text()
+    second.click()  # clicking the class shown keeps it
+    assert d.bars.bars[1].isChecked() and d.current_heatmap.class_index == second.class_index
 
-    second.click()  # back to plain rollout, now with another discard ratio
+    # M: the refined class map, then rollout, whose controls come back.
+    with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
+        w.commands.next_map.trigger()
+    assert d.current_heatmap.method == "refined" and d.current_heatmap.class_index == second.class_index
+    w.commands.next_map.trigger()
+    assert d.map_method == "rollout" and d.fusion.isEnabled()
+    assert d.current_heatmap is d.result.heatmap  # the run's own rollout: nothing recomputed
+    assert not any(b.isChecked() for b in d.bars.bars)
+    assert "Attention rollout" in d.showing.text()
     with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
         d.discard.setValue(30)
-    assert d.current_heatmap.class_index is None
+    assert d.current_heatmap.class_index is None and d.current_heatmap.method == "rollout"
     assert d.current_heatmap.discard_ratio == pytest.approx(0.3)
+    assert w.settings.overlay().map_method == "rollout"  # remembered
+
+    # A bar click while rollout is shown asks for that class's map.
+    with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
+        d.bars.bars[2].click()
+    assert d.map_method == "class" and d.current_heatmap.class_index == d.bars.bars[2].class_index
 
     # H toggles the overlay.
     assert d.view.overlay_visible
     w.commands.overlay.trigger()
     assert not d.view.overlay_visible
+
+
+def test_a_folder_run_can_compute_every_photos_class_map(qtbot, make_window, model_a, tmp_path) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    w.commands.class_maps_in_runs.trigger()
+    assert w.settings.class_maps_in_runs
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        write_image(folder / f"{i}.png", seed=i)
+    run(qtbot, w, url_mime(folder))
+    results = w.results_model.results()
+    assert len(results) == 3
+    for r in results:
+        assert r.heatmap is not None and r.heatmap.method == "class"
+        assert r.heatmap.class_index == r.predictions[0].index
+    # Selecting one shows its stored map at once: no request goes to the compute thread.
+    w.detail.show_result(results[1])
+    assert w.detail.current_heatmap is results[1].heatmap and w.detail._pending is None
 
 
 def test_settings_survive_a_restart(qtbot, make_window, model_a) -> None:
@@ -396,8 +439,9 @@ def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
     w = make_window()
     load(qtbot, w, model_a)
     img = write_image(tmp_path / "o.png", size=(90, 60))
-    run(qtbot, w, url_mime(img))
-    assert w.detail.current_heatmap is not None
+    with qtbot.waitSignal(w.detail.heatmap_shown, timeout=RUN_MS):
+        run(qtbot, w, url_mime(img))
+    assert w.detail.current_heatmap is not None and w.detail.current_heatmap.method == "class"
     out = tmp_path / "out" / "o-overlay.png"
     d = w.detail
     with qtbot.waitSignal(w.exporter.overlay_saved, timeout=RUN_MS) as blocker:

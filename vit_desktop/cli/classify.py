@@ -11,13 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from vit_desktop.core.types import HEAD_FUSIONS
+from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS
 
 from .console import PROG, ProgressLine, UsageError
 
 if TYPE_CHECKING:
     from vit_desktop.core.categories import Categories
-    from vit_desktop.core.types import ClassifyResult, Heatmap, ModelCard
+    from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
     from .console import Subparsers
 
@@ -30,7 +30,12 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default 16)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     c.add_argument("--output", metavar="FILE", help="write results to FILE.csv, FILE.json or FILE.jsonl")
-    c.add_argument("--heatmaps", metavar="DIR", help="write <name>.png overlays and <name>.npy rollout grids here")
+    c.add_argument("--heatmaps", metavar="DIR",
+                   help="write <name>.png overlays and <name>.npy grids of the --explain map here")
+    c.add_argument("--explain", choices=EXPLAIN_METHODS,
+                   help="which map --heatmaps writes: rollout (default: where the model looked), class (what its "
+                        "top-1 answer rests on, or with --classes the top category's; several times rollout's "
+                        "cost) or refined (a class map in two passes: more faithful, twice a class map's cost)")
     c.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean", help="rollout head fusion")
     c.add_argument("--discard-ratio", type=float, default=0.0, metavar="R", help="rollout discard ratio in [0, 1)")
     c.add_argument("--threshold", type=float, default=0.0, metavar="S", help="mark results under this score uncertain")
@@ -69,6 +74,8 @@ def _check_args(args: argparse.Namespace) -> None:
         problem = cannot_write(output)
         if problem:
             raise UsageError(f"--output: {problem}")
+    if args.explain and not args.heatmaps:
+        raise UsageError("--explain chooses the map --heatmaps writes: give --heatmaps DIR too")
     if args.classes and args.classes_file:
         raise UsageError("give --classes or --classes-file, not both")
     if args.heatmaps:
@@ -188,7 +195,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from vit_desktop.core.errors import VitDesktopError
     from vit_desktop.core.export import format_table
     from vit_desktop.core.paths import display_path
-    from vit_desktop.core.types import ClassifyResult, ExplainOptions
+    from vit_desktop.core.types import ClassifyResult
 
     if args.model:
         model, why = args.model, ""
@@ -226,7 +233,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     results: list[ClassifyResult] = [ClassifyResult(path=p, error=reason) for p, reason in scan_errors]
     if not args.output:
         out.write(format_table(results, top_k=top_k))
-    explain = ExplainOptions(args.head_fusion, args.discard_ratio) if args.heatmaps else None
+    explain = _explain_options(args, categories, err)
     writer = HeatmapWriter(Path(args.heatmaps), {}, overwrite=args.overwrite, err=err) if args.heatmaps else None
     rel_of = {str(f): (f, rel) for f, rel in files}
     line = ProgressLine(err, "classifying")
@@ -264,6 +271,23 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.output:
         return _write_output(results, Path(args.output), top_k, args.overwrite, err)
     return 0
+
+
+def _explain_options(args: argparse.Namespace, categories: Categories | None, err: IO[str]) -> ExplainOptions | None:
+    """The map --heatmaps writes, said once on stderr when it is a class map."""
+    from vit_desktop.core.types import ExplainOptions
+
+    if not args.heatmaps:
+        return None
+    method = args.explain or "rollout"
+    if method != "rollout":
+        of = "top category" if categories is not None else "top-1 class"
+        kind = "refined class map" if method == "refined" else "class map"
+        print(f"{PROG}: heatmaps: the {kind} of each photo's {of}", file=err)
+        if args.head_fusion != "mean" or args.discard_ratio:
+            print(f"{PROG}: note: --head-fusion and --discard-ratio shape rollout only; a class map ignores "
+                  "them", file=err)
+    return ExplainOptions(args.head_fusion, args.discard_ratio, method)
 
 
 def _categories(args: argparse.Namespace, card: ModelCard, err: IO[str]) -> Categories | None:

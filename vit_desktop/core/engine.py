@@ -16,7 +16,7 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from .checkpoints import load_checkpoint
 from .devices import BatchLimit, autocast, device_name, resolve_device, resolve_precision, tune_allocator
 from .errors import Cancelled, CancelToken, ImageError, ModelError, first_line
 from .preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
-from .rollout import RolloutAccumulator, gradient_rollout
+from .rollout import RolloutAccumulator, class_relevance, class_targets
 from .types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
 
 ImageSource = str | os.PathLike[str] | Image.Image
@@ -68,7 +68,11 @@ class Engine:
         self._shift = (mean / std).float().view(1, 3, 1, 1).to(device)
         self.decode_workers = max(1, min(4, (os.cpu_count() or 2)))
         # The largest batch known to fit in device memory, without and with rollout.
-        self._limits = {False: BatchLimit(device), True: BatchLimit(device)}
+        #: Memory one class-map batch may take: on a GPU out-of-memory halves the batch anyway, so
+        #: this only keeps the first try sensible; on the CPU it keeps the machine responsive.
+        self.class_map_budget_bytes = (1 << 30) if device.type == "cpu" else (4 << 30)
+        # Keyed by the map computed in the pass (None: no map); class maps' limits are made on first use.
+        self._limits: dict[str | None, BatchLimit] = {None: BatchLimit(device), "rollout": BatchLimit(device)}
 
     # ---- construction ------------------------------------------------------------------
 
@@ -130,12 +134,24 @@ class Engine:
         return normalized_tensor(images.to_rgb(image), self.card.preprocess)
 
     def _forward(
-        self, x: torch.Tensor, explain: ExplainOptions | None, cancel: CancelToken | None = None
-    ) -> tuple[torch.Tensor, np.ndarray | None]:
-        """Probabilities (n, classes) on the CPU and, when asked, rollout grids (n, g, g).
+        self, x: torch.Tensor, want: _Want, cancel: CancelToken | None = None
+    ) -> tuple[torch.Tensor, np.ndarray | None, list[int | None]]:
+        """Probabilities (n, classes) on the CPU, the maps asked for ((n, g, g) or None), and per
+        image the class (or category) its map explains (None for rollout or no map).
 
         Raises Cancelled when ``cancel`` is set between two layers.
         """
+        explain = want.explain
+        n = x.shape[0]
+        if explain is not None and explain.class_specific:
+            # Gradients are needed: autograd, not inference mode, for this one pass.
+            picked: list[int | None] = []
+            pick = _TopPicker(want.categories, picked)
+            with self._autocast():
+                logits, _, grid_t = class_relevance(self.module, x, pick, refine=explain.method == "refined",
+                                                    cancel=cancel)
+            probs = logits.float().softmax(dim=-1).cpu()
+            return probs, grid_t.float().cpu().numpy(), picked
         with torch.inference_mode(), self._autocast():
             if explain is None:
                 logits = vit.forward(self.module, x, cancel=cancel)
@@ -145,7 +161,7 @@ class Engine:
                 logits = vit.forward(self.module, x, acc, cancel=cancel)
                 grids = acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()
-        return probs, grids
+        return probs, grids, [None] * n
 
     def _predictions(self, probs: torch.Tensor, top_k: int) -> list[tuple[Prediction, ...]]:
         k = max(1, min(top_k, probs.shape[1]))
@@ -239,14 +255,13 @@ class Engine:
     def _run_prepared(
         self, batch: Sequence[tuple[str, Prepared | str]], want: _Want, cancel: CancelToken | None = None
     ) -> list[ClassifyResult]:
-        explain = want.explain
         ok = [(i, p) for i, (_, p) in enumerate(batch) if not isinstance(p, str)]
         results: list[ClassifyResult] = [
             ClassifyResult(path=name, error=p) if isinstance(p, str) else None  # type: ignore[misc]
             for name, p in batch
         ]
         if ok:
-            outcomes = self._forward_fitting([p[0] for _, p in ok], explain, cancel)
+            outcomes = self._forward_fitting([p[0] for _, p in ok], want, cancel)
             for (i, _), outcome in zip(ok, outcomes):
                 if isinstance(outcome, str):
                     results[i] = ClassifyResult(path=batch[i][0], error=outcome)
@@ -259,17 +274,10 @@ class Engine:
                 all_preds = [want.categories.predictions(row, want.top_k) for row in arrays]
             else:
                 all_preds = self._predictions(probs, want.top_k)
-            for k, (((i, (_, size, notes)), (_, grid)), preds) in enumerate(zip(done, all_preds)):
+            for k, (((i, (_, size, notes)), (_, grid, explained)), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
-                if grid is not None and explain is not None:
-                    heatmap = Heatmap(
-                        grid=grid.astype(np.float32),
-                        crop_box=self.card.preprocess.crop_box(*size),
-                        image_size=size,
-                        class_index=None,
-                        head_fusion=explain.head_fusion,
-                        discard_ratio=explain.discard_ratio,
-                    )
+                if grid is not None and want.explain is not None:
+                    heatmap = self._heatmap(grid, size, want.explain, explained)
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
@@ -282,28 +290,56 @@ class Engine:
                 )
         return results
 
+    def _heatmap(self, grid: np.ndarray, size: tuple[int, int], options: ExplainOptions,
+                 class_index: int | None) -> Heatmap:
+        rollout = not options.class_specific
+        return Heatmap(
+            grid=np.asarray(grid, dtype=np.float32),
+            crop_box=self.card.preprocess.crop_box(*size),
+            image_size=size,
+            class_index=class_index,
+            head_fusion=options.head_fusion if rollout else "mean",
+            discard_ratio=options.discard_ratio if rollout else 0.0,
+            method=options.method,
+        )
+
     def _forward_fitting(
-        self, arrays: Sequence[np.ndarray], explain: ExplainOptions | None, cancel: CancelToken | None
-    ) -> list[tuple[torch.Tensor, np.ndarray | None] | str]:
-        """Per image, (probabilities, rollout grid or None) or why it failed.
+        self, arrays: Sequence[np.ndarray], want: _Want, cancel: CancelToken | None
+    ) -> list[tuple[torch.Tensor, np.ndarray | None, int | None] | str]:
+        """Per image, (probabilities, map or None, the class it explains) or why it failed.
 
         A batch that does not fit in the device's memory is split in halves until it does; the
         size that fitted is kept for the batches after it. An image that does not fit on its own
-        gets an error and the run goes on.
+        gets an error and the run goes on. Class maps keep every layer's attention for the
+        backward pass, so their batches start no larger than :meth:`class_map_batch` allows.
         """
-        out: list[tuple[torch.Tensor, np.ndarray | None] | str] = []
+        out: list[tuple[torch.Tensor, np.ndarray | None, int | None] | str] = []
 
-        def batch(start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
-            return self._forward(self._to_batch(arrays[start:stop]), explain, cancel)
+        def batch(start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None, list[int | None]]:
+            return self._forward(self._to_batch(arrays[start:stop]), want, cancel)
 
         def alone_too_big(_index: int) -> None:
             advice = "a smaller model" if self.device.type == "cpu" else "the CPU (--device cpu) or a smaller model"
             out.append(f"not enough {self.device_name} memory for this model even one image at a time; use {advice}")
 
-        limit = self._limits[explain is not None]
-        for start, stop, (probs, grids) in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
-            out.extend((probs[r], None if grids is None else grids[r]) for r in range(stop - start))
+        method = None if want.explain is None else want.explain.method
+        limit = self._limits.get(method)
+        if limit is None:
+            limit = self._limits[method] = BatchLimit(self.device, self.class_map_batch())
+        for start, stop, (probs, grids, explained) in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
+            out.extend((probs[r], None if grids is None else grids[r], explained[r]) for r in range(stop - start))
         return out
+
+    def class_map_batch(self) -> int:
+        """The most images one class-map pass should hold: every layer's attention and activations
+        stay for the backward pass (about 50 MB an image for ViT-Ti/16, 200 MB for ViT-B/16)."""
+        a = self.card.arch
+        tokens = (a.image_size // a.patch_size) ** 2 + 1
+        # Per layer, fp32: probabilities, their gradient and softmax's saved output (heads x t x t),
+        # and the block's saved activations (t x (2 mlp + 8 hidden)).
+        per_image = a.num_layers * 4 * (3 * a.num_heads * tokens**2 + tokens * (2 * a.mlp_dim + 8 * a.hidden_dim))
+        budget = self.class_map_budget_bytes
+        return max(1, int(budget // per_image))
 
     # ---- explanations --------------------------------------------------------------------
 
@@ -312,47 +348,70 @@ class Engine:
             return prepare_image(source, self.card.preprocess)
         return prepare_file(source, self.card.preprocess)
 
-    def rollout(self, source: ImageSource, options: ExplainOptions) -> Heatmap:
-        """The class-agnostic attention rollout of one image. Raises ImageError."""
-        arr, size, _notes = self._prepare_source(source)
-        _, grids = self._forward(self._to_batch([arr]), options)
-        assert grids is not None
-        return Heatmap(
-            grid=grids[0].astype(np.float32),
-            crop_box=self.card.preprocess.crop_box(*size),
-            image_size=size,
-            head_fusion=options.head_fusion,
-            discard_ratio=options.discard_ratio,
-        )
-
-    def explain_class(self, source: ImageSource, class_index: int, *, members: Sequence[int] | None = None) -> Heatmap:
-        """Gradient-weighted rollout for ``class_index`` (Chefer et al. 2021). Raises ImageError.
-
-        With ``members`` the map is of a named category (the base classes it sums over), and
-        ``class_index`` is the category's position, which the heatmap records.
-        """
+    def explain(
+        self, source: ImageSource, options: ExplainOptions, class_index: int | None = None,
+        *, members: Sequence[int] | None = None,
+    ) -> Heatmap:
+        """One image's map. Class maps explain ``class_index`` (its top-1 when None); with
+        ``members`` a named category, ``class_index`` being the category's position, which the
+        heatmap records. Raises ImageError."""
+        if not options.class_specific:
+            return self.rollout(source, options)
         n = self.card.num_classes
         if members is not None:
             if not members or not all(0 <= m < n for m in members):
                 raise ValueError(f"category members must be base classes 0..{n - 1}")
-        elif not 0 <= class_index < n:
+        elif class_index is not None and not 0 <= class_index < n:
             raise ValueError(f"class index {class_index} out of range 0..{n - 1}")
         arr, size, _notes = self._prepare_source(source)
         x = self._to_batch([arr])
+        target: torch.Tensor | _TopPicker
+        if members is not None:
+            target = torch.zeros(1, n, device=self.device)
+            target[0, list(members)] = 1.0
+        elif class_index is not None:
+            target = class_targets(torch.tensor([class_index]), n).to(self.device)
+        else:
+            picked: list[int | None] = []
+            target = _TopPicker(None, picked)
         with self._autocast():
-            if members is not None:
-                groups = torch.zeros(1, n, device=self.device)
-                groups[0, list(members)] = 1.0
-                _, grids = gradient_rollout(self.module, x, groups=groups)
-            else:
-                _, grids = gradient_rollout(self.module, x, torch.tensor([class_index], device=self.device))
-        return Heatmap(
-            grid=grids[0].float().cpu().numpy().astype(np.float32),
-            crop_box=self.card.preprocess.crop_box(*size),
-            image_size=size,
-            class_index=class_index,
-            head_fusion="mean",
-        )
+            _, targets, grids = class_relevance(self.module, x, target, refine=options.method == "refined")
+        if class_index is None and members is None:
+            class_index = int(targets[0].argmax())
+        return self._heatmap(grids[0].float().cpu().numpy(), size, options, class_index)
+
+    def rollout(self, source: ImageSource, options: ExplainOptions) -> Heatmap:
+        """The class-agnostic attention rollout of one image. Raises ImageError."""
+        arr, size, _notes = self._prepare_source(source)
+        _, grids, _ = self._forward(self._to_batch([arr]), _Want(1, replace(options, method="rollout"), 0.0))
+        assert grids is not None
+        return self._heatmap(grids[0], size, replace(options, method="rollout"), None)
+
+    def explain_class(self, source: ImageSource, class_index: int, *, members: Sequence[int] | None = None,
+                      refine: bool = False) -> Heatmap:
+        """The class map for ``class_index`` (see :meth:`explain`). Raises ImageError."""
+        return self.explain(source, ExplainOptions(method="refined" if refine else "class"), class_index,
+                            members=members)
+
+
+class _TopPicker:
+    """Targets each sample's best class, or with ``categories`` its best category's members, from
+    the logits of the pass itself; appends to ``picked`` what each map explains."""
+
+    def __init__(self, categories: Categories | None, picked: list[int | None]) -> None:
+        self.categories = categories
+        self.picked = picked
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.categories is None:
+            best = logits.argmax(dim=1)
+            self.picked.extend(best.tolist())
+            return class_targets(best, logits.shape[1]).to(logits.device)
+        # (classes, categories) 0/1: a category's probability is its members' summed mass
+        m = torch.from_numpy(self.categories.matrix()).to(logits.device)
+        best = (logits.float().softmax(dim=1) @ m).argmax(dim=1)
+        self.picked.extend(best.tolist())
+        return m.T[best]
 
 
 @dataclass(frozen=True)

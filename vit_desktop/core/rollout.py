@@ -1,4 +1,4 @@
-"""Attention rollout (Abnar & Zuidema 2020) and gradient-weighted rollout (Chefer et al. 2021).
+"""Attention rollout (Abnar & Zuidema 2020) and class maps, gradient-weighted rollout (Chefer et al. 2021).
 
 The attention probabilities come from :func:`vit_desktop.core.vit.forward` with a callback, so
 rollout is computed in the classifying forward pass itself and the product is accumulated layer by
@@ -8,11 +8,13 @@ layer: memory stays O(batch·N²) rather than O(layers·heads·batch·N²).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torchvision.models import VisionTransformer
 
+from .errors import CancelToken
 from .vit import forward
 
 
@@ -91,35 +93,85 @@ def cls_row_to_grid(product: torch.Tensor) -> torch.Tensor:
     return grid / peak[:, None, None]
 
 
-def gradient_rollout(
-    module: VisionTransformer, x: torch.Tensor, class_indices: torch.Tensor | None = None,
-    *, groups: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-specific relevance (Chefer et al. 2021) for ``class_indices[i]`` of sample ``i``.
+#: A refined class map's second pass runs with this fraction of the patches, those the first
+#: pass ranked highest, removed.
+REFINE_FRACTION = 0.1
 
-    With ``groups`` ((n, classes) 0/1) instead, the target is a group of classes (a named
-    category: "dog" is 118 breeds): its log-sum-exp of logits, whose gradient weighs each member
-    by its share of the group's probability.
+#: (detached logits (n, classes)) -> (n, classes) 0/1: which classes each sample's map explains.
+TargetPicker = Callable[[torch.Tensor], torch.Tensor]
 
-    Per layer Ā = mean over heads of max(0, ∇A ⊙ A); R ← R + Ā·R starting from I. Samples do not
-    interact in a ViT, so one backward of the summed target scores gives every sample's gradients.
-    Returns (logits, (n, g, g) maps scaled to max 1).
+
+def top1_target(logits: torch.Tensor) -> torch.Tensor:
+    """Each sample's own top-1 class, as the 0/1 target rows :func:`class_relevance` takes."""
+    return F.one_hot(logits.argmax(dim=1), logits.shape[1]).to(logits.dtype)
+
+
+def class_targets(class_indices: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(n,) class indices -> (n, classes) 0/1 target rows."""
+    return F.one_hot(class_indices.long(), num_classes).float()
+
+
+def class_relevance(
+    module: VisionTransformer,
+    x: torch.Tensor,
+    target: torch.Tensor | TargetPicker = top1_target,
+    *,
+    refine: bool = False,
+    cancel: CancelToken | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class-specific relevance maps: gradient-weighted rollout (Chefer et al. 2021).
+
+    ``target`` gives, per sample, the classes the map explains as a (n, classes) 0/1 matrix (one
+    class; or a named category's members: "dog" is 118 breeds), or picks them from the logits of
+    this same forward pass (by default each sample's top-1), so one forward and one backward per
+    batch make every sample's map. The score explained is the target's log-probability,
+    log Σ_{c∈target} softmax(z)_c: what sets it apart from the other classes, which the
+    perturbation test finds more faithful than the raw logit (bench/bench_explain.py).
+
+    Per layer Ā = mean over heads of max(0, ∇A ⊙ A); R ← R + Ā·R from I; the map is R's CLS row
+    over the patches. With ``refine`` a second pass runs with the first map's top
+    :data:`REFINE_FRACTION` of patches removed (set to the mean colour) and ranks the rest: what
+    the answer still rests on once the most obvious evidence is gone (a second face, the other
+    wheel). Those patches keep their first-pass values; the rest rank below them. Twice the cost.
+
+    Returns (logits, (n, classes) targets, (n, g, g) maps scaled to max 1).
     """
-    if (class_indices is None) == (groups is None):
-        raise ValueError("give class_indices or groups")
-    kept: list[torch.Tensor] = []
+    logits, targets, grid = _relevance_pass(module, x, target, cancel)
+    if not refine:
+        return logits, targets, grid
+    n, g, _ = grid.shape
+    first = grid.flatten(1)
+    k = max(1, round(REFINE_FRACTION * g * g))
+    top = first.topk(k, dim=1).indices
+    keep = torch.ones_like(first).scatter_(1, top, 0.0)
+    patch = x.shape[-1] // g
+    # (n, g²) -> (n, 1, h, w): 0 over each removed patch's pixels (the mean after normalisation)
+    pixels = keep.view(n, 1, g, g).repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
+    _, _, again = _relevance_pass(module, x * pixels.to(x.dtype), targets, cancel)
+    # Everything ranked in the second pass stays below every patch the first pass chose.
+    ceiling = first.gather(1, top).amin(dim=1, keepdim=True) * 0.999
+    rest = again.flatten(1) * keep
+    rest = rest / rest.amax(dim=1, keepdim=True).clamp_min(1e-12) * ceiling
+    combined = torch.where(keep.bool(), rest, first)
+    return logits, targets, combined.view(n, g, g) / combined.amax(dim=1).clamp_min(1e-12)[:, None, None]
 
+
+def _relevance_pass(
+    module: VisionTransformer, x: torch.Tensor, target: torch.Tensor | TargetPicker, cancel: CancelToken | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    kept: list[torch.Tensor] = []
     with torch.enable_grad():
         # The input carries the graph even when the weights are frozen; only the attention
         # probabilities' gradients are computed, the weights' .grad is left untouched.
         x = x.detach().requires_grad_(True)
-        logits = forward(module, x, lambda _, probs: kept.append(probs))
-        if groups is not None:
-            # log(0) for non-members: they drop out of the log-sum-exp.
-            target = torch.logsumexp(logits.float() + torch.log(groups.float()), dim=1).sum()
-        else:
-            assert class_indices is not None
-            target = logits.gather(1, class_indices.view(-1, 1)).sum()
-        grads = torch.autograd.grad(target, kept)
+        logits = forward(module, x, lambda _, probs: kept.append(probs), cancel=cancel)
+        targets = (target(logits.detach()) if callable(target) else target).to(logits.device).float()
+        if targets.shape != logits.shape:
+            raise ValueError(f"targets of shape {tuple(targets.shape)} for logits of {tuple(logits.shape)}")
+        logp = logits.float().log_softmax(dim=1)
+        # log(0) for the classes outside the target: they drop out of the log-sum-exp.
+        score = torch.logsumexp(logp + torch.log(targets), dim=1).sum()
+        # Samples do not interact in a ViT: one backward of the summed scores gives each its own.
+        grads = torch.autograd.grad(score, kept)
     # The identity's CLS→CLS entry carries no information; the patch row is what we show.
-    return logits.detach(), cls_row_to_grid(relevance(kept, grads))
+    return logits.detach(), targets, cls_row_to_grid(relevance(kept, grads))

@@ -18,6 +18,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+#: The maps: attention rollout (where the model looked, whatever it answered), the class map
+#: (what the answer rests on: gradient-weighted rollout) and the refined class map (two passes).
+EXPLAIN_METHODS: tuple[str, ...] = ("rollout", "class", "refined")
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 #: How much of a model training changes: see :mod:`vit_desktop.core.training`.
 TRAINING_MODES: tuple[str, ...] = ("head", "partial", "full", "scratch")
@@ -144,18 +147,31 @@ class Heatmap:
     crop_box: tuple[float, float, float, float]
     #: (width, height) of the original image after EXIF orientation.
     image_size: tuple[int, int]
-    #: None for class-agnostic rollout, else the class the map explains.
+    #: None for class-agnostic rollout, else the class the map explains (a named category's
+    #: position when the results are sorted into categories).
     class_index: int | None = None
     head_fusion: str = "mean"
     discard_ratio: float = 0.0
+    #: Which map this is: one of :data:`EXPLAIN_METHODS`.
+    method: str = "rollout"
 
 
 @dataclass(frozen=True)
 class ExplainOptions:
+    """Which map to compute: ``method`` is one of :data:`EXPLAIN_METHODS`; head fusion and discard
+    ratio shape attention rollout only."""
+
     head_fusion: str = "mean"
     discard_ratio: float = 0.0
+    method: str = "rollout"
+
+    @property
+    def class_specific(self) -> bool:
+        return self.method != "rollout"
 
     def __post_init__(self) -> None:
+        if self.method not in EXPLAIN_METHODS:
+            raise ValueError(f"explanation must be one of {', '.join(EXPLAIN_METHODS)}")
         if self.head_fusion not in HEAD_FUSIONS:
             raise ValueError(f"head fusion must be one of {', '.join(HEAD_FUSIONS)}")
         if not 0.0 <= self.discard_ratio < 1.0:
@@ -213,6 +229,7 @@ __all__ = [
     "ClassifyResult",
     "DeviceInfo",
     "ExplainOptions",
+    "EXPLAIN_METHODS",
     "HEAD_FUSIONS",
     "FEW_SHOT_HEADS",
     "HEAD_CHOICES",

@@ -26,6 +26,8 @@ class ActionSpec:
     tip: str = ""
     #: The shortcut works in every window of the program (Quit from the fine-tune dialog too).
     app_wide: bool = False
+    #: An on/off setting; the handler is called on toggling.
+    checkable: bool = False
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -45,6 +47,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("select_all", "Select &all", _K.SelectAll),
     ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run or the model download"),
     ActionSpec("overlay", "Toggle &overlay", "H"),
+    ActionSpec("next_map", "Next &map kind", "M", "Switch between class map, refined class map and attention rollout"),
+    ActionSpec("class_maps_in_runs", "Class maps in folder &runs",
+               tip="Compute every photo's class map while classifying (slower); otherwise a photo's class map "
+                   "is computed when it is selected", checkable=True),
     ActionSpec("fit", "&Fit photo", "0"),
     ActionSpec("zoom_in", "Zoom &in", _K.ZoomIn),
     ActionSpec("zoom_out", "Zoom &out", _K.ZoomOut),
@@ -60,7 +66,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes", "-",
                "reclassify", "clear", "quit")),
     ("&Edit", ("copy", "paste", "select_all", "-", "cancel")),
-    ("&View", ("overlay", "fit", "zoom_in", "zoom_out")),
+    ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
     ("&Tools", ("finetune",)),
     ("&Help", ("about",)),
@@ -83,6 +89,8 @@ class Actions:
     select_all: QAction
     cancel: QAction
     overlay: QAction
+    next_map: QAction
+    class_maps_in_runs: QAction
     fit: QAction
     zoom_in: QAction
     zoom_out: QAction
@@ -104,6 +112,7 @@ def build_actions(window: QWidget, handlers: Mapping[str, Callable[[], object]])
             act.setStatusTip(spec.tip)
         if spec.app_wide:
             act.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        act.setCheckable(spec.checkable)
         act.triggered.connect(handlers[spec.name])
         window.addAction(act)  # shortcuts work even while menus are closed
         made[spec.name] = act

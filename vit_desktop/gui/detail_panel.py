@@ -44,7 +44,7 @@ class _ClassBar(QAbstractButton):
         self.score = score
         self.setCheckable(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setToolTip(f"Show where the model saw “{label}” (class-specific map)")
+        self.setToolTip(f"Show what “{label}” rests on (its class map)")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def sizeHint(self) -> QSize:  # noqa: N802
@@ -83,9 +83,9 @@ class _ClassBar(QAbstractButton):
 
 
 class TopKBars(QWidget):
-    """The top-k predictions as clickable bars; clicking one asks for its class-specific map."""
+    """The top-k predictions as clickable bars; clicking one asks for its class map."""
 
-    class_clicked = Signal(int)  # class index, or -1 to go back to plain rollout
+    class_clicked = Signal(int)  # the class (or category) index of the bar clicked
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -120,15 +120,24 @@ class TopKBars(QWidget):
     @Slot(QAbstractButton)
     def _on_clicked(self, button: QAbstractButton) -> None:
         assert isinstance(button, _ClassBar)
-        now_checked = button.isChecked()
-        for bar in self.bars:
-            if bar is not button:
-                bar.setChecked(False)
-        self.class_clicked.emit(button.class_index if now_checked else -1)
+        # The panel checks the bar whose map it shows (set_checked_class); a click only asks.
+        button.setChecked(not button.isChecked())
+        self.class_clicked.emit(button.class_index)
+
+
+#: (key, menu text, tooltip): the maps the panel offers, the default first.
+MAP_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("class", "Class map",
+     "What the answer rests on: gradient-weighted rollout for the class shown (click a bar for another class)"),
+    ("refined", "Class map, refined",
+     "A class map in two passes: the second finds what the answer still rests on once the strongest "
+     "evidence is removed. More faithful; twice the time"),
+    ("rollout", "Attention rollout", "Where the model looked, whatever it answered: the same for every class"),
+)
 
 
 class DetailPanel(QWidget):
-    """Shows one result: photo, overlay (rollout or class-specific), settings and top-k."""
+    """Shows one result: photo, overlay (a class map or rollout), settings and top-k."""
 
     #: The overlay settings changed (an OverlaySettings): the window remembers them.
     settings_changed = Signal(object)
@@ -140,6 +149,7 @@ class DetailPanel(QWidget):
         self._controller = controller
         self._loader = loader
         self.result: ClassifyResult | None = None
+        #: The class (or category) whose map the user clicked; None: the top-1's.
         self.class_index: int | None = None
         self._pending: Job | None = None
         #: ``LoadedModel.model_id`` of the model in use.
@@ -155,6 +165,9 @@ class DetailPanel(QWidget):
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.showing = QLabel("", self)
         self.showing.setObjectName("detailShowing")
+        # A long class name wraps rather than widening the panel.
+        self.showing.setWordWrap(True)
+        self.showing.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         self.overlay_box = QCheckBox("Overlay (H)", self)
         self.overlay_box.setChecked(True)
@@ -162,6 +175,11 @@ class DetailPanel(QWidget):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)
         self.opacity.setToolTip("Overlay opacity")
+        self.map_kind = QComboBox(self)
+        for i, (key, text, tip) in enumerate(MAP_KINDS):
+            self.map_kind.addItem(text, key)
+            self.map_kind.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+        self.map_kind.setToolTip("Which map is overlaid (M switches)")
         self.colormap = QComboBox(self)
         self.colormap.addItems(list(COLORMAPS))
         self.fusion = QComboBox(self)
@@ -197,17 +215,23 @@ class DetailPanel(QWidget):
         row1.addWidget(self.crop_box)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        map_row = QHBoxLayout()
+        map_row.addWidget(self.map_kind)
+        map_row.addStretch(1)
+        form.addRow("Map", map_row)
         row2 = QHBoxLayout()
         row2.addWidget(self.colormap)
         row2.addSpacing(12)
-        row2.addWidget(QLabel("Head fusion", self))
+        self.fusion_label = QLabel("Head fusion", self)
+        row2.addWidget(self.fusion_label)
         row2.addWidget(self.fusion)
         row2.addStretch(1)
         form.addRow("Colour map", row2)
         row3 = QHBoxLayout()
         row3.addWidget(self.discard, 1)
         row3.addWidget(self.discard_label)
-        form.addRow("Discard ratio", row3)
+        self.discard_caption = QLabel("Discard ratio", self)
+        form.addRow(self.discard_caption, row3)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -233,6 +257,7 @@ class DetailPanel(QWidget):
         self.opacity.valueChanged.connect(self._on_opacity)
         self.colormap.currentTextChanged.connect(self._on_colormap)
         self.fusion.currentTextChanged.connect(self._on_explain_changed)
+        self.map_kind.currentIndexChanged.connect(self._on_map_kind)
         self.discard.valueChanged.connect(self._on_discard)
         self.crop_box.toggled.connect(self.view.set_show_crop)
         self.fit_button.clicked.connect(self.view.fit)
@@ -240,18 +265,44 @@ class DetailPanel(QWidget):
         self.bars.class_clicked.connect(self._on_class_clicked)
         loader.preview_ready.connect(self._on_preview_ready)
         loader.preview_failed.connect(self._on_preview_failed)
+        self._enable_rollout_controls()
         self._update_showing()
 
     # -- options -------------------------------------------------------------------------------
 
+    @property
+    def map_method(self) -> str:
+        """The map shown: "class", "refined" or "rollout" (see :data:`MAP_KINDS`)."""
+        return str(self.map_kind.currentData())
+
+    def set_map_method(self, method: str) -> None:
+        index = self.map_kind.findData(method)
+        if index >= 0:
+            self.map_kind.setCurrentIndex(index)
+
+    def cycle_map(self) -> None:
+        """M: the next kind of map."""
+        self.map_kind.setCurrentIndex((self.map_kind.currentIndex() + 1) % self.map_kind.count())
+
     def explain_options(self) -> ExplainOptions:
-        return ExplainOptions(head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0)
+        return ExplainOptions(head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0,
+                              method=self.map_method)
+
+    def shown_class(self) -> int | None:
+        """The class (or category) the class map explains: the bar clicked, else the top-1; None
+        for rollout."""
+        r = self.result
+        if self.map_method == "rollout" or r is None or not r.predictions:
+            return None
+        if self.class_index is not None and any(p.index == self.class_index for p in r.predictions):
+            return self.class_index
+        return r.predictions[0].index
 
     def overlay_settings(self) -> OverlaySettings:
         return OverlaySettings(
             opacity=self.opacity.value() / 100.0, colormap=self.colormap.currentText(),
             head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0,
-            overlay=self.overlay_box.isChecked())
+            overlay=self.overlay_box.isChecked(), map_method=self.map_method)
 
     def apply_settings(self, o: OverlaySettings) -> None:
         self.opacity.setValue(round(max(0.0, min(1.0, o.opacity)) * 100))
@@ -261,6 +312,7 @@ class DetailPanel(QWidget):
             self.fusion.setCurrentText(o.head_fusion)
         self.discard.setValue(round(max(0.0, min(0.95, o.discard_ratio)) * 100))
         self.overlay_box.setChecked(o.overlay)
+        self.set_map_method(o.map_method)
         self.view.set_opacity(self.opacity.value() / 100.0)
 
     def toggle_overlay(self) -> None:
@@ -275,7 +327,7 @@ class DetailPanel(QWidget):
         if not same_file:
             self.class_index = None
         self.bars.set_result(result)
-        self.bars.set_checked_class(self.class_index)
+        self.bars.set_checked_class(self.shown_class())
         if result is None:
             self.title.setText("")
             self.error.hide()
@@ -305,6 +357,7 @@ class DetailPanel(QWidget):
         self.categories = categories
         self.class_index = None
         self.bars.set_result(self.result)
+        self.bars.set_checked_class(self.shown_class())
         self._refresh_heatmap()
         self._update_showing()
 
@@ -330,25 +383,32 @@ class DetailPanel(QWidget):
             self._drop_pending()
             self.view.set_heatmap(r.heatmap, self.colormap.currentText())
             return
-        opts = self.explain_options()
-        hm = r.heatmap
-        if (self.class_index is None and hm is not None and hm.head_fusion == opts.head_fusion
-                and abs(hm.discard_ratio - opts.discard_ratio) < 1e-6):
+        if r.heatmap is not None and self._is_wanted(r.heatmap):
             self._recompute_timer.stop()
             self._drop_pending()
-            self.view.set_heatmap(hm, self.colormap.currentText())
+            self.view.set_heatmap(r.heatmap, self.colormap.currentText())
             self._update_showing()
             return
         self._recompute_timer.start()
+
+    def _is_wanted(self, hm: Heatmap) -> bool:
+        """Whether ``hm`` is the map the controls ask for, for the shown result."""
+        opts = self.explain_options()
+        if hm.method != opts.method:
+            return False
+        if not opts.class_specific:
+            return hm.head_fusion == opts.head_fusion and abs(hm.discard_ratio - opts.discard_ratio) < 1e-6
+        return hm.class_index == self.shown_class()
 
     @Slot()
     def _request_heatmap(self) -> None:
         if self.result is None or self.result.error or self.stale:
             return
+        shown = self.shown_class()
         members = None
-        if self.categories is not None and self.class_index is not None:
-            members = self.categories.members[self.class_index]
-        job = self._controller.explain(self.result.path, self.explain_options(), self.class_index, members)
+        if self.categories is not None and shown is not None:
+            members = self.categories.members[shown]
+        job = self._controller.explain(self.result.path, self.explain_options(), shown, members)
         job.returned.connect(self._on_heatmap_ready)
         job.errored.connect(self._on_heatmap_failed)
         self._pending = job
@@ -368,13 +428,19 @@ class DetailPanel(QWidget):
             self.showing.setText(f"Classified by an earlier model ({earlier}): re-classify to see the current "
                                  "model's labels and maps")
             return
-        if self.class_index is None:
+        shown = self.shown_class()
+        if shown is None:
             opts = self.explain_options()
-            what = f"Attention rollout ({opts.head_fusion} of heads, discard {opts.discard_ratio:.2f})"
+            what = (f"Attention rollout ({opts.head_fusion} of heads, discard {opts.discard_ratio:.2f}): where "
+                    "the model looked")
         else:
-            label = next((p.label for p in self.result.predictions if p.index == self.class_index),
-                         str(self.class_index))
-            what = f"Class-specific map for “{label}” (click it again for rollout)"
+            preds = self.result.predictions
+            label = next((p.label for p in preds if p.index == shown), str(shown))
+            kind = "Refined class map" if self.map_method == "refined" else "Class map"
+            if preds[0].index == shown:
+                what = f"{kind} for “{label}”, the top-1: what the answer rests on"
+            else:
+                what = f"{kind} for “{label}” (the top-1 is “{preds[0].label}”)"
         self.showing.setText(what + (" — computing…" if computing else ""))
 
     # -- slots ---------------------------------------------------------------------------------
@@ -439,9 +505,30 @@ class DetailPanel(QWidget):
 
     @Slot(int)
     def _on_class_clicked(self, class_index: int) -> None:
-        self.class_index = None if class_index < 0 else class_index
+        self.class_index = class_index
+        if self.map_method == "rollout":
+            self.set_map_method("class")  # asking for a class's map is asking for a class map
+        else:
+            self._after_map_change()
+
+    @Slot(int)
+    def _on_map_kind(self, _index: int) -> None:
+        self._enable_rollout_controls()
+        self._after_map_change()
+        self.settings_changed.emit(self.overlay_settings())
+
+    def _after_map_change(self) -> None:
+        self.bars.set_checked_class(self.shown_class())
         self._refresh_heatmap()
         self._update_showing(computing=self._recompute_timer.isActive())
+
+    def _enable_rollout_controls(self) -> None:
+        rollout = self.map_method == "rollout"
+        for w in (self.fusion, self.fusion_label, self.discard, self.discard_caption, self.discard_label):
+            w.setEnabled(rollout)
+        tip = "" if rollout else "Head fusion and discard ratio shape attention rollout only"
+        self.fusion.setToolTip(tip or "How the attention heads of each layer are combined")
+        self.discard.setToolTip(tip or "Discard the weakest attention links (fraction) before rollout")
 
     @property
     def current_heatmap(self) -> Heatmap | None:

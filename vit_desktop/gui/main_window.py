@@ -9,6 +9,7 @@ compute thread meanwhile, and photos dropped before it is ready wait in the inta
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -51,7 +52,7 @@ from vit_desktop.gui.thumbnails import ImageLoader
 
 if TYPE_CHECKING:
     from vit_desktop.core.registry import ModelInfo
-    from vit_desktop.core.types import DeviceInfo
+    from vit_desktop.core.types import DeviceInfo, ExplainOptions
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,9 @@ class MainWindow(QMainWindow):
             "select_all": self.gallery.selectAll,
             "cancel": self.cancel_current,
             "overlay": d.toggle_overlay,
+            "next_map": d.cycle_map,
+            "class_maps_in_runs": lambda: setattr(self.settings, "class_maps_in_runs",
+                                                  self.commands.class_maps_in_runs.isChecked()),
             "fit": d.view.fit,
             "zoom_in": lambda: d.view.zoom_by(1.25),
             "zoom_out": lambda: d.view.zoom_by(0.8),
@@ -192,6 +196,7 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(split)
         self.detail.apply_settings(self.overlay)
         self.pane.set_threshold(s.threshold)
+        self.commands.class_maps_in_runs.setChecked(s.class_maps_in_runs)
         self.model_menu.set_current(s.last_model, s.device, s.precision)
 
     # ------------------------------------------------------------------------------------------
@@ -382,12 +387,20 @@ class MainWindow(QMainWindow):
     @Slot(list)
     def _classify(self, items: list[str]) -> Job:
         job = self.controller.classify(
-            items, top_k=self.top_k, batch_size=self.batch_size, explain=self.detail.explain_options(),
+            items, top_k=self.top_k, batch_size=self.batch_size, explain=self._run_explain(),
             threshold=self.pane.threshold, categories=self.sorter.categories)
         job.progressed.connect(self._on_run_progress)
         job.errored.connect(self.message_bar.show_error)
         self.run_status.track_run(job)
         return job
+
+    def _run_explain(self) -> ExplainOptions:
+        """The map a run computes with each photo: rollout comes free with classification; class
+        maps need a backward pass, so runs compute them only when asked to."""
+        opts = self.detail.explain_options()
+        if opts.class_specific and not self.commands.class_maps_in_runs.isChecked():
+            return dataclasses.replace(opts, method="rollout")
+        return opts
 
     @Slot(object)
     def _on_run_progress(self, progress: object) -> None:

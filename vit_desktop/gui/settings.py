@@ -36,6 +36,8 @@ class OverlaySettings:
     head_fusion: str = "mean"
     discard_ratio: float = 0.0
     overlay: bool = True
+    #: The map shown: "class", "refined" or "rollout".
+    map_method: str = "class"
 
 
 class AppSettings:
@@ -85,6 +87,7 @@ class AppSettings:
             head_fusion=str(s.value("overlay/head_fusion", d.head_fusion)),
             discard_ratio=_to_float(s.value("overlay/discard_ratio", d.discard_ratio), d.discard_ratio),
             overlay=_to_bool(s.value("overlay/visible", d.overlay), d.overlay),
+            map_method=str(s.value("overlay/map", d.map_method)),
         )
 
     def set_overlay(self, o: OverlaySettings) -> None:
@@ -94,6 +97,7 @@ class AppSettings:
         s.setValue("overlay/head_fusion", o.head_fusion)
         s.setValue("overlay/discard_ratio", o.discard_ratio)
         s.setValue("overlay/visible", o.overlay)
+        s.setValue("overlay/map", o.map_method)
 
     # -- classification ------------------------------------------------------------------------
 
@@ -104,6 +108,14 @@ class AppSettings:
     @threshold.setter
     def threshold(self, value: float) -> None:
         self.qsettings.setValue("classify/threshold", value)
+
+    @property
+    def class_maps_in_runs(self) -> bool:
+        return _to_bool(self.qsettings.value("classify/class_maps_in_runs", False), False)
+
+    @class_maps_in_runs.setter
+    def class_maps_in_runs(self, on: bool) -> None:
+        self.qsettings.setValue("classify/class_maps_in_runs", on)
 
     # -- window and folders --------------------------------------------------------------------
 

@@ -89,7 +89,9 @@ class CategorySorter(QObject):
             else:
                 order = p.argsort()[::-1][: self._top_k]
                 preds = tuple(Prediction(labels[i], int(i), float(p[i])) for i in order)
-            self._results.replace_result(dataclasses.replace(r, predictions=preds,
+            # A class map explained a class of the old labelling: only rollout still holds.
+            heatmap = r.heatmap if r.heatmap is not None and r.heatmap.class_index is None else None
+            self._results.replace_result(dataclasses.replace(r, predictions=preds, heatmap=heatmap,
                                                              uncertain=preds[0].score < threshold))
             relabelled += 1
         return relabelled

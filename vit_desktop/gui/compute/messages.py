@@ -59,7 +59,7 @@ class RunRequest:
 class ExplainRequest:
     path: str
     options: ExplainOptions
-    #: None: class-agnostic rollout; else the class-specific map of this class.
+    #: The class a class map explains (None: the photo's top-1); rollout ignores it.
     class_index: int | None
     #: A named category's base classes: the map of the category ``class_index`` stands for.
     members: tuple[int, ...] | None = None

@@ -186,10 +186,7 @@ class ComputeWorker(QObject):
     def _explain(self, req: ExplainRequest) -> HeatmapReply:
         if self._engine is None:
             raise VitDesktopError("No model loaded.")
-        if req.class_index is None:
-            heatmap = self._engine.rollout(req.path, req.options)
-        else:
-            heatmap = self._engine.explain_class(req.path, req.class_index, members=req.members)
+        heatmap = self._engine.explain(req.path, req.options, req.class_index, members=req.members)
         return HeatmapReply(req.path, heatmap)
 
     def release(self) -> None:
