@@ -246,7 +246,7 @@ def test_models_table_is_aligned_and_complete(hub: Path, model_dirs: tuple[Path,
     _, user = model_dirs
     _write_model(user / "cats.safetensors", {"vit_desktop.name": "my cats", "vit_desktop.description": "home"})
     lines = registry.format_models_table(registry.list_models()).splitlines()
-    assert lines[0].split() == ["NAME", "KIND", "STATUS", "SIZE", "DESCRIPTION"]
+    assert lines[0].split() == ["NAME", "KIND", "STATUS", "SIZE", "INPUT", "DESCRIPTION"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {*registry.REGISTRY, "my"}
     assert rows["vit_b_16"].split()[1:4] == ["registry", "cached", "3"]
@@ -257,6 +257,10 @@ def test_models_table_is_aligned_and_complete(hub: Path, model_dirs: tuple[Path,
     column = lines[0].index("DESCRIPTION")
     assert all(line[column - 2 : column] == "  " for line in lines[1:])
     assert lines[1][column:].startswith("ImageNet-1k top-1")
+    # What each model is fed, read from the weights' transforms or the file's header.
+    inputs = lines[0].index("INPUT")
+    assert rows["vit_b_16"][inputs:].startswith("224 px: resize 256 (shorter side), crop 224, bilinear")
+    assert rows["vit_h_14"][inputs:].startswith("518 px: resize 518 (shorter side), crop 518, bicubic")
 
 
 # ----------------------------------------------------------------------------- paths

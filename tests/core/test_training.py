@@ -180,19 +180,21 @@ def test_saved_model_round_trips(colours: LabelledSet, tmp_path: Path) -> None:
         assert [p.score for p in a.predictions] == pytest.approx([p.score for p in b.predictions], abs=1e-6)
 
 
-class _SmallMemoryViT(VisionTransformer):
-    """Raises CUDA's out-of-memory error for training batches above four images, as a small GPU would."""
+def small_memory(module: torch.nn.Module) -> torch.nn.Module:
+    """Raise CUDA's out-of-memory error for training batches above four images, as a small GPU would."""
 
-    def _process_input(self, x: torch.Tensor) -> torch.Tensor:  # the first step of every forward
-        if self.training and x.shape[0] > 4:
+    def check(conv: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:  # the first step of every forward
+        if conv.training and args[0].shape[0] > 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super()._process_input(x)
+
+    module.conv_proj.register_forward_pre_hook(check)
+    return module
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(colours: LabelledSet) -> None:
     torch.manual_seed(0)
-    module = _SmallMemoryViT(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
-                             num_classes=3)
+    module = small_memory(VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                                            mlp_dim=32, num_classes=3))
     base = Engine.from_module(module, tiny_engine().card, device="cpu")
     events: list[TrainProgress] = []
     result = finetune(base, colours, TrainConfig(mode="full", epochs=2, batch_size=16),

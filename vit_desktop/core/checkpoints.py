@@ -1,12 +1,16 @@
-"""Read Vision Transformer checkpoints of every common layout into torchvision's ``VisionTransformer``.
+"""Read Vision Transformer checkpoints of every common layout into the project's ViT module.
 
 Layouts understood:
 
 * torchvision state dicts (``conv_proj``, ``encoder.layers.encoder_layer_N``...), as ``.pth``/``.pt``/``.bin``
   (read with ``torch.load(weights_only=True)``: files are data, never code) or ``.safetensors``;
-* timm / DeiT (``patch_embed.proj``, ``blocks.N.attn.qkv``, ``head``...);
-* Hugging Face ``ViTForImageClassification`` (``vit.encoder.layer.N.attention.attention.query``...),
-  with or without ``config.json`` / ``preprocessor_config.json`` beside it;
+* timm / DeiT (``patch_embed.proj``, ``blocks.N.attn.qkv``, ``head``...), with the variants
+  :class:`~vit_desktop.core.vit.ViT` runs (layer scale, register tokens, average pooling), and a
+  timm hub ``config.json`` beside it when there is one (its ``pretrained_cfg`` preprocessing,
+  labels and input size);
+* Hugging Face ``ViTForImageClassification`` / ``DeiTForImageClassification``
+  (``vit.encoder.layer.N.attention.attention.query``...), with or without ``config.json`` /
+  ``preprocessor_config.json`` beside it (read as that image processor reads it);
 * the project's own format: safetensors in torchvision layout with metadata describing the
   architecture, labels and preprocessing (what fine-tuning writes).
 
@@ -27,19 +31,12 @@ import torch
 from torch import nn
 from torchvision.models import VisionTransformer
 
+from .configs import default_preprocess, hf_labels, hf_preprocess, is_timm_config, timm_config, timm_preprocess
 from .errors import ModelError, first_line
-from .layouts import (
-    default_labels,
-    default_preprocess,
-    infer_architecture,
-    labels_from_config,
-    preprocess_from_hf,
-    shape_text,
-    to_torchvision,
-)
+from .layouts import default_labels, infer_architecture, shape_text, to_torchvision
 from .model_file import architecture_from_metadata, check_preprocess, describe, head_from_metadata, is_project_file
 from .types import ModelCard
-from .vit import build_module
+from .vit import at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Preferred file names inside a model folder, best first (Hugging Face conventions, then ours).
@@ -145,6 +142,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
     weights = _find_weights_file(path) if path.is_dir() else path
     config = _read_json(folder / "config.json")
     pre_cfg = _read_json(folder / "preprocessor_config.json")
+    timm_cfg = None
     try:
         raw, meta = read_weights(weights)
         sd, layout = to_torchvision(raw)
@@ -154,12 +152,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
             arch = architecture_from_metadata(meta)
             head = head_from_metadata(meta)
         else:
-            heads = None
-            eps = 1e-6
+            heads, eps, pool = None, 1e-6, ""
             if layout == "huggingface" and config:
                 heads = config.get("num_attention_heads")
                 eps = float(config.get("layer_norm_eps", 1e-12))
-            arch = infer_architecture(sd, num_heads=heads, layer_norm_eps=eps)
+            if layout == "timm" and is_timm_config(config):
+                assert config is not None
+                timm_cfg = timm_config(config)
+                pool = timm_cfg.global_pool if timm_cfg.global_pool in ("token", "avg") else ""
+                heads = timm_cfg.num_heads
+                if timm_cfg.global_pool not in ("", "token", "avg"):
+                    raise ModelError(f"unsupported pooling {timm_cfg.global_pool!r} (class token or average only)")
+            arch = infer_architecture(sd, num_heads=heads, layer_norm_eps=eps, pool=pool)
         # Built on the meta device: no random initialisation only to overwrite it (a second
         # for ViT-B), and no second copy of the weights in memory.
         with torch.device("meta"):
@@ -170,13 +174,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, Mo
             labels, pp, name = about.labels, about.preprocess, about.name
             description, extra = about.description, about.extra
         else:
-            labels = labels_from_config(config, arch.num_classes) or default_labels(arch.num_classes)
+            named: tuple[str, ...] | None = None
             if layout == "huggingface":
-                pp = preprocess_from_hf(pre_cfg, arch.image_size)
+                named = hf_labels(config, arch.num_classes)
+                pp = hf_preprocess(pre_cfg, config, arch.image_size)
+                source = "Hugging Face folder" if pre_cfg is not None else "Hugging Face checkpoint"
+            elif timm_cfg is not None:
+                if timm_cfg.num_classes is not None and timm_cfg.num_classes != arch.num_classes:
+                    raise ModelError(f"config.json says {timm_cfg.num_classes} classes; the head has "
+                                     f"{arch.num_classes}")
+                named = timm_cfg.labels
+                size = timm_cfg.input_size[0]
+                if size != arch.image_size:
+                    # timm builds the model at the config's size and resamples the position embedding.
+                    module = at_resolution(module, size)
+                    arch = module.arch
+                pp = timm_preprocess(timm_cfg)
+                source = f"timm {timm_cfg.architecture}"
             else:
                 pp = default_preprocess(arch.image_size, layout)
+                source = f"{layout} checkpoint"
+            labels = named or default_labels(arch.num_classes)
             name = (path if path.is_dir() else weights).stem
-            description = f"{layout} checkpoint"
+            variants = arch.variants()
+            description = source + (f" ({', '.join(variants)})" if variants else "")
             extra = ()
     except ModelError as exc:
         msg = str(exc)

@@ -63,8 +63,8 @@ class Engine:
         self.precision = precision
         mean = torch.tensor(card.preprocess.mean, dtype=torch.float64)
         std = torch.tensor(card.preprocess.std, dtype=torch.float64)
-        # (x / 255 - mean) / std as one multiply-add per pixel: x * scale - shift.
-        self._scale = (1.0 / (255.0 * std)).float().view(1, 3, 1, 1).to(device)
+        # (x * rescale - mean) / std as one multiply-add per pixel: x * scale - shift.
+        self._scale = (card.preprocess.rescale / std).float().view(1, 3, 1, 1).to(device)
         self._shift = (mean / std).float().view(1, 3, 1, 1).to(device)
         self.decode_workers = max(1, min(4, (os.cpu_count() or 2)))
         # The largest batch known to fit in device memory, without and with rollout.
@@ -157,7 +157,7 @@ class Engine:
                 logits = vit.forward(self.module, x, cancel=cancel)
                 grids = None
             else:
-                acc = RolloutAccumulator(explain.head_fusion, explain.discard_ratio)
+                acc = RolloutAccumulator(explain.head_fusion, explain.discard_ratio, vit.readout(self.module))
                 logits = vit.forward(self.module, x, acc, cancel=cancel)
                 grids = acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()

@@ -1,9 +1,10 @@
-"""Checkpoint layouts -> the project's model: key names, architecture and preprocessing.
+"""Checkpoint layouts -> the project's model: key names and architecture.
 
 One converter per foreign layout (timm/DeiT, Hugging Face ``ViTForImageClassification``, older
-torchvision names), each moving tensors to torchvision's names and refusing, with one line, any
-key it does not understand. The architecture is then read off the tensor shapes, and labels and
-preprocessing off the configs that came with the file.
+torchvision names), each moving tensors to the names of :class:`~vit_desktop.core.vit.ViT`
+(torchvision's, plus the variants' own) and refusing, with one line, any key it does not
+understand. The architecture is then read off the tensor shapes; labels and preprocessing come
+from the configs beside the file (:mod:`vit_desktop.core.configs`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
 from .errors import ModelError
-from .types import Architecture, Preprocess
+from .types import Architecture
 
 # torchvision's family uses 64-wide heads except ViT-H (80-wide): (hidden, depth) -> heads.
 _KNOWN_HEADS = {(1280, 32): 16}
@@ -98,11 +98,15 @@ def _torchvision_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "dist_token" in sd:
-        raise ModelError("distilled DeiT (dist_token) is not supported: use the non-distilled checkpoint")
-    if "fc_norm.weight" in sd:
-        raise ModelError("unsupported timm variant: average-pooled (fc_norm) instead of a class token")
+        raise ModelError("distilled DeiT (dist_token, two heads averaged) is not supported: use the "
+                         "non-distilled checkpoint")
+    for key, feature in (("norm_pre.weight", "a norm before the blocks (CLIP-style norm_pre)"),
+                         ("attn_pool.latent", "attention pooling (attn_pool)")):
+        if key in sd:
+            raise ModelError(f"unsupported timm variant: {feature}")
     c = _Converter(sd)
-    c.take("cls_token", "class_token")
+    c.take("cls_token", "class_token", required=False)
+    c.take("reg_token", "reg_token", required=False)
     c.take("pos_embed", "encoder.pos_embedding")
     c.take("patch_embed.proj.weight", "conv_proj.weight")
     c.take("patch_embed.proj.bias", "conv_proj.bias")
@@ -124,8 +128,14 @@ def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c.take(s + "mlp.fc1.bias", d + "mlp.0.bias")
         c.take(s + "mlp.fc2.weight", d + "mlp.3.weight")
         c.take(s + "mlp.fc2.bias", d + "mlp.3.bias")
-    c.take("norm.weight", "encoder.ln.weight")
-    c.take("norm.bias", "encoder.ln.bias")
+        # Layer scale (DeiT III); the original DeiT III files call it gamma_1 / gamma_2.
+        for new, old, dst in (("ls1.gamma", "gamma_1", "ls1"), ("ls2.gamma", "gamma_2", "ls2")):
+            c.take(s + new, d + dst, required=False)
+            c.take(s + old, d + dst, required=False)
+    c.take("norm.weight", "encoder.ln.weight", required=False)
+    c.take("norm.bias", "encoder.ln.bias", required=False)
+    c.take("fc_norm.weight", "fc_norm.weight", required=False)
+    c.take("fc_norm.bias", "fc_norm.bias", required=False)
     if "pre_logits.fc.weight" in c.src:
         c.take("pre_logits.fc.weight", "heads.pre_logits.weight")
         c.take("pre_logits.fc.bias", "heads.pre_logits.bias")
@@ -143,7 +153,13 @@ def _from_huggingface(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "use a ViTForImageClassification checkpoint"
         )
     c = _Converter(sd)
+    if "cls_classifier.weight" in sd or "distillation_classifier.weight" in sd:
+        raise ModelError("DeiT with a distillation head (DeiTForImageClassificationWithTeacher, two heads "
+                         "averaged) is not supported: use DeiTForImageClassification")
     c.take(p + "embeddings.cls_token", "class_token")
+    # DeiTForImageClassification: the distillation token runs through the blocks, but only the
+    # class token is classified: a register token, as far as the forward is concerned.
+    c.take(p + "embeddings.distillation_token", "reg_token", required=False)
     c.take(p + "embeddings.position_embeddings", "encoder.pos_embedding")
     c.take(p + "embeddings.patch_embeddings.projection.weight", "conv_proj.weight")
     c.take(p + "embeddings.patch_embeddings.projection.bias", "conv_proj.bias")
@@ -194,9 +210,14 @@ def to_torchvision(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
 
 
 def infer_architecture(
-    sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None, layer_norm_eps: float = 1e-6
+    sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None, layer_norm_eps: float = 1e-6,
+    pool: str = "",
 ) -> Architecture:
-    """Read the shape of a ViT off its torchvision-named tensors."""
+    """Read the shape of a ViT off its torchvision-named tensors (variants included).
+
+    ``pool`` is the pooling a config names ("token", "avg"); without one, a model without a class
+    token or with ``fc_norm`` averages, as timm's do.
+    """
     proj = sd.get("conv_proj.weight")
     if proj is None or proj.ndim != 4:
         raise ModelError("conv_proj.weight must be a 4-d convolution weight")
@@ -208,13 +229,20 @@ def infer_architecture(
     pos = sd.get("encoder.pos_embedding")
     if pos is None or pos.ndim != 3 or pos.shape[0] != 1:
         raise ModelError("encoder.pos_embedding must have shape (1, tokens, hidden)")
-    patches = pos.shape[1] - 1
+    class_token = "class_token" in sd
+    reg = sd.get("reg_token")
+    reg_tokens = int(reg.shape[1]) if reg is not None and reg.ndim == 3 else 0
+    prefix = int(class_token) + reg_tokens
+    rows = int(pos.shape[1])
+    # The position embedding covers the prefix tokens too, or (timm's no_embed_class) the patches only.
+    if math.isqrt(rows - prefix) ** 2 == rows - prefix and rows > prefix:
+        patches, pos_embed_prefix = rows - prefix, True
+    elif math.isqrt(rows) ** 2 == rows:
+        patches, pos_embed_prefix = rows, False
+    else:
+        raise ModelError(f"position embedding {shape_text(pos)}: its {rows} rows are not {prefix} prefix tokens and "
+                         "a square grid of patches")
     grid = math.isqrt(patches)
-    if grid * grid != patches:
-        raise ModelError(
-            f"position embedding {shape_text(pos)}: {patches} patch tokens do not form a square grid "
-            "(distilled or register-token models are not supported)"
-        )
     depth = len(_layer_indices(sd, r"encoder\.layers\.encoder_layer_(\d+)\."))
     mlp = sd.get("encoder.layers.encoder_layer_0.mlp.0.weight")
     if mlp is None:
@@ -227,6 +255,13 @@ def infer_architecture(
         num_heads = _KNOWN_HEADS.get((int(hidden), depth), max(1, int(hidden) // 64))
     if hidden % num_heads:
         raise ModelError(f"hidden size {hidden} is not divisible by {num_heads} attention heads")
+    fc_norm = "fc_norm.weight" in sd
+    if not pool:
+        pool = "avg" if fc_norm or not class_token else "token"
+    if pool not in ("token", "avg"):
+        raise ModelError(f"unsupported pooling {pool!r} (class token or average only)")
+    if pool == "token" and not class_token:
+        raise ModelError("the config says class-token pooling, but the weights have no class token")
     return Architecture(
         image_size=grid * int(ph),
         patch_size=int(ph),
@@ -237,6 +272,12 @@ def infer_architecture(
         num_classes=int(head.shape[0]),
         representation_size=int(pre.shape[0]) if pre is not None else None,
         layer_norm_eps=layer_norm_eps,
+        class_token=class_token,
+        reg_tokens=reg_tokens,
+        layer_scale="encoder.layers.encoder_layer_0.ls1" in sd,
+        pos_embed_prefix=pos_embed_prefix,
+        pool=pool,
+        fc_norm=fc_norm,
     )
 
 
@@ -250,43 +291,6 @@ def default_labels(num_classes: int) -> tuple[str, ...]:
     return tuple(f"class_{i}" for i in range(num_classes))
 
 
-def labels_from_config(config: Mapping[str, Any] | None, num_classes: int) -> tuple[str, ...] | None:
-    if not config or not isinstance(config.get("id2label"), Mapping):
-        return None
-    try:
-        id2label = {int(k): str(v) for k, v in config["id2label"].items()}
-    except (TypeError, ValueError):
-        return None
-    if sorted(id2label) != list(range(num_classes)):
-        return None
-    labels = tuple(id2label[i] for i in range(num_classes))
-    # Configs without real labels carry LABEL_0...; ImageNet's names are better then.
-    if num_classes == 1000 and all(lbl == f"LABEL_{i}" for i, lbl in enumerate(labels)):
-        return None
-    return labels
-
-
-def default_preprocess(image_size: int, layout: str) -> Preprocess:
-    # torchvision trains with bilinear resize 256 -> crop 224; timm/DeiT with bicubic and crop_pct 0.875.
-    resize = int(round(image_size / 0.875))
-    interp = "bilinear" if layout == "torchvision" else "bicubic"
-    return Preprocess(crop_size=image_size, resize_size=resize, interpolation=interp)
-
-
-_HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
-
-
-def preprocess_from_hf(pre: Mapping[str, Any] | None, image_size: int) -> Preprocess:
-    if not pre:
-        # ViTImageProcessor defaults: resize to the model size, mean/std 0.5.
-        return Preprocess(image_size, image_size, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    mean = tuple(float(x) for x in pre.get("image_mean", (0.5, 0.5, 0.5)))
-    std = tuple(float(x) for x in pre.get("image_std", (0.5, 0.5, 0.5)))
-    interp = _HF_RESAMPLE.get(int(pre.get("resample", 2)), "bilinear")
-    return Preprocess(image_size, image_size, interp, mean, std)
-
-
-
 def shape_text(t: torch.Tensor) -> str:
     """``(768, 3, 16, 16)``: a tensor's shape as error messages write it."""
     return "(" + ", ".join(str(s) for s in t.shape) + ")"
@@ -294,12 +298,9 @@ def shape_text(t: torch.Tensor) -> str:
 
 __all__ = [
     "default_labels",
-    "default_preprocess",
     "detect_layout",
     "imagenet_categories",
     "infer_architecture",
-    "labels_from_config",
-    "preprocess_from_hf",
     "shape_text",
     "to_torchvision",
 ]

@@ -21,7 +21,17 @@ from torchvision.models import VisionTransformer
 
 from .errors import ModelError
 from .files import atomic_path
-from .types import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Architecture, HeadSpec, ModelCard, Preprocess
+from .types import (
+    CROP_ROUNDINGS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATIONS,
+    RESIZE_MODES,
+    Architecture,
+    HeadSpec,
+    ModelCard,
+    Preprocess,
+)
 from .vit import architecture_of, head_spec_of
 
 FORMAT_KEY = "vit_desktop.format"
@@ -103,6 +113,9 @@ def preprocess_from_json(text: str) -> Preprocess:
         std=tuple(float(x) for x in d.get("std", IMAGENET_STD)),
         color_mode=str(d.get("color_mode", "RGB")),
         invert=bool(d.get("invert", False)),
+        resize_mode=str(d.get("resize_mode", "shorter")),
+        crop_rounding=str(d.get("crop_rounding", "round")),
+        rescale=float(d.get("rescale", 1.0 / 255.0)),
     )
 
 
@@ -114,8 +127,12 @@ def check_preprocess(pp: Preprocess) -> None:
         raise ModelError(f"unknown colour mode {pp.color_mode!r} in metadata")
     if len(pp.mean) != 3 or len(pp.std) != 3 or min(pp.std) <= 0:
         raise ModelError("preprocessing mean/std must have three values and std > 0")
-    if pp.resize_size < pp.crop_size:
-        raise ModelError(f"resize size {pp.resize_size} is smaller than crop size {pp.crop_size}")
+    if pp.resize_mode not in RESIZE_MODES:
+        raise ModelError(f"unknown resize mode {pp.resize_mode!r} (expected {', '.join(RESIZE_MODES)})")
+    if pp.crop_rounding not in CROP_ROUNDINGS:
+        raise ModelError(f"unknown crop rounding {pp.crop_rounding!r}")
+    if pp.crop_size < 1 or pp.resize_size < 1 or not pp.rescale > 0:
+        raise ModelError("preprocessing sizes and the rescale factor must be positive")
 
 
 def card_metadata(card: ModelCard, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """A photo -> the model's input: one implementation for classification, explanations and training.
 
-The model sees the centre crop of the photo resized so its shorter side is ``resize_size``
-(:meth:`Preprocess.crop_box`); :func:`model_input` samples exactly that region in one resampling
-step, so the heatmap's crop box and the pixels the model saw are the same rectangle.
+:func:`model_input` runs the steps of the library the checkpoint comes from, as that library runs
+them on a PIL image (see :class:`~vit_desktop.core.types.Preprocess`): resize the 8-bit image with
+the model's filter, take the centre crop (padding where the photo is smaller), then rescale and
+normalise. ``Preprocess.crop_box`` is the same rectangle in the photo's own pixels, which is where
+a heatmap is drawn.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 
 class Prepared(NamedTuple):
@@ -45,30 +50,50 @@ def apply_colour(image: Image.Image, pp: Preprocess) -> Image.Image:
 
 
 def model_input(image: Image.Image, pp: Preprocess) -> np.ndarray:
-    """(crop, crop, 3) uint8: resize the shorter side to ``resize_size`` and centre-crop, in one step.
+    """(crop, crop, 3) uint8: the resize and centre crop of ``pp``, on the 8-bit image.
 
-    PIL's ``resize(box=...)`` samples exactly the crop region of the (possibly draft-decoded)
-    image, so no intermediate full-size resize is made and the region matches ``Preprocess.crop_box``.
+    Pixels outside the photo (a crop larger than the resized photo) are 0, or the mean colour
+    in timm's "border" mode, as those libraries pad.
     """
     image = apply_colour(image, pp)
-    box = pp.crop_box(*image.size)
-    out = image.resize((pp.crop_size, pp.crop_size), RESAMPLE[pp.interpolation], box=box)
-    if out.mode != "RGB":
-        out = out.convert("RGB")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    rw, rh = pp.resized_size(*image.size)
+    if (rw, rh) != image.size:
+        image = image.resize((rw, rh), RESAMPLE[pp.interpolation])
+    c = pp.crop_size
+    left, top = pp.crop_offset(rw), pp.crop_offset(rh)
+    if pp.resize_mode == "border" and (left < 0 or top < 0):
+        fill = tuple(round(255 * m) for m in pp.mean)
+        canvas = Image.new("RGB", (c, c), fill)
+        canvas.paste(image, (-left, -top))
+        out = canvas
+    else:
+        out = image.crop((left, top, left + c, top + c))  # PIL fills outside the image with 0
     return np.asarray(out, dtype=np.uint8)
 
 
 def normalized_tensor(image: Image.Image, pp: Preprocess) -> torch.Tensor:
-    """(3, crop, crop) float32 on the CPU, normalised: :func:`model_input` as a tensor."""
-    x = torch.from_numpy(model_input(image, pp).copy()).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(pp.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(pp.std, dtype=torch.float32).view(3, 1, 1)
-    return (x - mean) / std
+    """(3, crop, crop) float32 on the CPU, normalised: :func:`model_input` as a tensor.
+
+    Rescaled in float64 then normalised in float32, as Hugging Face's processors compute it (the
+    engine's fused multiply-add on the device agrees to float32 rounding).
+    """
+    x = model_input(image, pp).transpose(2, 0, 1).astype(np.float64) * pp.rescale
+    mean = np.asarray(pp.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(pp.std, dtype=np.float32).reshape(3, 1, 1)
+    return torch.from_numpy((x.astype(np.float32) - mean) / std)
+
+
+def draft_size(pp: Preprocess) -> int:
+    """The shorter side a JPEG may be decoded at (by 1/2, 1/4, 1/8 in the decoder) for ``pp``:
+    twice what the resize needs, so the resize still filters from a larger image."""
+    return 2 * max(pp.resize_size, pp.crop_size)
 
 
 def prepare_file(path: str | os.PathLike[str], pp: Preprocess) -> Prepared:
     """Decode ``path`` (JPEGs at reduced size where that cannot change the result) for the model."""
-    decoded = images.decode(Path(path), draft_size=pp.resize_size)
+    decoded = images.decode(Path(path), draft_size=draft_size(pp))
     return Prepared(model_input(decoded.image, pp), decoded.size, decoded.notes)
 
 
@@ -82,6 +107,7 @@ __all__ = [
     "RESAMPLE",
     "Prepared",
     "apply_colour",
+    "draft_size",
     "model_input",
     "normalized_tensor",
     "prepare_file",

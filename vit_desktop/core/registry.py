@@ -28,7 +28,7 @@ from torchvision.models import VisionTransformer, WeightsEnum, get_model_builder
 
 from vit_desktop.core.download import download_file
 from vit_desktop.core.errors import CancelToken, DownloadError, ModelError
-from vit_desktop.core.model_file import META_DESCRIPTION, META_LABELS, META_NAME
+from vit_desktop.core.model_file import META_DESCRIPTION, META_LABELS, META_NAME, META_PREFIX, preprocess_from_json
 from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess, ProgressCallback
 from vit_desktop.core.units import format_bytes
@@ -289,6 +289,8 @@ class ModelInfo:
     description: str
     #: False for a file whose header cannot be read (its description says why).
     readable: bool = True
+    #: What the model is fed: "224 px: resize 256 (shorter side), crop 224, bilinear"; "" if unknown.
+    input: str = ""
 
 
 def _registry_info(entry: RegistryEntry) -> ModelInfo:
@@ -308,7 +310,21 @@ def _registry_info(entry: RegistryEntry) -> ModelInfo:
             f"ImageNet-1k top-1 {entry.acc1:.1f} %, {entry.image_size} px, "
             f"torchvision {entry.weights.name}"
         ),
+        input=input_summary(entry.image_size, entry.preprocess),
     )
+
+
+def input_summary(image_size: int, pp: Preprocess) -> str:
+    """"224 px: resize 256 (shorter side), crop 224, bilinear": what a model is fed."""
+    return f"{image_size} px: {pp.describe()}"
+
+
+def _file_input(meta: dict[str, str]) -> str:
+    try:
+        arch = json.loads(meta[META_PREFIX + "arch"])
+        return input_summary(int(arch["image_size"]), preprocess_from_json(meta[META_PREFIX + "preprocess"]))
+    except (KeyError, ValueError, TypeError):
+        return ""
 
 
 def _file_info(path: Path, kind: str) -> ModelInfo:
@@ -340,6 +356,7 @@ def _file_info(path: Path, kind: str) -> ModelInfo:
         cached=True,
         size_bytes=size,
         description=" ".join(description.split()),
+        input=_file_input(meta),
     )
 
 
@@ -413,15 +430,16 @@ def default_model() -> tuple[str, str] | None:
 
 
 def format_models_table(infos: Iterable[ModelInfo]) -> str:
-    """A plain-text table for ``vit-desktop models``: name, kind, status, size, description."""
-    header = ("NAME", "KIND", "STATUS", "SIZE", "DESCRIPTION")
+    """A plain-text table for ``vit-desktop models``: name, kind, status, size, input, description."""
+    header = ("NAME", "KIND", "STATUS", "SIZE", "INPUT", "DESCRIPTION")
     rows = [header]
     for info in infos:
         if info.kind == "registry":
             status = "cached" if info.cached else "download"
         else:
             status = "file"
-        rows.append((info.name, info.kind, status, format_bytes(info.size_bytes), info.description))
+        rows.append((info.name, info.kind, status, format_bytes(info.size_bytes), info.input or "-",
+                     info.description))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:

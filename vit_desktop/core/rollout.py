@@ -7,7 +7,6 @@ layer: memory stays O(batch·N²) rather than O(layers·heads·batch·N²).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from torchvision.models import VisionTransformer
 
 from .errors import CancelToken
-from .vit import forward
+from .vit import Readout, forward, readout
 
 
 def fuse_heads(probs: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -62,11 +61,16 @@ def relevance(kept: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> to
 
 
 class RolloutAccumulator:
-    """Folds one layer at a time into the rollout product R ← Â·R, Â = rownorm(½A + ½I)."""
+    """Folds one layer at a time into the rollout product R ← Â·R, Â = rownorm(½A + ½I).
 
-    def __init__(self, head_fusion: str = "mean", discard_ratio: float = 0.0) -> None:
+    ``readout`` says which rows and columns of the product are the map (the model's
+    :func:`~vit_desktop.core.vit.readout`): register tokens take part in the product, not in the grid.
+    """
+
+    def __init__(self, head_fusion: str = "mean", discard_ratio: float = 0.0, readout: Readout | None = None) -> None:
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
+        self.readout = readout or Readout(prefix=1)
         self.product: torch.Tensor | None = None
 
     def __call__(self, index: int, probs: torch.Tensor) -> None:
@@ -78,19 +82,15 @@ class RolloutAccumulator:
         self.product = a if self.product is None else layer_product(a, self.product)
 
     def grid(self) -> torch.Tensor:
-        """(n, g, g): the CLS row over the patch tokens, each map scaled to max 1."""
+        """(n, g, g): the head's row(s) over the patch tokens, each map scaled to max 1."""
         if self.product is None:
             raise RuntimeError("no attention layers were seen")
-        return cls_row_to_grid(self.product)
+        return self.readout.grid(self.product)
 
 
 def cls_row_to_grid(product: torch.Tensor) -> torch.Tensor:
-    """(n, t, t) -> (n, g, g) from the CLS row over the patches, scaled so each max is 1."""
-    row = product[:, 0, 1:]
-    g = math.isqrt(row.shape[1])
-    grid = row.reshape(-1, g, g)
-    peak = grid.flatten(1).amax(dim=1).clamp_min(1e-12)
-    return grid / peak[:, None, None]
+    """(n, t, t) -> (n, g, g) from the CLS row over the patches (one prefix token), max 1."""
+    return Readout(prefix=1).grid(product)
 
 
 #: A refined class map's second pass runs with this fraction of the patches, those the first
@@ -174,4 +174,4 @@ def _relevance_pass(
         # Samples do not interact in a ViT: one backward of the summed scores gives each its own.
         grads = torch.autograd.grad(score, kept)
     # The identity's CLS→CLS entry carries no information; the patch row is what we show.
-    return logits.detach(), targets, cls_row_to_grid(relevance(kept, grads))
+    return logits.detach(), targets, readout(module).grid(relevance(kept, grads))

@@ -21,7 +21,9 @@ HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
 #: The maps: attention rollout (where the model looked, whatever it answered), the class map
 #: (what the answer rests on: gradient-weighted rollout) and the refined class map (two passes).
 EXPLAIN_METHODS: tuple[str, ...] = ("rollout", "class", "refined")
-INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
+INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+RESIZE_MODES: tuple[str, ...] = ("shorter", "squash", "border", "none")
+CROP_ROUNDINGS: tuple[str, ...] = ("round", "floor")
 #: How much of a model training changes: see :mod:`vit_desktop.core.training`.
 TRAINING_MODES: tuple[str, ...] = ("head", "partial", "full", "scratch")
 #: The few-shot heads (:mod:`vit_desktop.core.training.fewshot`), most constrained first.
@@ -35,7 +37,13 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Architecture:
-    """Shape of a torchvision ``VisionTransformer``; enough to build one and load its weights."""
+    """Shape of a ViT (:class:`vit_desktop.core.vit.ViT`); enough to build one and load its weights.
+
+    The defaults are torchvision's ``VisionTransformer``. The other fields are the variants timm
+    and its checkpoints add: no class token, register tokens (``reg_token``), layer scale
+    (DeiT III's ``ls1``/``ls2``), a position embedding over the patches only (``no_embed_class``),
+    and average pooling over the patch tokens, normed after pooling (``fc_norm``) or before.
+    """
 
     image_size: int
     patch_size: int
@@ -46,6 +54,39 @@ class Architecture:
     num_classes: int
     representation_size: int | None = None
     layer_norm_eps: float = 1e-6
+    class_token: bool = True
+    reg_tokens: int = 0
+    layer_scale: bool = False
+    #: The position embedding also covers the class and register tokens (timm's no_embed_class off).
+    pos_embed_prefix: bool = True
+    #: "token": the class token is classified; "avg": the mean of the patch tokens.
+    pool: str = "token"
+    #: Average pooling's LayerNorm comes after pooling (timm's fc_norm) instead of over all tokens.
+    fc_norm: bool = False
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token, then the register tokens."""
+        return int(self.class_token) + self.reg_tokens
+
+    @property
+    def is_plain(self) -> bool:
+        """torchvision's own ViT: none of the variants."""
+        return (self.class_token and not self.reg_tokens and not self.layer_scale and self.pos_embed_prefix
+                and self.pool == "token" and not self.fc_norm)
+
+    def variants(self) -> list[str]:
+        """The variants in words, for model lists ("4 register tokens", "layer scale")."""
+        out = []
+        if self.reg_tokens:
+            out.append(f"{self.reg_tokens} register tokens")
+        if self.layer_scale:
+            out.append("layer scale")
+        if self.pool == "avg":
+            out.append("average pooling" + (" + fc_norm" if self.fc_norm else ""))
+        if not self.class_token:
+            out.append("no class token")
+        return out
 
     @property
     def grid_size(self) -> int:
@@ -55,7 +96,21 @@ class Architecture:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How a photo becomes the model's input: resize the shorter side, centre-crop, normalise."""
+    """How a photo becomes the model's input: resize, centre-crop, rescale, normalise.
+
+    The modes are those of the libraries checkpoints come from, step for step, so that a model sees
+    what it was trained and evaluated on (:mod:`vit_desktop.core.preprocess` runs them):
+
+    * ``resize_mode`` "shorter": the shorter side becomes ``resize_size`` and the longer
+      ``int(resize_size * long / short)`` (torchvision's ``Resize(int)``, Hugging Face's
+      ``shortest_edge``, timm's "center"); "squash": ``resize_size`` square, aspect not kept
+      (Hugging Face's ``height``/``width``, timm's "squash"); "border": the longer side becomes
+      ``resize_size``, aspect kept, and the crop pads with the mean colour (timm's "border");
+      "none": no resize (Hugging Face's ``do_resize`` false).
+    * ``crop_rounding``: where an odd margin's extra pixel goes: "round" (torchvision and timm,
+      ``round((size - crop) / 2)``, half to even) or "floor" (Hugging Face, ``(size - crop) // 2``).
+    * ``rescale``: pixel values (0-255) are multiplied by it before ``(x - mean) / std``.
+    """
 
     crop_size: int = 224
     resize_size: int = 256
@@ -67,19 +122,52 @@ class Preprocess:
     #: Invert intensities after the colour conversion (dark-background training data such as
     #: Fashion-MNIST versus product photos on white).
     invert: bool = False
+    resize_mode: str = "shorter"
+    crop_rounding: str = "round"
+    rescale: float = 1.0 / 255.0
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of a ``width`` x ``height`` photo after the resize step."""
+        s = self.resize_size
+        if self.resize_mode == "squash":
+            return (s, s)
+        if self.resize_mode == "none":
+            return (width, height)
+        if self.resize_mode == "border":
+            ratio = max(height / s, width / s)
+            return (max(1, round(width / ratio)), max(1, round(height / ratio)))
+        # "shorter": torchvision's and Hugging Face's rule, the long side truncated.
+        if width <= height:
+            return (s, int(s * height / width))
+        return (int(s * width / height), s)
+
+    def crop_offset(self, size: int) -> int:
+        """Where the crop starts along a resized side of ``size`` pixels (negative: it pads)."""
+        margin = size - self.crop_size
+        if self.crop_rounding == "floor":
+            return margin // 2
+        if margin >= 0:
+            return int(round(margin / 2.0))
+        return -((-margin) // 2)  # torchvision pads (crop - size) // 2 before, the rest after
 
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """The region (left, top, right, bottom) of a ``width`` x ``height`` image the model sees.
+        """The region (left, top, right, bottom) of a ``width`` x ``height`` image the model sees,
+        in the image's pixels; it extends past the image where the crop pads.
 
-        This is exactly the region :func:`vit_desktop.core.engine.model_input` resamples.
+        This is exactly the region :func:`vit_desktop.core.preprocess.model_input` takes.
         """
-        scale = self.resize_size / min(width, height)
-        side = self.crop_size / scale  # crop side measured in original pixels
-        side_w = min(side, float(width))
-        side_h = min(side, float(height))
-        left = (width - side_w) / 2.0
-        top = (height - side_h) / 2.0
-        return (left, top, left + side_w, top + side_h)
+        rw, rh = self.resized_size(width, height)
+        sx, sy = width / rw, height / rh
+        left, top = self.crop_offset(rw), self.crop_offset(rh)
+        c = self.crop_size
+        return (left * sx, top * sy, (left + c) * sx, (top + c) * sy)
+
+    def describe(self) -> str:
+        """One line for model lists: "resize 248 (shorter side), crop 224, bicubic"."""
+        how = {"shorter": "shorter side", "squash": "squashed", "border": "longer side, padded"}
+        resize = "no resize" if self.resize_mode == "none" else f"resize {self.resize_size} ({how[self.resize_mode]})"
+        crop = "" if self.resize_mode == "squash" and self.resize_size == self.crop_size else f", crop {self.crop_size}"
+        return f"{resize}{crop}, {self.interpolation}"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -103,21 +104,88 @@ class FewShotHead(nn.Module):
         return z
 
 
-def build_module(arch: Architecture, head: HeadSpec | None = None) -> VisionTransformer:
-    """A torchvision ViT of this shape (random weights), with ``head`` instead of its linear one."""
-    module = VisionTransformer(
-        image_size=arch.image_size,
-        patch_size=arch.patch_size,
-        num_layers=arch.num_layers,
-        num_heads=arch.num_heads,
-        hidden_dim=arch.hidden_dim,
-        mlp_dim=arch.mlp_dim,
-        num_classes=arch.num_classes,
-        representation_size=arch.representation_size,
-        norm_layer=partial(nn.LayerNorm, eps=arch.layer_norm_eps),
-    )
+class ViT(VisionTransformer):  # type: ignore[misc]  # torchvision ships no type hints
+    """torchvision's ``VisionTransformer`` with the variants timm checkpoints use.
+
+    A plain :class:`~vit_desktop.core.types.Architecture` gives exactly torchvision's module, state
+    dict keys included, so torchvision's weights load as they are; the variants add register tokens
+    (``reg_token``), layer scale (``encoder.layers.encoder_layer_N.ls1``/``ls2``), a position
+    embedding over the patches only, no class token, and average pooling with ``fc_norm``. Its
+    ``forward`` is :func:`forward`, so ``module(x)`` and every caller of this module agree.
+    """
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__(
+            image_size=arch.image_size,
+            patch_size=arch.patch_size,
+            num_layers=arch.num_layers,
+            num_heads=arch.num_heads,
+            hidden_dim=arch.hidden_dim,
+            mlp_dim=arch.mlp_dim,
+            num_classes=arch.num_classes,
+            representation_size=arch.representation_size,
+            norm_layer=partial(nn.LayerNorm, eps=arch.layer_norm_eps),
+        )
+        if arch.pool not in ("token", "avg"):
+            raise ValueError(f"unknown pooling {arch.pool!r}")
+        if arch.pool == "token" and not arch.class_token:
+            raise ValueError("class-token pooling needs a class token")
+        self.arch = arch
+        d = arch.hidden_dim
+        if not arch.class_token:
+            self.class_token = None
+        self.reg_token = nn.Parameter(torch.zeros(1, arch.reg_tokens, d)) if arch.reg_tokens else None
+        rows = arch.grid_size**2 + (arch.prefix_tokens if arch.pos_embed_prefix else 0)
+        if rows != self.encoder.pos_embedding.shape[1]:  # torchvision's own is grid² + 1
+            self.encoder.pos_embedding = nn.Parameter(torch.empty(1, rows, d).normal_(std=0.02))
+        if arch.layer_scale:
+            for block in self.encoder.layers:
+                block.ls1 = nn.Parameter(torch.ones(d))
+                block.ls2 = nn.Parameter(torch.ones(d))
+        self.fc_norm = nn.LayerNorm(d, eps=arch.layer_norm_eps) if arch.fc_norm else None
+        if arch.fc_norm:
+            self.encoder.ln = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward(self, x)
+
+
+def build_module(arch: Architecture, head: HeadSpec | None = None) -> ViT:
+    """A ViT of this shape (random weights), with ``head`` instead of its linear one."""
+    module = ViT(arch)
     if head is not None:
         set_head(module, FewShotHead(head, feature_size(module), arch.num_classes))
+    return module
+
+
+def resample_pos_embed(pos: torch.Tensor, old_grid: int, new_grid: int, prefix: int, *,
+                       antialias: bool = True) -> torch.Tensor:
+    """(1, prefix + old², d) -> (1, prefix + new², d): bicubic over the patch grid, as timm's
+    ``resample_abs_pos_embed`` does (``antialias`` on); the prefix rows are kept as they are."""
+    if old_grid == new_grid:
+        return pos
+    head, grid = pos[:, :prefix], pos[:, prefix:]
+    d = grid.shape[-1]
+    # (1, old², d) -> (1, d, old, old) -> (1, d, new, new) -> (1, new², d)
+    image = grid.float().reshape(1, old_grid, old_grid, d).permute(0, 3, 1, 2)
+    image = F.interpolate(image, size=(new_grid, new_grid), mode="bicubic", antialias=antialias, align_corners=False)
+    grid = image.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, d).to(pos.dtype)
+    return torch.cat([head, grid], dim=1)
+
+
+def at_resolution(module: ViT, image_size: int) -> ViT:
+    """Run ``module`` on ``image_size`` inputs: its position embedding resampled the way timm
+    loads a checkpoint into a model of another size."""
+    arch = module.arch
+    if image_size % arch.patch_size:
+        raise ValueError(f"{image_size} is not a multiple of the patch size {arch.patch_size}")
+    new_grid = image_size // arch.patch_size
+    prefix = arch.prefix_tokens if arch.pos_embed_prefix else 0
+    pos = resample_pos_embed(module.encoder.pos_embedding.detach(), arch.grid_size, new_grid, prefix)
+    module.encoder.pos_embedding = nn.Parameter(pos)
+    module.image_size = image_size
+    module.seq_length = new_grid**2 + 1
+    module.arch = replace(arch, image_size=image_size)
     return module
 
 
@@ -177,11 +245,13 @@ def head_spec_of(module: VisionTransformer) -> HeadSpec | None:
 
 
 def architecture_of(module: VisionTransformer) -> Architecture:
-    """The Architecture of an existing torchvision ViT."""
-    first = module.encoder.layers[0]
-    eps = float(getattr(first.ln_1, "eps", 1e-6))
+    """The Architecture of an existing ViT (a :class:`ViT`, or torchvision's own)."""
     heads = module.heads
     classes = heads.num_classes if isinstance(heads, FewShotHead) else heads.head.out_features
+    if isinstance(module, ViT):
+        return replace(module.arch, num_classes=int(classes))
+    first = module.encoder.layers[0]
+    eps = float(getattr(first.ln_1, "eps", 1e-6))
     return Architecture(
         image_size=module.image_size,
         patch_size=module.patch_size,
@@ -195,6 +265,15 @@ def architecture_of(module: VisionTransformer) -> Architecture:
     )
 
 
+def arch_of(module: VisionTransformer) -> Architecture:
+    """The variant fields that shape the forward (torchvision's module: the plain ones)."""
+    arch: Architecture | None = getattr(module, "arch", None)
+    return arch if arch is not None else _PLAIN
+
+
+_PLAIN = Architecture(image_size=0, patch_size=1, num_layers=0, num_heads=1, hidden_dim=1, mlp_dim=1, num_classes=1)
+
+
 def forward_features(
     module: VisionTransformer,
     x: torch.Tensor,
@@ -202,36 +281,62 @@ def forward_features(
     *,
     cancel: CancelToken | None = None,
 ) -> torch.Tensor:
-    """(n, 3, h, w) normalised input -> (n, 1 + patches, hidden) tokens after the final norm.
+    """(n, 3, h, w) normalised input -> (n, prefix + patches, hidden) tokens after the final norm.
 
-    ``cancel`` is checked before every block (raising :class:`Cancelled`), so a big model on the
-    CPU stops within one layer rather than at the end of the batch.
+    Token order is timm's: [class] [registers] [patches]. ``cancel`` is checked before every
+    block (raising :class:`Cancelled`), so a big model on the CPU stops within one layer rather
+    than at the end of the batch.
     """
-    # (n, c, h, w) -> (n, n_h * n_w, hidden)
-    tokens = module._process_input(x)
+    arch = arch_of(module)
+    # (n, c, h, w) -> (n, hidden, n_h, n_w) -> (n, n_h * n_w, hidden)
+    tokens = module.conv_proj(x).flatten(2).transpose(1, 2)
     n = tokens.shape[0]
-    # (n, 1 + n_h * n_w, hidden)
-    h = torch.cat([module.class_token.expand(n, -1, -1), tokens], dim=1)
+    pos = module.encoder.pos_embedding
+    if tokens.shape[1] + (arch.prefix_tokens if arch.pos_embed_prefix else 0) != pos.shape[1]:
+        raise ValueError(f"a {x.shape[-2]}x{x.shape[-1]} input does not match this model's position embedding")
+    if not arch.pos_embed_prefix:
+        tokens = tokens + pos  # the prefix tokens get no position (timm's no_embed_class)
+    prefix = []
+    if arch.class_token:
+        prefix.append(module.class_token.expand(n, -1, -1))
+    reg = getattr(module, "reg_token", None)
+    if reg is not None:
+        prefix.append(reg.expand(n, -1, -1))
+    h = torch.cat([*prefix, tokens], dim=1) if prefix else tokens
+    if arch.pos_embed_prefix:
+        h = h + pos
     encoder = module.encoder
-    h = h + encoder.pos_embedding
     for i, block in enumerate(encoder.layers):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        h = h + _attention(block, h, i, on_attention)
-        h = h + block.mlp(block.ln_2(h))
+        a = _attention(block, h, i, on_attention)
+        h = h + (a * block.ls1 if arch.layer_scale else a)
+        m = block.mlp(block.ln_2(h))
+        h = h + (m * block.ls2 if arch.layer_scale else m)
     out: torch.Tensor = encoder.ln(h)
     return out
 
 
+def pooled(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """(n, tokens, hidden) -> (n, hidden): what the head reads (the class token, or the mean of
+    the patch tokens through fc_norm)."""
+    arch = arch_of(module)
+    if arch.pool == "avg":
+        mean = tokens[:, arch.prefix_tokens :].mean(dim=1)
+        fc_norm = getattr(module, "fc_norm", None)
+        return fc_norm(mean) if fc_norm is not None else mean
+    return tokens[:, 0]
+
+
 def pre_logits(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """(n, tokens, hidden) -> (n, features): the class token, through ``pre_logits`` if the model has one."""
-    x: torch.Tensor = _pre_layers(module)(tokens[:, 0])
+    """(n, tokens, hidden) -> (n, features): the pooled token, through ``pre_logits`` if the model has one."""
+    x: torch.Tensor = _pre_layers(module)(pooled(module, tokens))
     return x
 
 
 def forward_head(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
     """(n, tokens, hidden) -> (n, classes) logits."""
-    logits: torch.Tensor = module.heads(tokens[:, 0])
+    logits: torch.Tensor = module.heads(pooled(module, tokens))
     return logits
 
 
@@ -249,6 +354,32 @@ def forward(
 def features(module: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     """(n, features) right before the classifier (``heads.head``): what a new head is trained on."""
     return pre_logits(module, forward_features(module, x))
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Which tokens a map is read from: the rows the head reads, the columns of the patches."""
+
+    #: Tokens before the patches (the class and register tokens).
+    prefix: int
+    #: "token": the class token's row; "avg": the mean of the patch tokens' rows.
+    pool: str = "token"
+
+    def grid(self, product: torch.Tensor) -> torch.Tensor:
+        """(n, t, t) token-to-token relevance -> (n, g, g) over the patches, each map's max 1."""
+        if self.pool == "avg":
+            row = product[:, self.prefix :, self.prefix :].mean(dim=1)
+        else:
+            row = product[:, 0, self.prefix :]
+        g = math.isqrt(row.shape[1])
+        grid = row.reshape(-1, g, g)
+        peak = grid.flatten(1).amax(dim=1).clamp_min(1e-12)
+        return grid / peak[:, None, None]
+
+
+def readout(module: VisionTransformer) -> Readout:
+    arch = arch_of(module)
+    return Readout(arch.prefix_tokens, arch.pool)
 
 
 def _attention(
@@ -280,6 +411,10 @@ def _attention(
 __all__ = [
     "AttentionCallback",
     "FewShotHead",
+    "Readout",
+    "ViT",
+    "arch_of",
+    "at_resolution",
     "architecture_of",
     "build_module",
     "features",
@@ -289,6 +424,9 @@ __all__ = [
     "forward_head",
     "feature_size",
     "head_spec_of",
+    "pooled",
     "pre_logits",
+    "readout",
+    "resample_pos_embed",
     "set_head",
 ]

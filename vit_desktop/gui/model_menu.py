@@ -108,7 +108,7 @@ class ModelMenu(QObject):
                 a.setCheckable(True)
                 a.setChecked(info.source == self._current)
                 a.setData(info.source)
-                a.setToolTip(info.description)
+                a.setToolTip(f"{info.description}\nInput {info.input}" if info.input else info.description)
                 a.triggered.connect(self._on_model)
         m.addSeparator()
         m.addAction(self._open_weights)

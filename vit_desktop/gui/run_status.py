@@ -88,7 +88,9 @@ class RunStatus(QObject):
             self.model_label.setToolTip("")
             return
         self.model_label.setText(f"{loaded.card.name} · {loaded.device_name} · {loaded.precision}")
-        self.model_label.setToolTip(loaded.card.description or loaded.card.source)
+        card = loaded.card
+        self.model_label.setToolTip(f"{card.description or card.source}\nInput {card.arch.image_size} px: "
+                                    f"{card.preprocess.describe()}")
 
     def track_load(self, job: Job, source: str) -> None:
         self._load = job

@@ -34,6 +34,9 @@ _INTERP = {
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
+    "box": InterpolationMode.BOX,
+    "hamming": InterpolationMode.HAMMING,
+    "lanczos": InterpolationMode.LANCZOS,
 }
 
 
@@ -79,6 +82,8 @@ def train_tensor(img: Image.Image, pp: Preprocess, gen: torch.Generator, *, hfli
     if hflip and bool(torch.rand(1, generator=gen) < 0.5):
         img = TF.horizontal_flip(img)
     t = TF.to_dtype(TF.to_image(img), torch.float32, scale=True)
+    if abs(pp.rescale * 255.0 - 1.0) > 1e-12:  # a model fed 0-255 (Hugging Face's do_rescale false)
+        t = t * (pp.rescale * 255.0)
     normalised: torch.Tensor = TF.normalize(t, list(pp.mean), list(pp.std))
     return normalised
 

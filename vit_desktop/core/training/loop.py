@@ -61,7 +61,9 @@ def param_groups(module: VisionTransformer, config: TrainConfig, lr: float) -> l
         if no_decay:
             groups.append({"params": no_decay, "lr": lr * scale, "weight_decay": 0.0})
 
-    top = list(module.heads.parameters()) + list(module.encoder.ln.parameters())
+    fc_norm = getattr(module, "fc_norm", None)
+    top = [*module.heads.parameters(), *module.encoder.ln.parameters(),
+           *(fc_norm.parameters() if fc_norm is not None else ())]
     if config.mode == "partial":
         n = max(0, min(config.partial_blocks, depth))
         add(top + [p for layer in layers[depth - n :] for p in layer.parameters()], 1.0)
@@ -69,7 +71,8 @@ def param_groups(module: VisionTransformer, config: TrainConfig, lr: float) -> l
         add(top, 1.0)
         for i, layer in enumerate(layers):
             add(list(layer.parameters()), config.layer_decay ** (depth - i))
-        embed = [module.class_token, module.encoder.pos_embedding, *module.conv_proj.parameters()]
+        tokens = [t for t in (module.class_token, getattr(module, "reg_token", None)) if t is not None]
+        embed = [*tokens, module.encoder.pos_embedding, *module.conv_proj.parameters()]
         add(embed, config.layer_decay ** (depth + 1))
     else:  # scratch: one rate for all
         add(list(module.parameters()), 1.0)
