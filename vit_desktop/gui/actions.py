@@ -38,6 +38,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("export", "&Export results…", "Ctrl+E"),
     ActionSpec("export_overlay", "Export &overlay PNG…", "Ctrl+Shift+E"),
     ActionSpec("copy_classes", "Copy images into class &folders…"),
+    ActionSpec("export_model", "Export &model as ONNX…", tip="Write the model in use as ONNX, checked in onnxruntime"),
     ActionSpec("clear", "C&lear results", "Ctrl+Shift+Backspace"),
     ActionSpec("reclassify", "&Re-classify with the current model", "Ctrl+R",
                "Classify the listed photos again with the model in use now"),
@@ -63,7 +64,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
 
 #: (menu title, action names; "-" is a separator). The Model menu is built by ``model_menu``.
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes", "-",
+    ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes",
+               "export_model", "-",
                "reclassify", "clear", "quit")),
     ("&Edit", ("copy", "paste", "select_all", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
@@ -82,6 +84,7 @@ class Actions:
     export: QAction
     export_overlay: QAction
     copy_classes: QAction
+    export_model: QAction
     clear: QAction
     reclassify: QAction
     quit: QAction

@@ -1,4 +1,5 @@
-"""File ▸ Export: results as CSV/JSON, the overlay as PNG, photos copied into class folders.
+"""File ▸ Export: results as CSV/JSON, the overlay as PNG, photos copied into class folders, the
+model as ONNX.
 
 The dialogs and the messages are here; the formats and the copying are core's
 (:mod:`vit_desktop.core.export`, :mod:`vit_desktop.core.heatmap`). Slow work runs on the thread
@@ -7,22 +8,33 @@ pool as jobs, so the window stays responsive.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
+from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.types import ClassifyResult, Heatmap
 from vit_desktop.gui.jobs import Job, JobBoard, JobContext, run_in_pool
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.types import ModelCard
+    from vit_desktop.gui.compute import Controller
 
 
 class Exporter(QObject):
     """Writes what the user asked for; says what happened through its signals."""
 
     overlay_saved = Signal(str)  # the PNG's path
+    model_exported = Signal(object)  # an ExportReport
     files_copied = Signal(int)  # how many photos
     job_failed = Signal(str)
     #: Status-bar text, and problems the user must act on (for the message bar).
@@ -124,6 +136,85 @@ class Exporter(QObject):
         self._settings.set_folder("export", str(Path(str(path)).parent))
         self.note.emit(f"Overlay saved to {path}")
         self.overlay_saved.emit(str(path))
+
+    # -- the model as ONNX ----------------------------------------------------------------------
+
+    def export_model_dialog(self, controller: Controller, photos: Sequence[str]) -> None:
+        card = controller.current_card
+        if card is None:
+            self.hint.emit("Load a model first: the model in use is what gets exported.")
+            return
+        from vit_desktop.core.onnx_export import INSTALL_HINT, missing_modules
+
+        missing = missing_modules()
+        if missing:
+            self.problem.emit(f"Exporting a model needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
+            return
+        start = str(Path(self._settings.folder("export_model") or Path.home()) / f"{card.name}.onnx")
+        path, _ = QFileDialog.getSaveFileName(self._window, "Export model as ONNX", start, "ONNX model (*.onnx)")
+        if not path:
+            return
+        if not path.lower().endswith(".onnx"):
+            path += ".onnx"
+        sidecar = Path(path).with_suffix(".json")
+        if sidecar.exists():
+            answer = QMessageBox.question(
+                self._window, "Export model", f"{sidecar.name} already exists beside it: replace it with the "
+                "model's labels and preprocessing?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        # The save dialog already asked before replacing the .onnx file.
+        self.export_model(controller, path, photos, overwrite=True)
+
+    def export_model(self, controller: Controller, path: str | os.PathLike[str], photos: Sequence[str], *,
+                     overwrite: bool = False) -> Job:
+        """Export the model in use: copied on the compute thread (where it lives), exported and
+        checked in onnxruntime on the thread pool, so classifying goes on meanwhile."""
+        dest = str(path)
+
+        def copy_model(engine: Engine | None, _report: Callable[[object], None], _cancel: CancelToken) -> object:
+            if engine is None:
+                raise VitDesktopError("No model loaded")
+            return copy.deepcopy(engine.module).float().cpu(), engine.card
+
+        first = controller.run_task(copy_model)
+        self._jobs.add(first)
+        first.returned.connect(lambda copied: self._export_copy(copied, dest, list(photos), overwrite))
+        first.errored.connect(self._on_model_export_failed)
+        self.note.emit("Exporting the model…")
+        return first
+
+    def _export_copy(self, copied: object, dest: str, photos: list[str], overwrite: bool) -> None:
+        assert isinstance(copied, tuple)  # what copy_model returned
+        module: torch.nn.Module = copied[0]
+        card: ModelCard = copied[1]
+
+        def work(ctx: JobContext) -> object:
+            from vit_desktop.core.onnx_export import export_onnx
+
+            return export_onnx(module, card, dest, photos=photos, overwrite=overwrite, progress=ctx.report,
+                               cancel=ctx.token)
+
+        job = run_in_pool(self._board, self._pool, "export model", work)
+        self._jobs.add(job)
+        job.progressed.connect(lambda text: self.note.emit(f"Exporting the model: {text}…"))
+        job.returned.connect(self._on_model_exported)
+        job.errored.connect(self._on_model_export_failed)
+        job.finished.connect(self._forget)
+
+    @Slot(object)
+    def _on_model_exported(self, report: object) -> None:
+        from vit_desktop.core.onnx_export import ExportReport
+
+        assert isinstance(report, ExportReport)
+        self._settings.set_folder("export_model", str(report.path.parent))
+        self.note.emit(f"Model exported: {report.short()}")
+        self.model_exported.emit(report)
+
+    @Slot(str)
+    def _on_model_export_failed(self, message: str) -> None:
+        self.problem.emit(f"Could not export the model: {message}")
+        self.job_failed.emit(message)
 
     # -- class folders -------------------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class MainWindow(QMainWindow):
             "export": lambda: e.export_results_dialog(self.results_model.results(), self.top_k),
             "export_overlay": lambda: e.export_overlay_dialog(d.result, d.current_heatmap, self.overlay),
             "copy_classes": lambda: e.copy_into_folders_dialog(self.results_model.results()),
+            "export_model": lambda: e.export_model_dialog(self.controller, self.sample_paths()),
             "clear": self.clear_results,
             "reclassify": self.reclassify,
             "quit": self.close,
