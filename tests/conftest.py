@@ -21,6 +21,15 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("TORCH_HOME", str(base / "torch"))
 
 
+@pytest.fixture(autouse=True)
+def _fp32_on_every_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"auto" means fp32 on the CPU in tests, whatever this CPU can do, so that figures compared
+    with fp32 references do not depend on the machine (tests/core/test_devices.py tests the choice)."""
+    from vit_desktop.core import devices
+
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: (False, "fp32 while testing"))
+
+
 @pytest.fixture
 def deit_path() -> Path:
     if not DEIT.is_file():

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS
+from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS, PRECISIONS
 
 from .console import PROG, ProgressLine, UsageError
 
@@ -29,6 +29,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     c.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image (default 5)")
     c.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default 16)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    c.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="compute precision (default auto: half on GPUs; on the CPU bf16 where it is native, "
+                        "else fp32)")
     c.add_argument("--output", metavar="FILE", help="write results to FILE.csv, FILE.json or FILE.jsonl")
     c.add_argument("--heatmaps", metavar="DIR",
                    help="write <name>.png overlays and <name>.npy grids of the --explain map here")
@@ -207,13 +210,14 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         model, why = chosen
     line = ProgressLine(err, "downloading")
     try:
-        engine = Engine.load(model, device=args.device, progress=line.bytes)
+        engine = Engine.load(model, device=args.device, precision=args.precision, progress=line.bytes)
     except VitDesktopError as exc:
         raise UsageError(str(exc)) from None
     finally:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""
-    print(f"{PROG}: model {engine.card.name} on {engine.device_name} ({engine.precision}){note}", file=err)
+    print(f"{PROG}: model {engine.card.name} on {engine.device_name}, {engine.precision} "
+          f"({engine.precision_why}){note}", file=err)
     if args.model:
         state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
     categories = _categories(args, engine.card, err)

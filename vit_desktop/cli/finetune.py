@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from vit_desktop.core.errors import Cancelled
-from vit_desktop.core.types import HEAD_CHOICES, TRAINING_MODES
+from vit_desktop.core.types import HEAD_CHOICES, PRECISIONS, TRAINING_MODES
 from vit_desktop.core.units import format_clock
 
 from .console import PROG, Interrupted, ProgressLine, UsageError
@@ -45,6 +45,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="fraction of each class held out for validation (default: automatic, 20%%)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split and training (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast precision (default auto: bf16 on GPUs that have it and on CPUs that compute it "
+                        "natively, else fp16 on GPUs and fp32 on CPUs)")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --mode)")
     p.add_argument("--partial-blocks", type=int, default=2, help="--mode partial: blocks to train (default 2)")
@@ -94,6 +97,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             seed=args.seed,
             val_fraction=args.val_split,
             head=_head(args),
+            precision=args.precision,
             image_size=args.image_size,
             patch_size=args.patch_size,
             num_layers=args.depth,
@@ -181,7 +185,11 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
             base = Engine.load(args.base, device=args.device, cancel=cancel, progress=line.bytes)
         finally:
             line.close()
-        err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}\n")
+        from vit_desktop.core.devices import choose_precision
+
+        computing = choose_precision(config.precision, base.device, training=True)
+        err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}, training in "
+                  f"{computing.precision} ({computing.why})\n")
 
         def job(report: _Reporter) -> TrainResult:
             return finetune(base, data, config, progress=report, cancel=cancel)

@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.models import VisionTransformer
 
 from . import images, vit
 from .categories import Categories
 from .checkpoints import load_checkpoint
-from .devices import BatchLimit, autocast, device_name, resolve_device, resolve_precision, tune_allocator
+from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
 from .errors import Cancelled, CancelToken, ImageError, ModelError, first_line
 from .preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
 from .rollout import RolloutAccumulator, class_relevance, class_targets
 from .types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
+from .vit import ViT
 
 ImageSource = str | os.PathLike[str] | Image.Image
 
@@ -50,7 +50,8 @@ class Engine:
     #: Batches decoded ahead of the one being computed.
     prefetch_batches = 2
 
-    def __init__(self, module: VisionTransformer, card: ModelCard, device: torch.device, precision: str) -> None:
+    def __init__(self, module: ViT, card: ModelCard, device: torch.device, precision: str,
+                 precision_why: str = "") -> None:
         tune_allocator()
         self.module = module.eval().to(device)
         # Inference never needs weight gradients; training code re-enables what it trains.
@@ -61,6 +62,8 @@ class Engine:
         self.device = device
         self.device_name = device_name(device)
         self.precision = precision
+        #: Why this precision: "this CPU computes bf16 natively (AVX512-BF16)", "as asked", ...
+        self.precision_why = precision_why
         mean = torch.tensor(card.preprocess.mean, dtype=torch.float64)
         std = torch.tensor(card.preprocess.std, dtype=torch.float64)
         # (x * rescale - mean) / std as one multiply-add per pixel: x * scale - shift.
@@ -88,7 +91,7 @@ class Engine:
     ) -> Engine:
         """A registry name (downloaded on first use) or a checkpoint file/folder, on ``device``."""
         dev = resolve_device(device)
-        prec = resolve_precision(precision, dev)
+        choice = choose_precision(precision, dev)
         text = os.fspath(source)
         from . import registry
 
@@ -103,14 +106,15 @@ class Engine:
                     raise ModelError(f"{text}: not a model name ({names}) and no such file or folder")
                 path = named
             module, card = load_checkpoint(path)
-        return cls(module, card, dev, prec)
+        return cls(module, card, dev, choice.precision, choice.why)
 
     @classmethod
     def from_module(
-        cls, module: VisionTransformer, card: ModelCard, *, device: str = "auto", precision: str = "auto"
+        cls, module: ViT, card: ModelCard, *, device: str = "auto", precision: str = "auto"
     ) -> Engine:
         dev = resolve_device(device)
-        return cls(module, card, dev, resolve_precision(precision, dev))
+        choice = choose_precision(precision, dev)
+        return cls(module, card, dev, choice.precision, choice.why)
 
     # ---- tensors -------------------------------------------------------------------------
 

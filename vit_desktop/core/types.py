@@ -18,6 +18,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+#: Compute precisions: "auto" is decided per machine (:func:`vit_desktop.core.devices.choose_precision`).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 #: The maps: attention rollout (where the model looked, whatever it answered), the class map
 #: (what the answer rests on: gradient-weighted rollout) and the refined class map (two passes).
 EXPLAIN_METHODS: tuple[str, ...] = ("rollout", "class", "refined")
@@ -319,6 +321,7 @@ __all__ = [
     "ExplainOptions",
     "EXPLAIN_METHODS",
     "HEAD_FUSIONS",
+    "PRECISIONS",
     "FEW_SHOT_HEADS",
     "HEAD_CHOICES",
     "HeadSpec",

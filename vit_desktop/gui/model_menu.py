@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the registry imports torch: the window must not wait for th
     from vit_desktop.core.registry import ModelInfo
 
 PRECISIONS: tuple[tuple[str, str], ...] = (
-    ("auto", "Automatic (half on GPUs, fp32 on CPU)"),
+    ("auto", "Automatic (half on GPUs; on the CPU bf16 where native, else fp32)"),
     ("fp32", "fp32"),
     ("fp16", "fp16 (GPU only)"),
     ("bf16", "bf16"),

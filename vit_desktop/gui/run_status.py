@@ -89,8 +89,9 @@ class RunStatus(QObject):
             return
         self.model_label.setText(f"{loaded.card.name} · {loaded.device_name} · {loaded.precision}")
         card = loaded.card
+        why = f" ({loaded.precision_why})" if loaded.precision_why else ""
         self.model_label.setToolTip(f"{card.description or card.source}\nInput {card.arch.image_size} px: "
-                                    f"{card.preprocess.describe()}")
+                                    f"{card.preprocess.describe()}\nPrecision {loaded.precision}{why}")
 
     def track_load(self, job: Job, source: str) -> None:
         self._load = job
@@ -125,7 +126,8 @@ class RunStatus(QObject):
     @Slot(object)
     def _on_loaded(self, loaded: object) -> None:
         if isinstance(loaded, LoadedModel):
-            self.say(f"{loaded.card.name} ready on {loaded.device_name}")
+            why = f": {loaded.precision_why}" if loaded.precision_why else ""
+            self.say(f"{loaded.card.name} ready on {loaded.device_name} in {loaded.precision}{why}")
 
     @Slot(object)
     def _on_load_finished(self, outcome: object) -> None:

@@ -29,16 +29,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.models import VisionTransformer
 
 from vit_desktop.core import vit
 from vit_desktop.core.categories import hierarchy_for, resolve_some
 from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.devices import resolve_device, resolve_precision
+from vit_desktop.core.devices import choose_precision, resolve_device
 from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
 from vit_desktop.core.types import ModelCard, Preprocess
-from vit_desktop.core.vit import build_module
+from vit_desktop.core.vit import ViT, build_module
 
 from . import fewshot
 from .config import HEADS, MODES, ProgressFn, TrainConfig, TrainProgress
@@ -95,7 +94,11 @@ def finetune(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = base.device
-    precision = resolve_precision("auto", device, training=True)
+    computing = choose_precision(config.precision, device, training=True)
+    precision = computing.precision
+    if progress is not None:
+        progress(TrainProgress("decode", 0, config.effective_epochs, 0, 0,
+                               message=f"training in {precision} ({computing.why})"))
     pp = base.card.preprocess
     tree = hierarchy_for(base.card) if hierarchy is _FROM_BASE else hierarchy
     assert tree is None or isinstance(tree, Hierarchy)
@@ -110,7 +113,7 @@ def finetune(
         photos = read_photos(data, config, pp, progress, cancel, val_data)
     classes = photos.classes
     # A private float32 copy: the engine's model keeps classifying while this one trains.
-    module: VisionTransformer = copy.deepcopy(base.module).to(device=device, dtype=torch.float32)
+    module: ViT = copy.deepcopy(base.module).to(device=device, dtype=torch.float32)
     module.eval()
 
     # 2. Features and the base head's logits of every photo, cached.
@@ -193,7 +196,7 @@ def _method_name(head: str, names: Sequence[object | None]) -> str:
     return head
 
 
-def _base_classifier(module: VisionTransformer) -> torch.nn.Module:
+def _base_classifier(module: ViT) -> torch.nn.Module:
     """A copy of the base model's own classifier on the features, for a few-shot head to sit on."""
     heads = module.heads
     if isinstance(heads, vit.FewShotHead):
@@ -221,7 +224,7 @@ def _selection_metrics(choice: fewshot.Choice, names: Sequence[ResolvedClass | N
 
 
 def _backbone_training(
-    module: VisionTransformer,
+    module: ViT,
     device: torch.device,
     precision: str,
     config: TrainConfig,
@@ -278,7 +281,7 @@ def train_from_scratch(
     config = replace(config, mode="scratch")
     torch.manual_seed(config.seed)
     dev = resolve_device(device)
-    precision = resolve_precision("auto", dev, training=True)
+    precision = choose_precision(config.precision, dev, training=True).precision
     size = config.image_size
     channels_mean = (0.5, 0.5, 0.5)
     pp = Preprocess(crop_size=size, resize_size=size, interpolation="bilinear", mean=channels_mean,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vit_desktop.core.errors import VitDesktopError
-from vit_desktop.core.types import HEAD_CHOICES, Architecture
+from vit_desktop.core.types import HEAD_CHOICES, PRECISIONS, Architecture
 from vit_desktop.core.types import TRAINING_MODES as MODES
 
 HEADS = HEAD_CHOICES
@@ -39,6 +39,9 @@ class TrainConfig:
     val_fraction: float | None = None
     #: The head: "auto" (cross-validation chooses) or one of ``FEW_SHOT_HEADS``.
     head: str = "auto"
+    #: Autocast precision: "auto" is decided per machine (bf16 on GPUs that have it and on CPUs
+    #: that compute it natively), see :func:`vit_desktop.core.devices.choose_precision`.
+    precision: str = "auto"
     # Scratch architecture.
     image_size: int = 28
     patch_size: int = 7
@@ -51,6 +54,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise VitDesktopError(f"unknown training mode {self.mode!r} (choose {', '.join(MODES)})")
+        if self.precision not in PRECISIONS:
+            raise VitDesktopError(f"unknown precision {self.precision!r} (choose {', '.join(PRECISIONS)})")
         if self.head not in HEAD_CHOICES:
             raise VitDesktopError(f"unknown head {self.head!r} (choose {', '.join(HEAD_CHOICES)})")
         if self.epochs is not None and self.epochs < 1:

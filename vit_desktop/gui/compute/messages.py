@@ -36,7 +36,7 @@ class LoadRequest:
 
 @dataclass(frozen=True)
 class UseModuleRequest:
-    module: Any  # a VisionTransformer handed over for good: the GUI keeps no reference
+    module: Any  # a ViT handed over for good: the GUI keeps no reference
     card: ModelCard
     device: str
     precision: str
@@ -88,6 +88,8 @@ class LoadedModel:
     source: str
     #: The engine's ``model_id``: results made by this model carry it.
     model_id: str = ""
+    #: Why this precision ("this CPU computes bf16 natively (AVX512-BF16)").
+    precision_why: str = ""
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class ComputeWorker(QObject):
             precision=str(engine.precision),
             source=source,
             model_id=engine.model_id,
+            precision_why=engine.precision_why,
         )
         self.model_changed.emit(loaded)
         return loaded
