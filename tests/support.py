@@ -59,6 +59,23 @@ def tiny_model(num_classes: int = 3, *, seed: int = 0, **kw):
     return module.eval(), card
 
 
+def as_torchvision(module):
+    """torchvision's own VisionTransformer with ``module``'s weights: an independent reference
+    forward (the project's ViT keeps torchvision's keys)."""
+    import torch
+    from torchvision.models import VisionTransformer
+
+    from vit_desktop.core.vit import architecture_of
+
+    a = architecture_of(module)
+    with torch.device("meta"):
+        ref = VisionTransformer(image_size=a.image_size, patch_size=a.patch_size, num_layers=a.num_layers,
+                                num_heads=a.num_heads, hidden_dim=a.hidden_dim, mlp_dim=a.mlp_dim,
+                                num_classes=a.num_classes, representation_size=a.representation_size)
+    ref.load_state_dict(module.state_dict(), assign=True)
+    return ref.eval()
+
+
 def save_tiny_model(path: Path, labels: tuple[str, ...], name: str, seed: int = 0) -> Path:
     """A tiny ViT with its own labels, saved in the project format (loads in milliseconds)."""
     from vit_desktop.core.model_file import save_model

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.models import VisionTransformer
 
-from tests.support import tiny_model, write_image
+from tests.support import as_torchvision, tiny_model, write_image
 from vit_desktop.core import images
 from vit_desktop.core.devices import resolve_device
 from vit_desktop.core.engine import Engine
@@ -254,7 +253,7 @@ def test_real_deit_knows_the_shared_photos(deit_path: Path, photos_dir: Path) ->
     )
     x = torch.stack([reference(Image.open(p).convert("RGB")) for p in paths])
     with torch.no_grad():
-        ref_top1 = VisionTransformer.forward(eng.module, x).argmax(1).tolist()  # torchvision's own forward
+        ref_top1 = as_torchvision(eng.module)(x).argmax(1).tolist()  # torchvision's own forward
     assert [r.predictions[0].index for r in results] == ref_top1
 
 
@@ -265,7 +264,7 @@ def test_real_deit_rollout_matches_plain_implementation(deit_path: Path, photos_
     paths = sorted(photos_dir.glob("*.JPEG"))[:3]
     results = eng.classify(paths, explain=ExplainOptions())
     x = torch.stack([eng.preprocess_image(images.load_image(p)) for p in paths])
-    _, maps = attention_by_hooks(eng.module, x)
+    _, maps = attention_by_hooks(as_torchvision(eng.module), x)
     expected = plain_rollout(maps)
     for r, ref in zip(results, expected):
         assert r.heatmap is not None

@@ -12,8 +12,10 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from tests.support import as_torchvision
 from vit_desktop.core import paths, registry
 from vit_desktop.core.errors import ModelError
+from vit_desktop.core.vit import ViT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +45,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_registry_matches_torchvision_weights() -> None:
     assert list(registry.REGISTRY) == ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
     for name, entry in registry.REGISTRY.items():
-        weights = torchvision.models.get_model_weights(name)[entry.weights.name]
+        weights = torchvision.models.get_model_weights(name)[entry.weights]
         assert entry.url == weights.url
         assert entry.url.endswith("/" + entry.filename)
         assert entry.filename.endswith(f"-{entry.sha256_prefix}.pth")
@@ -54,8 +56,48 @@ def test_registry_matches_torchvision_weights() -> None:
         assert entry.size_bytes == pytest.approx(weights.meta["num_params"] * 4, rel=0.01)
     assert registry.REGISTRY["vit_b_16"].filename == "vit_b_16-c867db91.pth"
     assert registry.REGISTRY["vit_b_16"].title == "ViT-B/16 (ImageNet-1k, 86 M params)"
-    assert registry.REGISTRY["vit_b_16"].weights.name == "IMAGENET1K_V1"
-    assert registry.REGISTRY["vit_h_14"].weights.name == "IMAGENET1K_SWAG_E2E_V1"
+    assert registry.REGISTRY["vit_b_16"].weights == "IMAGENET1K_V1"
+    assert registry.REGISTRY["vit_h_14"].weights == "IMAGENET1K_SWAG_E2E_V1"
+
+
+def test_the_registry_table_is_what_torchvision_says() -> None:
+    """vit_desktop/core/registry.json (read instead of importing torchvision.models, 1.7 s) matches
+    the installed torchvision: regenerate it with resources/make_registry.py when this fails."""
+    from vit_desktop.core.vit import architecture_of
+
+    for name, entry in registry.REGISTRY.items():
+        weights = torchvision.models.get_model_weights(name)[entry.weights]
+        with torch.device("meta"):
+            module = torchvision.models.get_model_builder(name)(weights=None, image_size=entry.image_size)
+        assert entry.arch == architecture_of(module), name
+        t = weights.transforms()
+        assert (entry.preprocess.resize_size, entry.preprocess.crop_size) == (t.resize_size[0], t.crop_size[0])
+        assert entry.preprocess.interpolation == t.interpolation.value
+        assert entry.preprocess.mean == tuple(t.mean) and entry.preprocess.std == tuple(t.std)
+        assert entry.size_bytes == int(weights.meta["_file_size"] * 1024 * 1024)
+
+
+def test_the_project_vit_is_torchvisions_keys_init_and_forward() -> None:
+    """Same seed, same parameters: the ViT draws its initialisation as torchvision does."""
+    from vit_desktop.core.types import Architecture
+    from vit_desktop.core.vit import ViT
+
+    for rep in (None, 24):
+        torch.manual_seed(3)
+        ref = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                   hidden_dim=16, mlp_dim=32, num_classes=5, representation_size=rep)
+        torch.manual_seed(3)
+        ours = ViT(Architecture(32, 8, 2, 2, 16, 32, 5, representation_size=rep))
+        a, b = ref.state_dict(), ours.state_dict()
+        assert list(a) == list(b)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        with torch.no_grad():
+            for p in ours.parameters():
+                p.normal_(0, 0.3)
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(ours.eval()(x), ref.eval()(x), atol=1e-5, rtol=1e-5)
 
 
 def test_architecture_and_preprocess_follow_the_weights() -> None:
@@ -91,7 +133,7 @@ def test_load_cached_registry_model(hub: Path) -> None:
     del state
 
     module, card = registry.load_registry_model("vit_b_32")
-    assert isinstance(module, torchvision.models.VisionTransformer)
+    assert isinstance(module, ViT)
     assert not module.training
     assert not any(p.is_meta for p in module.parameters())
     assert torch.equal(module.heads.head.weight[:3, :5], probe)
@@ -101,9 +143,12 @@ def test_load_cached_registry_model(hub: Path) -> None:
     assert card.arch == registry.REGISTRY["vit_b_32"].arch
     assert (card.arch.patch_size, card.arch.image_size) == (32, 224)
     assert card.preprocess.crop_size == 224
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        logits = module(torch.zeros(1, 3, 224, 224))
+        logits = module(x)
+        reference = as_torchvision(module)(x)  # torchvision's own module with the same weights
     assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_garbage_cached_file_is_a_model_error(hub: Path) -> None:

@@ -29,14 +29,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from .configs import default_preprocess, hf_labels, hf_preprocess, is_timm_config, timm_config, timm_preprocess
 from .errors import ModelError, first_line
 from .layouts import default_labels, infer_architecture, shape_text, to_torchvision
 from .model_file import architecture_from_metadata, check_preprocess, describe, head_from_metadata, is_project_file
 from .types import ModelCard
-from .vit import at_resolution, build_module
+from .vit import ViT, at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Preferred file names inside a model folder, best first (Hugging Face conventions, then ours).
@@ -130,7 +129,7 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     module.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in sd.items()}, strict=True, assign=True)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VisionTransformer, ModelCard]:
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
     """Open a checkpoint file or folder as a torchvision ViT plus its card.
 
     Raises ModelError with a one-line reason for anything that is not a usable ViT.

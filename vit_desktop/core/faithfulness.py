@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.models import VisionTransformer
 
 from . import vit
+from .vit import ViT
 
 #: Fractions of the patches removed at each step of the test.
 STEPS: tuple[float, ...] = tuple(i / 10 for i in range(10))
@@ -54,7 +54,7 @@ def removal_masks(grids: torch.Tensor, steps: Sequence[float], *, most_relevant_
 
 @torch.inference_mode()
 def still_top1(
-    module: VisionTransformer,
+    module: ViT,
     x: torch.Tensor,
     grids: torch.Tensor,
     targets: torch.Tensor,
@@ -94,7 +94,7 @@ def area(kept: torch.Tensor, steps: Sequence[float] = STEPS) -> float:
 
 
 def faithfulness(
-    module: VisionTransformer,
+    module: ViT,
     x: torch.Tensor,
     grids: torch.Tensor,
     targets: torch.Tensor,

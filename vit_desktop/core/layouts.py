@@ -23,10 +23,10 @@ _KNOWN_HEADS = {(1280, 32): 16}
 
 
 def imagenet_categories() -> tuple[str, ...]:
-    """torchvision's 1000 ImageNet class names (shipped in its code: no download)."""
-    from torchvision.models import ViT_B_16_Weights
+    """torchvision's 1000 ImageNet class names (from the registry's table: no torchvision import)."""
+    from .registry import imagenet_categories as categories
 
-    return tuple(ViT_B_16_Weights.IMAGENET1K_V1.meta["categories"])
+    return categories()
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,11 +13,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from .errors import ModelError
 from .files import atomic_path
@@ -32,7 +31,7 @@ from .types import (
     ModelCard,
     Preprocess,
 )
-from .vit import architecture_of, head_spec_of
+from .vit import ViT, architecture_of, head_spec_of
 
 FORMAT_KEY = "vit_desktop.format"
 FORMAT_VERSION = "1"
@@ -174,10 +173,12 @@ def save_model(
         raise ValueError(f"{path.name}: model files are saved as .safetensors")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
-    assert isinstance(module, VisionTransformer)
-    if architecture_of(module) != card.arch:
+    if not hasattr(module, "conv_proj") or not hasattr(module, "encoder"):
+        raise TypeError(f"not a Vision Transformer: {type(module).__name__}")
+    vit_module = cast(ViT, module)  # the project's ViT, or torchvision's: the same keys
+    if architecture_of(vit_module) != card.arch:
         raise ValueError("the card's architecture does not match the module")
-    if head_spec_of(module) != card.head:
+    if head_spec_of(vit_module) != card.head:
         raise ValueError("the card's head does not match the module's")
     # Plain contiguous fp32 CPU copies: safetensors refuses shared or strided storage.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in module.state_dict().items()}

@@ -85,7 +85,7 @@ class ExportReport:
 class _Graph(nn.Module):
     """What is exported: the model's one forward, optionally with the softmax."""
 
-    def __init__(self, module: nn.Module, probabilities: bool) -> None:
+    def __init__(self, module: vit.ViT, probabilities: bool) -> None:
         super().__init__()
         self.module = module
         self.probabilities = probabilities
@@ -113,7 +113,7 @@ def metadata(card: ModelCard, outputs: str) -> dict[str, str]:
 
 
 def export_onnx(
-    module: nn.Module,
+    module: vit.ViT,
     card: ModelCard,
     dest: str | os.PathLike[str],
     *,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.models import VisionTransformer, WeightsEnum, get_model_builder, get_model_weights
 
 from vit_desktop.core.download import download_file
 from vit_desktop.core.errors import CancelToken, DownloadError, ModelError
@@ -32,7 +31,7 @@ from vit_desktop.core.model_file import META_DESCRIPTION, META_LABELS, META_NAME
 from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess, ProgressCallback
 from vit_desktop.core.units import format_bytes
-from vit_desktop.core.vit import architecture_of
+from vit_desktop.core.vit import ViT
 
 #: Points registry downloads at a mirror (a folder served over HTTP holding torchvision's files).
 BASE_URL_ENV = "VIT_DESKTOP_WEIGHTS_BASE_URL"
@@ -41,21 +40,21 @@ BASE_URL_ENV = "VIT_DESKTOP_WEIGHTS_BASE_URL"
 # torchvision's weight files end in "-<first hex digits of the file's SHA-256>.pth".
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.[a-z]+$")
 
-_WEIGHTS_CHOICE: dict[str, str] = {
-    "vit_b_16": "IMAGENET1K_V1",
-    "vit_b_32": "IMAGENET1K_V1",
-    "vit_l_16": "IMAGENET1K_V1",
-    "vit_l_32": "IMAGENET1K_V1",
-    # Only SWAG weights exist for ViT-H/14; E2E is the accurate one (88.6 % top-1 at 518 px).
-    "vit_h_14": "IMAGENET1K_SWAG_E2E_V1",
-}
+#: torchvision's ViT family and its weights, written by resources/make_registry.py: reading it
+#: costs a millisecond, importing torchvision.models 1.7 s.
+_TABLE: dict[str, Any] = json.loads((Path(__file__).with_name("registry.json")).read_text(encoding="utf-8"))
 
 
-def _title(name: str, weights: WeightsEnum) -> str:
+def imagenet_categories() -> tuple[str, ...]:
+    """torchvision's 1000 ImageNet class names, as its weights carry them."""
+    return tuple(_TABLE["categories"])
+
+
+def _title(name: str, weights: str, num_params: int) -> str:
     """``vit_b_16`` -> ``ViT-B/16 (ImageNet-1k, 86 M params)``."""
     _, size, patch = name.split("_")
-    data = "ImageNet-1k" if weights.name == "IMAGENET1K_V1" else "ImageNet-1k, SWAG"
-    params = int(weights.meta["num_params"] // 1_000_000)  # 86.6 M is "86 M", as papers say
+    data = "ImageNet-1k" if weights == "IMAGENET1K_V1" else "ImageNet-1k, SWAG"
+    params = num_params // 1_000_000  # 86.6 M is "86 M", as papers say
     return f"ViT-{size.upper()}/{patch} ({data}, {params} M params)"
 
 
@@ -80,61 +79,44 @@ class RegistryEntry:
     size_bytes: int
     #: ImageNet-1k top-1 accuracy in percent, as torchvision reports it.
     acc1: float
-    weights: WeightsEnum
+    #: torchvision's name of the weights ("IMAGENET1K_V1").
+    weights: str
+    arch: Architecture
+    preprocess: Preprocess
 
     @property
     def image_size(self) -> int:
         """Input side the weights were trained at (224, or 518 for the SWAG ViT-H/14)."""
-        return int(self.weights.meta["min_size"][0])
+        return self.arch.image_size
 
-    @property
+    @cached_property
     def labels(self) -> tuple[str, ...]:
-        return tuple(self.weights.meta["categories"])
-
-    @cached_property
-    def arch(self) -> Architecture:
-        """Read off the torchvision builder itself, built on the meta device (no memory, ~10 ms)."""
-        with torch.device("meta"):
-            module = _build(self)
-        return architecture_of(module)
-
-    @cached_property
-    def preprocess(self) -> Preprocess:
-        """The weights' own ``transforms()``, as plain numbers."""
-        t: Any = self.weights.transforms()
-        return Preprocess(
-            crop_size=int(t.crop_size[0]),
-            resize_size=int(t.resize_size[0]),
-            interpolation=str(t.interpolation.value),
-            mean=tuple(float(v) for v in t.mean),
-            std=tuple(float(v) for v in t.std),
-        )
+        return imagenet_categories()
 
 
-def _entry(name: str) -> RegistryEntry:
-    weights = get_model_weights(name)[_WEIGHTS_CHOICE[name]]
-    filename = weights.url.rsplit("/", 1)[-1]
+def _entry(name: str, row: dict[str, Any]) -> RegistryEntry:
+    filename = row["url"].rsplit("/", 1)[-1]
+    pp = row["preprocess"]
     return RegistryEntry(
         name=name,
-        title=_title(name, weights),
-        url=weights.url,
+        title=_title(name, row["weights"], row["num_params"]),
+        url=row["url"],
         filename=filename,
         sha256_prefix=sha256_prefix_of(filename),
-        size_bytes=int(weights.meta["_file_size"] * 1024 * 1024),
-        acc1=float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]),
-        weights=weights,
+        size_bytes=int(row["size_bytes"]),
+        acc1=float(row["acc1"]),
+        weights=row["weights"],
+        arch=Architecture(**row["arch"]),
+        preprocess=Preprocess(crop_size=int(pp["crop_size"]), resize_size=int(pp["resize_size"]),
+                              interpolation=str(pp["interpolation"]), mean=tuple(pp["mean"]), std=tuple(pp["std"])),
     )
 
 
-REGISTRY: dict[str, RegistryEntry] = {name: _entry(name) for name in _WEIGHTS_CHOICE}
+REGISTRY: dict[str, RegistryEntry] = {name: _entry(name, row) for name, row in _TABLE["models"].items()}
 
 
-def _build(entry: RegistryEntry) -> VisionTransformer:
-    # The same kwargs torchvision's builder sets itself when given these weights.
-    builder = get_model_builder(entry.name)
-    module = builder(weights=None, image_size=entry.image_size, num_classes=len(entry.labels))
-    assert isinstance(module, VisionTransformer)
-    return module
+def _build(entry: RegistryEntry) -> ViT:
+    return ViT(entry.arch)
 
 
 def get_entry(name: str) -> RegistryEntry:
@@ -222,8 +204,8 @@ def load_registry_model(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-) -> tuple[VisionTransformer, ModelCard]:
-    """Build torchvision's ``name`` with its ImageNet weights (downloaded on first use).
+) -> tuple[ViT, ModelCard]:
+    """torchvision's ``name`` with its ImageNet weights (downloaded on first use), as a :class:`ViT`.
 
     ``progress`` reports download bytes; a cached model loads with no network access.
 
@@ -259,12 +241,12 @@ def load_registry_model(
         name=name,
         kind="registry",
         source=name,
-        arch=architecture_of(module),
+        arch=entry.arch,
         labels=entry.labels,
         preprocess=entry.preprocess,
-        description=f"{entry.title}, torchvision {entry.weights}, ImageNet-1k top-1 {entry.acc1:.1f} %",
+        description=f"{entry.title}, torchvision {entry.name} {entry.weights}, ImageNet-1k top-1 {entry.acc1:.1f} %",
         extra=(
-            ("weights", str(entry.weights)),
+            ("weights", f"{entry.name} {entry.weights}"),
             ("url", entry.url),
             ("acc@1", f"{entry.acc1}"),
         ),
@@ -308,7 +290,7 @@ def _registry_info(entry: RegistryEntry) -> ModelInfo:
         size_bytes=size if size > 0 else entry.size_bytes,
         description=(
             f"ImageNet-1k top-1 {entry.acc1:.1f} %, {entry.image_size} px, "
-            f"torchvision {entry.weights.name}"
+            f"torchvision {entry.weights}"
         ),
         input=input_summary(entry.image_size, entry.preprocess),
     )

@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.models import VisionTransformer
 
 from .errors import CancelToken
-from .vit import Readout, forward, readout
+from .vit import Readout, ViT, forward, readout
 
 
 def fuse_heads(probs: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -112,7 +111,7 @@ def class_targets(class_indices: torch.Tensor, num_classes: int) -> torch.Tensor
 
 
 def class_relevance(
-    module: VisionTransformer,
+    module: ViT,
     x: torch.Tensor,
     target: torch.Tensor | TargetPicker = top1_target,
     *,
@@ -157,7 +156,7 @@ def class_relevance(
 
 
 def _relevance_pass(
-    module: VisionTransformer, x: torch.Tensor, target: torch.Tensor | TargetPicker, cancel: CancelToken | None
+    module: ViT, x: torch.Tensor, target: torch.Tensor | TargetPicker, cancel: CancelToken | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     kept: list[torch.Tensor] = []
     with torch.enable_grad():

@@ -22,13 +22,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from .errors import CancelToken
 from .types import Architecture, HeadSpec
@@ -104,47 +102,110 @@ class FewShotHead(nn.Module):
         return z
 
 
-class ViT(VisionTransformer):  # type: ignore[misc]  # torchvision ships no type hints
-    """torchvision's ``VisionTransformer`` with the variants timm checkpoints use.
+def _normal_(t: torch.Tensor, std: float) -> torch.Tensor:
+    """``normal_``, skipped on the meta device (a model built there is about to be loaded): on meta
+    tensors torch routes it through its Python references, which import torch._dynamo (1.5 s)."""
+    return t if t.is_meta else nn.init.normal_(t, std=std)
 
-    A plain :class:`~vit_desktop.core.types.Architecture` gives exactly torchvision's module, state
-    dict keys included, so torchvision's weights load as they are; the variants add register tokens
-    (``reg_token``), layer scale (``encoder.layers.encoder_layer_N.ls1``/``ls2``), a position
-    embedding over the patches only, no class token, and average pooling with ``fc_norm``. Its
-    ``forward`` is :func:`forward`, so ``module(x)`` and every caller of this module agree.
-    """
+
+class _MLP(nn.Sequential):
+    """The block's MLP with torchvision's layout (``mlp.0`` and ``mlp.3`` are the linears) and init."""
+
+    def __init__(self, hidden: int, mlp: int) -> None:
+        super().__init__(nn.Linear(hidden, mlp), nn.GELU(), nn.Dropout(0.0), nn.Linear(mlp, hidden), nn.Dropout(0.0))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                _normal_(m.bias, std=1e-6)
+
+
+class _Block(nn.Module):
+    """One encoder block, named as torchvision names it (``ln_1``, ``self_attention``, ``ln_2``, ``mlp``)."""
 
     def __init__(self, arch: Architecture) -> None:
-        super().__init__(
-            image_size=arch.image_size,
-            patch_size=arch.patch_size,
-            num_layers=arch.num_layers,
-            num_heads=arch.num_heads,
-            hidden_dim=arch.hidden_dim,
-            mlp_dim=arch.mlp_dim,
-            num_classes=arch.num_classes,
-            representation_size=arch.representation_size,
-            norm_layer=partial(nn.LayerNorm, eps=arch.layer_norm_eps),
-        )
+        super().__init__()
+        d = arch.hidden_dim
+        self.ln_1 = nn.LayerNorm(d, eps=arch.layer_norm_eps)
+        self.self_attention = nn.MultiheadAttention(d, arch.num_heads, dropout=0.0, batch_first=True)
+        self.dropout = nn.Dropout(0.0)
+        self.ln_2 = nn.LayerNorm(d, eps=arch.layer_norm_eps)
+        self.mlp = _MLP(d, arch.mlp_dim)
+        if arch.layer_scale:
+            self.ls1 = nn.Parameter(torch.ones(d))
+            self.ls2 = nn.Parameter(torch.ones(d))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, arch: Architecture, rows: int) -> None:
+        super().__init__()
+        self.pos_embedding = nn.Parameter(_normal_(torch.empty(1, rows, arch.hidden_dim), std=0.02))
+        self.dropout = nn.Dropout(0.0)
+        self.layers = nn.Sequential(OrderedDict((f"encoder_layer_{i}", _Block(arch)) for i in range(arch.num_layers)))
+        self.ln: nn.Module = nn.LayerNorm(arch.hidden_dim, eps=arch.layer_norm_eps)
+
+
+class ViT(nn.Module):
+    """The project's Vision Transformer: torchvision's ``VisionTransformer``, plus timm's variants.
+
+    A plain :class:`~vit_desktop.core.types.Architecture` gives torchvision's module exactly: the
+    same submodules, state dict keys and initialisation (drawn in the same order), so torchvision's
+    weights load as they are, without importing torchvision (which takes seconds at start-up).
+    The variants add register tokens (``reg_token``), layer scale
+    (``encoder.layers.encoder_layer_N.ls1``/``ls2``), a position embedding over the patches only,
+    no class token, and average pooling with ``fc_norm``. ``forward`` is :func:`forward`.
+    """
+
+    # Read by the functions below whatever the variant: typed loosely, as torchvision leaves them.
+    encoder: Any
+    heads: Any
+    class_token: Any
+    reg_token: Any
+    fc_norm: Any
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
         if arch.pool not in ("token", "avg"):
             raise ValueError(f"unknown pooling {arch.pool!r}")
         if arch.pool == "token" and not arch.class_token:
             raise ValueError("class-token pooling needs a class token")
+        if arch.image_size % arch.patch_size:
+            raise ValueError(f"input size {arch.image_size} is not a multiple of the patch size {arch.patch_size}")
         self.arch = arch
         d = arch.hidden_dim
-        if not arch.class_token:
-            self.class_token = None
-        self.reg_token = nn.Parameter(torch.zeros(1, arch.reg_tokens, d)) if arch.reg_tokens else None
+        self.image_size = arch.image_size
+        self.patch_size = arch.patch_size
+        self.hidden_dim = d
+        self.mlp_dim = arch.mlp_dim
+        self.num_classes = arch.num_classes
+        self.representation_size = arch.representation_size
+        self.conv_proj = nn.Conv2d(3, d, kernel_size=arch.patch_size, stride=arch.patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, d)) if arch.class_token else None
         rows = arch.grid_size**2 + (arch.prefix_tokens if arch.pos_embed_prefix else 0)
-        if rows != self.encoder.pos_embedding.shape[1]:  # torchvision's own is grid² + 1
-            self.encoder.pos_embedding = nn.Parameter(torch.empty(1, rows, d).normal_(std=0.02))
-        if arch.layer_scale:
-            for block in self.encoder.layers:
-                block.ls1 = nn.Parameter(torch.ones(d))
-                block.ls2 = nn.Parameter(torch.ones(d))
+        self.seq_length = arch.grid_size**2 + 1
+        self.encoder = _Encoder(arch, rows)
+        self.reg_token = nn.Parameter(torch.zeros(1, arch.reg_tokens, d)) if arch.reg_tokens else None
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if arch.representation_size is None:
+            layers["head"] = nn.Linear(d, arch.num_classes)
+        else:
+            layers["pre_logits"] = nn.Linear(d, arch.representation_size)
+            layers["act"] = nn.Tanh()
+            layers["head"] = nn.Linear(arch.representation_size, arch.num_classes)
+        self.heads = nn.Sequential(layers)
         self.fc_norm = nn.LayerNorm(d, eps=arch.layer_norm_eps) if arch.fc_norm else None
         if arch.fc_norm:
             self.encoder.ln = nn.Identity()
+        # torchvision's initialisation, after its modules' own.
+        fan_in = 3 * arch.patch_size**2
+        nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
+        assert self.conv_proj.bias is not None
+        nn.init.zeros_(self.conv_proj.bias)
+        if arch.representation_size is not None:
+            pre = self.heads.pre_logits
+            nn.init.trunc_normal_(pre.weight, std=math.sqrt(1 / pre.in_features))
+            nn.init.zeros_(pre.bias)
+        nn.init.zeros_(self.heads.head.weight)
+        nn.init.zeros_(self.heads.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return forward(self, x)
@@ -189,12 +250,12 @@ def at_resolution(module: ViT, image_size: int) -> ViT:
     return module
 
 
-def feature_size(module: VisionTransformer) -> int:
+def feature_size(module: ViT) -> int:
     """Width of the features a classifier sees (after torchvision's pre-logits layer, if any)."""
     return int(module.representation_size or module.hidden_dim)
 
 
-def _pre_layers(module: VisionTransformer) -> nn.Module:
+def _pre_layers(module: ViT) -> nn.Module:
     """torchvision's layers between the class token and the classifier (pre_logits, act), if any."""
     heads = module.heads
     if isinstance(heads, FewShotHead):
@@ -203,7 +264,7 @@ def _pre_layers(module: VisionTransformer) -> nn.Module:
     return nn.Sequential(*layers) if layers else nn.Identity()
 
 
-def set_head(module: VisionTransformer, head: nn.Module) -> VisionTransformer:
+def set_head(module: ViT, head: nn.Module) -> ViT:
     """Give ``module`` a new classifier: a ``FewShotHead`` (which keeps the pre-logits layers) or a
     ``Linear`` on the features."""
     if isinstance(head, FewShotHead):
@@ -221,7 +282,7 @@ def set_head(module: VisionTransformer, head: nn.Module) -> VisionTransformer:
     return module
 
 
-def classifier(module: VisionTransformer) -> nn.Module:
+def classifier(module: ViT) -> nn.Module:
     """What maps :func:`features` to logits: the final Linear, or a FewShotHead's ``classify``."""
     heads = module.heads
     if isinstance(heads, FewShotHead):
@@ -239,12 +300,12 @@ class _Classify(nn.Module):
         return self.head.classify(f)
 
 
-def head_spec_of(module: VisionTransformer) -> HeadSpec | None:
+def head_spec_of(module: ViT) -> HeadSpec | None:
     heads = module.heads
     return heads.spec if isinstance(heads, FewShotHead) else None
 
 
-def architecture_of(module: VisionTransformer) -> Architecture:
+def architecture_of(module: ViT) -> Architecture:
     """The Architecture of an existing ViT (a :class:`ViT`, or torchvision's own)."""
     heads = module.heads
     classes = heads.num_classes if isinstance(heads, FewShotHead) else heads.head.out_features
@@ -265,7 +326,7 @@ def architecture_of(module: VisionTransformer) -> Architecture:
     )
 
 
-def arch_of(module: VisionTransformer) -> Architecture:
+def arch_of(module: ViT) -> Architecture:
     """The variant fields that shape the forward (torchvision's module: the plain ones)."""
     arch: Architecture | None = getattr(module, "arch", None)
     return arch if arch is not None else _PLAIN
@@ -275,7 +336,7 @@ _PLAIN = Architecture(image_size=0, patch_size=1, num_layers=0, num_heads=1, hid
 
 
 def forward_features(
-    module: VisionTransformer,
+    module: ViT,
     x: torch.Tensor,
     on_attention: AttentionCallback | None = None,
     *,
@@ -317,7 +378,7 @@ def forward_features(
     return out
 
 
-def pooled(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
+def pooled(module: ViT, tokens: torch.Tensor) -> torch.Tensor:
     """(n, tokens, hidden) -> (n, hidden): what the head reads (the class token, or the mean of
     the patch tokens through fc_norm)."""
     arch = arch_of(module)
@@ -328,20 +389,20 @@ def pooled(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, 0]
 
 
-def pre_logits(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
+def pre_logits(module: ViT, tokens: torch.Tensor) -> torch.Tensor:
     """(n, tokens, hidden) -> (n, features): the pooled token, through ``pre_logits`` if the model has one."""
     x: torch.Tensor = _pre_layers(module)(pooled(module, tokens))
     return x
 
 
-def forward_head(module: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
+def forward_head(module: ViT, tokens: torch.Tensor) -> torch.Tensor:
     """(n, tokens, hidden) -> (n, classes) logits."""
     logits: torch.Tensor = module.heads(pooled(module, tokens))
     return logits
 
 
 def forward(
-    module: VisionTransformer,
+    module: ViT,
     x: torch.Tensor,
     on_attention: AttentionCallback | None = None,
     *,
@@ -351,7 +412,7 @@ def forward(
     return forward_head(module, forward_features(module, x, on_attention, cancel=cancel))
 
 
-def features(module: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+def features(module: ViT, x: torch.Tensor) -> torch.Tensor:
     """(n, features) right before the classifier (``heads.head``): what a new head is trained on."""
     return pre_logits(module, forward_features(module, x))
 
@@ -377,7 +438,7 @@ class Readout:
         return grid / peak[:, None, None]
 
 
-def readout(module: VisionTransformer) -> Readout:
+def readout(module: ViT) -> Readout:
     arch = arch_of(module)
     return Readout(arch.prefix_tokens, arch.pool)
 

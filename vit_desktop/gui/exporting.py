@@ -23,10 +23,9 @@ from vit_desktop.gui.jobs import Job, JobBoard, JobContext, run_in_pool
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
 
 if TYPE_CHECKING:
-    import torch
-
     from vit_desktop.core.engine import Engine
     from vit_desktop.core.types import ModelCard
+    from vit_desktop.core.vit import ViT
     from vit_desktop.gui.compute import Controller
 
 
@@ -186,7 +185,7 @@ class Exporter(QObject):
 
     def _export_copy(self, copied: object, dest: str, photos: list[str], overwrite: bool) -> None:
         assert isinstance(copied, tuple)  # what copy_model returned
-        module: torch.nn.Module = copied[0]
+        module: ViT = copied[0]
         card: ModelCard = copied[1]
 
         def work(ctx: JobContext) -> object:

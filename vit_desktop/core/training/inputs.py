@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.models import VisionTransformer
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -27,6 +26,7 @@ from vit_desktop.core.errors import CancelToken, ImageError, VitDesktopError
 from vit_desktop.core.images import load_image
 from vit_desktop.core.preprocess import apply_colour, normalized_tensor
 from vit_desktop.core.types import Preprocess
+from vit_desktop.core.vit import ViT
 
 from .config import ProgressFn, TrainConfig, TrainProgress
 
@@ -212,7 +212,7 @@ def read_photos(
 
 @torch.no_grad()
 def features_of(
-    module: VisionTransformer,
+    module: ViT,
     tensors: Iterator[torch.Tensor],
     total: int,
     device: torch.device,

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from vit_desktop.core import vit
 from vit_desktop.core.devices import BatchLimit, autocast
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.units import Stopwatch
+from vit_desktop.core.vit import ViT
 
 from .config import ProgressFn, TrainConfig, TrainProgress
 
@@ -43,7 +43,7 @@ def cosine_schedule(total_steps: int, warmup: float) -> Callable[[int], float]:
     return f
 
 
-def param_groups(module: VisionTransformer, config: TrainConfig, lr: float) -> list[dict[str, object]]:
+def param_groups(module: ViT, config: TrainConfig, lr: float) -> list[dict[str, object]]:
     """Which weights train, and at what rate, for ``partial`` / ``full`` / ``scratch``."""
     layers = list(module.encoder.layers)
     depth = len(layers)
@@ -84,7 +84,7 @@ class Loop:
 
     def __init__(
         self,
-        module: VisionTransformer,
+        module: ViT,
         device: torch.device,
         precision: str,
         config: TrainConfig,

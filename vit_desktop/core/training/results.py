@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from torchvision.models import VisionTransformer
 
 from vit_desktop.core.types import ModelCard
+from vit_desktop.core.vit import ViT
 
 from .config import TrainConfig
 from .loop import Row
@@ -22,7 +22,7 @@ from .loop import Row
 class TrainResult:
     """A trained model (on the CPU, in eval mode) and what is known about how good it is."""
 
-    module: VisionTransformer
+    module: ViT
     card: ModelCard
     metrics: dict[str, object]
     #: rows = true class, columns = predicted class, on the validation set with the best weights.
@@ -77,7 +77,7 @@ _SCRATCH_KEYS = ("image_size", "patch_size", "num_layers", "num_heads", "hidden_
 
 
 def finish(
-    module: VisionTransformer,
+    module: ViT,
     card: ModelCard,
     config: TrainConfig,
     validation: Validation,
