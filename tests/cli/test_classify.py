@@ -90,7 +90,7 @@ def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_th
     writer = HeatmapWriter(tmp_path, {}, overwrite=False, err=err)
     writer.max_pending = 3
     gate = threading.Event()
-    writer._write = lambda path, base, heatmap: (gate.wait(5), f"{path}: heatmap not written: disk full")[1]  # type: ignore[method-assign]
+    writer._write = lambda path, base, heatmap, image: (gate.wait(5), f"{path}: heatmap not written: disk full")[1]  # type: ignore[method-assign]
     submitted = []
 
     def classify_fast() -> None:
@@ -201,3 +201,17 @@ def test_without_model_or_cache_the_bundled_model_is_used(tiny_model_file: Path,
     assert code == 0, err
     assert "the bundled demo model" in err and "demo.safetensors" in err
     assert "label " in out
+
+
+def test_overlays_drawn_on_the_kept_photo_are_those_of_a_fresh_decode(tiny_model_file: Path, image_folder: Path,
+                                                                      tmp_path: Path, monkeypatch) -> None:
+    from vit_desktop.core import preprocess
+
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh"
+    assert run("classify", str(image_folder), "--model", str(tiny_model_file), "--heatmaps", str(kept))[0] == 0
+    monkeypatch.setattr(preprocess, "KEEP_IMAGE_PIXELS", 0)  # every overlay decodes its photo again
+    assert run("classify", str(image_folder), "--model", str(tiny_model_file), "--heatmaps", str(fresh))[0] == 0
+    written = sorted(p.relative_to(kept) for p in kept.rglob("*.png"))
+    assert len(written) == 5
+    for rel in written:
+        assert (kept / rel).read_bytes() == (fresh / rel).read_bytes()

@@ -16,6 +16,8 @@ from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS, PRECISIONS
 from .console import PROG, ProgressLine, UsageError
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from vit_desktop.core.categories import Categories
     from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
@@ -113,7 +115,7 @@ class HeatmapWriter:
     as they happen rather than at the end.
     """
 
-    max_pending = 64
+    max_pending = 32
 
     def __init__(self, root: Path, options: dict[str, object], *, overwrite: bool, err: IO[str]) -> None:
         self.root = root
@@ -133,8 +135,9 @@ class HeatmapWriter:
         self.used.add(base)
         return base
 
-    def submit(self, path: Path, rel: Path, heatmap: Heatmap | None) -> None:
-        self.pending.append(self.pool.submit(self._write, path, self.target(rel), heatmap))
+    def submit(self, path: Path, rel: Path, heatmap: Heatmap | None, image: Image.Image | None = None) -> None:
+        """Queue one photo's files; ``image`` is the decoded photo when the engine kept it."""
+        self.pending.append(self.pool.submit(self._write, path, self.target(rel), heatmap, image))
         while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
             self._report(self.pending.popleft())
 
@@ -148,7 +151,7 @@ class HeatmapWriter:
         self.repeats[problem] = 0
         print(f"{PROG}: {problem}", file=self.err)
 
-    def _write(self, path: Path, base: Path, heatmap: Heatmap | None) -> str | None:
+    def _write(self, path: Path, base: Path, heatmap: Heatmap | None, image: Image.Image | None) -> str | None:
         import numpy as np
 
         from vit_desktop.core.files import atomic_write_bytes
@@ -159,7 +162,8 @@ class HeatmapWriter:
         assert heatmap is not None
         png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
         try:
-            image = load_image(path)
+            if image is None:
+                image = load_image(path)
             overlay = render_overlay(image, heatmap, **self.options)  # type: ignore[arg-type]  # colour options by name
             atomic_write_bytes(png, encode_png(overlay), overwrite=self.overwrite)
             arr = io.BytesIO()
@@ -251,15 +255,16 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             explain=explain,
             threshold=args.threshold,
             categories=categories,
+            keep_images=writer is not None,
         ):
             for r in batch:
                 if writer is not None and r.heatmap is not None:
-                    writer.submit(*rel_of[r.path], r.heatmap)
+                    writer.submit(*rel_of[r.path], r.heatmap, r.image)
                 for n in r.notes:
                     line.clear()
                     print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
-            # Heatmap grids are written out already; keep memory flat over big folders.
-            batch = [replace(r, heatmap=None) for r in batch]
+            # Heatmaps are written out already; keep memory flat over big folders.
+            batch = [replace(r, heatmap=None, image=None) for r in batch]
             results.extend(batch)
             done += len(batch)
             line.bar(done, len(files))

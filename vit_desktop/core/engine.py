@@ -189,12 +189,14 @@ class Engine:
         cancel: CancelToken | None = None,
         categories: Categories | None = None,
         keep_probabilities: bool = False,
+        keep_images: bool = False,
     ) -> Iterator[list[ClassifyResult]]:
         """Classify image files, yielding one list of results per batch, in input order.
 
         With ``categories`` the predictions are the named categories (scores: probability mass,
         not renormalised) instead of the model's classes. ``keep_probabilities`` keeps each
-        result's probabilities over all the model's classes (to re-label without re-running).
+        result's probabilities over all the model's classes (to re-label without re-running);
+        ``keep_images`` the decoded photo, where it is small (to draw an overlay on it).
         Per-file problems become ``ClassifyResult.error``; the run goes on. When ``cancel`` is set
         the generator ends at the next batch boundary.
         """
@@ -216,7 +218,7 @@ class Engine:
                     return
                 while submitted < len(items) and submitted < start + window:
                     p = items[submitted]
-                    pending.append((p, pool.submit(prepare_file, p, pp)))
+                    pending.append((p, pool.submit(prepare_file, p, pp, keep_image=keep_images)))
                     submitted += 1
                 batch = [pending.popleft() for _ in range(min(batch_size, len(items) - start))]
                 prepared = [(str(p), _outcome(f)) for p, f in batch]
@@ -278,7 +280,7 @@ class Engine:
                 all_preds = [want.categories.predictions(row, want.top_k) for row in arrays]
             else:
                 all_preds = self._predictions(probs, want.top_k)
-            for k, (((i, (_, size, notes)), (_, grid, explained)), preds) in enumerate(zip(done, all_preds)):
+            for k, (((i, (_, size, notes, image)), (_, grid, explained)), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
                 if grid is not None and want.explain is not None:
                     heatmap = self._heatmap(grid, size, want.explain, explained)
@@ -291,6 +293,7 @@ class Engine:
                     notes=notes,
                     model=self.model_id,
                     probabilities=probs[k].numpy().copy() if want.keep_probabilities else None,
+                    image=image,
                 )
         return results
 
@@ -367,7 +370,7 @@ class Engine:
                 raise ValueError(f"category members must be base classes 0..{n - 1}")
         elif class_index is not None and not 0 <= class_index < n:
             raise ValueError(f"class index {class_index} out of range 0..{n - 1}")
-        arr, size, _notes = self._prepare_source(source)
+        arr, size = self._prepare_source(source)[:2]
         x = self._to_batch([arr])
         target: torch.Tensor | _TopPicker
         if members is not None:
@@ -386,7 +389,7 @@ class Engine:
 
     def rollout(self, source: ImageSource, options: ExplainOptions) -> Heatmap:
         """The class-agnostic attention rollout of one image. Raises ImageError."""
-        arr, size, _notes = self._prepare_source(source)
+        arr, size = self._prepare_source(source)[:2]
         _, grids, _ = self._forward(self._to_batch([arr]), _Want(1, replace(options, method="rollout"), 0.0))
         assert grids is not None
         return self._heatmap(grids[0], size, replace(options, method="rollout"), None)

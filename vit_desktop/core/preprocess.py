@@ -38,6 +38,13 @@ class Prepared(NamedTuple):
     size: tuple[int, int]
     #: What was odd about the file but did not stop it (damaged metadata).
     notes: tuple[str, ...] = ()
+    #: The decoded, upright photo at full resolution, when asked for and small enough
+    #: (:data:`KEEP_IMAGE_PIXELS`): what an overlay is drawn on, without decoding it again.
+    image: Image.Image | None = None
+
+
+#: Decoded photos up to this many pixels are kept for overlays when asked (3 MB each in RGB).
+KEEP_IMAGE_PIXELS = 1_000_000
 
 
 def apply_colour(image: Image.Image, pp: Preprocess) -> Image.Image:
@@ -91,10 +98,14 @@ def draft_size(pp: Preprocess) -> int:
     return 2 * max(pp.resize_size, pp.crop_size)
 
 
-def prepare_file(path: str | os.PathLike[str], pp: Preprocess) -> Prepared:
-    """Decode ``path`` (JPEGs at reduced size where that cannot change the result) for the model."""
+def prepare_file(path: str | os.PathLike[str], pp: Preprocess, *, keep_image: bool = False) -> Prepared:
+    """Decode ``path`` (large JPEGs at a reduced size, see :func:`draft_size`) for the model;
+    with ``keep_image`` the decoded photo comes along when it is the full-resolution original and
+    at most :data:`KEEP_IMAGE_PIXELS`."""
     decoded = images.decode(Path(path), draft_size=draft_size(pp))
-    return Prepared(model_input(decoded.image, pp), decoded.size, decoded.notes)
+    image = decoded.image
+    kept = keep_image and image.size == decoded.size and image.width * image.height <= KEEP_IMAGE_PIXELS
+    return Prepared(model_input(image, pp), decoded.size, decoded.notes, image if kept else None)
 
 
 def prepare_image(image: Image.Image, pp: Preprocess) -> Prepared:
@@ -104,6 +115,7 @@ def prepare_image(image: Image.Image, pp: Preprocess) -> Prepared:
 
 
 __all__ = [
+    "KEEP_IMAGE_PIXELS",
     "RESAMPLE",
     "Prepared",
     "apply_colour",

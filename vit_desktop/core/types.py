@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
     import numpy as np
+    from PIL.Image import Image as PILImage
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -287,6 +288,8 @@ class ClassifyResult:
     #: float32 (classes,): the model's probabilities over all its classes, when the run kept them
     #: (the window does, to sort into named categories without classifying again).
     probabilities: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: The decoded photo, when the run kept it (to draw its overlay without decoding it again).
+    image: PILImage | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
