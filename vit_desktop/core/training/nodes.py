@@ -1,0 +1,211 @@
+"""The label hierarchy as matrices, and the nodes each class's photos choose (the ``hierarchy`` head).
+
+:class:`NodeMatrix` marks, per node of the hierarchy, the base classes under it; :class:`Selection`
+picks, greedily and leave-one-out, the nodes whose probability mass separates a class's photos from
+the others (see :mod:`vit_desktop.core.training.fewshot` for the heads built on it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
+
+if TYPE_CHECKING:
+    from .fewshot import HeadData
+
+#: Mass floor: a class whose classes hold no probability is unlikely, not impossible.
+EPS = 1e-3
+
+
+def logistic_gain(u: np.ndarray, t: np.ndarray, l2: float = 0.1, steps: int = 8) -> np.ndarray:
+    """Best log-likelihood of ``t`` under sigmoid(α·u' + β), u' = standardised u, per column of u.
+
+    How well a node's mass separates a class's photos from the others: a node only counts if it
+    separates, not merely because some of its mass lands on the class's photos. α >= 0 (more mass
+    must mean more likely) and a small L2 on α keeps perfectly separating nodes finite. A few
+    vectorised Newton steps, all candidate nodes at once.
+    """
+    zed = (u - u.mean(axis=0)) / (u.std(axis=0) + 1e-9)
+    tt = t.astype(np.float64)[:, None]
+    prior = float(np.clip(tt.mean(), 1e-6, 1 - 1e-6))
+    alpha = np.zeros(u.shape[1])
+    beta = np.full(u.shape[1], math.log(prior / (1 - prior)))
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(alpha * zed + beta)))
+        r = tt - p
+        w = p * (1 - p) + 1e-9
+        g_a = (r * zed).sum(axis=0) - l2 * alpha
+        g_b = r.sum(axis=0)
+        h_aa = (w * zed * zed).sum(axis=0) + l2
+        h_ab = (w * zed).sum(axis=0)
+        h_bb = w.sum(axis=0)
+        det = h_aa * h_bb - h_ab * h_ab
+        alpha = np.maximum(alpha + (h_bb * g_a - h_ab * g_b) / det, 0.0)
+        beta = beta + (h_aa * g_b - h_ab * g_a) / det
+    z = alpha * zed + beta
+    out: np.ndarray = (tt * z - np.logaddexp(0.0, z)).sum(axis=0) - 0.5 * l2 * alpha**2
+    return out
+
+
+class NodeMatrix:
+    """Column j of ``A`` (base classes, nodes) marks the base classes under the hierarchy's node j."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.hierarchy = hierarchy
+        self.ids = list(hierarchy.node_ids)
+        col = {n: j for j, n in enumerate(self.ids)}
+        self.A = np.zeros((hierarchy.num_classes, len(self.ids)), dtype=np.float32)
+        for j, n in enumerate(self.ids):
+            self.A[list(hierarchy.classes_under(n)), j] = 1.0
+        # Per base class, its ancestors' columns (itself included), narrowest first; nodes that
+        # hold exactly the same classes are one candidate.
+        same: dict[tuple[int, ...], int] = {}
+        self.ancestors: list[np.ndarray] = []
+        for i in range(hierarchy.num_classes):
+            cols: list[int] = []
+            for a in hierarchy.ancestors(i):
+                j = same.setdefault(hierarchy.classes_under(a), col[a])
+                if j not in cols:
+                    cols.append(j)
+            self.ancestors.append(np.array(cols, dtype=int))
+
+
+def name_masks(names: Sequence[ResolvedClass | None], num_base: int) -> list[np.ndarray | None]:
+    out: list[np.ndarray | None] = []
+    for r in names:
+        if r is None:
+            out.append(None)
+            continue
+        m = np.zeros(num_base, dtype=np.float32)
+        m[list(r.classes)] = 1.0
+        out.append(m)
+    return out
+
+
+class Selection:
+    """The hierarchy's nodes each class owns, chosen greedily from the training photos.
+
+    The evidence for class k on photo x is m_k(x), the base probability under the base classes k
+    owns; a base class under several chosen items belongs to the narrowest (fewest classes), the
+    rule names follow too. A greedy step adds, over every class k and candidate node (ancestors of
+    the top-``top`` base predictions of k's photos), the node that most raises k's
+    :func:`logistic_gain`; it stops below ``min_gain`` nats. Leave-one-out: for a photo x of class
+    k a node counts in m_k(x) only if another photo of k has a top prediction under it, so a node
+    that covers only one photo's own ImageNet class buys nothing.
+    """
+
+    def __init__(self, nm: NodeMatrix, names: Sequence[np.ndarray | None], *, top: int = 5,
+                 min_gain: float = 1.0, max_nodes: int = 30) -> None:
+        self.nm = nm
+        self.names = names
+        self.top = top
+        self.min_gain = min_gain
+        self.max_nodes = max_nodes
+
+    def fit(self, data: HeadData, k: int, cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                                        list[list[str]]]:
+        """(masks (base, K) to predict with, leave-one-out log-masses (n, K) to calibrate on, nodes)."""
+        y = data.y
+        n = len(y)
+        p = np.exp(data.log_p).astype(np.float32)
+        a = self.nm.A
+        topk = np.argsort(-p, axis=1)[:, : self.top]
+        own = [y == c for c in range(k)]
+        own_idx = [np.flatnonzero(o) for o in own]
+        cand: list[np.ndarray] = []
+        for c in range(k):
+            count: dict[int, int] = {}
+            for x in own_idx[c]:
+                for col in {int(j) for t in topk[x] for j in self.nm.ancestors[t]}:
+                    count[col] = count.get(col, 0) + 1
+            # Leave-one-out: a node only one photo supports counts for nobody.
+            cand.append(np.array(sorted(j for j, v in count.items() if v >= 2), dtype=int))
+        held: list[list[int]] = [[] for _ in range(k)]
+        every = np.arange(a.shape[0])
+
+        def items(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Class c's items: masks (base, m), sizes, always-valid flags (a name is never left out)."""
+            masks, sizes, always = [], [], []
+            name = self.names[c]
+            if name is not None:
+                masks.append(name)
+                sizes.append(name.sum())
+                always.append(True)
+            for j in held[c]:
+                masks.append(a[:, j])
+                sizes.append(a[:, j].sum())
+                always.append(False)
+            if not masks:
+                return np.zeros((a.shape[0], 0), np.float32), np.zeros(0), np.zeros(0, bool)
+            return np.stack(masks, axis=1), np.array(sizes), np.array(always)
+
+        def effective(c: int, masks: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+            """Masks minus the base classes that narrower items of other classes own."""
+            keep = np.ones_like(masks)
+            for other in range(k):
+                if other != c:
+                    m, sz, _ = items(other)
+                    for i in range(m.shape[1]):
+                        keep *= 1.0 - m[:, i : i + 1] * (sz[i] < sizes)[None, :]
+            out: np.ndarray = masks * keep
+            return out
+
+        def valid_for(c: int, eff: np.ndarray, always: np.ndarray) -> np.ndarray:
+            """(n, items): does the item count for photo x (leave-one-out for c's own photos)."""
+            valid = np.ones((n, eff.shape[1]), dtype=bool)
+            if eff.shape[1]:
+                support = np.zeros((n, eff.shape[1]), dtype=bool)
+                for x in own_idx[c]:
+                    support[x] = eff[topk[x]].max(axis=0) > 0
+                others = support.sum(axis=0)[None, :] - support[own_idx[c]]
+                valid[own_idx[c]] = (others >= 1) | always[None, :]
+            return valid
+
+        def cover(c: int) -> np.ndarray:
+            """(n, base): the base classes that count for class c on each photo."""
+            cov = np.zeros((n, a.shape[0]), dtype=np.float32)
+            masks, sizes, always = items(c)
+            eff = effective(c, masks, sizes)
+            valid = valid_for(c, eff, always)
+            for j in range(eff.shape[1]):
+                cov[valid[:, j]] = np.maximum(cov[valid[:, j]], eff[:, j])
+            return cov
+
+        covers = [cover(c) for c in range(k)]
+        for _ in range(self.max_nodes):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            best = (self.min_gain, -1, -1)
+            for c in range(k):
+                if len(cand[c]) == 0 or not own[c].any():
+                    continue
+                sub = a[:, cand[c]]
+                eff = effective(c, sub, sub.sum(axis=0))
+                valid = valid_for(c, eff, np.zeros(len(cand[c]), dtype=bool))
+                mass = (p * covers[c]).sum(axis=1)
+                extra = ((p * (1.0 - covers[c])) @ eff) * valid  # mass each candidate would add
+                gains = (logistic_gain(np.log(mass[:, None] + extra + EPS), own[c])
+                         - logistic_gain(np.log(mass[:, None] + EPS), own[c])[0])
+                j = int(np.argmax(gains))
+                if gains[j] > best[0]:
+                    best = (float(gains[j]), c, j)
+            _, c, j = best
+            if c < 0:
+                break
+            held[c].append(int(cand[c][j]))
+            cand[c] = np.delete(cand[c], j)
+            covers = [cover(i) for i in range(k)]  # a narrower node can take classes from others
+        final = []
+        for c in range(k):
+            masks, sizes, _ = items(c)
+            eff = effective(c, masks, sizes)
+            final.append(eff.max(axis=1) if eff.shape[1] else np.zeros(len(every), np.float32))
+        log_mass = np.log(np.stack([(p * covers[c]).sum(axis=1) for c in range(k)], axis=1) + EPS)
+        nodes = [[self.nm.hierarchy.node_name(self.nm.ids[j]) for j in h] for h in held]
+        return np.stack(final, axis=1), log_mass, nodes
