@@ -1,10 +1,19 @@
 """Classification throughput: naive loop vs `vit-desktop classify` vs classify with heatmaps.
 
     python bench/bench_classify.py [--model FILE_OR_NAME] [--photos DIR] [--copies N] [--device D]
+        [--whole N]
 
-Prints images/s for each, in one run on the same photos and model, next to the machine's limit:
-the model's FLOPs per image against the measured throughput of a large matrix multiply. Also
-compares CPU precisions (fp32, bf16) for speed and top-1 agreement with fp32.
+Prints, in one run on the same photos and model:
+
+1. whole processes, start-up included, as a user meets them: a naive one-photo-at-a-time script,
+   ``vit-desktop classify``, ``vit-desktop classify --heatmaps`` and ``classify --precision fp32``
+   (what a CPU without native bf16 runs), on ``--whole`` photos
+   (400: copies of the shared photos) and on one photo; the CPU's model name and the flags that
+   decide its precision (``auto``'s choice and why);
+2. images/s of the same inside one process (model loaded), next to the machine's limit: the
+   model's FLOPs per image against the measured throughput of a large matrix multiply;
+3. each precision this device offers: speed, top-1 agreement with fp32, and top-1 accuracy on the
+   labelled shared photos (``labels.csv``: the bound is 0.5 points under fp32).
 
 Defaults use the shared DeiT-Tiny and photos in ../shared. On a GPU, pass `--model vit_b_16-random`
 for torchvision's ViT-B/16 with random weights (speed does not depend on the weights).
@@ -13,6 +22,7 @@ for torchvision's ViT-B/16 with random weights (speed does not depend on the wei
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -102,6 +112,91 @@ def load_module(model: str, device: str) -> tuple[torch.nn.Module, object, torch
     return module.eval().to(dev), card, dev
 
 
+NAIVE_SCRIPT = """
+import sys, time
+started = time.perf_counter()
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from vit_desktop.core.checkpoints import load_checkpoint  # the weights only: as timm.create_model would
+module, card = load_checkpoint(sys.argv[1])
+module.eval()
+pp = card.preprocess
+tf = T.Compose([T.Resize(pp.resize_size, interpolation=T.InterpolationMode(pp.interpolation)),
+                T.CenterCrop(pp.crop_size), T.ToTensor(), T.Normalize(pp.mean, pp.std)])
+with open(sys.argv[3], "w") as out, torch.no_grad():
+    for path in sorted(__import__("pathlib").Path(sys.argv[2]).iterdir()):
+        x = tf(Image.open(path).convert("RGB")).unsqueeze(0)
+        scores, idx = module(x).softmax(-1).topk(5)
+        out.write(f"{path.name} {card.labels[int(idx[0, 0])]} {float(scores[0, 0]):.4f}\\n")
+"""
+
+
+def whole_process(argv: list[str]) -> float:
+    """Seconds of one whole process, interpreter start-up included."""
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT)
+    return time.perf_counter() - started
+
+
+def whole_processes(model: str, photos: list[Path], n: int, repeats: int, tmp: Path) -> None:
+    """Naive script vs vit-desktop classify vs classify --heatmaps, as whole processes."""
+    script = tmp / "naive.py"
+    script.write_text(NAIVE_SCRIPT, encoding="utf-8")
+    for count in (n, 1):
+        folder = tmp / f"whole{count}"
+        folder.mkdir()
+        for i in range(count):
+            src = photos[i % len(photos)]
+            shutil.copy(src, folder / f"{i:04d}_{src.name}")
+        out = tmp / f"out{count}.jsonl"
+        maps = tmp / f"maps{count}"
+        runs = {
+            "naive script": [sys.executable, str(script), model, str(folder), str(tmp / "naive.txt")],
+            "vit-desktop classify": [sys.executable, "-m", "vit_desktop", "classify", str(folder), "--model", model,
+                                     "--device", "cpu", "--output", str(out), "--overwrite"],
+            "classify --heatmaps": [sys.executable, "-m", "vit_desktop", "classify", str(folder), "--model", model,
+                                    "--device", "cpu", "--output", str(out), "--overwrite", "--heatmaps", str(maps)],
+            # What a CPU without native bf16 gets ('auto' picks fp32 there).
+            "classify fp32": [sys.executable, "-m", "vit_desktop", "classify", str(folder), "--model", model,
+                              "--device", "cpu", "--output", str(out), "--overwrite", "--precision", "fp32"],
+        }
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(repeats):
+            for name, argv in runs.items():
+                times[name].append(whole_process(argv))
+        best = {k: min(v) for k, v in times.items()}
+        print(f"\nwhole process, {count} photo{'s' if count != 1 else ''} (start-up included; best of {repeats}, "
+              "seconds):")
+        for name, t in best.items():
+            extra = ""
+            if name in ("vit-desktop classify", "classify fp32"):
+                extra = f"   {best['naive script'] / t:4.2f}x the naive script"
+            elif name == "classify --heatmaps":
+                extra = f"   {t / best['vit-desktop classify'] - 1:+6.1%} time vs classify"
+            print(f"  {name:22s} {t:7.2f} s  ({'  '.join(f'{x:.2f}' for x in times[name])}){extra}")
+
+
+def cpu_report() -> None:
+    """The CPU and what decides its precision."""
+    from vit_desktop.core.devices import choose_precision
+
+    model = "?"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "avx_vnni")))
+    print(f"CPU {model}, {os.cpu_count()} cpus; flags: {' '.join(wanted) or '(unknown)'}")
+    print(f"precision auto on the CPU: {choose_precision('auto', torch.device('cpu'))}")
+
+
 def naive_loop(model: str, device: str, paths: list[Path]) -> float:
     """What a short script does: one image at a time, torchvision transforms, no overlap.
 
@@ -163,21 +258,42 @@ def engine_run(engine: Engine, paths: list[Path], batch: int, explain: ExplainOp
     return len(paths) / (time.perf_counter() - t0)
 
 
+def labelled_photos() -> list[tuple[Path, int]]:
+    """(photo, ImageNet class) of every labelled shared photo."""
+    import csv
+
+    out = []
+    for name in ("photos", "fewshot-dev"):
+        table = SHARED / name / "labels.csv"
+        if table.is_file():
+            with table.open(encoding="utf-8") as f:
+                out += [(SHARED / name / row["file"], int(row["imagenet_index"])) for row in csv.DictReader(f)]
+    return out
+
+
 def precision_table(model: str, device: str, paths: list[Path], batch: int) -> None:
-    """Speed and top-1 agreement with fp32 for each precision this device offers."""
+    """Speed, top-1 agreement with fp32 and accuracy on labelled photos, per precision."""
     dev = resolve_device(device)
     modes = ["fp32", "bf16"] if dev.type == "cpu" else ["fp32", "fp16", "bf16"]
+    labelled = labelled_photos()
     base = None
     for mode in modes:
         eng = load_engine(model, device, mode)
         eng.classify(paths[:batch], batch_size=batch)  # warm-up
-        t0 = time.perf_counter()
-        res = eng.classify(paths, batch_size=batch, top_k=1)
-        rate = len(paths) / (time.perf_counter() - t0)
+        rates = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            res = eng.classify(paths, batch_size=batch, top_k=1)
+            rates.append(len(paths) / (time.perf_counter() - t0))
         top = [r.predictions[0].index for r in res if r.ok]
         base = base or top
         agree = sum(a == b for a, b in zip(top, base)) / len(base)
-        print(f"  {mode:5s} {rate:7.1f} img/s   top-1 agreement with fp32 {agree:6.1%}")
+        accuracy = ""
+        if labelled and eng.card.num_classes == 1000:
+            got = eng.classify([p for p, _ in labelled], batch_size=batch, top_k=1)
+            right = sum(r.ok and r.predictions[0].index == y for r, (_, y) in zip(got, labelled))
+            accuracy = f"   top-1 accuracy {right / len(labelled):6.1%} of {len(labelled)} labelled photos"
+        print(f"  {mode:5s} {max(rates):7.1f} img/s   top-1 agreement with fp32 {agree:6.1%}{accuracy}")
 
 
 def main() -> None:
@@ -189,6 +305,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; the best is reported")
     ap.add_argument("--skip-precision", action="store_true")
+    ap.add_argument("--whole", type=int, default=400, metavar="N", help="photos for the whole-process runs (0: skip)")
     ap.add_argument("--naive-run", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.naive_run:
@@ -197,9 +314,13 @@ def main() -> None:
 
     engine = load_engine(args.model, args.device)
     dev = engine.device
-    print(f"model {engine.card.name}  device {engine.device_name}  precision {engine.precision}  "
-          f"torch {torch.__version__}  threads {torch.get_num_threads()}")
+    cpu_report()
+    print(f"model {engine.card.name}  device {engine.device_name}  precision {engine.precision} "
+          f"({engine.precision_why})  torch {torch.__version__}  threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.whole and args.model != "vit_b_16-random":
+            sources = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
+            whole_processes(args.model, sources, args.whole, args.repeats, Path(tmp))
         folder = Path(tmp) / "photos"
         folder.mkdir()
         sources = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
@@ -227,7 +348,7 @@ def main() -> None:
         plain_engine, with_maps_engine = best["engine"], best["engine+rollout"]
 
         flops = flops_per_image(engine)
-        dtype = torch.float16 if engine.precision == "fp16" else torch.float32
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(engine.precision, torch.float32)
         peak = matmul_flops_per_s(dev, dtype)
         limit = peak / flops
         print(f"\nimg/s of {args.repeats} interleaved runs:")
