@@ -21,8 +21,11 @@ def format_bytes(size: float) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
-    s = max(0, int(round(seconds)))
+    """``0.4 s``, ``42 s``, ``3 min 05 s``, ``1 h 02 min``: a tenth of a second under ten seconds,
+    so that a quick run never reads "0 s"."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f} s"
+    s = int(round(seconds))
     if s < 60:
         return f"{s} s"
     if s < 3600:
