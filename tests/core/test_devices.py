@@ -83,8 +83,8 @@ def test_classify_says_which_precision_and_why(cpu, tiny_model_file: Path, image
     err = io.StringIO()
     assert cli.main(["classify", str(image_folder / "img0.png"), "--model", str(tiny_model_file)], out=io.StringIO(),
                     err=err) == 0
-    assert "CPU, bf16 (this CPU computes bf16 natively (AVX512-BF16))" in err.getvalue()
+    assert "CPU, bf16: this CPU computes bf16 natively (AVX512-BF16)" in err.getvalue()
     err = io.StringIO()
     assert cli.main(["classify", str(image_folder / "img0.png"), "--model", str(tiny_model_file), "--precision",
                      "fp32"], out=io.StringIO(), err=err) == 0
-    assert "CPU, fp32 (as asked)" in err.getvalue()
+    assert "CPU, fp32: as asked" in err.getvalue()

@@ -220,8 +220,9 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     finally:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""
-    print(f"{PROG}: model {engine.card.name} on {engine.device_name}, {engine.precision} "
-          f"({engine.precision_why}){note}", file=err)
+    why_precision = f": {engine.precision_why}" if engine.precision_why else ""
+    print(f"{PROG}: model {engine.card.name} on {engine.device_name}, {engine.precision}{why_precision}{note}",
+          file=err)
     if args.model:
         state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
     categories = _categories(args, engine.card, err)

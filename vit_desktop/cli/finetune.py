@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
 
         computing = choose_precision(config.precision, base.device, training=True)
         err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}, training in "
-                  f"{computing.precision} ({computing.why})\n")
+                  f"{computing}\n")
 
         def job(report: _Reporter) -> TrainResult:
             return finetune(base, data, config, progress=report, cancel=cancel)

@@ -89,7 +89,7 @@ class RunStatus(QObject):
             return
         self.model_label.setText(f"{loaded.card.name} · {loaded.device_name} · {loaded.precision}")
         card = loaded.card
-        why = f" ({loaded.precision_why})" if loaded.precision_why else ""
+        why = f": {loaded.precision_why}" if loaded.precision_why else ""
         self.model_label.setToolTip(f"{card.description or card.source}\nInput {card.arch.image_size} px: "
                                     f"{card.preprocess.describe()}\nPrecision {loaded.precision}{why}")
 
