@@ -18,14 +18,26 @@ def decoded(data: bytes) -> np.ndarray:
         return np.asarray(img)
 
 
+@pytest.fixture(params=["installed", "zlib"])
+def deflate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test runs with the deflate in use (zlib-ng where installed) and with plain zlib."""
+    import zlib
+
+    from vit_desktop.core import png
+
+    if request.param == "zlib":
+        monkeypatch.setattr(png, "deflate_module", zlib)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (7, 3), (64, 1), (1, 64), (333, 250)])
-def test_pixels_survive_exactly(size: tuple[int, int]) -> None:
+def test_pixels_survive_exactly(size: tuple[int, int], deflate: str) -> None:
     rng = np.random.default_rng(sum(size))
     pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
     assert np.array_equal(decoded(encode_png(Image.fromarray(pixels, "RGB"))), pixels)
 
 
-def test_photo_like_images_are_compressed() -> None:
+def test_photo_like_images_are_compressed(deflate: str) -> None:
     # A smooth gradient with mild noise, like a photo: well under half of the raw size.
     y, x = np.mgrid[0:300, 0:400]
     noise = np.random.default_rng(0).integers(0, 4, size=(300, 400))

@@ -5,15 +5,29 @@ that costs 2-3x more time than this for the same file size (16.5 ms against 6.4 
 overlay on a 2-core CPU, 298 KB against 290 KB). The "Up" filter turns a photo's smooth
 vertical gradients into small numbers, which Huffman coding alone packs nearly as well as LZ77
 matching would; zlib releases the GIL while it compresses, so writer threads run in parallel.
+
+Deflate is zlib-ng's where it is installed (a dependency): the same format, its Huffman-only pass
+1.6x faster than zlib's (2.6 against 4.3 ms for that overlay); `classify --heatmaps` on 400 photos
+took +22 % over classifying alone instead of +36 % (medians of 7 runs, 2-core CPU). Without it,
+zlib writes valid PNGs of the same size, more slowly.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
+
+deflate_module: ModuleType
+try:
+    from zlib_ng import zlib_ng
+
+    deflate_module = zlib_ng
+except ImportError:  # a build without zlib-ng: the same files, written more slowly
+    deflate_module = zlib
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FILTER_UP = 2
@@ -39,7 +53,7 @@ def encode_png(image: Image.Image) -> bytes:
     raw[:, 0] = _FILTER_UP
     raw[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
-    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    deflate = deflate_module.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
     data = deflate.compress(raw.data.cast("B")) + deflate.flush()
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
     parts = [_SIGNATURE, _chunk(b"IHDR", header)]
