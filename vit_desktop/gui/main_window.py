@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -35,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.gui.about import about_html
 from vit_desktop.gui.actions import build_actions, build_menus
 from vit_desktop.gui.compute import Controller, LoadedModel, RunProgress
 from vit_desktop.gui.detail_panel import DetailPanel
@@ -475,26 +474,7 @@ class MainWindow(QMainWindow):
         dialog.show()
 
     def about_text(self) -> str:
-        import PySide6
-        from PySide6.QtCore import qVersion
-
-        from vit_desktop import __version__
-
-        lines = [f"<b>vit-desktop {__version__}</b>",
-                 "Classify photos locally with Vision Transformers and see where they look.",
-                 "",
-                 f"Python {platform.python_version()} · PySide6 {PySide6.__version__} · Qt {qVersion()}"]
-        torch_mod = sys.modules.get("torch")
-        tv = sys.modules.get("torchvision")
-        if torch_mod is not None:
-            lines.append(f"PyTorch {torch_mod.__version__}"
-                         + (f" · torchvision {tv.__version__}" if tv is not None else ""))
-        cur = self.controller.current_model
-        if cur is not None:
-            lines.append(f"Model: {cur.card.name} on {cur.device_name} ({cur.device_key}, {cur.precision})")
-        else:
-            lines.append("Model: none loaded")
-        return "<br>".join(lines)
+        return about_html(self.controller.current_model)
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About vit-desktop", self.about_text())

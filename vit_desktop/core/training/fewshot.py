@@ -236,7 +236,7 @@ class HierarchyHead(Head):
         self.name = "blend" if features else "hierarchy"
 
     def fit(self, data: HeadData, k: int, cancel: CancelToken | None = None) -> Params:
-        masks, log_mass, nodes = Selection(self.nm, self.names).fit(data, k, cancel)
+        masks, log_mass, nodes = Selection(self.nm, self.names).fit(data.y, data.log_p, k, cancel)
         if not self.features:
             _, b, s = _fit_linear([], data.y, k, mass=log_mass)
             return Params(bias=b, masks=masks, scale=s, nodes=nodes)

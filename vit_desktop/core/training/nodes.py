@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
-
-if TYPE_CHECKING:
-    from .fewshot import HeadData
 
 #: Mass floor: a class whose classes hold no probability is unlikely, not impossible.
 EPS = 1e-3
@@ -108,12 +104,12 @@ class Selection:
         self.min_gain = min_gain
         self.max_nodes = max_nodes
 
-    def fit(self, data: HeadData, k: int, cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                                                        list[list[str]]]:
-        """(masks (base, K) to predict with, leave-one-out log-masses (n, K) to calibrate on, nodes)."""
-        y = data.y
+    def fit(self, y: np.ndarray, log_p: np.ndarray, k: int,
+            cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """(masks (base, K) to predict with, leave-one-out log-masses (n, K) to calibrate on, nodes)
+        from the photos' classes ``y`` (n,) and base log-probabilities ``log_p`` (n, base)."""
         n = len(y)
-        p = np.exp(data.log_p).astype(np.float32)
+        p = np.exp(log_p).astype(np.float32)
         a = self.nm.A
         topk = np.argsort(-p, axis=1)[:, : self.top]
         own = [y == c for c in range(k)]
