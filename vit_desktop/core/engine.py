@@ -280,20 +280,20 @@ class Engine:
                 all_preds = [want.categories.predictions(row, want.top_k) for row in arrays]
             else:
                 all_preds = self._predictions(probs, want.top_k)
-            for k, (((i, (_, size, notes, image)), (_, grid, explained)), preds) in enumerate(zip(done, all_preds)):
+            for k, (((i, prepared), (_, grid, explained)), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
                 if grid is not None and want.explain is not None:
-                    heatmap = self._heatmap(grid, size, want.explain, explained)
+                    heatmap = self._heatmap(grid, prepared.size, want.explain, explained)
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
                     uncertain=preds[0].score < want.threshold,
                     heatmap=heatmap,
-                    image_size=size,
-                    notes=notes,
+                    image_size=prepared.size,
+                    notes=prepared.notes,
                     model=self.model_id,
                     probabilities=probs[k].numpy().copy() if want.keep_probabilities else None,
-                    image=image,
+                    image=prepared.image,
                 )
         return results
 
@@ -370,7 +370,8 @@ class Engine:
                 raise ValueError(f"category members must be base classes 0..{n - 1}")
         elif class_index is not None and not 0 <= class_index < n:
             raise ValueError(f"class index {class_index} out of range 0..{n - 1}")
-        arr, size = self._prepare_source(source)[:2]
+        prepared = self._prepare_source(source)
+        arr, size = prepared.pixels, prepared.size
         x = self._to_batch([arr])
         target: torch.Tensor | _TopPicker
         if members is not None:
@@ -389,10 +390,11 @@ class Engine:
 
     def rollout(self, source: ImageSource, options: ExplainOptions) -> Heatmap:
         """The class-agnostic attention rollout of one image. Raises ImageError."""
-        arr, size = self._prepare_source(source)[:2]
-        _, grids, _ = self._forward(self._to_batch([arr]), _Want(1, replace(options, method="rollout"), 0.0))
+        prepared = self._prepare_source(source)
+        options = replace(options, method="rollout")
+        _, grids, _ = self._forward(self._to_batch([prepared.pixels]), _Want(1, options, 0.0))
         assert grids is not None
-        return self._heatmap(grids[0], size, replace(options, method="rollout"), None)
+        return self._heatmap(grids[0], prepared.size, options, None)
 
     def explain_class(self, source: ImageSource, class_index: int, *, members: Sequence[int] | None = None,
                       refine: bool = False) -> Heatmap:
