@@ -107,6 +107,7 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     assert _class_rows(dialog) == ["blue  (8 photos)", "green  (8 photos)", "red  (8 photos)"]
     dialog.epochs_spin.setValue(30)
     assert not dialog.save_model_button.isEnabled()
+    assert "appear here epoch by epoch" in dialog.results.curves.placeholder
     with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
         dialog.start_training()
         assert dialog.cancel_button.isEnabled() and not dialog.train_button.isEnabled()
@@ -114,8 +115,11 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     assert result.val_accuracy >= 0.8
     # Curves were drawn live, then the tables filled in.
     view = dialog.results
-    # Head mode: no epochs; the heads cross-validation compared are listed, the chosen one named.
+    # Head mode: no epochs, and the curves panel says why instead of showing empty axes; the heads
+    # cross-validation compared are listed, the chosen one named.
     assert result.history == () and len(view.curves.rows) == 0
+    head = result.metrics["selection"]["head"]
+    assert f"the {head} head was fitted in one step" in view.curves.placeholder
     assert view.heads_table.rowCount() == len(result.metrics["selection"]["heads"]) >= 2
     assert result.metrics["selection"]["head"] in view.head_summary.text()
     assert "flatter this estimate" in view.head_notes.text()

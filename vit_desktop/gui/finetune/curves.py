@@ -33,11 +33,14 @@ class CurveWidget(QWidget):
 
     TRAIN = QColor(70, 130, 220)
     VAL = QColor(230, 120, 40)
+    WAITING = "Loss and accuracy appear here epoch by epoch while training runs"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.rows: list[Row] = []
         self.best_epoch: int | None = None
+        #: What the panel says while it has no epoch to draw.
+        self.placeholder = self.WAITING
         self.setMinimumSize(420, 200)
 
     def set_rows(self, rows: list[Row], best_epoch: int | None = None) -> None:
@@ -52,12 +55,24 @@ class CurveWidget(QWidget):
     def clear(self) -> None:
         self.rows = []
         self.best_epoch = None
+        self.placeholder = self.WAITING
+        self.update()
+
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder = text
         self.update()
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), self.palette().base())
+        if not any(r.get("epoch") is not None for r in self.rows):
+            # Empty axes would look like a failed run: say what will be here, or why nothing is.
+            p.setPen(self.palette().placeholderText().color())
+            p.drawText(self.rect().adjusted(20, 20, -20, -20),
+                       Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.placeholder)
+            p.end()
+            return
         w, h = self.width(), self.height()
         half = w / 2
         # Legends where the curves are not: loss falls towards the bottom, accuracy rises to the top.

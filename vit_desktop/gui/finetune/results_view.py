@@ -87,6 +87,13 @@ class ResultsView(QTabWidget):
     def show_result(self, r: TrainResult, previews: dict[str, np.ndarray]) -> None:
         self.previews = previews
         self.curves.set_rows(list(r.history), r.best_epoch)
+        if not r.history:
+            selection = r.metrics.get("selection")
+            head = selection.get("head") if isinstance(selection, dict) else None
+            self.curves.set_placeholder(
+                f"No epochs to draw: the {head + ' ' if head else ''}head was fitted in one step, the model "
+                "itself left as it was (the Head tab says how the head was chosen). “Last blocks + head” "
+                "and “Full fine-tune” train over epochs, drawn here.")
         labels = list(r.card.labels)
         n = len(labels)
         self.confusion_table.setRowCount(n)
