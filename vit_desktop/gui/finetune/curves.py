@@ -141,7 +141,17 @@ class CurveWidget(QWidget):
             x = x_of(self.best_epoch)
             p.setPen(QPen(QColor(60, 150, 60), 1, Qt.PenStyle.DashLine))
             p.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
-            p.drawText(QRectF(x + 3, plot.top() + 2, 60, fm.height()), Qt.AlignmentFlag.AlignLeft, "best")
+            # Inside the plot (the best epoch is often the last one), where no curve and no legend is.
+            width = fm.horizontalAdvance("best") + 2
+            at_best = [y_of(v) for r in self.rows if r.get("epoch") == self.best_epoch
+                       for k in keys if (v := r.get(k)) is not None]
+            middle = plot.center().y() + 2  # just below the 50 % grid line
+            places = [middle, plot.bottom() - fm.height() - 2 if legend_top else plot.top() + 2]
+            y = max(places, key=lambda top: min((abs(top + fm.height() / 2 - c) for c in at_best), default=0.0))
+            if x + 3 + width <= plot.right():
+                p.drawText(QRectF(x + 3, y, width, fm.height()), Qt.AlignmentFlag.AlignLeft, "best")
+            else:
+                p.drawText(QRectF(x - 3 - width, y, width, fm.height()), Qt.AlignmentFlag.AlignRight, "best")
 
         for key, colour in zip(keys, (self.TRAIN, self.VAL)):
             pts = [QPointF(x_of(e), y_of(v)) for r in self.rows
