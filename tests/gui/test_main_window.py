@@ -410,6 +410,45 @@ def test_keyboard_copy_and_overlay_toggle(qtbot, make_window, model_a, tmp_path)
     assert not w.detail.view.overlay_visible
 
 
+def test_delete_takes_photos_off_the_list_and_leaves_the_files(qtbot, make_window, model_a, tmp_path) -> None:
+    from PySide6.QtCore import QItemSelectionModel, Qt
+
+    w = make_window()
+    load(qtbot, w, model_a)
+    imgs = [write_image(tmp_path / f"d{i}.png", seed=i) for i in range(4)]
+    run(qtbot, w, url_mime(*imgs))
+    w.activateWindow()
+    w.gallery.setFocus()
+    qtbot.waitUntil(lambda: w.gallery.hasFocus(), timeout=5000)
+    # Select the first and third photos (the first is the one shown), then Delete.
+    select = w.gallery.selectionModel()
+    w.gallery.setCurrentIndex(w.proxy.index(0, 0))
+    select.select(w.proxy.index(2, 0), QItemSelectionModel.SelectionFlag.Select)
+    assert w.detail.result.path == str(imgs[0])
+    qtbot.keyClick(w.gallery, Qt.Key.Key_Delete)
+    assert [Path(r.path).name for r in w.results_model.results()] == ["d1.png", "d3.png"]
+    assert all(p.exists() for p in imgs)
+    assert "Removed 2 photos from the list (the files are untouched)" in w.run_status.status_label.text()
+    assert w.pane.summary.text().startswith("2 images")
+    # The photo that followed the first removed one is shown and selected.
+    assert w.detail.result is not None and w.detail.result.path == str(imgs[1])
+    assert [i.data(Roles.PATH) for i in select.selectedIndexes()] == [str(imgs[1])]
+    # Delete while typing in the filter field edits the text, not the list.
+    w.pane.filter_edit.setFocus()
+    qtbot.waitUntil(lambda: w.pane.filter_edit.hasFocus(), timeout=5000)
+    w.pane.filter_edit.setText("d")
+    w.pane.filter_edit.setCursorPosition(0)
+    qtbot.keyClick(w.pane.filter_edit, Qt.Key.Key_Delete)
+    assert w.pane.filter_edit.text() == "" and len(w.results_model.results()) == 2
+    # A removed photo dropped again is classified again; removing everything empties the detail view.
+    run(qtbot, w, url_mime(imgs[0]))
+    assert len(w.results_model.results()) == 3
+    w.gallery.selectAll()
+    w.commands.remove.trigger()
+    assert w.results_model.rowCount() == 0 and w.detail.result is None
+    assert w.pane.summary.text() == ""
+
+
 def test_fine_tune_menu_says_so_when_the_dialog_is_missing(qtbot, make_window, monkeypatch) -> None:
     import sys
 

@@ -46,6 +46,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("quit", "&Quit", "Ctrl+Q", app_wide=True),
     ActionSpec("copy", "&Copy result", _K.Copy),
     ActionSpec("select_all", "Select &all", _K.SelectAll),
+    ActionSpec("remove", "&Remove from list", _K.Delete, "Take the selected photos off the list; the files stay"),
     ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run or the model download"),
     ActionSpec("overlay", "Toggle &overlay", "H"),
     ActionSpec("next_map", "Next &map kind", "M", "Switch between class map, refined class map and attention rollout"),
@@ -67,7 +68,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes",
                "export_model", "-",
                "reclassify", "clear", "quit")),
-    ("&Edit", ("copy", "paste", "select_all", "-", "cancel")),
+    ("&Edit", ("copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
     ("&Tools", ("finetune",)),
@@ -90,6 +91,7 @@ class Actions:
     quit: QAction
     copy: QAction
     select_all: QAction
+    remove: QAction
     cancel: QAction
     overlay: QAction
     next_map: QAction

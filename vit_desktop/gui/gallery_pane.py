@@ -95,6 +95,7 @@ class GalleryPane(QWidget):
         self.gallery.customContextMenuRequested.connect(self._on_context_menu)
         model.dataChanged.connect(self._on_data_changed)
         model.rowsInserted.connect(self.update_summary)
+        model.rowsRemoved.connect(self.update_summary)
         model.modelReset.connect(self.update_summary)
         self.proxy.layoutChanged.connect(self.update_empty_text)
 
@@ -141,6 +142,22 @@ class GalleryPane(QWidget):
         if lines:
             QGuiApplication.clipboard().setText("\n".join(lines) + "\n")
             self.note.emit(f"Copied {len(lines)} result{'s' if len(lines) != 1 else ''}.")
+
+    def remove_selected(self) -> None:
+        """Take the selected photos off the list; the files stay where they are."""
+        rows = self.gallery.selectionModel().selectedIndexes() or [self.gallery.currentIndex()]
+        rows = [i for i in rows if i.isValid()]
+        if not rows:
+            return
+        first = min(i.row() for i in rows)
+        n = self.results_model.remove_paths([i.data(Roles.PATH) for i in rows])
+        self.note.emit(f"Removed {n} photo{'s' if n != 1 else ''} from the list (the files are untouched).")
+        # The photo that followed the first removed one is shown next, as in a file manager.
+        left = self.proxy.rowCount()
+        if left:
+            self.gallery.setCurrentIndex(self.proxy.index(min(first, left - 1), 0))
+        else:
+            self.current_changed.emit(None)
 
     # -- slots ---------------------------------------------------------------------------------
 

@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
             "quit": self.close,
             "copy": self.pane.copy_selected,
             "select_all": self.gallery.selectAll,
+            "remove": self.pane.remove_selected,
             "cancel": self.cancel_current,
             "overlay": d.toggle_overlay,
             "next_map": d.cycle_map,
@@ -179,7 +180,7 @@ class MainWindow(QMainWindow):
         self.sorter.hint.connect(self.message_bar.show_info)
         self.pane.current_changed.connect(self.detail.show_result)
         self.pane.note.connect(self.run_status.say)
-        self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay])
+        self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
         self.detail.settings_changed.connect(self._on_overlay_settings)
 

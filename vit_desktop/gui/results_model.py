@@ -129,6 +129,25 @@ class ResultsModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx)
 
+    def remove_paths(self, paths: Iterable[str]) -> int:
+        """Take these files off the list (the files themselves are not touched); how many were listed."""
+        rows = sorted({row for p in paths if (row := self._row_of.get(p)) is not None}, reverse=True)
+        removed = len(rows)
+        # One removal per run of adjacent rows, from the bottom up, so the rows above keep their numbers.
+        while rows:
+            last = first = rows.pop(0)
+            while rows and rows[0] == first - 1:
+                first = rows.pop(0)
+            self.beginRemoveRows(QModelIndex(), first, last)
+            gone = self._rows[first : last + 1]
+            del self._rows[first : last + 1]
+            for r in gone:
+                del self._row_of[r.path]
+            for i in range(first, len(self._rows)):
+                self._row_of[self._rows[i].path] = i
+            self.endRemoveRows()
+        return removed
+
     def clear(self) -> None:
         self.beginResetModel()
         self._rows.clear()
