@@ -153,6 +153,9 @@ def test_what_counts_as_running_out_of_memory() -> None:
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"), cuda)
     assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 7 GB)"), mps)
     assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), cpu)
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+                            cuda)
+    assert not is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED"), cuda)
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), cuda)
     assert not is_out_of_memory(ValueError("out of memory"), cuda)
 

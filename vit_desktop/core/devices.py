@@ -195,7 +195,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def is_out_of_memory(exc: BaseException, device: torch.device) -> bool:
-    """Out of memory: CUDA raises its own type, MPS and the CPU allocator a RuntimeError saying so."""
+    """Out of memory: CUDA raises its own type, MPS and the CPU allocator a RuntimeError saying so.
+
+    cuBLAS that cannot get its workspace under memory pressure says CUBLAS_STATUS_ALLOC_FAILED in
+    a plain RuntimeError; a smaller batch is its cure too.
+    """
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     if not isinstance(exc, RuntimeError):
@@ -203,7 +207,7 @@ def is_out_of_memory(exc: BaseException, device: torch.device) -> bool:
     text = str(exc).lower()
     if device.type == "cpu":
         return "can't allocate memory" in text  # DefaultCPUAllocator
-    return "out of memory" in text
+    return "out of memory" in text or (device.type == "cuda" and "cublas_status_alloc_failed" in text)
 
 
 def free_cached_memory(device: torch.device) -> None:
