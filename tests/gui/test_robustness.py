@@ -129,6 +129,39 @@ def test_ctrl_q_quits_from_the_fine_tune_dialog(qtbot, make_window) -> None:
     assert w.controller.compute_thread.isFinished()
 
 
+def test_fine_tune_work_survives_closing_the_dialog_and_quitting_asks_first(qtbot, make_window, model_a,
+                                                                              tmp_path: Path, monkeypatch) -> None:
+    w = make_window()
+    load(qtbot, w, model_a)
+    w.open_finetune()
+    dialog = w.finetune_dialog
+    data = colour_folder(tmp_path / "data", per_class=6)
+    # Labelled by hand: two classes of dropped photos.
+    assert dialog.labels.add_class("reds") and dialog.labels.add_files("reds", [str(data / "red")]) == 6
+    assert dialog.labels.add_class("blues") and dialog.labels.add_files("blues", [str(data / "blue")]) == 6
+    with qtbot.waitSignal(dialog.trained, timeout=MS):
+        dialog.start_training()
+    dialog.close()
+    # Tools ▸ Fine-tune again: the same dialog, with its classes and its trained model.
+    w.open_finetune()
+    assert w.finetune_dialog is dialog and dialog.isVisible()
+    assert dialog.data.counts() == {"reds": 6, "blues": 6} and dialog.save_model_button.isEnabled()
+    dialog.close()
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(w, "confirm_discard", lambda lost: asked.append(lost) or False)
+    w.close()  # as Ctrl+Q does
+    assert asked == [["the fine-tuned model (reds, blues) is not saved",
+                      "the labelled photos (12 in 2 classes) are not saved"]]
+    assert w.isVisible() and dialog.isVisible() and not w.controller.compute_thread.isFinished()
+    # Saved, nothing is lost: quitting asks nothing and shuts down.
+    assert dialog.save_model_to(tmp_path / "mine.safetensors")
+    assert dialog.labels.save_project(tmp_path / "mine.vitlabels.json")
+    assert dialog.unsaved_work() == []
+    w.close()
+    assert len(asked) == 1 and not w.isVisible() and w.controller.compute_thread.isFinished()
+
+
 def test_sigterm_quits_like_ctrl_q_and_keeps_the_settings(tmp_path: Path, model_a: Path) -> None:
     config = tmp_path / "config"
     data = tmp_path / "data"

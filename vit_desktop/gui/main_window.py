@@ -52,6 +52,7 @@ from vit_desktop.gui.thumbnails import ImageLoader
 if TYPE_CHECKING:
     from vit_desktop.core.registry import ModelInfo
     from vit_desktop.core.types import DeviceInfo, ExplainOptions
+    from vit_desktop.gui.finetune.dialog import FinetuneDialog
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class MainWindow(QMainWindow):
         self.batch_size = 16
         self.top_k = 5
         self._closing = False
+        self.finetune_dialog: FinetuneDialog | None = None
         self._startup_done = False
 
         self._build_widgets()
@@ -470,9 +472,12 @@ class MainWindow(QMainWindow):
         except ImportError as exc:
             self.message_bar.show_message(f"Fine-tuning is not available in this build ({exc}).", "info")
             return
-        dialog = FinetuneDialog(self.controller, self, self.settings)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
-        dialog.show()
+        # One dialog per window, kept when closed: reopening finds the classes and the trained model.
+        if self.finetune_dialog is None:
+            self.finetune_dialog = FinetuneDialog(self.controller, self, self.settings)
+        self.finetune_dialog.show()
+        self.finetune_dialog.raise_()
+        self.finetune_dialog.activateWindow()
 
     def about_text(self) -> str:
         return about_html(self.controller.current_model)
@@ -484,8 +489,28 @@ class MainWindow(QMainWindow):
     # Closing
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        # Closing the window (Ctrl+Q too) asks before fine-tuning work is lost; SIGTERM and Ctrl+C
+        # in the terminal quit the application without closing the window, so they never wait here.
+        lost = self.finetune_dialog.unsaved_work() if self.finetune_dialog is not None else []
+        if lost and not self._closing and not self.confirm_discard(lost):
+            event.ignore()
+            assert self.finetune_dialog is not None
+            self.finetune_dialog.show()
+            self.finetune_dialog.raise_()
+            return
         self.shutdown()
         super().closeEvent(event)
+
+    def confirm_discard(self, lost: list[str]) -> bool:
+        """Asks whether to quit although ``lost`` would be; True: quit."""
+        text = "; ".join(lost) + "."
+        box = QMessageBox(QMessageBox.Icon.Warning, "Quit without saving?", text[:1].upper() + text[1:], parent=self)
+        box.setInformativeText("Cancel goes back to the fine-tune dialog: Save model… and Save labels… keep them.")
+        quit_button = box.addButton("Quit without saving", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is quit_button
 
     def shutdown(self) -> None:
         """Save settings, cancel every job and join every thread. Safe to call twice."""

@@ -379,10 +379,23 @@ class FinetuneDialog(QDialog):
         self.controller.use_module(copy.deepcopy(self.trained_result.module), self.trained_result.card)
         self.status_label.setText(f"Now classifying with {self.trained_result.card.name}")
 
+    def unsaved_work(self) -> list[str]:
+        """What quitting now would lose, in words (empty: nothing)."""
+        lost = []
+        r = self.trained_result
+        if r is not None and self.saved_path is None:
+            lost.append(f"the fine-tuned model ({', '.join(r.card.labels[:4])}"
+                        f"{', …' if len(r.card.labels) > 4 else ''}) is not saved")
+        if self.labels.unsaved:
+            n, k = len(self.data), len(self.data.classes)
+            lost.append(f"the labelled photos ({n} in {k} class{'es' if k != 1 else ''}) are not saved")
+        return lost
+
     # ---- closing -----------------------------------------------------------------------------
 
     def done(self, code: int) -> None:
-        # Closing the dialog stops training; the compute thread notices at its next step.
+        # Closing the dialog stops training; the compute thread notices at its next step. The
+        # dialog is only hidden: Tools ▸ Fine-tune brings it back with its classes and model.
         if self._job is not None:
             self._job.cancel()
         super().done(code)

@@ -86,6 +86,8 @@ class LabelsEditor(QWidget):
         super().__init__(parent)
         self._settings = settings
         self.data = LabelledSet()
+        #: Labelled by hand since the set was last opened, imported or saved: closing would lose it.
+        self.unsaved = False
         self._locked = False
         self._meaning: Callable[[str], str | None] = lambda _name: None
         lv = QVBoxLayout(self)
@@ -140,6 +142,7 @@ class LabelsEditor(QWidget):
 
     def set_data(self, data: LabelledSet) -> None:
         self.data = data
+        self.unsaved = False
         self._refresh_classes()
         self.changed.emit(data)
 
@@ -216,6 +219,7 @@ class LabelsEditor(QWidget):
             self.status.emit(str(exc))
             return False
         self.data = data
+        self.unsaved = len(data) > 0
         self._refresh_classes(select)
         self.changed.emit(data)
         return True
@@ -279,6 +283,7 @@ class LabelsEditor(QWidget):
         except OSError as exc:
             self.status.emit(f"Could not save {Path(path).name}: {exc.strerror or exc}")
             return False
+        self.unsaved = False
         self.status.emit(f"Saved labels to {path}")
         return True
 
