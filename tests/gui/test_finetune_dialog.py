@@ -231,3 +231,21 @@ def test_closing_the_dialog_stops_training(qtbot, dialog: FinetuneDialog, contro
     result = blocker.args[0]
     assert result.cancelled
     assert len(result.history) < 50
+
+
+def test_training_choices_are_remembered(qtbot, controller: Controller, tmp_path: Path) -> None:
+    from PySide6.QtCore import QSettings
+
+    from vit_desktop.gui.settings import AppSettings
+
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    first = FinetuneDialog(controller, settings=settings)
+    qtbot.addWidget(first)
+    assert first.config().mode == "head" and first.config().epochs is None  # the defaults
+    first.mode_combo.setCurrentIndex(first.mode_combo.findData("partial"))
+    first.epochs_spin.setValue(7)
+    settings.sync()
+    again = FinetuneDialog(controller, settings=AppSettings(QSettings(str(tmp_path / "s.ini"),
+                                                                      QSettings.Format.IniFormat)))
+    qtbot.addWidget(again)
+    assert again.config().mode == "partial" and again.config().epochs == 7

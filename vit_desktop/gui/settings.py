@@ -117,6 +117,21 @@ class AppSettings:
     def class_maps_in_runs(self, on: bool) -> None:
         self.qsettings.setValue("classify/class_maps_in_runs", on)
 
+    # -- fine-tuning ---------------------------------------------------------------------------
+
+    def training(self) -> tuple[str, int]:
+        """The fine-tune dialog's training mode and epochs (0: automatic)."""
+        mode = str(self.qsettings.value("finetune/mode", "head") or "head")
+        try:
+            epochs = max(0, int(str(self.qsettings.value("finetune/epochs", 0))))
+        except ValueError:
+            epochs = 0
+        return mode, epochs
+
+    def set_training(self, mode: str, epochs: int) -> None:
+        self.qsettings.setValue("finetune/mode", mode)
+        self.qsettings.setValue("finetune/epochs", epochs)
+
     # -- window and folders --------------------------------------------------------------------
 
     def geometry(self) -> QByteArray | None:

@@ -124,6 +124,11 @@ class FinetuneDialog(QDialog):
         self.epochs_spin.setRange(0, 500)
         self.epochs_spin.setSpecialValueText("automatic")
         form.addRow("Epochs:", self.epochs_spin)
+        mode, epochs = self.settings.training()
+        self.mode_combo.setCurrentIndex(max(0, self.mode_combo.findData(mode)))
+        self.epochs_spin.setValue(min(epochs, self.epochs_spin.maximum()))
+        self.mode_combo.currentIndexChanged.connect(self._remember_training)
+        self.epochs_spin.valueChanged.connect(self._remember_training)
         rv.addLayout(form)
         row = QHBoxLayout()
         self.train_button = QPushButton("Train")
@@ -176,6 +181,10 @@ class FinetuneDialog(QDialog):
 
         epochs = self.epochs_spin.value() or None
         return TrainConfig(mode=self.mode_combo.currentData(), epochs=epochs)
+
+    @Slot()
+    def _remember_training(self, *_args: object) -> None:
+        self.settings.set_training(self.mode_combo.currentData(), self.epochs_spin.value())
 
     def _set_training(self, running: bool) -> None:
         self.train_button.setEnabled(not running)
