@@ -179,3 +179,32 @@ def test_thumbnails_are_decoded_off_the_gui_thread_cached_and_bounded(qtbot, tmp
         qtbot.waitUntil(lambda: loader.thumbnail_error(str(bad)) is not None, timeout=30_000)
     finally:
         loader.shutdown()
+
+
+@pytest.mark.parametrize("width", [300, 640, 900, 1333])
+def test_gallery_columns_share_the_width_out(qtbot, models, width: int) -> None:
+    from vit_desktop.gui.gallery import GalleryView
+    from vit_desktop.gui.thumbnails import ImageLoader
+
+    model, proxy = models
+    for i in range(20):
+        model.add_results([result(f"x{i}.jpg", "tabby cat", 0.9)])
+    loader = ImageLoader()
+    try:
+        view = GalleryView(loader)
+        qtbot.addWidget(view)
+        view.setModel(proxy)
+        view.resize(width, 600)
+        view.show()
+        qtbot.waitExposed(view)
+        qtbot.wait(50)
+        card = view.delegate.card.width()
+        top = [view.visualRect(proxy.index(r, 0)) for r in range(proxy.rowCount())]
+        first_row = [r for r in top if r.top() == top[0].top()]
+        # As many cards as fit side by side, and the space left over is split between them, not
+        # left as one empty band on the right.
+        assert len(first_row) == max(1, (view.viewport().width() - 2 * view.spacing()) // (card + 8))
+        spare = view.viewport().width() - first_row[-1].right()
+        assert spare < card // 2 + view.gridSize().width() - card
+    finally:
+        loader.shutdown()

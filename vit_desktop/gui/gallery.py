@@ -214,7 +214,17 @@ class GalleryView(QListView):
 
     def resizeEvent(self, event: object) -> None:  # noqa: N802
         super().resizeEvent(event)  # type: ignore[arg-type]
+        self._fit_columns()
         self._place_sample_button()
+
+    def _fit_columns(self) -> None:
+        """Cells share the width out evenly: as many columns as fit, no empty band on the right."""
+        base = self.delegate.card + QSize(8, 8)
+        width = self.viewport().width() - 2 * self.spacing()
+        columns = max(1, width // base.width())
+        cell = QSize(max(base.width(), width // columns), base.height())
+        if cell != self.gridSize():
+            self.setGridSize(cell)
 
     @Slot(str)
     def _on_thumbnail_ready(self, path: str) -> None:
