@@ -218,9 +218,15 @@ class GalleryView(QListView):
         self._place_sample_button()
 
     def _fit_columns(self) -> None:
-        """Cells share the width out evenly: as many columns as fit, no empty band on the right."""
+        """Cells share the width out evenly: as many columns as fit, no empty band on the right.
+
+        Qt's icon layout wraps a row once ``spacing + columns * cell`` passes the viewport's widest
+        size less a scroll bar's width, reserved whether or not the bar shows; the same sum here
+        keeps the columns steady while the bar comes and goes.
+        """
         base = self.delegate.card + QSize(8, 8)
-        width = self.viewport().width() - 2 * self.spacing()
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, self.verticalScrollBar())
+        width = self.maximumViewportSize().width() - bar - self.spacing()
         columns = max(1, width // base.width())
         cell = QSize(max(base.width(), width // columns), base.height())
         if cell != self.gridSize():
