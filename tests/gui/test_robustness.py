@@ -141,6 +141,7 @@ def test_fine_tune_work_survives_closing_the_dialog_and_quitting_asks_first(qtbo
     assert dialog.labels.add_class("blues") and dialog.labels.add_files("blues", [str(data / "blue")]) == 6
     with qtbot.waitSignal(dialog.trained, timeout=MS):
         dialog.start_training()
+        assert dialog.unsaved_work()[0] == "fine-tuning is still running"
     dialog.close()
     # Tools ▸ Fine-tune again: the same dialog, with its classes and its trained model.
     w.open_finetune()

@@ -390,7 +390,7 @@ class FinetuneDialog(QDialog):
 
     def unsaved_work(self) -> list[str]:
         """What quitting now would lose, in words (empty: nothing)."""
-        lost = []
+        lost = ["fine-tuning is still running"] if self._job is not None else []
         r = self.trained_result
         if r is not None and self.saved_path is None:
             lost.append(f"the fine-tuned model ({', '.join(r.card.labels[:4])}"
