@@ -428,11 +428,21 @@ def test_delete_takes_photos_off_the_list_and_leaves_the_files(qtbot, make_windo
     qtbot.keyClick(w.gallery, Qt.Key.Key_Delete)
     assert [Path(r.path).name for r in w.results_model.results()] == ["d1.png", "d3.png"]
     assert all(p.exists() for p in imgs)
-    assert "Removed 2 photos from the list (the files are untouched)" in w.run_status.status_label.text()
+    assert "Removed 2 photos from the list (the files are untouched" in w.run_status.status_label.text()
     assert w.pane.summary.text().startswith("2 images")
     # The photo that followed the first removed one is shown and selected.
     assert w.detail.result is not None and w.detail.result.path == str(imgs[1])
     assert [i.data(Roles.PATH) for i in select.selectedIndexes()] == [str(imgs[1])]
+    # Ctrl+Z puts them back where they were, selected, with their results; then there is no more to undo.
+    assert w.commands.undo_remove.isEnabled()
+    before = {r.path: r for r in w.results_model.results()}
+    qtbot.keyClick(w.gallery, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert [Path(r.path).name for r in w.results_model.results()] == ["d0.png", "d1.png", "d2.png", "d3.png"]
+    assert sorted(i.data(Roles.PATH) for i in select.selectedIndexes()) == [str(imgs[0]), str(imgs[2])]
+    assert w.results_model.result_for(str(imgs[1])) is before[str(imgs[1])]
+    assert w.pane.summary.text().startswith("4 images") and not w.commands.undo_remove.isEnabled()
+    qtbot.keyClick(w.gallery, Qt.Key.Key_Delete)
+    assert len(w.results_model.results()) == 2
     # Delete while typing in the filter field edits the text, not the list.
     w.pane.filter_edit.setFocus()
     qtbot.waitUntil(lambda: w.pane.filter_edit.hasFocus(), timeout=5000)

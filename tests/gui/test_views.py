@@ -76,6 +76,20 @@ def test_a_file_seen_again_updates_its_row(models) -> None:
     assert model.data(model.index(1), Roles.LABEL) == "labrador"
 
 
+def test_removed_rows_go_back_where_they_were(models) -> None:
+    model, proxy = models
+    paths = [r.path for r in model.results()]
+    removed = model.remove_paths([paths[0], paths[2], "/not/listed.jpg"])
+    assert [row for row, _ in removed] == [0, 2]
+    assert [r.path for r in model.results()] == [paths[1], paths[3]]
+    assert model.row_of(paths[3]) == 1 and proxy.rowCount() == 2
+    # A photo listed again in the meantime keeps its new row; the other goes back to its place.
+    model.add_results([result("c.jpg", "new", 0.5)])
+    assert model.restore(removed) == [paths[0]]
+    assert [r.path for r in model.results()] == [paths[0], paths[1], paths[3], paths[2]]
+    assert [model.row_of(p) for p in paths] == [0, 1, 3, 2]
+
+
 def test_zoom_keeps_the_point_under_the_cursor_and_drag_pans(qtbot) -> None:
     from vit_desktop.gui.image_view import ImageView
 

@@ -47,6 +47,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("copy", "&Copy result", _K.Copy),
     ActionSpec("select_all", "Select &all", _K.SelectAll),
     ActionSpec("remove", "&Remove from list", _K.Delete, "Take the selected photos off the list; the files stay"),
+    ActionSpec("undo_remove", "&Undo remove", _K.Undo, "Put back the photos last removed from the list"),
     ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run or the model download"),
     ActionSpec("overlay", "Toggle &overlay", "H"),
     ActionSpec("next_map", "Next &map kind", "M", "Switch between class map, refined class map and attention rollout"),
@@ -68,7 +69,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes",
                "export_model", "-",
                "reclassify", "clear", "quit")),
-    ("&Edit", ("copy", "paste", "select_all", "remove", "-", "cancel")),
+    ("&Edit", ("undo_remove", "-", "copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
     ("&Tools", ("finetune",)),
@@ -92,6 +93,7 @@ class Actions:
     copy: QAction
     select_all: QAction
     remove: QAction
+    undo_remove: QAction
     cancel: QAction
     overlay: QAction
     next_map: QAction

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QVBoxLayout, QWidget
 
@@ -32,6 +32,8 @@ class GalleryPane(QWidget):
     note = Signal(str)
     #: The "my categories" box was confirmed: its text (empty: back to the model's own classes).
     categories_entered = Signal(str)
+    #: Whether Undo has a removal to put back.
+    undo_available = Signal(bool)
 
     def __init__(self, loader: ImageLoader, model: ResultsModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -83,6 +85,8 @@ class GalleryPane(QWidget):
         lv.addWidget(self.gallery, 1)
         lv.addWidget(self.summary)
         self._context_actions: list[QAction] = []
+        #: What each removal took off the list, newest last, for Undo.
+        self._removed: list[list[tuple[int, ClassifyResult]]] = []
         self._has_samples = False
 
         self.filter_edit.textChanged.connect(self.proxy.set_text)
@@ -144,20 +148,43 @@ class GalleryPane(QWidget):
             self.note.emit(f"Copied {len(lines)} result{'s' if len(lines) != 1 else ''}.")
 
     def remove_selected(self) -> None:
-        """Take the selected photos off the list; the files stay where they are."""
+        """Take the selected photos off the list; the files stay where they are (Undo puts them back)."""
         rows = self.gallery.selectionModel().selectedIndexes() or [self.gallery.currentIndex()]
         rows = [i for i in rows if i.isValid()]
         if not rows:
             return
         first = min(i.row() for i in rows)
-        n = self.results_model.remove_paths([i.data(Roles.PATH) for i in rows])
-        self.note.emit(f"Removed {n} photo{'s' if n != 1 else ''} from the list (the files are untouched).")
+        removed = self.results_model.remove_paths([i.data(Roles.PATH) for i in rows])
+        self._removed.append(removed)
+        self.undo_available.emit(True)
+        n = len(removed)
+        self.note.emit(f"Removed {n} photo{'s' if n != 1 else ''} from the list (the files are untouched; "
+                       "Undo puts them back).")
         # The photo that followed the first removed one is shown next, as in a file manager.
         left = self.proxy.rowCount()
         if left:
             self.gallery.setCurrentIndex(self.proxy.index(min(first, left - 1), 0))
         else:
             self.current_changed.emit(None)
+
+    def undo_remove(self) -> None:
+        """Put back the photos the last removal took off the list, and select them."""
+        if not self._removed:
+            return
+        back = self.results_model.restore(self._removed.pop())
+        self.undo_available.emit(bool(self._removed))
+        if back:
+            selection = self.gallery.selectionModel()
+            selection.clearSelection()
+            for path in back:
+                selection.select(self.proxy.index_of_path(path), QItemSelectionModel.SelectionFlag.Select)
+            selection.setCurrentIndex(self.proxy.index_of_path(back[0]), QItemSelectionModel.SelectionFlag.NoUpdate)
+        self.note.emit(f"Put back {len(back)} photo{'s' if len(back) != 1 else ''}.")
+
+    def forget_removed(self) -> None:
+        """The list was cleared: there is nothing left to put back into."""
+        self._removed.clear()
+        self.undo_available.emit(False)
 
     # -- slots ---------------------------------------------------------------------------------
 

@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
             "copy": self.pane.copy_selected,
             "select_all": self.gallery.selectAll,
             "remove": self.pane.remove_selected,
+            "undo_remove": self.pane.undo_remove,
             "cancel": self.cancel_current,
             "overlay": d.toggle_overlay,
             "next_map": d.cycle_map,
@@ -182,6 +183,8 @@ class MainWindow(QMainWindow):
         self.sorter.hint.connect(self.message_bar.show_info)
         self.pane.current_changed.connect(self.detail.show_result)
         self.pane.note.connect(self.run_status.say)
+        self.pane.undo_available.connect(self.commands.undo_remove.setEnabled)
+        self.commands.undo_remove.setEnabled(False)
         self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
         self.detail.settings_changed.connect(self._on_overlay_settings)
@@ -430,6 +433,7 @@ class MainWindow(QMainWindow):
         self.controller.cancel_runs()
         self.run_status.forget_runs()
         self.results_model.clear()
+        self.pane.forget_removed()
         self.loader.forget()
         self.detail.show_result(None)
         self.run_status.say("Results cleared.")

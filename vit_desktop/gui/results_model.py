@@ -129,10 +129,13 @@ class ResultsModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx)
 
-    def remove_paths(self, paths: Iterable[str]) -> int:
-        """Take these files off the list (the files themselves are not touched); how many were listed."""
+    def remove_paths(self, paths: Iterable[str]) -> list[tuple[int, ClassifyResult]]:
+        """Take these files off the list (the files themselves are not touched).
+
+        Returns what was removed as (row, result), rows ascending: :meth:`restore` puts it back.
+        """
         rows = sorted({row for p in paths if (row := self._row_of.get(p)) is not None}, reverse=True)
-        removed = len(rows)
+        removed = [(row, self._rows[row]) for row in reversed(rows)]
         # One removal per run of adjacent rows, from the bottom up, so the rows above keep their numbers.
         while rows:
             last = first = rows.pop(0)
@@ -143,10 +146,27 @@ class ResultsModel(QAbstractListModel):
             del self._rows[first : last + 1]
             for r in gone:
                 del self._row_of[r.path]
-            for i in range(first, len(self._rows)):
-                self._row_of[self._rows[i].path] = i
+            self._renumber(first)
             self.endRemoveRows()
         return removed
+
+    def restore(self, removed: Sequence[tuple[int, ClassifyResult]]) -> list[str]:
+        """Put back what :meth:`remove_paths` took, at its rows; files listed again since are skipped."""
+        back = []
+        for row, r in sorted(removed, key=lambda e: e[0]):
+            if r.path in self._row_of:
+                continue
+            row = min(row, len(self._rows))
+            self.beginInsertRows(QModelIndex(), row, row)
+            self._rows.insert(row, r)
+            self._renumber(row)
+            self.endInsertRows()
+            back.append(r.path)
+        return back
+
+    def _renumber(self, first: int) -> None:
+        for i in range(first, len(self._rows)):
+            self._row_of[self._rows[i].path] = i
 
     def clear(self) -> None:
         self.beginResetModel()
