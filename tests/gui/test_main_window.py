@@ -180,13 +180,20 @@ def test_copy_into_class_folders_copies_never_moves(qtbot, make_window, model_a,
     load(qtbot, w, model_a)
     imgs = [write_image(tmp_path / "in" / f"c{i}.png", seed=i) for i in range(4)]
     run(qtbot, w, url_mime(*imgs))
+    # The threshold between the scores: the photos under it are uncertain.
+    scores = sorted(r.top.score for r in w.results_model.results())
+    w.pane.threshold_spin.setValue(100 * (scores[1] + scores[2]) / 2)
+    unsure = [r for r in w.results_model.results() if r.uncertain]
+    assert len(unsure) == 2
     dest = tmp_path / "sorted"
     with qtbot.waitSignal(w.exporter.files_copied, timeout=RUN_MS) as blocker:
         w.exporter.copy_into_class_folders(w.results_model.results(), dest)
     assert blocker.args == [4]
     assert all(p.exists() for p in imgs)  # originals untouched
+    # Sure ones under their class, the uncertain ones apart rather than under the class they lean to.
     for r in w.results_model.results():
-        assert (dest / r.top.label / Path(r.path).name).is_file()
+        folder = "uncertain" if r.uncertain else r.top.label
+        assert (dest / folder / Path(r.path).name).is_file()
     # A second copy does not overwrite: it adds numbered names.
     with qtbot.waitSignal(w.exporter.files_copied, timeout=RUN_MS):
         w.exporter.copy_into_class_folders(w.results_model.results(), dest)

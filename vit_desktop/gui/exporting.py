@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from vit_desktop.core.vit import ViT
     from vit_desktop.gui.compute import Controller
 
+#: Where "Copy into class folders" puts photos whose best score is under the threshold.
+UNCERTAIN_FOLDER = "uncertain"
+
 
 class Exporter(QObject):
     """Writes what the user asked for; says what happened through its signals."""
@@ -226,19 +229,27 @@ class Exporter(QObject):
                                                 self._settings.folder("sorted"))
         if not dest:
             return
+        unsure = sum(1 for r in ok if r.uncertain)
+        aside = (f"\n\n{unsure} uncertain one{'s' if unsure != 1 else ''} (best score under the threshold) go "
+                 f"into “{UNCERTAIN_FOLDER}”, not into the class they barely lean to." if unsure else "")
         answer = QMessageBox.question(
             self._window, "Copy into class folders",
-            f"Copy {len(ok)} images into one folder per predicted class under\n{dest}?\n\n"
+            f"Copy {len(ok)} images into one folder per predicted class under\n{dest}?{aside}\n\n"
             "The originals stay where they are; nothing is moved or overwritten.")
         if answer == QMessageBox.StandardButton.Yes:
             self._settings.set_folder("sorted", dest)
             self.copy_into_class_folders(results, dest)
 
     def copy_into_class_folders(self, results: Sequence[ClassifyResult], dest: str | os.PathLike[str]) -> Job:
-        """Copy (never move) each classified image into ``dest/<top label>/``; names never clash."""
+        """Copy (never move) each classified image into ``dest/<top label>/``; names never clash.
+
+        An uncertain result goes into ``dest/uncertain/``: a turtle sorted into "dog, cat" at 1 %
+        is not a dog photo.
+        """
         from vit_desktop.core.export import copy_into_class_folders
 
-        items = [(r.path, r.top.label) for r in results if r.ok and r.top is not None]
+        items = [(r.path, UNCERTAIN_FOLDER if r.uncertain else r.top.label)
+                 for r in results if r.ok and r.top is not None]
 
         def work(ctx: JobContext) -> object:
             return copy_into_class_folders(items, dest, progress=lambda d, t: ctx.report((d, t)), cancel=ctx.token)
