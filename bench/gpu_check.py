@@ -58,11 +58,13 @@ def check(name: str, ok: bool, figure: str) -> None:
 
 
 def guarded(name: str, fn: Callable[[], None]) -> None:
-    """A check that crashes is a FAIL with its reason, and the others still run."""
+    """A check that crashes is a FAIL with its reason, and the others still run; each says its time."""
+    started = time.perf_counter()
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - report and go on
         line("FAIL", name, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+    print(f"     ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def sync(device: torch.device) -> None:
