@@ -249,3 +249,35 @@ def test_training_choices_are_remembered(qtbot, controller: Controller, tmp_path
                                                                       QSettings.Format.IniFormat)))
     qtbot.addWidget(again)
     assert again.config().mode == "partial" and again.config().epochs == 7
+
+
+def test_keys_edit_the_labelled_set(qtbot, dialog: FinetuneDialog, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+    labels = dialog.labels
+    assert labels.import_folder(_colour_folder(tmp_path / "data", per_class=4))
+    dialog.show()
+    dialog.activateWindow()
+    qtbot.waitUntil(dialog.isActiveWindow, timeout=5000)
+    # Delete on the photo list takes the selected photos out of the class (here "blue").
+    labels.photo_list.setFocus()
+    labels.photo_list.item(0).setSelected(True)
+    labels.photo_list.item(1).setSelected(True)
+    qtbot.keyClick(labels.photo_list, Qt.Key.Key_Delete)
+    assert dialog.data.counts() == {"blue": 2, "green": 4, "red": 4}
+    # F2 renames the selected class; Delete deletes it, once confirmed.
+    labels.class_list.setFocus()
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("navy", True)))
+    qtbot.keyClick(labels.class_list, Qt.Key.Key_F2)
+    assert list(dialog.data.counts()) == ["navy", "green", "red"]
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
+    qtbot.keyClick(labels.class_list, Qt.Key.Key_Delete)
+    assert dialog.data.counts() == {"green": 4, "red": 4}
+    # Ctrl+S saves the labels from anywhere in the dialog.
+    target = tmp_path / "keys.vitlabels.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
+    dialog.epochs_spin.setFocus()
+    qtbot.keyClick(dialog.epochs_spin, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert LabelledSet.load(target)[0].counts() == {"green": 4, "red": 4}
+    assert "(Del)" in labels.remove_photos_button.toolTip()

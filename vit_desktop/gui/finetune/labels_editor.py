@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -136,9 +136,28 @@ class LabelsEditor(QWidget):
         for b in (self.import_button, self.open_button, self.save_project_button):
             row.addWidget(b)
         lv.addLayout(row)
+        self._add_shortcuts()
         self._refresh_classes()
 
-    # ---- the set -----------------------------------------------------------------------------
+    def _add_shortcuts(self) -> None:
+        """Keys where the focus is: Delete and F2 on the class list, Delete on the photos; Ctrl+S."""
+        keys = (
+            (self.class_list, QKeySequence.StandardKey.Delete, self._on_delete_class, self.delete_class_button,
+             "Delete the selected class (its photos leave the set; the files stay)"),
+            (self.class_list, Qt.Key.Key_F2, self._on_rename_class, self.rename_class_button,
+             "Rename the selected class"),
+            (self.photo_list, QKeySequence.StandardKey.Delete, self._on_remove_photos, self.remove_photos_button,
+             "Take the selected photos out of the class (the files stay)"),
+            (self, QKeySequence.StandardKey.Save, self._on_save_project, self.save_project_button,
+             "Save the classes and their photos as a labels file"),
+        )
+        for widget, key, slot, button, tip in keys:
+            shortcut = QShortcut(QKeySequence(key), widget)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut if widget is self
+                                else Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            # A locked set (training runs) ignores them as it ignores its disabled buttons.
+            shortcut.activated.connect(lambda slot=slot, button=button: button.isEnabled() and slot())
+            button.setToolTip(f"{tip} ({shortcut.key().toString(QKeySequence.SequenceFormat.NativeText)})")
 
     def set_data(self, data: LabelledSet) -> None:
         self.data = data
