@@ -115,6 +115,49 @@ def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_th
     assert err.getvalue().count("disk full") == 10
 
 
+def test_sort_into_copies_each_photo_into_its_label_folder(tiny_model_file: Path, image_folder: Path,
+                                                          tmp_path: Path) -> None:
+    dest = tmp_path / "sorted"
+    target = tmp_path / "r.jsonl"
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output", str(target),
+                       "--sort-into", str(dest))
+    assert code == 0, err
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    good = [r for r in rows if r["error"] is None]
+    for r in good:  # copied, not moved, into its top label's folder, byte for byte
+        copy = dest / r["predictions"][0]["label"] / Path(r["path"]).name
+        assert copy.read_bytes() == Path(r["path"]).read_bytes()
+    assert len(list(dest.rglob("*.*"))) == len(good) == 5  # the broken photo is not copied
+    labels = {r["predictions"][0]["label"] for r in good}
+    assert f"copied 5 photos into {len(labels)} class folder" in err
+    # Again, with a threshold over every score: nothing replaced, and the unsure ones apart.
+    over = str(max(r["predictions"][0]["score"] for r in good) + 1e-6)
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--threshold", over,
+                       "--sort-into", str(dest))
+    assert code == 0, err
+    assert sorted(p.name for p in (dest / "uncertain").iterdir()) == ["deep0.jpg", "deep1.jpg", "img0.png",
+                                                                     "img1.png", "img2.png"]
+    assert len(list(dest.rglob("*.*"))) == 10 and "(5 into uncertain/)" in err
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".")]  # no temporary file left
+    # A photo that cannot be copied (here: "uncertain" is a file, not a folder) is said, the run goes
+    # on, and the exit status says so.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "uncertain").write_text("a file of the user's")
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--threshold", over,
+                       "--sort-into", str(other), "--output", str(tmp_path / "r2.jsonl"))
+    assert code == 1 and "img0.png: not copied into uncertain/" in err and "5 could not be copied" in err
+    assert (other / "uncertain").read_text() == "a file of the user's"
+    assert len((tmp_path / "r2.jsonl").read_text().splitlines()) == 6  # the results are written all the same
+
+
+def test_sort_into_a_file_is_a_usage_error(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    code, out, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--sort-into",
+                         str(tmp_path / "taken"))
+    assert code == 2 and "--sort-into" in err and "is a file, not a folder" in err and out == ""
+
+
 def test_existing_files_are_not_overwritten(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
     target = tmp_path / "keep.csv"
     target.write_text("precious")

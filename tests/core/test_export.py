@@ -58,3 +58,23 @@ def test_copies_go_into_one_folder_per_label_and_never_replace_anything(tmp_path
     folder = tmp_path / "out" / safe_folder_name("cat/dog:1")
     assert sorted(p.name for p in folder.iterdir()) == ["a (1).jpg", "a.jpg"]
     assert (src / "a.jpg").read_bytes() == b"one"  # copied, not moved
+
+
+def test_a_copy_that_fails_halfway_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from vit_desktop.core import export
+
+    src = tmp_path / "in" / "a.jpg"
+    src.parent.mkdir()
+    src.write_bytes(b"x" * 1000)
+
+    def half_then_fail(a: str, b: str) -> None:
+        Path(b).write_bytes(Path(a).read_bytes()[:500])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copy2", half_then_fail)
+    failed: list[str] = []
+    assert export.copy_into_class_folders([(str(src), "cat")], tmp_path / "out",
+                                          on_error=lambda p, exc: failed.append(p)) == 0
+    assert failed == [str(src)] and list((tmp_path / "out" / "cat").iterdir()) == []

@@ -198,6 +198,14 @@ def test_copy_into_class_folders_copies_never_moves(qtbot, make_window, model_a,
     with qtbot.waitSignal(w.exporter.files_copied, timeout=RUN_MS):
         w.exporter.copy_into_class_folders(w.results_model.results(), dest)
     assert len(list(dest.rglob("*.png"))) == 8
+    # Photos that cannot be copied are reported, and the others are copied all the same.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "uncertain").write_text("a file, where the folder would go")
+    with qtbot.waitSignal(w.exporter.files_copied, timeout=RUN_MS) as blocker:
+        w.exporter.copy_into_class_folders(w.results_model.results(), other)
+    assert blocker.args == [2]
+    assert "2 images could not be copied (first: " in w.message_bar.text
 
 
 def test_paste_image_and_paths(qtbot, make_window, model_a, tmp_path) -> None:

@@ -48,6 +48,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="zero-shot: classify into these comma-separated categories (\"dog,cat,car\"); a score is "
                         "the model's probability summed over the category's classes")
     c.add_argument("--classes-file", metavar="FILE", help="--classes from a file, one name per line")
+    c.add_argument("--sort-into", metavar="DIR",
+                   help="copy each photo into DIR/<its label>/ (under --threshold: DIR/uncertain/); never "
+                        "moves, never replaces: a name taken gets a number")
     c.add_argument("--overwrite", action="store_true", help="replace existing output and heatmap files")
     return c
 
@@ -83,13 +86,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--explain chooses the map --heatmaps writes: give --heatmaps DIR too")
     if args.classes and args.classes_file:
         raise UsageError("give --classes or --classes-file, not both")
-    if args.heatmaps:
-        folder = Path(args.heatmaps)
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"--heatmaps {args.heatmaps} is a file, not a folder")
-        problem = cannot_write(folder / "heatmap.png")
-        if problem:
-            raise UsageError(f"--heatmaps: {problem}")
+    for option, folder_arg in (("--heatmaps", args.heatmaps), ("--sort-into", args.sort_into)):
+        if folder_arg:
+            folder = Path(folder_arg)
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(f"{option} {folder_arg} is a file, not a folder")
+            problem = cannot_write(folder / "photo.png")
+            if problem:
+                raise UsageError(f"{option}: {problem}")
 
 
 def collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]], int]:
@@ -245,6 +249,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     explain = _explain_options(args, categories, err)
     writer = HeatmapWriter(Path(args.heatmaps), {}, overwrite=args.overwrite, err=err) if args.heatmaps else None
     rel_of = {str(f): (f, rel) for f, rel in files}
+    sorter = Sorter(Path(args.sort_into), err) if args.sort_into else None
     line = ProgressLine(err, "classifying")
     done = 0
     finished = False
@@ -264,6 +269,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 for n in r.notes:
                     line.clear()
                     print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
+                if sorter is not None:
+                    sorter.copy(r, line)
             # Heatmaps are written out already; keep memory flat over big folders.
             batch = [replace(r, heatmap=None, image=None) for r in batch]
             results.extend(batch)
@@ -278,9 +285,51 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         line.close()
         if writer is not None:
             writer.close(cancel=not finished)
+    status = 0
+    if sorter is not None:
+        status = sorter.report()
     if args.output:
-        return _write_output(results, Path(args.output), top_k, args.overwrite, err)
-    return 0
+        return _write_output(results, Path(args.output), top_k, args.overwrite, err) or status
+    return status
+
+
+class Sorter:
+    """``--sort-into``: each classified photo copied into its label's folder as its batch ends."""
+
+    def __init__(self, root: Path, err: IO[str]) -> None:
+        self.root, self.err = root, err
+        self.copied: dict[str, int] = {}
+        self.failed = 0
+
+    def copy(self, r: ClassifyResult, line: ProgressLine) -> None:
+        from vit_desktop.core.export import class_folder_of, copy_into_class_folder
+        from vit_desktop.core.paths import display_path
+
+        folder = class_folder_of(r)
+        if folder is None:
+            return
+        try:
+            copy_into_class_folder(r.path, folder, self.root)
+        except OSError as exc:
+            self.failed += 1
+            line.clear()
+            print(f"{PROG}: {display_path(r.path)}: not copied into {folder}/: "
+                  f"{(exc.strerror or str(exc)).lower()}", file=self.err)
+            return
+        self.copied[folder] = self.copied.get(folder, 0) + 1
+
+    def report(self) -> int:
+        """Says what went where on stderr; 1 when a photo could not be copied."""
+        from vit_desktop.core.export import UNCERTAIN_FOLDER
+
+        n = sum(self.copied.values())
+        classes = len(self.copied) - (UNCERTAIN_FOLDER in self.copied)
+        unsure = self.copied.get(UNCERTAIN_FOLDER, 0)
+        print(f"{PROG}: copied {n} photo{'s' if n != 1 else ''} into {classes} class folder"
+              f"{'s' if classes != 1 else ''} under {self.root}"
+              + (f" ({unsure} into {UNCERTAIN_FOLDER}/)" if unsure else "")
+              + (f"; {self.failed} could not be copied" if self.failed else ""), file=self.err)
+        return 1 if self.failed else 0
 
 
 def _explain_options(args: argparse.Namespace, categories: Categories | None, err: IO[str]) -> ExplainOptions | None:

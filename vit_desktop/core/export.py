@@ -144,31 +144,67 @@ def safe_folder_name(label: str) -> str:
     return name or "unnamed"
 
 
+#: Where sorting puts a photo whose best score is under the threshold: a turtle sorted into
+#: "dog, cat" at 1 % is not a dog photo.
+UNCERTAIN_FOLDER = "uncertain"
+
+
+def class_folder_of(result: ClassifyResult) -> str | None:
+    """The folder a classified photo is sorted into (its top label, or ``uncertain``); None for errors."""
+    if not result.ok or result.top is None:
+        return None
+    return UNCERTAIN_FOLDER if result.uncertain else result.top.label
+
+
+def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | os.PathLike[str]) -> Path:
+    """Copy (never move) ``src`` into ``dest/<label>/``, atomically; a name already taken gets a
+    number (``photo (1).jpg``), so nothing is ever replaced. Returns the copy's path."""
+    from .files import atomic_path
+
+    src = Path(src)
+    folder = Path(dest) / safe_folder_name(label)
+    # First, and on its own: a file where the folder should be raises here (FileExistsError, like
+    # a taken name below would) instead of sending the loop after ever-higher numbers.
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        target = folder / (src.name if n == 0 else f"{src.stem} ({n}){src.suffix}")
+        if not target.exists():
+            try:
+                # Into a temporary file beside it first: a kill mid-copy leaves no half photo.
+                with atomic_path(target) as tmp:
+                    shutil.copy2(src, tmp)
+                return target
+            except FileExistsError:  # taken meanwhile (another copy of the same name)
+                pass
+        n += 1
+
+
 def copy_into_class_folders(
     items: Sequence[tuple[str, str]],
     dest: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
+    on_error: Callable[[str, OSError], None] | None = None,
 ) -> int:
     """Copy (never move) each ``(photo, label)`` into ``dest/<label>/``; returns how many were copied.
 
-    A name already taken gets a number (``photo (1).jpg``): nothing is ever overwritten.
+    A name already taken gets a number (``photo (1).jpg``): nothing is ever overwritten. With
+    ``on_error``, a photo that cannot be copied is handed to it and the others still are.
     """
-    root = Path(dest)
     copied = 0
     for i, (src, label) in enumerate(items):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        folder = root / safe_folder_name(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / Path(src).name
-        n = 1
-        while target.exists():
-            target = folder / f"{Path(src).stem} ({n}){Path(src).suffix}"
-            n += 1
-        shutil.copy2(src, target)
-        copied += 1
+        try:
+            copy_into_class_folder(src, label, dest)
+        except OSError as exc:
+            if on_error is None:
+                raise
+            on_error(src, exc)
+        else:
+            copied += 1
         if progress is not None:
             progress(i + 1, len(items))
     return copied

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from vit_desktop.core.vit import ViT
     from vit_desktop.gui.compute import Controller
 
-#: Where "Copy into class folders" puts photos whose best score is under the threshold.
-UNCERTAIN_FOLDER = "uncertain"
-
 
 class Exporter(QObject):
     """Writes what the user asked for; says what happened through its signals."""
@@ -229,6 +226,8 @@ class Exporter(QObject):
                                                 self._settings.folder("sorted"))
         if not dest:
             return
+        from vit_desktop.core.export import UNCERTAIN_FOLDER
+
         unsure = sum(1 for r in ok if r.uncertain)
         aside = (f"\n\n{unsure} uncertain one{'s' if unsure != 1 else ''} (best score under the threshold) go "
                  f"into “{UNCERTAIN_FOLDER}”, not into the class they barely lean to." if unsure else "")
@@ -246,21 +245,27 @@ class Exporter(QObject):
         An uncertain result goes into ``dest/uncertain/``: a turtle sorted into "dog, cat" at 1 %
         is not a dog photo.
         """
-        from vit_desktop.core.export import copy_into_class_folders
+        from vit_desktop.core.export import class_folder_of, copy_into_class_folders
 
-        items = [(r.path, UNCERTAIN_FOLDER if r.uncertain else r.top.label)
-                 for r in results if r.ok and r.top is not None]
+        items = [(r.path, folder) for r in results if (folder := class_folder_of(r)) is not None]
 
         def work(ctx: JobContext) -> object:
-            return copy_into_class_folders(items, dest, progress=lambda d, t: ctx.report((d, t)), cancel=ctx.token)
+            failed: list[tuple[str, OSError]] = []
+            copied = copy_into_class_folders(items, dest, progress=lambda d, t: ctx.report((d, t)), cancel=ctx.token,
+                                             on_error=lambda src, exc: failed.append((src, exc)))
+            return copied, failed
 
         self.note.emit(f"Copying {len(items)} images into {dest}…")
         return self._start("copy into class folders", work, self._on_copied)
 
     @Slot(object)
-    def _on_copied(self, count: object) -> None:
-        n = int(count) if isinstance(count, int) else 0
+    def _on_copied(self, outcome: object) -> None:
+        n, failed = outcome if isinstance(outcome, tuple) else (0, [])
         self.note.emit(f"Copied {n} images into class folders.")
+        if failed:
+            src, exc = failed[0]
+            self.problem.emit(f"{len(failed)} image{'s' if len(failed) != 1 else ''} could not be copied "
+                              f"(first: {Path(src).name}: {(exc.strerror or str(exc)).lower()}); the others were.")
         self.files_copied.emit(n)
 
 
