@@ -90,6 +90,18 @@ def test_removed_rows_go_back_where_they_were(models) -> None:
     assert [model.row_of(p) for p in paths] == [0, 1, 3, 2]
 
 
+def test_a_scattered_removal_of_a_long_list_goes_back_in_order(qapp) -> None:
+    model = ResultsModel()
+    model.add_results([result(f"p{i:03d}.jpg", "tabby cat", 0.5) for i in range(100)])
+    before = [r.path for r in model.results()]
+    removed = model.remove_paths(before[::3])  # 34 separate rows: one reset, not 34 row removals
+    assert len(removed) == 34 and [r.path for r in model.results()] == [p for i, p in enumerate(before) if i % 3]
+    assert all(model.row_of(r.path) == i for i, r in enumerate(model.results()))
+    assert model.restore(removed) == before[::3]
+    assert [r.path for r in model.results()] == before
+    assert all(model.row_of(p) == i for i, p in enumerate(before))
+
+
 def test_zoom_keeps_the_point_under_the_cursor_and_drag_pans(qtbot) -> None:
     from vit_desktop.gui.image_view import ImageView
 

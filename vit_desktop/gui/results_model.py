@@ -42,6 +42,9 @@ class Roles(IntEnum):
 class ResultsModel(QAbstractListModel):
     """One row per image, in the order results arrived."""
 
+    #: Beyond this many separate removals or insertions, one reset is cheaper than row signals.
+    MAX_STEPS = 16
+
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._rows: list[ClassifyResult] = []
@@ -134,35 +137,51 @@ class ResultsModel(QAbstractListModel):
 
         Returns what was removed as (row, result), rows ascending: :meth:`restore` puts it back.
         """
-        rows = sorted({row for p in paths if (row := self._row_of.get(p)) is not None}, reverse=True)
-        removed = [(row, self._rows[row]) for row in reversed(rows)]
-        # One removal per run of adjacent rows, from the bottom up, so the rows above keep their numbers.
-        while rows:
-            last = first = rows.pop(0)
-            while rows and rows[0] == first - 1:
-                first = rows.pop(0)
+        rows = sorted({row for p in paths if (row := self._row_of.get(p)) is not None})
+        removed = [(row, self._rows[row]) for row in rows]
+        # Runs of adjacent rows, removed from the bottom up so that the rows above keep their numbers;
+        # a selection scattered over a long list is one reset instead (each removal renumbers the rest).
+        runs: list[list[int]] = []
+        for row in rows:
+            if runs and runs[-1][1] == row - 1:
+                runs[-1][1] = row
+            else:
+                runs.append([row, row])
+        if len(runs) > self.MAX_STEPS:
+            gone = set(rows)
+            self._reset([r for i, r in enumerate(self._rows) if i not in gone])
+            return removed
+        for first, last in reversed(runs):
             self.beginRemoveRows(QModelIndex(), first, last)
-            gone = self._rows[first : last + 1]
-            del self._rows[first : last + 1]
-            for r in gone:
+            for r in self._rows[first : last + 1]:
                 del self._row_of[r.path]
+            del self._rows[first : last + 1]
             self._renumber(first)
             self.endRemoveRows()
         return removed
 
     def restore(self, removed: Sequence[tuple[int, ClassifyResult]]) -> list[str]:
         """Put back what :meth:`remove_paths` took, at its rows; files listed again since are skipped."""
-        back = []
-        for row, r in sorted(removed, key=lambda e: e[0]):
-            if r.path in self._row_of:
-                continue
+        back = [(row, r) for row, r in sorted(removed, key=lambda e: e[0]) if r.path not in self._row_of]
+        if len(back) > self.MAX_STEPS:
+            rows = list(self._rows)
+            for row, r in back:
+                rows.insert(min(row, len(rows)), r)
+            self._reset(rows)
+            return [r.path for _, r in back]
+        for row, r in back:
             row = min(row, len(self._rows))
             self.beginInsertRows(QModelIndex(), row, row)
             self._rows.insert(row, r)
             self._renumber(row)
             self.endInsertRows()
-            back.append(r.path)
-        return back
+        return [r.path for _, r in back]
+
+    def _reset(self, rows: list[ClassifyResult]) -> None:
+        self.beginResetModel()
+        self._rows = rows
+        self._row_of = {r.path: i for i, r in enumerate(rows)}
+        self.endResetModel()
 
     def _renumber(self, first: int) -> None:
         for i in range(first, len(self._rows)):

@@ -159,6 +159,8 @@ class LabelsEditor(QWidget):
             shortcut.activated.connect(lambda slot=slot, button=button: button.isEnabled() and slot())
             button.setToolTip(f"{tip} ({shortcut.key().toString(QKeySequence.SequenceFormat.NativeText)})")
 
+    # ---- the set -----------------------------------------------------------------------------
+
     def set_data(self, data: LabelledSet) -> None:
         self.data = data
         self.unsaved = False
