@@ -128,6 +128,10 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     assert diagonal == round(result.val_accuracy * result.metrics["val_images"])
     assert view.per_class_table.rowCount() == 3
     assert view.mistake_list.count() == len(result.misclassified)
+    # Three colours tell apart: no mistakes, and the tab says so rather than inviting a click.
+    assert not result.misclassified
+    assert view.mistake_view.text() == f"No mistakes: all {result.metrics['val_images']} validation photos " \
+                                       "were classified right"
     assert "validation accuracy" in dialog.status_label.text()
     assert dialog.save_model_button.isEnabled() and dialog.use_button.isEnabled()
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 #: The side of a mistake's preview (core renders them at this size).
 PREVIEW_SIDE = 320
+MISTAKES_HINT = "Click a photo to see it with the heatmap of the predicted class"
 
 
 class ResultsView(QTabWidget):
@@ -52,7 +53,7 @@ class ResultsView(QTabWidget):
         mv = QHBoxLayout(mistakes)
         self.mistake_list = QListWidget()
         self.mistake_list.currentItemChanged.connect(self._on_mistake_selected)
-        self.mistake_view = QLabel("Click a photo to see it with the heatmap of the predicted class")
+        self.mistake_view = QLabel(MISTAKES_HINT)
         self.mistake_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.mistake_view.setMinimumWidth(PREVIEW_SIDE)
         self.mistake_view.setWordWrap(True)
@@ -123,6 +124,12 @@ class ResultsView(QTabWidget):
             entry.setData(Qt.ItemDataRole.UserRole, path)
             entry.setToolTip(path)
             self.mistake_list.addItem(entry)
+        checked = r.metrics.get("val_images")
+        self.mistake_view.setPixmap(QPixmap())
+        self.mistake_view.setText(
+            MISTAKES_HINT if r.misclassified
+            else f"No mistakes: all {checked} validation photos were classified right" if checked
+            else "No validation photos, so no mistakes to show")
 
     def _show_selection(self, r: TrainResult) -> None:
         """Which head cross-validation chose, how every head did, and what the names meant."""
