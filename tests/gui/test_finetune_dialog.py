@@ -270,6 +270,19 @@ def test_keys_edit_the_labelled_set(qtbot, dialog: FinetuneDialog, tmp_path: Pat
     labels.photo_list.item(1).setSelected(True)
     qtbot.keyClick(labels.photo_list, Qt.Key.Key_Delete)
     assert dialog.data.counts() == {"blue": 2, "green": 4, "red": 4}
+    assert "Ctrl+Z puts them back" in dialog.status_label.text()
+    # Ctrl+Z puts them back; an import that replaced the set is undone the same way.
+    qtbot.keyClick(labels.photo_list, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert dialog.data.counts() == {"blue": 4, "green": 4, "red": 4}
+    assert labels.import_folder(_colour_folder(tmp_path / "other", per_class=2))
+    assert dialog.data.counts() == {"blue": 2, "green": 2, "red": 2}
+    qtbot.keyClick(labels.class_list, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert dialog.data.counts() == {"blue": 4, "green": 4, "red": 4}
+    labels.photo_list.item(0).setSelected(True)
+    labels.photo_list.item(1).setSelected(True)
+    labels.photo_list.setFocus()
+    qtbot.keyClick(labels.photo_list, Qt.Key.Key_Delete)
+    assert dialog.data.counts() == {"blue": 2, "green": 4, "red": 4}
     # F2 renames the selected class; Delete deletes it, once confirmed.
     labels.class_list.setFocus()
     monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("navy", True)))

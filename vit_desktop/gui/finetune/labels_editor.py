@@ -88,6 +88,8 @@ class LabelsEditor(QWidget):
         self.data = LabelledSet()
         #: Labelled by hand since the set was last opened, imported or saved: closing would lose it.
         self.unsaved = False
+        #: The sets before each change, newest last, for Ctrl+Z (sets are immutable: no copies).
+        self._history: list[tuple[LabelledSet, bool]] = []
         self._locked = False
         self._meaning: Callable[[str], str | None] = lambda _name: None
         lv = QVBoxLayout(self)
@@ -151,6 +153,9 @@ class LabelsEditor(QWidget):
             (self, QKeySequence.StandardKey.Save, self._on_save_project, self.save_project_button,
              "Save the classes and their photos as a labels file"),
         )
+        undo = QShortcut(QKeySequence(QKeySequence.StandardKey.Undo), self)
+        undo.setContext(Qt.ShortcutContext.WindowShortcut)
+        undo.activated.connect(self.undo)
         for widget, key, slot, button, tip in keys:
             shortcut = QShortcut(QKeySequence(key), widget)
             shortcut.setContext(Qt.ShortcutContext.WindowShortcut if widget is self
@@ -162,6 +167,7 @@ class LabelsEditor(QWidget):
     # ---- the set -----------------------------------------------------------------------------
 
     def set_data(self, data: LabelledSet) -> None:
+        self._remember()
         self.data = data
         self.unsaved = False
         self._refresh_classes()
@@ -239,10 +245,29 @@ class LabelsEditor(QWidget):
         except VitDesktopError as exc:
             self.status.emit(str(exc))
             return False
+        self._remember()
         self.data = data
         self.unsaved = len(data) > 0
         self._refresh_classes(select)
         self.changed.emit(data)
+        return True
+
+    def _remember(self) -> None:
+        if len(self.data) or self.data.classes:
+            self._history = [*self._history[-49:], (self.data, self.unsaved)]
+
+    def undo(self) -> bool:
+        """Ctrl+Z: the set as it was before the last change (an import or opened file too)."""
+        if self._locked:
+            self.status.emit("Training is running: the classes cannot change until it ends (Cancel stops it)")
+            return False
+        if not self._history:
+            self.status.emit("Nothing to undo")
+            return False
+        self.data, self.unsaved = self._history.pop()
+        self._refresh_classes()
+        self.changed.emit(self.data)
+        self.status.emit(f"Undone: {len(self.data)} photos in {len(self.data.classes)} classes again")
         return True
 
     def add_class(self, name: str) -> bool:
@@ -366,8 +391,9 @@ class LabelsEditor(QWidget):
     @Slot()
     def _on_remove_photos(self) -> None:
         paths = [i.data(Qt.ItemDataRole.UserRole) for i in self.photo_list.selectedItems()]
-        if paths:
-            self._edit(lambda: self.data.without_items(paths))
+        if paths and self._edit(lambda: self.data.without_items(paths)):
+            self.status.emit(f"{len(paths)} photo{'s' if len(paths) != 1 else ''} taken out of the set "
+                             "(Ctrl+Z puts them back)")
 
     @Slot()
     def _on_import_folder(self) -> None:
