@@ -57,13 +57,19 @@ def check(name: str, ok: bool, figure: str) -> None:
     line("PASS" if ok else "FAIL", name, figure)
 
 
+def reason(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
 def guarded(name: str, fn: Callable[[], None]) -> None:
     """A check that crashes is a FAIL with its reason, and the others still run; each says its time."""
     started = time.perf_counter()
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - report and go on
-        line("FAIL", name, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        line("FAIL", name, reason(exc))
     print(f"     ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
 
 
@@ -207,8 +213,7 @@ def model_speed(device: torch.device, quick: bool) -> None:
                 compiled = rate_of(torch.compile(eager, dynamic=False), best_batch, precision)
             except Exception as exc:  # noqa: BLE001 - the eager figure still stands
                 compiled = None
-                print(f"     ViT-B/16 {precision} compiled: not measured, {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0][:200] if str(exc) else ''}", flush=True)
+                print(f"     ViT-B/16 {precision} compiled: not measured, {reason(exc)}", flush=True)
             if compiled is not None:
                 print(f"     ViT-B/16 {precision} compiled batch {best_batch:5d}: {compiled:9.0f} img/s", flush=True)
                 if compiled > best[0]:
@@ -258,7 +263,7 @@ def folder_speed(weights: Path, photos: list[Path], device: str, quick: bool) ->
             try:
                 rate_dev = device_decode_rate(engine, files, batch)
             except Exception as exc:  # noqa: BLE001 - report and go on
-                line("FAIL", check_name, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                line("FAIL", check_name, reason(exc))
             else:
                 line("PASS", check_name,
                      f"{rate_dev:.0f} img/s over {len(files)} JPEGs (torchvision.io.decode_jpeg on the device)")

@@ -303,6 +303,7 @@ class Sorter:
 
     def copy(self, r: ClassifyResult, line: ProgressLine) -> None:
         from vit_desktop.core.export import class_folder_of, copy_into_class_folder
+        from vit_desktop.core.files import os_reason
         from vit_desktop.core.paths import display_path
 
         folder = class_folder_of(r)
@@ -313,8 +314,7 @@ class Sorter:
         except OSError as exc:
             self.failed += 1
             line.clear()
-            print(f"{PROG}: {display_path(r.path)}: not copied into {folder}/: "
-                  f"{(exc.strerror or str(exc)).lower()}", file=self.err)
+            print(f"{PROG}: {display_path(r.path)}: not copied into {folder}/: {os_reason(exc)}", file=self.err)
             return
         self.copied[folder] = self.copied.get(folder, 0) + 1
 
@@ -383,19 +383,20 @@ def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, o
     import time
 
     from vit_desktop.core.export import write_results
+    from vit_desktop.core.files import os_reason
     from vit_desktop.core.paths import data_dir
 
     failed = sum(1 for r in results if r.error)
     try:
         write_results(results, output, top_k=top_k, overwrite=overwrite)
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
+        reason = os_reason(exc)
         fallback = data_dir() / "unsaved results" / f"{output.stem}-{time.strftime('%Y%m%d-%H%M%S')}{output.suffix}"
         try:
             write_results(results, fallback, top_k=top_k)
         except OSError as again:
             print(f"{PROG}: error: could not write {output} ({reason}) nor {fallback} "
-                  f"({(again.strerror or str(again)).lower()}): the results are lost", file=err)
+                  f"({os_reason(again)}): the results are lost", file=err)
             return 1
         print(f"{PROG}: error: could not write {output} ({reason}); the {len(results)} results are in "
               f"{fallback}", file=err)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CancelToken
-from .files import atomic_write_text
+from .files import atomic_path, atomic_write_text
 from .paths import display_path
 from .types import ClassifyResult
 
@@ -159,8 +159,6 @@ def class_folder_of(result: ClassifyResult) -> str | None:
 def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | os.PathLike[str]) -> Path:
     """Copy (never move) ``src`` into ``dest/<label>/``, atomically; a name already taken gets a
     number (``photo (1).jpg``), so nothing is ever replaced. Returns the copy's path."""
-    from .files import atomic_path
-
     src = Path(src)
     folder = Path(dest) / safe_folder_name(label)
     # First, and on its own: a file where the folder should be raises here (FileExistsError, like

@@ -76,6 +76,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: boo
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
+def os_reason(exc: OSError) -> str:
+    """What went wrong with a file, in lower-case words ("permission denied", "no space left on device")."""
+    return (exc.strerror or str(exc)).lower()
+
+
 def cannot_write(path: str | os.PathLike[str]) -> str | None:
     """Why a file could not be written at ``path``, in words; None when it can (checked by creating
     and deleting a temporary file in the nearest existing folder, so read-only folders, read-only
@@ -91,7 +96,7 @@ def cannot_write(path: str | os.PathLike[str]) -> str | None:
     try:
         fd, name = tempfile.mkstemp(prefix=".vit-desktop-check.", suffix=TEMP_SUFFIX, dir=folder)
     except OSError as exc:
-        return f"cannot write in {folder}: {(exc.strerror or str(exc)).lower()}"
+        return f"cannot write in {folder}: {os_reason(exc)}"
     os.close(fd)
     Path(name).unlink(missing_ok=True)
     return None
@@ -117,5 +122,6 @@ __all__ = [
     "atomic_write_text",
     "cannot_write",
     "file_mode",
+    "os_reason",
     "remove_temporary_files",
 ]

@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.files import os_reason
 from vit_desktop.core.types import ClassifyResult, Heatmap
 from vit_desktop.gui.jobs import Job, JobBoard, JobContext, run_in_pool
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
@@ -265,7 +266,7 @@ class Exporter(QObject):
         if failed:
             src, exc = failed[0]
             self.problem.emit(f"{len(failed)} image{'s' if len(failed) != 1 else ''} could not be copied "
-                              f"(first: {Path(src).name}: {(exc.strerror or str(exc)).lower()}); the others were.")
+                              f"(first: {Path(src).name}: {os_reason(exc)}); the others were.")
         self.files_copied.emit(n)
 
 

@@ -129,11 +129,15 @@ class GalleryPane(QWidget):
 
     # -- what the window asks ------------------------------------------------------------------
 
-    def selected_results(self) -> list[ClassifyResult]:
+    def _selected_indexes(self) -> list[QModelIndex]:
+        """The selected cards in view order; with none selected, the current one."""
         rows = self.gallery.selectionModel().selectedIndexes()
         if not rows and self.gallery.currentIndex().isValid():
             rows = [self.gallery.currentIndex()]
-        return [i.data(Roles.RESULT) for i in sorted(rows, key=lambda i: i.row())]
+        return sorted(rows, key=lambda i: i.row())
+
+    def selected_results(self) -> list[ClassifyResult]:
+        return [i.data(Roles.RESULT) for i in self._selected_indexes()]
 
     def copy_selected(self) -> None:
         """Copy the selected results as tab-separated lines: path, label, score (or the error)."""
@@ -149,11 +153,10 @@ class GalleryPane(QWidget):
 
     def remove_selected(self) -> None:
         """Take the selected photos off the list; the files stay where they are (Undo puts them back)."""
-        rows = self.gallery.selectionModel().selectedIndexes() or [self.gallery.currentIndex()]
-        rows = [i for i in rows if i.isValid()]
+        rows = self._selected_indexes()
         if not rows:
             return
-        first = min(i.row() for i in rows)
+        first = rows[0].row()
         removed = self.results_model.remove_paths([i.data(Roles.PATH) for i in rows])
         self._removed.append(removed)
         self.undo_available.emit(True)

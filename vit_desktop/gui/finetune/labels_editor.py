@@ -35,6 +35,8 @@ from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.gui.settings import AppSettings
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
+#: What a change to the set says while training runs.
+LOCKED_TEXT = "Training is running: the classes cannot change until it ends (Cancel stops it)"
 
 
 class ClassList(QListWidget):
@@ -238,7 +240,7 @@ class LabelsEditor(QWidget):
 
     def _edit(self, fn: Callable[[], LabelledSet], select: str | None = None) -> bool:
         if self._locked:
-            self.status.emit("Training is running: the classes cannot change until it ends (Cancel stops it)")
+            self.status.emit(LOCKED_TEXT)
             return False
         try:
             data = fn()
@@ -259,7 +261,7 @@ class LabelsEditor(QWidget):
     def undo(self) -> bool:
         """Ctrl+Z: the set as it was before the last change (an import or opened file too)."""
         if self._locked:
-            self.status.emit("Training is running: the classes cannot change until it ends (Cancel stops it)")
+            self.status.emit(LOCKED_TEXT)
             return False
         if not self._history:
             self.status.emit("Nothing to undo")
