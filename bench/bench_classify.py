@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vit_desktop import cli
-from vit_desktop.core import images
-from vit_desktop.core.devices import resolve_device
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.scan import scan
+from vit_desktop.core.inference.devices import resolve_device
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.io import images
+from vit_desktop.core.io.scan import scan
 from vit_desktop.core.types import ExplainOptions
 
 SHARED = ROOT.parent / "shared"
@@ -52,9 +52,9 @@ SHARED = ROOT.parent / "shared"
 def random_vit_b_16() -> tuple[torch.nn.Module, object]:
     from torchvision.models import vit_b_16
 
-    from vit_desktop.core.layouts import default_labels
+    from vit_desktop.core.models.layouts import default_labels
+    from vit_desktop.core.models.vit import architecture_of
     from vit_desktop.core.types import ModelCard, Preprocess
-    from vit_desktop.core.vit import architecture_of
 
     module = vit_b_16()
     arch = architecture_of(module)
@@ -99,8 +99,8 @@ def flops_per_image(engine: Engine) -> float:
 
 def load_module(model: str, device: str) -> tuple[torch.nn.Module, object, torch.device]:
     """The bare torchvision module and its card, without an Engine (a script's own loading)."""
-    from vit_desktop.core import registry
-    from vit_desktop.core.checkpoints import load_checkpoint
+    from vit_desktop.core.models import registry
+    from vit_desktop.core.models.checkpoints import load_checkpoint
 
     if model == "vit_b_16-random":
         module, card = random_vit_b_16()
@@ -118,7 +118,7 @@ started = time.perf_counter()
 import torch
 from PIL import Image
 from torchvision import transforms as T
-from vit_desktop.core.checkpoints import load_checkpoint  # the weights only: as timm.create_model would
+from vit_desktop.core.models.checkpoints import load_checkpoint  # the weights only: as timm.create_model would
 module, card = load_checkpoint(sys.argv[1])
 module.eval()
 pp = card.preprocess
@@ -179,7 +179,7 @@ def whole_processes(model: str, photos: list[Path], n: int, repeats: int, tmp: P
 
 def cpu_report() -> None:
     """The CPU and what decides its precision."""
-    from vit_desktop.core.devices import choose_precision
+    from vit_desktop.core.inference.devices import choose_precision
 
     model = "?"
     flags: set[str] = set()

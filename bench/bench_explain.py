@@ -7,7 +7,7 @@ For every photo the model's own top-1 answer is the target (the maps explain wha
 right or wrong). Each kind of map orders the 14x14 patches; removing the most relevant first,
 0 %, 10 % ... 90 % of them, the area under "still the same answer" is the positive AUC (lower is
 more faithful); removing the least relevant first gives the negative AUC (higher is more faithful).
-See :mod:`vit_desktop.core.faithfulness`.
+See :mod:`vit_desktop.core.inference.faithfulness`.
 
 Kinds of map:
 - ``random``: a seeded random order, the floor any map must beat;
@@ -42,17 +42,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop.core import vit
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.faithfulness import faithfulness
-from vit_desktop.core.images import load_image
-from vit_desktop.core.rollout import (
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.faithfulness import faithfulness
+from vit_desktop.core.inference.rollout import (
     RolloutAccumulator,
     class_relevance,
     class_targets,
     cls_row_to_grid,
     relevance,
 )
+from vit_desktop.core.io.images import load_image
+from vit_desktop.core.models import vit
 from vit_desktop.core.types import ExplainOptions
 
 SHARED = ROOT / ".." / "shared"

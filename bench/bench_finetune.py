@@ -34,14 +34,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop.core import vit
-from vit_desktop.core.categories import Categories, hierarchy_for, resolve_some
-from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.images import load_image
-from vit_desktop.core.preprocess import normalized_tensor
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.io.images import load_image
+from vit_desktop.core.labels.categories import Categories, hierarchy_for, resolve_some
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.preprocess import normalized_tensor
 from vit_desktop.core.training import TrainConfig, finetune
 from vit_desktop.core.training.fewshot import HEADS, HeadData, candidates, select_head
+from vit_desktop.core.training.labelled_set import LabelledSet
 
 SHARED = ROOT / ".." / "shared"
 

@@ -111,9 +111,9 @@ def make_images(folder: Path, n: int, size: tuple[int, int]) -> None:
 def tiny_model(path: Path) -> Path:
     import torch
 
-    from vit_desktop.core.model_file import save_model
+    from vit_desktop.core.models.model_file import save_model
+    from vit_desktop.core.models.vit import build_module
     from vit_desktop.core.types import Architecture, ModelCard, Preprocess
-    from vit_desktop.core.vit import build_module
 
     arch = Architecture(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
                         num_classes=3)

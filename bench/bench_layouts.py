@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT / ".." / "shared"
 
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.images import load_image
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.io.images import load_image
 
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
@@ -126,7 +126,7 @@ def main() -> int:
     args = ap.parse_args()
     from safetensors.torch import load_file
 
-    from vit_desktop.core.scan import scan
+    from vit_desktop.core.io.scan import scan
 
     photos = list(scan(args.photos).files)
     sd = load_file(args.weights)

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from vit_desktop import cli
 from vit_desktop.cli import classify as classify_command
-from vit_desktop.core import engine as engine_module
-from vit_desktop.core import images
+from vit_desktop.core.inference import engine as engine_module
+from vit_desktop.core.io import images
 
 SHARED = ROOT.parent / "shared"
 

@@ -38,10 +38,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop.core import vit
-from vit_desktop.core.devices import BatchLimit, autocast, choose_precision, resolve_device
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.rollout import RolloutAccumulator
+from vit_desktop.core.inference.devices import BatchLimit, autocast, choose_precision, resolve_device
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.rollout import RolloutAccumulator
+from vit_desktop.core.models import vit
 from vit_desktop.core.types import ExplainOptions
 
 failures: list[str] = []
@@ -143,8 +143,8 @@ def out_of_memory_check(device: torch.device) -> None:
 
 
 def finetune_checks(weights: Path, fewshot: Path, device: str, quick: bool) -> None:
-    from vit_desktop.core.data import LabelledSet
     from vit_desktop.core.training import TrainConfig, finetune
+    from vit_desktop.core.training.labelled_set import LabelledSet
 
     data = LabelledSet.from_folder(fewshot)
     base = Engine.load(weights, device=device)
@@ -240,7 +240,7 @@ def folder_speed(weights: Path, photos: list[Path], device: str, quick: bool) ->
             if name.startswith("vit_b_16"):
                 from torchvision.models import vit_b_16
 
-                from vit_desktop.core.registry import REGISTRY
+                from vit_desktop.core.models.registry import REGISTRY
 
                 entry = REGISTRY["vit_b_16"]
                 engine = Engine.from_module(vit_b_16().eval(), _card(entry), device=device)

@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.model_file import save_model
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.models.model_file import save_model
 from vit_desktop.core.training import TrainConfig, TrainProgress, train_from_scratch
 
 DATA = Path("/usr/share/datasets/fashion-mnist")

@@ -136,7 +136,7 @@ def traffic_light(w: int = 640, h: int = 800) -> Image.Image:
 def icon(size: int = 256) -> Image.Image:
     """Patch grid tinted like an attention heatmap, in a rounded square."""
     sys.path.insert(0, str(HERE.parent))
-    from vit_desktop.core.heatmap import colorize
+    from vit_desktop.core.io.heatmap import colorize
 
     n = 6
     yy, xx = np.mgrid[0:n, 0:n] + 0.5

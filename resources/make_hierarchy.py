@@ -1,11 +1,11 @@
-"""Write the ImageNet-1k label hierarchy (WordNet 3.0 hypernyms) that core/hierarchy.py reads.
+"""Write the ImageNet-1k label hierarchy (WordNet 3.0 hypernyms) that core/labels/hierarchy.py reads.
 
     apt-get install wordnet-base        # WordNet 3.0: /usr/share/wordnet/{data,index}.noun, noun.exc
     python resources/make_hierarchy.py --synsets imagenet_synsets.txt
 
 ``--synsets`` is a text file with the 1000 ImageNet-1k wnids in class-index order, one a line
 (timm ships one as ``timm/data/_info/imagenet_synsets.txt``). It is read here only; the program
-never needs it. The output, ``vit_desktop/core/wordnet/imagenet1k_hierarchy.json.gz``, holds:
+never needs it. The output, ``vit_desktop/core/labels/wordnet/imagenet1k_hierarchy.json.gz``, holds:
 
 - ``classes``: the 1000 wnids in index order;
 - ``nodes``: every synset in the hypernym closure of those classes (``@`` and ``@i`` pointers),
@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-OUT = REPO / "vit_desktop" / "core" / "wordnet" / "imagenet1k_hierarchy.json.gz"
+OUT = REPO / "vit_desktop" / "core" / "labels" / "wordnet" / "imagenet1k_hierarchy.json.gz"
 SHARED = REPO.parent / "shared"
 FORMAT = 1
 

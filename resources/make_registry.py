@@ -1,11 +1,12 @@
-"""Write vit_desktop/core/registry.json: torchvision's ViT family and its ImageNet-1k weights.
+"""Write vit_desktop/core/models/registry.json (torchvision's ViT family and its ImageNet-1k weights)
+and vit_desktop/core/labels/imagenet_classes.json (the 1000 class names those weights carry).
 
     python resources/make_registry.py
 
-The program reads this file instead of importing torchvision.models at start-up (importing it
+The program reads these files instead of importing torchvision.models at start-up (importing it
 takes 1.7 s, most of it torch._dynamo pulled in by torchvision.ops). It holds, per model, the
 weights' URL, file name, size, ImageNet top-1, parameter count, architecture and evaluation
-transforms, and the 1000 ImageNet class names the weights carry. tests/core/test_registry.py
+transforms; the class names go to their own file, which the label wing reads. tests/core/test_registry.py
 checks it against the installed torchvision.
 """
 
@@ -19,7 +20,8 @@ import torch
 from torchvision.models import get_model_builder, get_model_weights
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "vit_desktop" / "core" / "registry.json"
+OUT = REPO / "vit_desktop" / "core" / "models" / "registry.json"
+CLASSES_OUT = REPO / "vit_desktop" / "core" / "labels" / "imagenet_classes.json"
 
 #: IMAGENET1K_V1 (torchvision's own ViT recipe, 224 px) where it exists; ViT-H/14 has only SWAG
 #: weights, of which E2E (fine-tuned end to end at 518 px) is the accurate one.
@@ -31,7 +33,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(REPO))
-    from vit_desktop.core.vit import architecture_of
+    from vit_desktop.core.models.vit import architecture_of
 
     models = {}
     categories = None
@@ -54,9 +56,9 @@ def main() -> None:
             "preprocess": {"crop_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]),
                            "interpolation": str(t.interpolation.value), "mean": list(t.mean), "std": list(t.std)},
         }
-    data = {"models": models, "categories": categories}
-    OUT.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KiB)")
+    for path, data in ((OUT, {"models": models}), (CLASSES_OUT, categories)):
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 
 
 if __name__ == "__main__":

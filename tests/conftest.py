@@ -25,7 +25,7 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def _fp32_on_every_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """"auto" means fp32 on the CPU in tests, whatever this CPU can do, so that figures compared
     with fp32 references do not depend on the machine (tests/core/test_devices.py tests the choice)."""
-    from vit_desktop.core import devices
+    from vit_desktop.core.inference import devices
 
     monkeypatch.setattr(devices, "cpu_bf16", lambda: (False, "fp32 while testing"))
 
@@ -51,7 +51,7 @@ def tiny() -> tuple[object, object]:
 
 @pytest.fixture
 def tiny_model_file(tmp_path: Path) -> Path:
-    from vit_desktop.core.model_file import save_model
+    from vit_desktop.core.models.model_file import save_model
 
     module, card = tiny_model()
     return save_model(tmp_path / "tiny.safetensors", module, card)

@@ -50,7 +50,7 @@ def tiny_model(num_classes: int = 3, *, seed: int = 0, **kw):
     """A small random ViT (non-zero head, so predictions differ between images) and its card."""
     import torch
 
-    from vit_desktop.core.vit import build_module
+    from vit_desktop.core.models.vit import build_module
 
     card = tiny_card(num_classes, **kw)
     torch.manual_seed(seed)
@@ -65,7 +65,7 @@ def as_torchvision(module):
     import torch
     from torchvision.models import VisionTransformer
 
-    from vit_desktop.core.vit import architecture_of
+    from vit_desktop.core.models.vit import architecture_of
 
     a = architecture_of(module)
     with torch.device("meta"):
@@ -78,7 +78,7 @@ def as_torchvision(module):
 
 def save_tiny_model(path: Path, labels: tuple[str, ...], name: str, seed: int = 0) -> Path:
     """A tiny ViT with its own labels, saved in the project format (loads in milliseconds)."""
-    from vit_desktop.core.model_file import save_model
+    from vit_desktop.core.models.model_file import save_model
 
     module, card = tiny_model(len(labels), seed=seed, labels=labels, name=name)
     return save_model(path, module, card)

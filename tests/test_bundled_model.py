@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vit_desktop import cli
-from vit_desktop.core import download, registry
+from vit_desktop.core.models import download, registry
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "resources" / "samples" / "clothing"

@@ -22,7 +22,7 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import vit_desktop.core.categories as categories
+    import vit_desktop.core.labels.categories as categories
 
     tree = tiny_hierarchy()
     monkeypatch.setattr(categories, "hierarchy_for", lambda card: tree if card.labels == tuple(SUBTYPES) else None)

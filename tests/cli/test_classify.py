@@ -234,7 +234,7 @@ def test_without_model_uses_the_last_used_then_says_which(tiny_model_file: Path,
 
 def test_without_model_or_cache_the_bundled_model_is_used(tiny_model_file: Path, image_folder: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from vit_desktop.core import registry
+    from vit_desktop.core.models import registry
 
     bundled = tmp_path / "bundled"
     bundled.mkdir()
@@ -248,7 +248,7 @@ def test_without_model_or_cache_the_bundled_model_is_used(tiny_model_file: Path,
 
 def test_overlays_drawn_on_the_kept_photo_are_those_of_a_fresh_decode(tiny_model_file: Path, image_folder: Path,
                                                                       tmp_path: Path, monkeypatch) -> None:
-    from vit_desktop.core import preprocess
+    from vit_desktop.core.models import preprocess
 
     kept, fresh = tmp_path / "kept", tmp_path / "fresh"
     assert run("classify", str(image_folder), "--model", str(tiny_model_file), "--heatmaps", str(kept))[0] == 0

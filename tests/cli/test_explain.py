@@ -12,8 +12,8 @@ from PIL import Image
 
 from tests.cli.test_classes import colours_model  # noqa: F401 - a fixture
 from vit_desktop.cli import main
-from vit_desktop.core.engine import Engine
 from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.types import ExplainOptions
 
 

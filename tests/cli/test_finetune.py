@@ -13,8 +13,8 @@ from torchvision.models import VisionTransformer
 
 from tests.support import colour_folder
 from vit_desktop import cli
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.model_file import save_model
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.models.model_file import save_model
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
 

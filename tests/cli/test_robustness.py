@@ -62,7 +62,7 @@ def test_a_signal_during_finetune_saves_the_best_model_so_far(tmp_path: Path, ti
     assert proc.returncode == status, err
     assert "Traceback" not in err and "terminate called" not in err
     assert "saved the best model so far" in err
-    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.inference.engine import Engine
 
     assert Engine.load(out, device="cpu").card.labels == ("blue", "green", "red")
     assert not list(tmp_path.glob(".best.safetensors.*"))  # no temporary file left behind
@@ -105,17 +105,18 @@ def test_an_unwritable_output_is_refused_before_the_run(tmp_path: Path, tiny_mod
 def test_a_full_disk_at_the_end_keeps_the_results_in_the_data_folder(tmp_path: Path, tiny_model_file: Path,
                                                                      image_folder: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from vit_desktop.core import export, paths
+    from vit_desktop.core import paths
+    from vit_desktop.core.io import results_files
 
     target = tmp_path / "out" / "r.jsonl"
-    real = export.write_results
+    real = results_files.write_results
 
     def full_disk(results, path, **kw):  # type: ignore[no-untyped-def]
         if Path(path) == target:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(results, path, **kw)
 
-    monkeypatch.setattr(export, "write_results", full_disk)
+    monkeypatch.setattr(results_files, "write_results", full_disk)
     code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output", str(target))
     assert code == 1 and "no space left on device" in err
     kept = list((paths.data_dir() / "unsaved results").glob("r-*.jsonl"))

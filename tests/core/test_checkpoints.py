@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import VisionTransformer
 
-from vit_desktop.core.checkpoints import load_checkpoint
 from vit_desktop.core.errors import ModelError
-from vit_desktop.core.model_file import save_model
+from vit_desktop.core.models.checkpoints import load_checkpoint
+from vit_desktop.core.models.model_file import save_model
 
 # hidden 128 with 2 heads: the standard 64-wide heads, so files without metadata infer it right.
 ARCH = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=96, num_classes=4)

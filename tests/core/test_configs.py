@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_desktop.core.configs import default_preprocess, hf_preprocess, timm_config, timm_preprocess
 from vit_desktop.core.errors import ModelError
-from vit_desktop.core.preprocess import normalized_tensor
+from vit_desktop.core.models.hub_configs import default_preprocess, hf_preprocess, timm_config, timm_preprocess
+from vit_desktop.core.models.preprocess import normalized_tensor
 
 
 def hand_hf(image: Image.Image, resize: tuple[int, int] | None, crop: int | None, resample: int,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vit_desktop.core.data import LabelledSet
 from vit_desktop.core.errors import VitDesktopError
+from vit_desktop.core.training.labelled_set import LabelledSet
 
 
 def _photo(path: Path, colour: tuple[int, int, int] = (200, 30, 30)) -> Path:

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from vit_desktop import cli
-from vit_desktop.core import devices, state
-from vit_desktop.core.devices import choose_precision, cpu_bf16
+from vit_desktop.core import state
 from vit_desktop.core.errors import ModelError
+from vit_desktop.core.inference import devices
+from vit_desktop.core.inference.devices import choose_precision, cpu_bf16
 from vit_desktop.core.training import TrainConfig
 
 CPU = torch.device("cpu")

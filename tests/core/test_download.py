@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vit_desktop.core import registry
-from vit_desktop.core.download import PARTIAL_SUFFIX, STALE_PARTIAL_SECONDS, download_file
 from vit_desktop.core.errors import Cancelled, CancelToken, DownloadError
+from vit_desktop.core.models import registry
+from vit_desktop.core.models.download import PARTIAL_SUFFIX, STALE_PARTIAL_SECONDS, download_file
 
 PAYLOAD = random.Random(7).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

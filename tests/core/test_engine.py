@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from tests.support import as_torchvision, tiny_model, write_image
-from vit_desktop.core import images
-from vit_desktop.core.devices import resolve_device
-from vit_desktop.core.engine import Engine
 from vit_desktop.core.errors import CancelToken, ModelError
-from vit_desktop.core.scan import scan
+from vit_desktop.core.inference.devices import resolve_device
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.io import images
+from vit_desktop.core.io.scan import scan
 from vit_desktop.core.types import ExplainOptions
 
 
@@ -147,7 +147,7 @@ def test_other_errors_are_not_taken_for_lack_of_memory(engine: Engine, tmp_path:
 
 
 def test_what_counts_as_running_out_of_memory() -> None:
-    from vit_desktop.core.devices import is_out_of_memory
+    from vit_desktop.core.inference.devices import is_out_of_memory
 
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"), cuda)

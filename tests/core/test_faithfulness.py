@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vit_desktop.core.faithfulness import STEPS, area, removal_masks
+from vit_desktop.core.inference.faithfulness import STEPS, area, removal_masks
 
 
 def test_masks_remove_the_ranked_patches_in_order() -> None:

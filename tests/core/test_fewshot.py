@@ -12,10 +12,9 @@ import torch
 from torchvision.models import VisionTransformer
 
 from tests.support import write_image
-from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.engine import Engine
 from vit_desktop.core.errors import VitDesktopError
-from vit_desktop.core.hierarchy import Hierarchy
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.labels.hierarchy import Hierarchy
 from vit_desktop.core.training import TrainConfig, finetune
 from vit_desktop.core.training.fewshot import (
     FeaturesHead,
@@ -25,6 +24,7 @@ from vit_desktop.core.training.fewshot import (
     candidates,
     select_head,
 )
+from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
 # Eight base classes, two per sub-type, in two broad groups: warm (red, orange, yellow, pink) and
@@ -178,7 +178,7 @@ def test_real_deit_learns_broad_classes_that_hold_for_unseen_kinds(tmp_path: Pat
 
     if not DEIT.is_file() or not FEWSHOT.is_dir():
         pytest.skip("shared DeiT-Tiny and fewshot-dev photos not on this machine")
-    from vit_desktop.core.categories import Categories, hierarchy_for
+    from vit_desktop.core.labels.categories import Categories, hierarchy_for
 
     base = Engine.load(DEIT, device="cpu")
     data = LabelledSet.from_folder(FEWSHOT)

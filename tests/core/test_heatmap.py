@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_desktop.core.heatmap import COLORMAPS, colorize, render_overlay, save_overlay_png
+from vit_desktop.core.io.heatmap import COLORMAPS, colorize, render_overlay, save_overlay_png
 from vit_desktop.core.types import Heatmap
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vit_desktop.core.errors import VitDesktopError
-from vit_desktop.core.hierarchy import (
+from vit_desktop.core.labels.hierarchy import (
     ClassNameError,
     Hierarchy,
     load_imagenet_hierarchy,

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vit_desktop.core import images
-from vit_desktop.core import scan as scan_module
 from vit_desktop.core.errors import Cancelled, CancelToken, ImageError
-from vit_desktop.core.images import IMAGE_SUFFIXES, load_image, load_image_with_size, to_rgb
+from vit_desktop.core.io import images
+from vit_desktop.core.io import scan as scan_module
+from vit_desktop.core.io.images import IMAGE_SUFFIXES, load_image, load_image_with_size, to_rgb
+from vit_desktop.core.io.scan import ScanResult, scan
 from vit_desktop.core.paths import display_path
-from vit_desktop.core.scan import ScanResult, scan
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 

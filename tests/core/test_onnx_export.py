@@ -14,10 +14,11 @@ import torch
 
 from tests.support import tiny_model, write_image
 from vit_desktop import cli
-from vit_desktop.core import onnx_export, vit
-from vit_desktop.core.engine import Engine
-from vit_desktop.core.images import load_image
-from vit_desktop.core.onnx_export import ExportError, export_onnx, read_onnx_metadata
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.io.images import load_image
+from vit_desktop.core.models import onnx as onnx_export
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.onnx import ExportError, export_onnx, read_onnx_metadata
 from vit_desktop.core.types import HeadSpec
 
 ort = pytest.importorskip("onnxruntime")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_desktop.core.png import encode_png
+from vit_desktop.core.io.png import encode_png
 
 
 def decoded(data: bytes) -> np.ndarray:
@@ -23,7 +23,7 @@ def deflate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """Each test runs with the deflate in use (zlib-ng where installed) and with plain zlib."""
     import zlib
 
-    from vit_desktop.core import png
+    from vit_desktop.core.io import png
 
     if request.param == "zlib":
         monkeypatch.setattr(png, "deflate_module", zlib)
@@ -49,7 +49,7 @@ def test_photo_like_images_are_compressed(deflate: str) -> None:
 
 
 def test_large_images_span_several_data_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vit_desktop.core import png
+    from vit_desktop.core.io import png
 
     monkeypatch.setattr(png, "_IDAT_BYTES", 1000)
     pixels = np.random.default_rng(1).integers(0, 256, size=(50, 60, 3), dtype=np.uint8)

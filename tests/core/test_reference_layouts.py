@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vit_desktop.core import vit
-from vit_desktop.core.checkpoints import load_checkpoint
-from vit_desktop.core.configs import hf_preprocess, timm_config, timm_preprocess
-from vit_desktop.core.engine import Engine
 from vit_desktop.core.errors import ModelError
-from vit_desktop.core.preprocess import model_input, normalized_tensor
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.checkpoints import load_checkpoint
+from vit_desktop.core.models.hub_configs import hf_preprocess, timm_config, timm_preprocess
+from vit_desktop.core.models.preprocess import model_input, normalized_tensor
 from vit_desktop.core.types import ExplainOptions
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"

@@ -13,9 +13,10 @@ import torchvision
 from safetensors.torch import save_file
 
 from tests.support import as_torchvision
-from vit_desktop.core import paths, registry
+from vit_desktop.core import paths
 from vit_desktop.core.errors import ModelError
-from vit_desktop.core.vit import ViT
+from vit_desktop.core.models import registry
+from vit_desktop.core.models.vit import ViT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,9 +62,9 @@ def test_registry_matches_torchvision_weights() -> None:
 
 
 def test_the_registry_table_is_what_torchvision_says() -> None:
-    """vit_desktop/core/registry.json (read instead of importing torchvision.models, 1.7 s) matches
+    """vit_desktop/core/models/registry.json and labels/imagenet_classes.json (read instead of importing torchvision.models, 1.7 s) matches
     the installed torchvision: regenerate it with resources/make_registry.py when this fails."""
-    from vit_desktop.core.vit import architecture_of
+    from vit_desktop.core.models.vit import architecture_of
 
     for name, entry in registry.REGISTRY.items():
         weights = torchvision.models.get_model_weights(name)[entry.weights]
@@ -79,8 +80,8 @@ def test_the_registry_table_is_what_torchvision_says() -> None:
 
 def test_the_project_vit_is_torchvisions_keys_init_and_forward() -> None:
     """Same seed, same parameters: the ViT draws its initialisation as torchvision does."""
+    from vit_desktop.core.models.vit import ViT
     from vit_desktop.core.types import Architecture
-    from vit_desktop.core.vit import ViT
 
     for rep in (None, 24):
         torch.manual_seed(3)
@@ -374,7 +375,7 @@ def test_hub_dir_honours_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_modules_import_without_qt() -> None:
     code = (
         "import sys; sys.modules['PySide6'] = None\n"
-        "import vit_desktop.core.paths, vit_desktop.core.download, vit_desktop.core.registry\n"
+        "import vit_desktop.core.paths, vit_desktop.core.models.download, vit_desktop.core.models.registry\n"
         "assert not any(m.startswith('PySide6.') for m in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.models import VisionTransformer
 
-from vit_desktop.core.faithfulness import faithfulness
-from vit_desktop.core.rollout import (
+from vit_desktop.core.inference.faithfulness import faithfulness
+from vit_desktop.core.inference.rollout import (
     REFINE_FRACTION,
     RolloutAccumulator,
     class_relevance,
@@ -16,7 +16,7 @@ from vit_desktop.core.rollout import (
     discard_lowest,
     relevance,
 )
-from vit_desktop.core.vit import forward
+from vit_desktop.core.models.vit import forward
 
 
 def attention_by_hooks(module: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:

@@ -13,15 +13,15 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.models import VisionTransformer
 
-from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.engine import Engine
 from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.training import (
     TrainConfig,
     TrainProgress,
     finetune,
     train_from_scratch,
 )
+from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"

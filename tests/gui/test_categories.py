@@ -16,7 +16,7 @@ MS = 60_000
 
 @pytest.fixture
 def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import vit_desktop.core.categories as categories
+    import vit_desktop.core.labels.categories as categories
     import vit_desktop.core.training as training
     import vit_desktop.gui.sorting as sorting
 

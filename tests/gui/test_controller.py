@@ -74,8 +74,8 @@ def test_task_failure_and_cancel_are_reported(qtbot, controller) -> None:
 def test_use_module_switches_to_an_in_memory_model(qtbot, controller) -> None:
     import torch
 
+    from vit_desktop.core.models.vit import build_module
     from vit_desktop.core.types import Architecture, ModelCard, Preprocess
-    from vit_desktop.core.vit import build_module
 
     arch = Architecture(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
                         num_classes=2)

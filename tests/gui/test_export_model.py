@@ -26,7 +26,7 @@ def test_export_the_model_in_use(qtbot, make_window, model_a, tmp_path) -> None:
 
 
 def test_export_without_a_model_or_the_extra_says_what_to_do(qtbot, make_window, model_a, monkeypatch) -> None:
-    from vit_desktop.core import onnx_export
+    from vit_desktop.core.models import onnx as onnx_export
 
     w = make_window()
     w.commands.export_model.trigger()

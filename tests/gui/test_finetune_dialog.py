@@ -14,8 +14,8 @@ from PySide6.QtGui import QDropEvent
 from torchvision.models import VisionTransformer
 
 from tests.support import colour_folder
-from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.engine import Engine
+from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.finetune.dialog import FinetuneDialog

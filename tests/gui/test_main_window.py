@@ -356,7 +356,7 @@ def test_close_during_a_model_load_is_clean(qtbot, make_window, model_a) -> None
 
 
 def test_model_menu_lists_models_and_picks_a_default(qtbot, make_window) -> None:
-    from vit_desktop.core import registry
+    from vit_desktop.core.models import registry
 
     expected = registry.list_models()
     w = make_window()
@@ -486,7 +486,7 @@ def test_fine_tune_menu_says_so_when_the_dialog_is_missing(qtbot, make_window, m
 def test_an_unsaved_in_memory_model_is_not_remembered(qtbot, make_window, model_a) -> None:
     import dataclasses
 
-    from vit_desktop.core.checkpoints import load_checkpoint
+    from vit_desktop.core.models.checkpoints import load_checkpoint
 
     w = make_window()
     load(qtbot, w, model_a)

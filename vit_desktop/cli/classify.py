@@ -18,7 +18,7 @@ from .console import PROG, ProgressLine, UsageError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from vit_desktop.core.categories import Categories
+    from vit_desktop.core.labels.categories import Categories
     from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
     from .console import Subparsers
@@ -70,7 +70,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if not 0.0 <= args.discard_ratio < 1.0:
         raise UsageError("--discard-ratio must be in [0, 1)")
     if args.output:
-        from vit_desktop.core.export import format_of
+        from vit_desktop.core.io.results_files import format_of
 
         try:
             format_of(args.output)
@@ -99,7 +99,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]], int]:
     """(file, path relative to its PATH argument) for every image, (path, reason) errors, and how
     many files were skipped because they had been found already."""
-    from vit_desktop.core.scan import scan
+    from vit_desktop.core.io.scan import scan
 
     found = scan(paths)
     roots = [Path(p) for p in paths]
@@ -159,9 +159,9 @@ class HeatmapWriter:
         import numpy as np
 
         from vit_desktop.core.files import atomic_write_bytes
-        from vit_desktop.core.heatmap import render_overlay
-        from vit_desktop.core.images import load_image
-        from vit_desktop.core.png import encode_png
+        from vit_desktop.core.io.heatmap import render_overlay
+        from vit_desktop.core.io.images import load_image
+        from vit_desktop.core.io.png import encode_png
 
         assert heatmap is not None
         png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
@@ -201,10 +201,11 @@ class HeatmapWriter:
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     _check_args(args)
-    from vit_desktop.core import registry, state
-    from vit_desktop.core.engine import Engine
+    from vit_desktop.core import state
     from vit_desktop.core.errors import VitDesktopError
-    from vit_desktop.core.export import format_table
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.io.results_files import format_table
+    from vit_desktop.core.models import registry
     from vit_desktop.core.paths import display_path
     from vit_desktop.core.types import ClassifyResult
 
@@ -302,8 +303,8 @@ class Sorter:
         self.failed = 0
 
     def copy(self, r: ClassifyResult, line: ProgressLine) -> None:
-        from vit_desktop.core.export import class_folder_of, copy_into_class_folder
         from vit_desktop.core.files import os_reason
+        from vit_desktop.core.io.class_folders import class_folder_of, copy_into_class_folder
         from vit_desktop.core.paths import display_path
 
         folder = class_folder_of(r)
@@ -320,7 +321,7 @@ class Sorter:
 
     def report(self) -> int:
         """Says what went where on stderr; 1 when a photo could not be copied."""
-        from vit_desktop.core.export import UNCERTAIN_FOLDER
+        from vit_desktop.core.io.class_folders import UNCERTAIN_FOLDER
 
         n = sum(self.copied.values())
         classes = len(self.copied) - (UNCERTAIN_FOLDER in self.copied)
@@ -353,8 +354,8 @@ def _categories(args: argparse.Namespace, card: ModelCard, err: IO[str]) -> Cate
     """The named categories of --classes / --classes-file, resolved over the model's hierarchy."""
     if not args.classes and not args.classes_file:
         return None
-    from vit_desktop.core.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
     from vit_desktop.core.errors import VitDesktopError
+    from vit_desktop.core.labels.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
 
     if args.classes_file:
         try:
@@ -382,8 +383,8 @@ def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, o
     folder and say where: a run is never lost."""
     import time
 
-    from vit_desktop.core.export import write_results
     from vit_desktop.core.files import os_reason
+    from vit_desktop.core.io.results_files import write_results
     from vit_desktop.core.paths import data_dir
 
     failed = sum(1 for r in results if r.error)

@@ -27,7 +27,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from vit_desktop.core.files import cannot_write
-    from vit_desktop.core.onnx_export import INSTALL_HINT, ExportError, export_onnx, missing_modules
+    from vit_desktop.core.models.onnx import INSTALL_HINT, ExportError, export_onnx, missing_modules
 
     missing = missing_modules()
     if missing:
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         raise UsageError(f"--onnx: {problem}")
     photos = _photos(args.photos, err)
 
-    from vit_desktop.core.engine import Engine
     from vit_desktop.core.errors import VitDesktopError
+    from vit_desktop.core.inference.engine import Engine
 
     try:
         engine = Engine.load(args.model, device="cpu", precision="fp32")
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _photos(paths: list[str], err: IO[str]) -> list[Path]:
+    from vit_desktop.core.io.scan import scan
     from vit_desktop.core.paths import shipped_dir
-    from vit_desktop.core.scan import scan
 
     if not paths:
         samples = shipped_dir("resources") / "samples"

@@ -21,9 +21,9 @@ from vit_desktop.core.units import format_clock
 from .console import PROG, Interrupted, ProgressLine, UsageError
 
 if TYPE_CHECKING:
-    from vit_desktop.core.data import LabelledSet
     from vit_desktop.core.errors import CancelToken
     from vit_desktop.core.training import TrainConfig, TrainProgress, TrainResult
+    from vit_desktop.core.training.labelled_set import LabelledSet
 
     from .console import Subparsers
 
@@ -131,7 +131,7 @@ class _Reporter:
 
 
 def _load_data(path: Path) -> tuple[LabelledSet, list[tuple[str, str]]]:
-    from vit_desktop.core.data import LabelledSet
+    from vit_desktop.core.training.labelled_set import LabelledSet
 
     if path.is_file():
         data, missing = LabelledSet.load(path)
@@ -151,8 +151,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelToken) -> int:
-    from vit_desktop.core.engine import Engine
-    from vit_desktop.core.model_file import save_model
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.models.model_file import save_model
     from vit_desktop.core.training import finetune, train_from_scratch
 
     output = Path(args.output).expanduser()
@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
             base = Engine.load(args.base, device=args.device, cancel=cancel, progress=line.bytes)
         finally:
             line.close()
-        from vit_desktop.core.devices import choose_precision
+        from vit_desktop.core.inference.devices import choose_precision
 
         computing = choose_precision(config.precision, base.device, training=True)
         err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}, training in "

@@ -14,7 +14,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    from vit_desktop.core import registry
+    from vit_desktop.core.models import registry
 
     out.write(registry.format_models_table(registry.list_models()) + "\n")
     return 0

@@ -19,7 +19,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
-#: Compute precisions: "auto" is decided per machine (:func:`vit_desktop.core.devices.choose_precision`).
+#: Compute precisions: "auto" is decided per machine (:func:`vit_desktop.core.inference.devices.choose_precision`).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 #: The maps: attention rollout (where the model looked, whatever it answered), the class map
 #: (what the answer rests on: gradient-weighted rollout) and the refined class map (two passes).
@@ -40,7 +40,7 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Architecture:
-    """Shape of a ViT (:class:`vit_desktop.core.vit.ViT`); enough to build one and load its weights.
+    """Shape of a ViT (:class:`vit_desktop.core.models.vit.ViT`); enough to build one and load its weights.
 
     The defaults are torchvision's ``VisionTransformer``. The other fields are the variants timm
     and its checkpoints add: no class token, register tokens (``reg_token``), layer scale
@@ -102,7 +102,7 @@ class Preprocess:
     """How a photo becomes the model's input: resize, centre-crop, rescale, normalise.
 
     The modes are those of the libraries checkpoints come from, step for step, so that a model sees
-    what it was trained and evaluated on (:mod:`vit_desktop.core.preprocess` runs them):
+    what it was trained and evaluated on (:mod:`vit_desktop.core.models.preprocess` runs them):
 
     * ``resize_mode`` "shorter": the shorter side becomes ``resize_size`` and the longer
       ``int(resize_size * long / short)`` (torchvision's ``Resize(int)``, Hugging Face's
@@ -157,7 +157,7 @@ class Preprocess:
         """The region (left, top, right, bottom) of a ``width`` x ``height`` image the model sees,
         in the image's pixels; it extends past the image where the crop pads.
 
-        This is exactly the region :func:`vit_desktop.core.preprocess.model_input` takes.
+        This is exactly the region :func:`vit_desktop.core.models.preprocess.model_input` takes.
         """
         rw, rh = self.resized_size(width, height)
         sx, sy = width / rw, height / rh
@@ -179,7 +179,7 @@ class HeadSpec:
 
     ``z_k = s·log(P·M_k + eps) + W_p·std(log P) + W_f·std(f) + b_k`` where ``f`` are the features
     before the classifier and ``P`` the base head's probabilities over its ``base_classes``
-    (:class:`vit_desktop.core.vit.FewShotHead`); each term is there only when its flag is set. A
+    (:class:`vit_desktop.core.models.vit.FewShotHead`); each term is there only when its flag is set. A
     model without a HeadSpec has torchvision's single linear layer.
     """
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vit_desktop.core.heatmap import COLORMAPS  # numpy and Pillow only: cheap at start-up
+from vit_desktop.core.io.heatmap import COLORMAPS  # numpy and Pillow only: cheap at start-up
 from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, ExplainOptions, Heatmap
 from vit_desktop.gui.compute import Controller, HeatmapReply
 from vit_desktop.gui.image_view import ImageView
@@ -30,7 +30,7 @@ from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.topk_bars import TopKBars
 
 if TYPE_CHECKING:
-    from vit_desktop.core.categories import Categories
+    from vit_desktop.core.labels.categories import Categories
 
 
 #: (key, menu text, tooltip): the maps the panel offers, the default first.

@@ -2,7 +2,7 @@
 model as ONNX.
 
 The dialogs and the messages are here; the formats and the copying are core's
-(:mod:`vit_desktop.core.export`, :mod:`vit_desktop.core.heatmap`). Slow work runs on the thread
+(:mod:`vit_desktop.core.io.results_files`, :mod:`vit_desktop.core.io.heatmap`). Slow work runs on the thread
 pool as jobs, so the window stays responsive.
 """
 
@@ -24,9 +24,9 @@ from vit_desktop.gui.jobs import Job, JobBoard, JobContext, run_in_pool
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
 
 if TYPE_CHECKING:
-    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.models.vit import ViT
     from vit_desktop.core.types import ModelCard
-    from vit_desktop.core.vit import ViT
     from vit_desktop.gui.compute import Controller
 
 
@@ -89,7 +89,7 @@ class Exporter(QObject):
     def export_results(self, results: Sequence[ClassifyResult], path: str | os.PathLike[str], *, top_k: int,
                        overwrite: bool = False) -> bool:
         """Write every result in the command line's format chosen by the suffix (.csv/.json/.jsonl)."""
-        from vit_desktop.core.export import write_results
+        from vit_desktop.core.io.results_files import write_results
 
         try:
             written = write_results(results, path, top_k=top_k, overwrite=overwrite)
@@ -123,8 +123,8 @@ class Exporter(QObject):
         src, dest = result.path, str(path)
 
         def work(_ctx: JobContext) -> object:
-            from vit_desktop.core.heatmap import save_overlay_png
-            from vit_desktop.core.images import load_image
+            from vit_desktop.core.io.heatmap import save_overlay_png
+            from vit_desktop.core.io.images import load_image
 
             return str(save_overlay_png(dest, load_image(src), heatmap, colormap=overlay.colormap,
                                         opacity=overlay.opacity, overwrite=overwrite))
@@ -144,7 +144,7 @@ class Exporter(QObject):
         if card is None:
             self.hint.emit("Load a model first: the model in use is what gets exported.")
             return
-        from vit_desktop.core.onnx_export import INSTALL_HINT, missing_modules
+        from vit_desktop.core.models.onnx import INSTALL_HINT, missing_modules
 
         missing = missing_modules()
         if missing:
@@ -190,7 +190,7 @@ class Exporter(QObject):
         card: ModelCard = copied[1]
 
         def work(ctx: JobContext) -> object:
-            from vit_desktop.core.onnx_export import export_onnx
+            from vit_desktop.core.models.onnx import export_onnx
 
             return export_onnx(module, card, dest, photos=photos, overwrite=overwrite, progress=ctx.report,
                                cancel=ctx.token)
@@ -204,7 +204,7 @@ class Exporter(QObject):
 
     @Slot(object)
     def _on_model_exported(self, report: object) -> None:
-        from vit_desktop.core.onnx_export import ExportReport
+        from vit_desktop.core.models.onnx import ExportReport
 
         assert isinstance(report, ExportReport)
         self._settings.set_folder("export_model", str(report.path.parent))
@@ -227,7 +227,7 @@ class Exporter(QObject):
                                                 self._settings.folder("sorted"))
         if not dest:
             return
-        from vit_desktop.core.export import UNCERTAIN_FOLDER
+        from vit_desktop.core.io.class_folders import UNCERTAIN_FOLDER
 
         unsure = sum(1 for r in ok if r.uncertain)
         aside = (f"\n\n{unsure} uncertain one{'s' if unsure != 1 else ''} (best score under the threshold) go "
@@ -246,7 +246,7 @@ class Exporter(QObject):
         An uncertain result goes into ``dest/uncertain/``: a turtle sorted into "dog, cat" at 1 %
         is not a dog photo.
         """
-        from vit_desktop.core.export import class_folder_of, copy_into_class_folders
+        from vit_desktop.core.io.class_folders import class_folder_of, copy_into_class_folders
 
         items = [(r.path, folder) for r in results if (folder := class_folder_of(r)) is not None]
 

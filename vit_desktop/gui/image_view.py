@@ -28,8 +28,8 @@ from vit_desktop.gui.qimage import rgb_to_qimage
 
 
 def heatmap_qimage(heatmap: Heatmap, colormap: str) -> QImage:
-    """The heatmap grid coloured by ``vit_desktop.core.heatmap.colorize`` as a small RGB QImage."""
-    from vit_desktop.core.heatmap import colorize
+    """The heatmap grid coloured by ``vit_desktop.core.io.heatmap.colorize`` as a small RGB QImage."""
+    from vit_desktop.core.io.heatmap import colorize
 
     grid = np.clip(np.asarray(heatmap.grid, dtype=np.float32), 0.0, 1.0)
     return rgb_to_qimage(colorize(grid, colormap))

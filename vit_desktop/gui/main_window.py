@@ -50,7 +50,7 @@ from vit_desktop.gui.sorting import CategorySorter
 from vit_desktop.gui.thumbnails import ImageLoader
 
 if TYPE_CHECKING:
-    from vit_desktop.core.registry import ModelInfo
+    from vit_desktop.core.models.registry import ModelInfo
     from vit_desktop.core.types import DeviceInfo, ExplainOptions
     from vit_desktop.gui.finetune.dialog import FinetuneDialog
 
@@ -220,8 +220,8 @@ class MainWindow(QMainWindow):
         """List models and devices on the pool (the first call imports torch: keep it off the GUI)."""
 
         def work(_ctx: JobContext) -> object:
-            from vit_desktop.core import registry
-            from vit_desktop.core.devices import available_devices
+            from vit_desktop.core.inference.devices import available_devices
+            from vit_desktop.core.models import registry
 
             return ModelListing(registry.list_models(), available_devices(), registry.default_model())
 
@@ -292,7 +292,7 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self, loaded: LoadedModel) -> None:
         # Remember registry names and files, not in-memory models (e.g. one just fine-tuned and
         # not saved): those cannot be loaded at the next start.
-        from vit_desktop.core.registry import REGISTRY  # torch is loaded by now: this is cheap
+        from vit_desktop.core.models.registry import REGISTRY  # torch is loaded by now: this is cheap
 
         if loaded.source in REGISTRY or (loaded.source and os.path.exists(loaded.source)):
             self.settings.last_model = loaded.source  # `vit-desktop classify` follows the window

@@ -17,7 +17,7 @@ from vit_desktop.core.types import DeviceInfo
 from vit_desktop.core.units import format_bytes
 
 if TYPE_CHECKING:  # the registry imports torch: the window must not wait for that at start-up
-    from vit_desktop.core.registry import ModelInfo
+    from vit_desktop.core.models.registry import ModelInfo
 
 PRECISIONS: tuple[tuple[str, str], ...] = (
     ("auto", "Automatic (half on GPUs; on the CPU bf16 where native, else fp32)"),

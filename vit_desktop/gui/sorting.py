@@ -1,7 +1,7 @@
 """Sort into my categories: the gallery re-labelled with names the user types, without classifying again.
 
 Every result keeps the model's probabilities over its classes, so a category's score (the mass
-under its classes, :class:`~vit_desktop.core.categories.Categories`) is a sum away; clearing the
+under its classes, :class:`~vit_desktop.core.labels.categories.Categories`) is a sum away; clearing the
 names gives the model's own top classes back the same way.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from vit_desktop.core.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
 from vit_desktop.core.errors import VitDesktopError
+from vit_desktop.core.labels.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
 from vit_desktop.core.types import ModelCard, Prediction
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.results_model import ResultsModel

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def load_scaled(path: str, max_side: int) -> QImage:
     """Decode ``path`` oriented and in RGB, no larger than ``max_side``; raises ImageError."""
-    from vit_desktop.core.images import load_image
+    from vit_desktop.core.io.images import load_image
 
     image = load_image(path, draft_size=max_side)
     if max(image.size) > max_side:

@@ -30,14 +30,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vit_desktop.core import vit
-from vit_desktop.core.categories import hierarchy_for, resolve_some
-from vit_desktop.core.data import LabelledSet
-from vit_desktop.core.devices import choose_precision, resolve_device
 from vit_desktop.core.errors import CancelToken, VitDesktopError
-from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
+from vit_desktop.core.inference.devices import choose_precision, resolve_device
+from vit_desktop.core.labels.categories import hierarchy_for, resolve_some
+from vit_desktop.core.labels.hierarchy import Hierarchy, ResolvedClass
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.vit import ViT, build_module
 from vit_desktop.core.types import ModelCard, Preprocess
-from vit_desktop.core.vit import ViT, build_module
 
 from . import fewshot
 from .config import HEADS, MODES, ProgressFn, TrainConfig, TrainProgress
@@ -53,11 +52,12 @@ from .inputs import (
     split_indices,
     train_tensor,
 )
+from .labelled_set import LabelledSet
 from .loop import Loop, Row, param_groups
 from .results import TrainResult, Validation, finish
 
 if TYPE_CHECKING:
-    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.inference.engine import Engine
 
 
 #: ``finetune(hierarchy=...)``'s default: the base model's own (ImageNet's for an ImageNet model).
@@ -82,7 +82,7 @@ def finetune(
     the same classes, replaces it by an outside validation set). ``partial`` and ``full`` start from
     such a head, fitted on a stratified training split, and train the backbone on augmented photos,
     validated on the rest. ``hierarchy`` is the label hierarchy of the base's classes (default: the
-    base's own, see :func:`vit_desktop.core.categories.hierarchy_for`); class names that it knows
+    base's own, see :func:`vit_desktop.core.labels.categories.hierarchy_for`); class names that it knows
     are a prior, so a named class may have no photos at all in ``head`` mode.
 
     Raises VitDesktopError for unusable data (fewer than two classes, a class with too few

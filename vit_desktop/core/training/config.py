@@ -35,12 +35,12 @@ class TrainConfig:
     #: Stop after this many epochs without a lower validation loss.
     patience: int = 5
     seed: int = 0
-    #: ``None``: automatic split (see :func:`vit_desktop.core.data.stratified_split`).
+    #: ``None``: automatic split (see :func:`vit_desktop.core.training.labelled_set.stratified_split`).
     val_fraction: float | None = None
     #: The head: "auto" (cross-validation chooses) or one of ``FEW_SHOT_HEADS``.
     head: str = "auto"
     #: Autocast precision: "auto" is decided per machine (bf16 on GPUs that have it and on CPUs
-    #: that compute it natively), see :func:`vit_desktop.core.devices.choose_precision`.
+    #: that compute it natively), see :func:`vit_desktop.core.inference.devices.choose_precision`.
     precision: str = "auto"
     # Scratch architecture.
     image_size: int = 28

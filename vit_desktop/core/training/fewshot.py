@@ -5,7 +5,7 @@ photos do not show (train on beagles and collies, test on pugs). The base model'
 summed over a label hierarchy, generalise: "a dog" is the mass over the 118 breeds. The heads
 here, each on a photo's base probabilities ``P`` (base classes) and features ``f``:
 
-* ``names``: the mass under each class's name (:mod:`vit_desktop.core.categories`), calibrated:
+* ``names``: the mass under each class's name (:mod:`vit_desktop.core.labels.categories`), calibrated:
   ``z_k = s·log(m_k + eps) + b_k``;
 * ``hierarchy``: the photos choose, per class, the hierarchy's nodes whose mass separates its
   photos from the others (greedy, judged leave-one-out), seeded by the names where they resolve;
@@ -18,7 +18,7 @@ here, each on a photo's base probabilities ``P`` (base classes) and features ``f
 :func:`select_head` cross-validates the eligible heads on log-loss (stratified k-fold) and keeps
 the first, in the order above, within :data:`TOLERANCE` nats of the best: several heads often get
 every held-out photo right, and then the more constrained one generalises further. Every head is a
-:class:`~vit_desktop.core.vit.FewShotHead` (or a ``Linear`` for ``features``) of one formula, so
+:class:`~vit_desktop.core.models.vit.FewShotHead` (or a ``Linear`` for ``features``) of one formula, so
 the saved model classifies, explains and trains further like any other.
 """
 
@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from vit_desktop.core.errors import Cancelled, CancelToken
-from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
+from vit_desktop.core.labels.hierarchy import Hierarchy, ResolvedClass
+from vit_desktop.core.models.vit import FewShotHead
 from vit_desktop.core.types import FEW_SHOT_HEADS, HeadSpec
-from vit_desktop.core.vit import FewShotHead
 
 from .nodes import EPS, NodeMatrix, Selection, name_masks
 

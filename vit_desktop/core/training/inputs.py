@@ -1,7 +1,7 @@
 """Training's inputs: photos decoded once, augmented crops, cached backbone features, tensors.
 
 Evaluation tensors are made exactly as classification makes them
-(:func:`vit_desktop.core.preprocess.normalized_tensor`), so validation scores what the saved model
+(:func:`vit_desktop.core.models.preprocess.normalized_tensor`), so validation scores what the saved model
 will later predict.
 """
 
@@ -19,16 +19,16 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from vit_desktop.core import vit
-from vit_desktop.core.data import LabelledSet, stratified_split
-from vit_desktop.core.devices import autocast
 from vit_desktop.core.errors import CancelToken, ImageError, VitDesktopError
-from vit_desktop.core.images import load_image
-from vit_desktop.core.preprocess import apply_colour, normalized_tensor
+from vit_desktop.core.inference.devices import autocast
+from vit_desktop.core.io.images import load_image
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.preprocess import apply_colour, normalized_tensor
+from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.types import Preprocess
-from vit_desktop.core.vit import ViT
 
 from .config import ProgressFn, TrainConfig, TrainProgress
+from .labelled_set import LabelledSet, stratified_split
 
 _INTERP = {
     "nearest": InterpolationMode.NEAREST,
@@ -222,7 +222,7 @@ def features_of(
     cancel: CancelToken | None,
     batch_size: int,
 ) -> torch.Tensor:
-    """Backbone features (:func:`vit_desktop.core.vit.features`) of a stream of preprocessed
+    """Backbone features (:func:`vit_desktop.core.models.vit.features`) of a stream of preprocessed
     images, batched; float32 on the CPU."""
     module.eval()
     out: list[torch.Tensor] = []

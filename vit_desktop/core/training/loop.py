@@ -3,7 +3,7 @@
 AdamW, linear warm-up then cosine decay per step, one AMP path (autocast for the run's precision,
 ``GradScaler(enabled=precision == "fp16")``), evaluation once per epoch, and the best weights
 (lowest validation loss) kept aside. Batches that do not fit in device memory are split by the
-device layer's one back-off (:class:`vit_desktop.core.devices.BatchLimit`).
+device layer's one back-off (:class:`vit_desktop.core.inference.devices.BatchLimit`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_desktop.core import vit
-from vit_desktop.core.devices import BatchLimit, autocast
 from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.inference.devices import BatchLimit, autocast
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.units import Stopwatch
-from vit_desktop.core.vit import ViT
 
 from .config import ProgressFn, TrainConfig, TrainProgress
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.hierarchy import Hierarchy, ResolvedClass
+from vit_desktop.core.labels.hierarchy import Hierarchy, ResolvedClass
 
 #: Mass floor: a class whose classes hold no probability is unlikely, not impossible.
 EPS = 1e-3

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.types import ModelCard
-from vit_desktop.core.vit import ViT
 
 from .config import TrainConfig
 from .loop import Row
@@ -44,7 +44,7 @@ class TrainResult:
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the project's safetensors file (labels, preprocessing, settings, metrics)."""
-        from vit_desktop.core.model_file import save_model
+        from vit_desktop.core.models.model_file import save_model
 
         return save_model(path, self.module, self.card, overwrite=overwrite)
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from vit_desktop.core.errors import VitDesktopError
-from vit_desktop.core.heatmap import render_overlay
-from vit_desktop.core.images import load_image
+from vit_desktop.core.io.heatmap import render_overlay
+from vit_desktop.core.io.images import load_image
 from vit_desktop.core.types import Heatmap
 
 from .results import TrainResult
@@ -43,7 +43,7 @@ def mistake_previews(
 
     Photos that cannot be read are left out; the caller still lists them by name.
     """
-    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.inference.engine import Engine
 
     previews: dict[str, np.ndarray] = {}
     if not result.misclassified:

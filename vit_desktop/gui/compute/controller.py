@@ -34,7 +34,7 @@ from .messages import (
 from .worker import ComputeWorker
 
 if TYPE_CHECKING:
-    from vit_desktop.core.categories import Categories
+    from vit_desktop.core.labels.categories import Categories
 
 log = logging.getLogger(__name__)
 

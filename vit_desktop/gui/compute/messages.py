@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
 if TYPE_CHECKING:
-    from vit_desktop.core.categories import Categories
+    from vit_desktop.core.labels.categories import Categories
 
 if TYPE_CHECKING:  # the engine imports torch; the window must not wait for that at start-up
-    from vit_desktop.core.engine import Engine
     from vit_desktop.core.errors import CancelToken
+    from vit_desktop.core.inference.engine import Engine
 
 #: A task run on the compute thread: fn(engine or None, report, cancel token) -> value.
 TaskFn = Callable[["Engine | None", Callable[[object], None], "CancelToken"], object]

@@ -32,7 +32,7 @@ from .messages import (
 )
 
 if TYPE_CHECKING:
-    from vit_desktop.core.engine import Engine
+    from vit_desktop.core.inference.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ComputeWorker(QObject):
     # -- models --------------------------------------------------------------------------------
 
     def _load(self, ctx: JobContext, req: LoadRequest) -> LoadedModel:
-        from vit_desktop.core.engine import Engine  # first use imports torch, off the GUI thread
+        from vit_desktop.core.inference.engine import Engine  # first use imports torch, off the GUI thread
 
         def progress(done: int, total: int) -> None:
             ctx.report((int(done), int(total)))
@@ -95,7 +95,7 @@ class ComputeWorker(QObject):
         return self._set_engine(engine, req.source)
 
     def _use_module(self, req: UseModuleRequest) -> LoadedModel:
-        from vit_desktop.core.engine import Engine
+        from vit_desktop.core.inference.engine import Engine
 
         engine = Engine.from_module(req.module, req.card, device=req.device, precision=req.precision)
         return self._set_engine(engine, req.card.source)
@@ -163,7 +163,7 @@ class ComputeWorker(QObject):
         if self._engine is None:
             ctx.fail(NO_MODEL)
             return
-        from vit_desktop.core.scan import scan
+        from vit_desktop.core.io.scan import scan
 
         found = scan(req.paths, cancel=ctx.token)
         errors = tuple(ClassifyResult(path=str(p), error=reason) for p, reason in found.errors)

@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vit_desktop.core.data import LabelledSet
 from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.units import format_duration
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
@@ -205,7 +205,7 @@ class FinetuneDialog(QDialog):
 
     def _meaning(self, name: str) -> str | None:
         """What the current model takes ``name`` to mean ("dog.n.01, 118 ImageNet classes"), if anything."""
-        from vit_desktop.core.categories import hierarchy_for
+        from vit_desktop.core.labels.categories import hierarchy_for
 
         card = self.controller.current_card
         tree = hierarchy_for(card) if card is not None else None
@@ -341,7 +341,7 @@ class FinetuneDialog(QDialog):
 
     def save_model_to(self, path: str | os.PathLike[str]) -> bool:
         """Save the trained model; asks before replacing an existing file. True when written."""
-        from vit_desktop.core.model_file import save_model
+        from vit_desktop.core.models.model_file import save_model
 
         if self.trained_result is None:
             return False

@@ -1,6 +1,6 @@
 """The labelled set being edited: classes with their photos, by hand, by drop, or from files.
 
-The set itself is immutable core data (:class:`~vit_desktop.core.data.LabelledSet`); every edit
+The set itself is immutable core data (:class:`~vit_desktop.core.training.labelled_set.LabelledSet`); every edit
 makes a new one, so the dialog can hand a snapshot to the compute thread without locks. While
 training runs the editor is locked (:meth:`LabelsEditor.set_locked`): the run's classes are the
 ones on screen.
@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vit_desktop.core.data import PROJECT_SUFFIX, LabelledSet
 from vit_desktop.core.errors import VitDesktopError
+from vit_desktop.core.training.labelled_set import PROJECT_SUFFIX, LabelledSet
 from vit_desktop.gui.settings import AppSettings
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
@@ -283,7 +283,7 @@ class LabelsEditor(QWidget):
 
     def add_files(self, name: str, paths: list[str]) -> int:
         """Label photos (folders are searched) as ``name``; returns how many were added."""
-        from vit_desktop.core.scan import scan
+        from vit_desktop.core.io.scan import scan
 
         found = scan(paths)
         if self._edit(lambda: self.data.with_items(found.files, name), name):

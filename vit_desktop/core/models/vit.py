@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CancelToken
-from .types import Architecture, HeadSpec
+from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.types import Architecture, HeadSpec
 
 #: Called with (layer index, attention probabilities (n, heads, tokens, tokens)).
 AttentionCallback = Callable[[int, torch.Tensor], None]

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .files import atomic_write_bytes
+from vit_desktop.core.files import atomic_write_bytes
+from vit_desktop.core.types import Heatmap
+
 from .png import encode_png
-from .types import Heatmap
 
 COLORMAPS: tuple[str, ...] = ("inferno", "viridis", "jet")
 

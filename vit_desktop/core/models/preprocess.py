@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import images
-from .types import Preprocess
+from vit_desktop.core.io import images
+from vit_desktop.core.types import Preprocess
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,

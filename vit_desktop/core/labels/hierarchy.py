@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import VitDesktopError
+from vit_desktop.core.errors import VitDesktopError
 
 #: The packaged hierarchy, written by ``resources/make_hierarchy.py``.
 DATA_FILE = "wordnet/imagenet1k_hierarchy.json.gz"

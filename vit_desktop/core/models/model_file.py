@@ -18,9 +18,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from .errors import ModelError
-from .files import atomic_path
-from .types import (
+from vit_desktop.core.errors import ModelError
+from vit_desktop.core.files import atomic_path
+from vit_desktop.core.types import (
     CROP_ROUNDINGS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,6 +31,7 @@ from .types import (
     ModelCard,
     Preprocess,
 )
+
 from .vit import ViT, architecture_of, head_spec_of
 
 FORMAT_KEY = "vit_desktop.format"

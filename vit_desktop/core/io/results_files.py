@@ -1,5 +1,5 @@
-"""Results leaving the program: files in the command line's formats (.csv, .json, .jsonl), the
-terminal table, and copies of the photos sorted into one folder per class.
+"""Results leaving the program as text: files in the command line's formats (.csv, .json, .jsonl)
+and the terminal table.
 
 The file formats are an interface other tools parse: keep them stable.
 """
@@ -11,15 +11,13 @@ import io
 import json
 import os
 import re
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import CancelToken
-from .files import atomic_path, atomic_write_text
-from .paths import display_path
-from .types import ClassifyResult
+from vit_desktop.core.files import atomic_write_text
+from vit_desktop.core.paths import display_path
+from vit_desktop.core.types import ClassifyResult
 
 FORMATS = (".csv", ".json", ".jsonl")
 
@@ -131,78 +129,3 @@ def format_table(results: Sequence[ClassifyResult], *, top_k: int) -> str:
         flag = " (uncertain)" if r.uncertain else ""
         lines.append(f"{name:<48}  {preds}{flag}")
     return "\n".join(lines) + ("\n" if lines else "")
-
-
-# --------------------------------------------------------------------------------------------
-# Photos sorted into one folder per class
-
-
-def safe_folder_name(label: str) -> str:
-    """A class label as a folder name on every platform (no separators or reserved characters)."""
-    bad = '<>:"/\\|?*'
-    name = "".join("_" if ch in bad or ord(ch) < 32 else ch for ch in label).strip().rstrip(".")
-    return name or "unnamed"
-
-
-#: Where sorting puts a photo whose best score is under the threshold: a turtle sorted into
-#: "dog, cat" at 1 % is not a dog photo.
-UNCERTAIN_FOLDER = "uncertain"
-
-
-def class_folder_of(result: ClassifyResult) -> str | None:
-    """The folder a classified photo is sorted into (its top label, or ``uncertain``); None for errors."""
-    if not result.ok or result.top is None:
-        return None
-    return UNCERTAIN_FOLDER if result.uncertain else result.top.label
-
-
-def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | os.PathLike[str]) -> Path:
-    """Copy (never move) ``src`` into ``dest/<label>/``, atomically; a name already taken gets a
-    number (``photo (1).jpg``), so nothing is ever replaced. Returns the copy's path."""
-    src = Path(src)
-    folder = Path(dest) / safe_folder_name(label)
-    # First, and on its own: a file where the folder should be raises here (FileExistsError, like
-    # a taken name below would) instead of sending the loop after ever-higher numbers.
-    folder.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while True:
-        target = folder / (src.name if n == 0 else f"{src.stem} ({n}){src.suffix}")
-        if not target.exists():
-            try:
-                # Into a temporary file beside it first: a kill mid-copy leaves no half photo.
-                with atomic_path(target) as tmp:
-                    shutil.copy2(src, tmp)
-                return target
-            except FileExistsError:  # taken meanwhile (another copy of the same name)
-                pass
-        n += 1
-
-
-def copy_into_class_folders(
-    items: Sequence[tuple[str, str]],
-    dest: str | os.PathLike[str],
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: CancelToken | None = None,
-    on_error: Callable[[str, OSError], None] | None = None,
-) -> int:
-    """Copy (never move) each ``(photo, label)`` into ``dest/<label>/``; returns how many were copied.
-
-    A name already taken gets a number (``photo (1).jpg``): nothing is ever overwritten. With
-    ``on_error``, a photo that cannot be copied is handed to it and the others still are.
-    """
-    copied = 0
-    for i, (src, label) in enumerate(items):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        try:
-            copy_into_class_folder(src, label, dest)
-        except OSError as exc:
-            if on_error is None:
-                raise
-            on_error(src, exc)
-        else:
-            copied += 1
-        if progress is not None:
-            progress(i + 1, len(items))
-    return copied

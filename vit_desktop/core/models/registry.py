@@ -25,13 +25,15 @@ from typing import Any
 
 import torch
 
-from vit_desktop.core.download import download_file
 from vit_desktop.core.errors import CancelToken, DownloadError, ModelError
-from vit_desktop.core.model_file import META_DESCRIPTION, META_LABELS, META_NAME, META_PREFIX, preprocess_from_json
+from vit_desktop.core.labels.imagenet import imagenet_classes
 from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess, ProgressCallback
 from vit_desktop.core.units import format_bytes
-from vit_desktop.core.vit import ViT
+
+from .download import download_file
+from .model_file import META_DESCRIPTION, META_LABELS, META_NAME, META_PREFIX, preprocess_from_json
+from .vit import ViT
 
 #: Points registry downloads at a mirror (a folder served over HTTP holding torchvision's files).
 BASE_URL_ENV = "VIT_DESKTOP_WEIGHTS_BASE_URL"
@@ -43,11 +45,6 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.[a-z]+$")
 #: torchvision's ViT family and its weights, written by resources/make_registry.py: reading it
 #: costs a millisecond, importing torchvision.models 1.7 s.
 _TABLE: dict[str, Any] = json.loads((Path(__file__).with_name("registry.json")).read_text(encoding="utf-8"))
-
-
-def imagenet_categories() -> tuple[str, ...]:
-    """torchvision's 1000 ImageNet class names, as its weights carry them."""
-    return tuple(_TABLE["categories"])
 
 
 def _title(name: str, weights: str, num_params: int) -> str:
@@ -91,7 +88,7 @@ class RegistryEntry:
 
     @cached_property
     def labels(self) -> tuple[str, ...]:
-        return imagenet_categories()
+        return imagenet_classes()
 
 
 def _entry(name: str, row: dict[str, Any]) -> RegistryEntry:

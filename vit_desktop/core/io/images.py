@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, first_line
+from vit_desktop.core.errors import ImageError, first_line
 
 #: Largest image (width x height of the full-resolution file) that :func:`load_image` will decode.
 #: Pillow's own default; anything bigger is refused as a possible decompression bomb. Tests and

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vit_desktop.core.export import copy_into_class_folders, safe_folder_name, write_results
+from vit_desktop.core.io.class_folders import copy_into_class_folders, safe_folder_name
+from vit_desktop.core.io.results_files import write_results
 from vit_desktop.core.types import ClassifyResult, Prediction
 
 NON_UTF8 = "caf\udce9.jpg"  # b"caf\xe9.jpg" (Latin-1) as Python decodes it from a Linux folder
@@ -63,7 +64,7 @@ def test_copies_go_into_one_folder_per_label_and_never_replace_anything(tmp_path
 def test_a_copy_that_fails_halfway_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
     import shutil
 
-    from vit_desktop.core import export
+    from vit_desktop.core.io import class_folders
 
     src = tmp_path / "in" / "a.jpg"
     src.parent.mkdir()
@@ -75,6 +76,6 @@ def test_a_copy_that_fails_halfway_leaves_nothing_behind(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(shutil, "copy2", half_then_fail)
     failed: list[str] = []
-    assert export.copy_into_class_folders([(str(src), "cat")], tmp_path / "out",
+    assert class_folders.copy_into_class_folders([(str(src), "cat")], tmp_path / "out",
                                           on_error=lambda p, exc: failed.append(p)) == 0
     assert failed == [str(src)] and list((tmp_path / "out" / "cat").iterdir()) == []

@@ -1,6 +1,6 @@
 """Attention rollout (Abnar & Zuidema 2020) and class maps, gradient-weighted rollout (Chefer et al. 2021).
 
-The attention probabilities come from :func:`vit_desktop.core.vit.forward` with a callback, so
+The attention probabilities come from :func:`vit_desktop.core.models.vit.forward` with a callback, so
 rollout is computed in the classifying forward pass itself and the product is accumulated layer by
 layer: memory stays O(batch·N²) rather than O(layers·heads·batch·N²).
 """
@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import CancelToken
-from .vit import Readout, ViT, forward, readout
+from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.models.vit import Readout, ViT, forward, readout
 
 
 def fuse_heads(probs: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -63,7 +63,7 @@ class RolloutAccumulator:
     """Folds one layer at a time into the rollout product R ← Â·R, Â = rownorm(½A + ½I).
 
     ``readout`` says which rows and columns of the product are the map (the model's
-    :func:`~vit_desktop.core.vit.readout`): register tokens take part in the product, not in the grid.
+    :func:`~vit_desktop.core.models.vit.readout`): register tokens take part in the product, not in the grid.
     """
 
     def __init__(self, head_fusion: str = "mean", discard_ratio: float = 0.0, readout: Readout | None = None) -> None:

@@ -3,7 +3,7 @@
 Each library preprocesses photos its own way, and a model is only as good as the input it was
 trained on, so every rule here is that library's: which keys exist, their defaults per processor
 class, how a size is read, how a centre crop is rounded. The result is a
-:class:`~vit_desktop.core.types.Preprocess` that :mod:`vit_desktop.core.preprocess` runs.
+:class:`~vit_desktop.core.types.Preprocess` that :mod:`vit_desktop.core.models.preprocess` runs.
 
 Hugging Face (``preprocessor_config.json``, the PIL processors step for step):
 
@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ModelError
-from .types import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from vit_desktop.core.errors import ModelError
+from vit_desktop.core.types import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 _HALF = (0.5, 0.5, 0.5)
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import vit
-from .vit import ViT
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.vit import ViT
 
 #: Fractions of the patches removed at each step of the test.
 STEPS: tuple[float, ...] = tuple(i / 10 for i in range(10))

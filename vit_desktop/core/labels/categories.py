@@ -15,21 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import VitDesktopError
+from vit_desktop.core.errors import VitDesktopError
+from vit_desktop.core.types import ModelCard, Prediction
+
 from .hierarchy import ClassNameError, Hierarchy, ResolvedClass, load_imagenet_hierarchy
-from .types import ModelCard, Prediction
-
-
-@functools.cache
-def _imagenet_labels() -> tuple[str, ...]:
-    from .layouts import imagenet_categories
-
-    return imagenet_categories()
+from .imagenet import imagenet_classes
 
 
 def hierarchy_for(card: ModelCard) -> Hierarchy | None:
     """The label hierarchy of a model's classes: ImageNet-1k's for a 1000-class ImageNet model."""
-    if card.head is None and card.num_classes == 1000 and card.labels == _imagenet_labels():
+    if card.head is None and card.num_classes == 1000 and card.labels == imagenet_classes():
         return load_imagenet_hierarchy()
     return None
 
@@ -64,7 +59,7 @@ class Categories:
 
     @classmethod
     def from_names(cls, names: Iterable[str], hierarchy: Hierarchy) -> Categories:
-        """Raises :class:`~vit_desktop.core.hierarchy.ClassNameError` with the nearest known names."""
+        """Raises :class:`~vit_desktop.core.labels.hierarchy.ClassNameError` with the nearest known names."""
         names = [n.strip() for n in names if n.strip()]
         if not names:
             raise ClassNameError("no category names given")

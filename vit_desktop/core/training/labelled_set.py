@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import CancelToken, VitDesktopError
-from .files import atomic_write_text
+from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ class LabelledSet:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str], *, cancel: CancelToken | None = None) -> LabelledSet:
         """One subfolder per class (sorted by name); images found recursively inside each."""
-        from .scan import scan
+        from vit_desktop.core.io.scan import scan
 
         root = Path(folder)
         if not root.is_dir():

@@ -23,15 +23,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import images, vit
-from .categories import Categories
-from .checkpoints import load_checkpoint
+from vit_desktop.core.errors import Cancelled, CancelToken, ImageError, ModelError, first_line
+from vit_desktop.core.io import images
+from vit_desktop.core.labels.categories import Categories
+from vit_desktop.core.models import vit
+from vit_desktop.core.models.checkpoints import load_checkpoint
+from vit_desktop.core.models.preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
+from vit_desktop.core.models.vit import ViT
+from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
+
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
-from .errors import Cancelled, CancelToken, ImageError, ModelError, first_line
-from .preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
 from .rollout import RolloutAccumulator, class_relevance, class_targets
-from .types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
-from .vit import ViT
 
 ImageSource = str | os.PathLike[str] | Image.Image
 
@@ -93,7 +95,7 @@ class Engine:
         dev = resolve_device(device)
         choice = choose_precision(precision, dev)
         text = os.fspath(source)
-        from . import registry
+        from vit_desktop.core.models import registry
 
         if text in registry.REGISTRY:
             module, card = registry.load_registry_model(text, progress=progress, cancel=cancel)

@@ -5,7 +5,7 @@ Layouts understood:
 * torchvision state dicts (``conv_proj``, ``encoder.layers.encoder_layer_N``...), as ``.pth``/``.pt``/``.bin``
   (read with ``torch.load(weights_only=True)``: files are data, never code) or ``.safetensors``;
 * timm / DeiT (``patch_embed.proj``, ``blocks.N.attn.qkv``, ``head``...), with the variants
-  :class:`~vit_desktop.core.vit.ViT` runs (layer scale, register tokens, average pooling), and a
+  :class:`~vit_desktop.core.models.vit.ViT` runs (layer scale, register tokens, average pooling), and a
   timm hub ``config.json`` beside it when there is one (its ``pretrained_cfg`` preprocessing,
   labels and input size);
 * Hugging Face ``ViTForImageClassification`` / ``DeiTForImageClassification``
@@ -30,11 +30,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .configs import default_preprocess, hf_labels, hf_preprocess, is_timm_config, timm_config, timm_preprocess
-from .errors import ModelError, first_line
+from vit_desktop.core.errors import ModelError, first_line
+from vit_desktop.core.types import ModelCard
+
+from .hub_configs import (
+    default_preprocess,
+    hf_labels,
+    hf_preprocess,
+    is_timm_config,
+    timm_config,
+    timm_preprocess,
+)
 from .layouts import default_labels, infer_architecture, shape_text, to_torchvision
 from .model_file import architecture_from_metadata, check_preprocess, describe, head_from_metadata, is_project_file
-from .types import ModelCard
 from .vit import ViT, at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")

@@ -27,12 +27,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vit_desktop.core.errors import CancelToken, ImageError, ModelError, VitDesktopError
+from vit_desktop.core.files import atomic_path, atomic_write_text
+from vit_desktop.core.io.images import load_image
+from vit_desktop.core.types import ModelCard
+
 from . import vit
-from .errors import CancelToken, ImageError, ModelError, VitDesktopError
-from .files import atomic_path, atomic_write_text
-from .images import load_image
 from .preprocess import normalized_tensor
-from .types import ModelCard
 
 #: The modules an export needs, and the extra that installs them.
 EXPORT_MODULES = ("onnx", "onnxruntime", "onnxscript")
@@ -199,7 +200,7 @@ def _export(graph: nn.Module, path: Path, size: int, outputs: str) -> None:
             dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False,
         )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; all mean "could not export"
-        from .errors import first_line
+        from vit_desktop.core.errors import first_line
 
         raise ExportError(f"the exporter could not trace this model: {first_line(exc)}") from None
 

@@ -15,9 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CancelToken, first_line
+from vit_desktop.core.errors import CancelToken, first_line
+from vit_desktop.core.paths import display_path
+
 from .images import IMAGE_SUFFIXES
-from .paths import display_path
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Checkpoint layouts -> the project's model: key names and architecture.
 
 One converter per foreign layout (timm/DeiT, Hugging Face ``ViTForImageClassification``, older
-torchvision names), each moving tensors to the names of :class:`~vit_desktop.core.vit.ViT`
+torchvision names), each moving tensors to the names of :class:`~vit_desktop.core.models.vit.ViT`
 (torchvision's, plus the variants' own) and refusing, with one line, any key it does not
 understand. The architecture is then read off the tensor shapes; labels and preprocessing come
-from the configs beside the file (:mod:`vit_desktop.core.configs`).
+from the configs beside the file (:mod:`vit_desktop.core.models.hub_configs`).
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import ModelError
-from .types import Architecture
+from vit_desktop.core.errors import ModelError
+from vit_desktop.core.labels.imagenet import imagenet_classes
+from vit_desktop.core.types import Architecture
 
 # torchvision's family uses 64-wide heads except ViT-H (80-wide): (hidden, depth) -> heads.
 _KNOWN_HEADS = {(1280, 32): 16}
-
-
-def imagenet_categories() -> tuple[str, ...]:
-    """torchvision's 1000 ImageNet class names (from the registry's table: no torchvision import)."""
-    from .registry import imagenet_categories as categories
-
-    return categories()
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +281,7 @@ def infer_architecture(
 
 def default_labels(num_classes: int) -> tuple[str, ...]:
     if num_classes == 1000:
-        return imagenet_categories()
+        return imagenet_classes()
     return tuple(f"class_{i}" for i in range(num_classes))
 
 
@@ -299,7 +293,6 @@ def shape_text(t: torch.Tensor) -> str:
 __all__ = [
     "default_labels",
     "detect_layout",
-    "imagenet_categories",
     "infer_architecture",
     "shape_text",
     "to_torchvision",

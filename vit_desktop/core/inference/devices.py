@@ -20,8 +20,8 @@ from typing import TypeVar
 
 import torch
 
-from .errors import ModelError, VitDesktopError
-from .types import PRECISIONS, DeviceInfo
+from vit_desktop.core.errors import ModelError, VitDesktopError
+from vit_desktop.core.types import PRECISIONS, DeviceInfo
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def cpu_bf16() -> tuple[bool, str]:
         if cpu._is_avx512_bf16_supported():
             return True, "this CPU computes bf16 natively (AVX512-BF16)"
         return False, "this CPU has no native bf16 (no AVX512-BF16 or AMX), where fp32 is faster"
-    from . import state
+    from vit_desktop.core import state
 
     key = f"{platform.machine()} {platform.processor()} {os.cpu_count()} cpus, torch {torch.__version__}"
     cached = state.cpu_bf16_verdict(key)
