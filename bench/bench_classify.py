@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from vit_desktop import cli
 from vit_desktop.core.inference.devices import resolve_device
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.io import images
 from vit_desktop.core.io.scan import scan
 from vit_desktop.core.types import ExplainOptions
@@ -254,7 +255,7 @@ def cli_run(model: str, folder: Path, out: Path, device: str, batch: int, heatma
 def engine_run(engine: Engine, paths: list[Path], batch: int, explain: ExplainOptions | None) -> float:
     """The engine alone: decode, preprocess, forward, top-k; nothing written."""
     t0 = time.perf_counter()
-    engine.classify(paths, batch_size=batch, explain=explain)
+    engine.classify(paths, ClassifyOptions(batch_size=batch, explain=explain))
     return len(paths) / (time.perf_counter() - t0)
 
 
@@ -279,18 +280,18 @@ def precision_table(model: str, device: str, paths: list[Path], batch: int) -> N
     base = None
     for mode in modes:
         eng = load_engine(model, device, mode)
-        eng.classify(paths[:batch], batch_size=batch)  # warm-up
+        eng.classify(paths[:batch], ClassifyOptions(batch_size=batch))  # warm-up
         rates = []
         for _ in range(2):
             t0 = time.perf_counter()
-            res = eng.classify(paths, batch_size=batch, top_k=1)
+            res = eng.classify(paths, ClassifyOptions(batch_size=batch, top_k=1))
             rates.append(len(paths) / (time.perf_counter() - t0))
         top = [r.predictions[0].index for r in res if r.ok]
         base = base or top
         agree = sum(a == b for a, b in zip(top, base)) / len(base)
         accuracy = ""
         if labelled and eng.card.num_classes == 1000:
-            got = eng.classify([p for p, _ in labelled], batch_size=batch, top_k=1)
+            got = eng.classify([p for p, _ in labelled], ClassifyOptions(batch_size=batch, top_k=1))
             right = sum(r.ok and r.predictions[0].index == y for r, (_, y) in zip(got, labelled))
             accuracy = f"   top-1 accuracy {right / len(labelled):6.1%} of {len(labelled)} labelled photos"
         print(f"  {mode:5s} {max(rates):7.1f} img/s   top-1 agreement with fp32 {agree:6.1%}{accuracy}")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.faithfulness import faithfulness
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.inference.rollout import (
     RolloutAccumulator,
     class_relevance,
@@ -280,7 +281,7 @@ def main() -> int:
 def folder_runs(engine: Engine, files: list[Path]) -> None:
     """Whole folder runs through the engine (decoding included), as classify --heatmaps runs them."""
     print(f"\nfolder run of {len(files)} photos, batch 16 (best of 2, seconds):")
-    engine.classify(files[:16], batch_size=16)  # warm-up
+    engine.classify(files[:16], ClassifyOptions(batch_size=16))  # warm-up
     base = None
     for label, options in (("classify only", None), ("+ rollout", ExplainOptions()),
                            ("+ class maps", ExplainOptions(method="class")),
@@ -288,7 +289,7 @@ def folder_runs(engine: Engine, files: list[Path]) -> None:
         times = []
         for _ in range(2):
             started = time.perf_counter()
-            engine.classify(files, batch_size=16, explain=options)
+            engine.classify(files, ClassifyOptions(batch_size=16, explain=options))
             times.append(time.perf_counter() - started)
         best = min(times)
         base = base or best

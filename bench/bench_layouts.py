@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT / ".." / "shared"
 
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.io.images import load_image
 
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
@@ -40,7 +41,7 @@ IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225
 
 def ours(folder: Path, photos: list[Path]) -> list[int]:
     engine = Engine.load(folder, device="cpu", precision="fp32")
-    return [r.predictions[0].index for r in engine.classify(photos, top_k=1)]
+    return [r.predictions[0].index for r in engine.classify(photos, ClassifyOptions(top_k=1))]
 
 
 def timm_hub(sd: dict[str, torch.Tensor], out: Path, photos: list[Path]) -> list[int]:

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from vit_desktop.core.inference.devices import BatchLimit, autocast, choose_precision, resolve_device
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.inference.rollout import RolloutAccumulator
 from vit_desktop.core.models import vit
 from vit_desktop.core.types import ExplainOptions
@@ -93,12 +94,12 @@ def half_precisions(device: torch.device) -> list[str]:
 
 def precision_checks(weights: Path, photos: list[Path], device: str) -> None:
     ref = Engine.load(weights, device=device, precision="fp32")
-    base = ref.classify(photos, batch_size=32, explain=ExplainOptions())
+    base = ref.classify(photos, ClassifyOptions(batch_size=32, explain=ExplainOptions()))
     base_top = [r.predictions[0].index for r in base]
     base_class = [ref.explain(p, ExplainOptions(method="class"), t).grid for p, t in zip(photos[:8], base_top)]
     for precision in half_precisions(ref.device):
         engine = Engine.load(weights, device=device, precision=precision)
-        got = engine.classify(photos, batch_size=32, explain=ExplainOptions())
+        got = engine.classify(photos, ClassifyOptions(batch_size=32, explain=ExplainOptions()))
         agree = sum(r.predictions[0].index == t for r, t in zip(got, base_top)) / len(photos)
         check(f"{precision} top-1 agreement with fp32", agree >= 0.99, f"{agree:.1%} of {len(photos)} photos")
         rs = [pearson(r.heatmap.grid, b.heatmap.grid) for r, b in zip(got, base)
@@ -247,9 +248,9 @@ def folder_speed(weights: Path, photos: list[Path], device: str, quick: bool) ->
             else:
                 engine = Engine.load(weights, device=device)
             batch = 256 if dev.type == "cuda" else 16
-            engine.classify(files[:batch], batch_size=batch)  # warm-up
+            engine.classify(files[:batch], ClassifyOptions(batch_size=batch))  # warm-up
             started = time.perf_counter()
-            results = engine.classify(files, batch_size=batch)
+            results = engine.classify(files, ClassifyOptions(batch_size=batch))
             rate = len(files) / (time.perf_counter() - started)
             ok = all(r.ok for r in results)
             figure = f"{rate:.0f} img/s over {len(files)} JPEGs, batch {batch}, {engine.decode_workers} decode threads"

@@ -87,7 +87,7 @@ def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_th
     from vit_desktop.cli.classify import HeatmapWriter
 
     err = io.StringIO()
-    writer = HeatmapWriter(tmp_path, {}, overwrite=False, err=err)
+    writer = HeatmapWriter(tmp_path, overwrite=False, err=err)
     writer.max_pending = 3
     gate = threading.Event()
     writer._write = lambda path, base, heatmap, image: (gate.wait(5), f"{path}: heatmap not written: disk full")[1]  # type: ignore[method-assign]
@@ -176,6 +176,7 @@ def test_existing_files_are_not_overwritten(tiny_model_file: Path, image_folder:
         (["--output", "results.txt"], "must end in .csv, .json or .jsonl"),
         (["--top-k", "0"], "--top-k"),
         (["--discard-ratio", "1.5"], "--discard-ratio"),
+        (["--threshold", "nan"], "--threshold must be a number"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(image_folder: Path, tiny_model_file: Path, args, message) -> None:

@@ -14,6 +14,7 @@ from tests.cli.test_classes import colours_model  # noqa: F401 - a fixture
 from vit_desktop.cli import main
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.types import ExplainOptions
 
 
@@ -96,7 +97,7 @@ def test_a_class_map_run_stops_when_cancelled(tiny_model_file: Path, image_folde
     photos = sorted(image_folder.rglob("*.png")) * 4
     token = CancelToken()
     seen = 0
-    for batch in engine.classify_batches(photos, batch_size=2, explain=ExplainOptions(method="class"), cancel=token):
+    for batch in engine.classify_batches(photos, ClassifyOptions(batch_size=2, explain=ExplainOptions(method="class")), cancel=token):
         assert all(r.heatmap is not None and r.heatmap.method == "class" for r in batch)
         seen += len(batch)
         token.cancel()

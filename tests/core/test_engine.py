@@ -15,6 +15,7 @@ from tests.support import as_torchvision, tiny_model, write_image
 from vit_desktop.core.errors import CancelToken, ModelError
 from vit_desktop.core.inference.devices import resolve_device
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.io import images
 from vit_desktop.core.io.scan import scan
 from vit_desktop.core.types import ExplainOptions
@@ -32,7 +33,7 @@ def files_of(folder: Path) -> list[Path]:
 
 def test_folder_results_in_order_with_per_file_errors(engine: Engine, image_folder: Path) -> None:
     paths = files_of(image_folder)
-    results = engine.classify(paths, top_k=2, batch_size=2)
+    results = engine.classify(paths, ClassifyOptions(top_k=2, batch_size=2))
     assert [r.path for r in results] == [str(p) for p in paths]
     broken = [r for r in results if r.path.endswith("broken.jpg")]
     assert len(broken) == 1 and broken[0].error and not broken[0].predictions
@@ -46,8 +47,8 @@ def test_folder_results_in_order_with_per_file_errors(engine: Engine, image_fold
 
 def test_batching_does_not_change_scores(engine: Engine, image_folder: Path) -> None:
     paths = [p for p in files_of(image_folder) if p.name != "broken.jpg"]
-    one = engine.classify(paths, batch_size=1, top_k=3)
-    many = engine.classify(paths, batch_size=8, top_k=3)
+    one = engine.classify(paths, ClassifyOptions(batch_size=1, top_k=3))
+    many = engine.classify(paths, ClassifyOptions(batch_size=8, top_k=3))
     for a, b in zip(one, many):
         assert [p.index for p in a.predictions] == [p.index for p in b.predictions]
         assert np.allclose([p.score for p in a.predictions], [p.score for p in b.predictions], atol=1e-5)
@@ -57,16 +58,16 @@ def test_batching_does_not_change_scores(engine: Engine, image_folder: Path) -> 
 
 def test_threshold_marks_uncertain(engine: Engine, image_folder: Path) -> None:
     paths = [p for p in files_of(image_folder) if p.name != "broken.jpg"]
-    results = engine.classify(paths, threshold=1.01)
+    results = engine.classify(paths, ClassifyOptions(threshold=1.01))
     assert all(r.uncertain for r in results)
-    assert not any(r.uncertain for r in engine.classify(paths, threshold=0.0))
+    assert not any(r.uncertain for r in engine.classify(paths, ClassifyOptions(threshold=0.0)))
 
 
 def test_cancel_stops_between_batches(engine: Engine, tmp_path: Path) -> None:
     paths = [write_image(tmp_path / f"{i:03}.png", seed=i) for i in range(12)]
     token = CancelToken()
     seen = []
-    for batch in engine.classify_batches(paths, batch_size=3, cancel=token):
+    for batch in engine.classify_batches(paths, ClassifyOptions(batch_size=3), cancel=token):
         seen.extend(batch)
         token.cancel()
     assert len(seen) == 3
@@ -92,9 +93,9 @@ def test_cancel_stops_inside_a_batch_within_one_layer(engine: Engine, tmp_path: 
     layers = len(engine.module.encoder.layers)
     assert layers >= 2
     token = CancelledAfter(2)  # pressed after the first layer of the first batch
-    assert list(engine.classify_batches(paths, batch_size=8, cancel=token, explain=explain)) == []
+    assert list(engine.classify_batches(paths, ClassifyOptions(batch_size=8, explain=explain), cancel=token)) == []
     assert token.looks == 2  # the second layer never ran
-    assert len(engine.classify(paths, batch_size=8, explain=explain)) == 8  # the engine is fine after
+    assert len(engine.classify(paths, ClassifyOptions(batch_size=8, explain=explain))) == 8  # the engine is fine after
 
 
 def fits_at_most(engine: Engine, limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -117,9 +118,9 @@ def test_a_batch_too_big_for_the_gpu_is_split_and_gives_the_same_results(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, explain
 ) -> None:
     paths = [write_image(tmp_path / f"{i:03}.png", seed=i) for i in range(11)]
-    expected = engine.classify(paths, batch_size=8, explain=explain)
+    expected = engine.classify(paths, ClassifyOptions(batch_size=8, explain=explain))
     tried = fits_at_most(engine, 3, monkeypatch)
-    got = engine.classify(paths, batch_size=8, explain=explain)
+    got = engine.classify(paths, ClassifyOptions(batch_size=8, explain=explain))
     assert [r.path for r in got] == [r.path for r in expected] and all(r.ok for r in got)
     for a, b in zip(got, expected):
         assert [p.index for p in a.predictions] == [p.index for p in b.predictions]
@@ -135,7 +136,7 @@ def test_an_image_too_big_even_alone_is_an_error_and_the_run_goes_on(
 ) -> None:
     paths = [write_image(tmp_path / f"{i:03}.png", seed=i) for i in range(3)]
     fits_at_most(engine, 0, monkeypatch)
-    results = engine.classify(paths, batch_size=2)
+    results = engine.classify(paths, ClassifyOptions(batch_size=2))
     assert len(results) == 3 and not any(r.ok for r in results)
     assert all("not enough CPU memory" in r.error and "smaller model" in r.error for r in results)
 
@@ -162,7 +163,7 @@ def test_what_counts_as_running_out_of_memory() -> None:
 
 def test_heatmap_lies_on_the_crop_the_model_saw(engine: Engine, tmp_path: Path) -> None:
     wide = write_image(tmp_path / "wide.png", size=(90, 36))
-    (result,) = engine.classify([wide], explain=ExplainOptions("max", 0.2))
+    (result,) = engine.classify([wide], ClassifyOptions(explain=ExplainOptions("max", 0.2)))
     hm = result.heatmap
     assert hm is not None and hm.grid.shape == (4, 4) and hm.grid.dtype == np.float32
     assert math.isclose(float(hm.grid.max()), 1.0, rel_tol=1e-5)
@@ -182,7 +183,7 @@ def test_exif_rotated_photo_reports_oriented_size(engine: Engine, tmp_path: Path
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90° when shown
     img.save(path, exif=exif)
-    (r,) = engine.classify([path], explain=ExplainOptions())
+    (r,) = engine.classify([path], ClassifyOptions(explain=ExplainOptions()))
     assert r.image_size == (40, 80) and r.heatmap is not None and r.heatmap.image_size == (40, 80)
 
 
@@ -238,7 +239,7 @@ def test_real_deit_knows_the_shared_photos(deit_path: Path, photos_dir: Path) ->
     eng = Engine.load(deit_path, device="cpu")
     labels = read_labels(photos_dir)
     paths = sorted(photos_dir / name for name in labels)
-    results = eng.classify(paths, top_k=5, batch_size=8, explain=ExplainOptions())
+    results = eng.classify(paths, ClassifyOptions(top_k=5, batch_size=8, explain=ExplainOptions()))
     truth = [int(labels[p.name]["imagenet_index"]) for p in paths]
     top1 = sum(r.predictions[0].index == t for r, t in zip(results, truth))
     top5 = sum(t in [p.index for p in r.predictions] for r, t in zip(results, truth))
@@ -265,7 +266,7 @@ def test_real_deit_rollout_matches_plain_implementation(deit_path: Path, photos_
 
     eng = Engine.load(deit_path, device="cpu")
     paths = sorted(photos_dir.glob("*.JPEG"))[:3]
-    results = eng.classify(paths, explain=ExplainOptions())
+    results = eng.classify(paths, ClassifyOptions(explain=ExplainOptions()))
     x = torch.stack([eng.preprocess_image(images.load_image(p)) for p in paths])
     _, maps = attention_by_hooks(as_torchvision(eng.module), x)
     expected = plain_rollout(maps)

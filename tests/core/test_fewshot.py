@@ -14,6 +14,7 @@ from torchvision.models import VisionTransformer
 from tests.support import write_image
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.labels.hierarchy import Hierarchy
 from vit_desktop.core.training import TrainConfig, finetune
 from vit_desktop.core.training.fewshot import (
@@ -119,7 +120,7 @@ def test_names_alone_make_a_model_whose_scores_are_the_base_models_mass(tmp_path
     assert result.card.head is not None and result.card.head.mass
     photo = write_image(tmp_path / "p.png", size=(40, 40))
     base_p = np.zeros(len(SUBTYPES))
-    for pred in base.classify([photo], top_k=len(SUBTYPES))[0].predictions:
+    for pred in base.classify([photo], ClassifyOptions(top_k=len(SUBTYPES)))[0].predictions:
         base_p[pred.index] = pred.score
     warm, cool = base_p[:4].sum(), base_p[4:].sum()
     trained = Engine.from_module(result.module, result.card, device="cpu")
@@ -196,6 +197,6 @@ def test_real_deit_learns_broad_classes_that_hold_for_unseen_kinds(tmp_path: Pat
     tree = hierarchy_for(base.card)
     assert tree is not None
     categories = Categories.from_names(data.classes, tree)
-    got = base.classify([p for p, _ in test], categories=categories)
+    got = base.classify([p for p, _ in test], ClassifyOptions(categories=categories))
     accuracy = np.mean([r.top is not None and r.top.label == c for r, (_, c) in zip(got, test)])
     assert accuracy >= 0.95

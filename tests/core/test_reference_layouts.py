@@ -18,6 +18,7 @@ from PIL import Image
 
 from vit_desktop.core.errors import ModelError
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.checkpoints import load_checkpoint
 from vit_desktop.core.models.hub_configs import hf_preprocess, timm_config, timm_preprocess
@@ -107,7 +108,7 @@ def test_a_hugging_face_folder_classifies_what_its_processor_makes(tmp_path: Pat
     (folder / "preprocessor_config.json").write_text(json.dumps(PROCESSORS["deit_36_crop32_bicubic"]),
                                                      encoding="utf-8")
     engine = Engine.load(folder, device="cpu")
-    result = engine.classify_image(photo(), "photo.png", keep_probabilities=True)
+    result = engine.classify_image(photo(), "photo.png", ClassifyOptions(keep_probabilities=True))
     x = torch.from_numpy(PIXELS["deit_36_crop32_bicubic"])[None]
     with torch.no_grad():
         expected = vit.forward(engine.module, x).softmax(1)[0].numpy()

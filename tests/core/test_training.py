@@ -15,6 +15,7 @@ from torchvision.models import VisionTransformer
 
 from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.training import (
     TrainConfig,
     TrainProgress,
@@ -173,8 +174,8 @@ def test_saved_model_round_trips(colours: LabelledSet, tmp_path: Path) -> None:
     assert json.loads(extra["training"])["mode"] == "head"
     assert json.loads(extra["metrics"])["val_acc"] == pytest.approx(result.val_accuracy)
     paths = [p for p, _ in colours.items[:6]]
-    fresh = Engine.from_module(result.module, result.card, device="cpu").classify(paths, top_k=3)
-    again = loaded.classify(paths, top_k=3)
+    fresh = Engine.from_module(result.module, result.card, device="cpu").classify(paths, ClassifyOptions(top_k=3))
+    again = loaded.classify(paths, ClassifyOptions(top_k=3))
     for a, b in zip(fresh, again):
         assert [p.label for p in a.predictions] == [p.label for p in b.predictions]
         assert [p.score for p in a.predictions] == pytest.approx([p.score for p in b.predictions], abs=1e-6)

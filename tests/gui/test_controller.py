@@ -11,6 +11,7 @@ from PySide6.QtCore import QThread
 
 from tests.support import write_image
 from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.types import ExplainOptions
 from vit_desktop.gui.compute import Controller, LoadedModel
 from vit_desktop.gui.jobs import Outcome
@@ -110,7 +111,7 @@ def test_only_the_newest_heatmap_is_delivered(qtbot, controller, model_a, tmp_pa
 
 def test_run_without_model_says_what_to_do(qtbot, controller, tmp_path: Path) -> None:
     img = write_image(tmp_path / "n.png")
-    job = controller.classify([str(img)])
+    job = controller.classify([str(img)], ClassifyOptions())
     with qtbot.waitSignal(job.errored, timeout=MS) as blocker:
         pass
     assert "choose one from the Model menu" in blocker.args[0]
@@ -139,7 +140,7 @@ def test_a_heatmap_asked_for_during_a_long_run_comes_before_the_run_ends(
         controller.load_model(str(model_a), "cpu", "fp32")
     folder = many_images(300)
     order: list[str] = []
-    run = controller.classify([str(folder)], batch_size=1)
+    run = controller.classify([str(folder)], ClassifyOptions(batch_size=1))
     run.finished.connect(lambda *_: order.append("finished"))
     with qtbot.waitSignal(run.progressed, timeout=MS, check_params_cb=lambda p: bool(p.results)) as first:
         pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -69,6 +70,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--batch-size must be at least 1")
     if not 0.0 <= args.discard_ratio < 1.0:
         raise UsageError("--discard-ratio must be in [0, 1)")
+    if not math.isfinite(args.threshold):  # nan compares false: nothing would ever be uncertain
+        raise UsageError("--threshold must be a number, such as 0.5")
     if args.output:
         from vit_desktop.core.io.results_files import format_of
 
@@ -96,21 +99,6 @@ def _check_args(args: argparse.Namespace) -> None:
                 raise UsageError(f"{option}: {problem}")
 
 
-def collect(paths: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]], int]:
-    """(file, path relative to its PATH argument) for every image, (path, reason) errors, and how
-    many files were skipped because they had been found already."""
-    from vit_desktop.core.io.scan import scan
-
-    found = scan(paths)
-    roots = [Path(p) for p in paths]
-    files: list[tuple[Path, Path]] = []
-    for f, origin in zip(found.files, found.origins):
-        root = roots[origin]
-        rel = f.relative_to(root) if root.is_dir() else Path(f.name)
-        files.append((f, rel))
-    return files, list(found.errors), found.duplicates
-
-
 class HeatmapWriter:
     """Writes ``<rel>.png`` + ``<rel>.npy`` per image in background threads, mirroring folders.
 
@@ -121,9 +109,8 @@ class HeatmapWriter:
 
     max_pending = 32
 
-    def __init__(self, root: Path, options: dict[str, object], *, overwrite: bool, err: IO[str]) -> None:
+    def __init__(self, root: Path, *, overwrite: bool, err: IO[str]) -> None:
         self.root = root
-        self.options = options
         self.overwrite = overwrite
         self.err = err
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="vit-heatmap")
@@ -159,17 +146,13 @@ class HeatmapWriter:
         import numpy as np
 
         from vit_desktop.core.files import atomic_write_bytes
-        from vit_desktop.core.io.heatmap import render_overlay
+        from vit_desktop.core.io.heatmap import save_overlay_png
         from vit_desktop.core.io.images import load_image
-        from vit_desktop.core.io.png import encode_png
 
         assert heatmap is not None
         png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
         try:
-            if image is None:
-                image = load_image(path)
-            overlay = render_overlay(image, heatmap, **self.options)  # type: ignore[arg-type]  # colour options by name
-            atomic_write_bytes(png, encode_png(overlay), overwrite=self.overwrite)
+            save_overlay_png(png, load_image(path) if image is None else image, heatmap, overwrite=self.overwrite)
             arr = io.BytesIO()
             np.save(arr, heatmap.grid.astype(np.float32))
             atomic_write_bytes(npy, arr.getvalue(), overwrite=self.overwrite)
@@ -204,10 +187,11 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from vit_desktop.core import state
     from vit_desktop.core.errors import VitDesktopError
     from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.inference.options import ClassifyOptions
+    from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.io.results_files import format_table
     from vit_desktop.core.models import registry
     from vit_desktop.core.paths import display_path
-    from vit_desktop.core.types import ClassifyResult
 
     if args.model:
         model, why = args.model, ""
@@ -239,47 +223,35 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     batch_size = min(args.batch_size, MAX_BATCH)
     if batch_size < args.batch_size:
         print(f"{PROG}: --batch-size {args.batch_size} is more than a batch can use: {batch_size}", file=err)
-
-    files, scan_errors, duplicates = collect(args.paths)
-    if duplicates:
-        print(f"{PROG}: {duplicates} duplicate{'s' if duplicates != 1 else ''} skipped "
+    options = ClassifyOptions(top_k=top_k, batch_size=batch_size, explain=_explain_options(args, categories, err),
+                              threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
+    folder_run = FolderRun(engine, args.paths, options)
+    if folder_run.duplicates:
+        twice = folder_run.duplicates
+        print(f"{PROG}: {twice} duplicate{'s' if twice != 1 else ''} skipped "
               "(the same file given twice or reached through a link)", file=err)
-    results: list[ClassifyResult] = [ClassifyResult(path=p, error=reason) for p, reason in scan_errors]
-    if not args.output:
-        out.write(format_table(results, top_k=top_k))
-    explain = _explain_options(args, categories, err)
-    writer = HeatmapWriter(Path(args.heatmaps), {}, overwrite=args.overwrite, err=err) if args.heatmaps else None
-    rel_of = {str(f): (f, rel) for f, rel in files}
+    writer = HeatmapWriter(Path(args.heatmaps), overwrite=args.overwrite, err=err) if args.heatmaps else None
     sorter = Sorter(Path(args.sort_into), err) if args.sort_into else None
+    results: list[ClassifyResult] = []
     line = ProgressLine(err, "classifying")
-    done = 0
     finished = False
     try:
-        for batch in engine.classify_batches(
-            [f for f, _ in files],
-            top_k=top_k,
-            batch_size=batch_size,
-            explain=explain,
-            threshold=args.threshold,
-            categories=categories,
-            keep_images=writer is not None,
-        ):
-            for r in batch:
+        for step in folder_run.steps():
+            for r in step.results:
                 if writer is not None and r.heatmap is not None:
-                    writer.submit(*rel_of[r.path], r.heatmap, r.image)
+                    writer.submit(Path(r.path), folder_run.relative_path(r.path), r.heatmap, r.image)
                 for n in r.notes:
                     line.clear()
                     print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
                 if sorter is not None:
                     sorter.copy(r, line)
             # Heatmaps are written out already; keep memory flat over big folders.
-            batch = [replace(r, heatmap=None, image=None) for r in batch]
+            batch = [replace(r, heatmap=None, image=None) for r in step.results]
             results.extend(batch)
-            done += len(batch)
-            line.bar(done, len(files))
+            if folder_run.total:
+                line.bar(step.done, folder_run.total)
             if not args.output:
-                shown = [replace(r, path=display_path(r.path)) for r in batch]
-                out.write(format_table(shown, top_k=top_k))
+                out.write(format_table([replace(r, path=display_path(r.path)) for r in batch], top_k=top_k))
                 out.flush()
         finished = True
     finally:

@@ -392,9 +392,13 @@ class MainWindow(QMainWindow):
 
     @Slot(list)
     def _classify(self, items: list[str]) -> Job:
-        job = self.controller.classify(
-            items, top_k=self.top_k, batch_size=self.batch_size, explain=self._run_explain(),
-            threshold=self.pane.threshold, categories=self.sorter.categories)
+        from vit_desktop.core.inference.options import ClassifyOptions
+
+        # Every result keeps its probabilities: the names box re-labels them without classifying again.
+        options = ClassifyOptions(top_k=self.top_k, batch_size=self.batch_size, explain=self._run_explain(),
+                                  threshold=self.pane.threshold, categories=self.sorter.categories,
+                                  keep_probabilities=True)
+        job = self.controller.classify(items, options)
         job.progressed.connect(self._on_run_progress)
         job.errored.connect(self.message_bar.show_error)
         self.run_status.track_run(job)

@@ -14,9 +14,9 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
 
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
+from .options import ClassifyOptions
 from .rollout import RolloutAccumulator, class_relevance, class_targets
 
 ImageSource = str | os.PathLike[str] | Image.Image
@@ -40,6 +41,7 @@ ImageSource = str | os.PathLike[str] | Image.Image
 log = logging.getLogger(__name__)
 
 _ENGINE_IDS = itertools.count(1)
+_DEFAULT_OPTIONS = ClassifyOptions()
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +142,7 @@ class Engine:
         return normalized_tensor(images.to_rgb(image), self.card.preprocess)
 
     def _forward(
-        self, x: torch.Tensor, want: _Want, cancel: CancelToken | None = None
+        self, x: torch.Tensor, want: ClassifyOptions, cancel: CancelToken | None = None
     ) -> tuple[torch.Tensor, np.ndarray | None, list[int | None]]:
         """Probabilities (n, classes) on the CPU, the maps asked for ((n, g, g) or None), and per
         image the class (or category) its map explains (None for rollout or no map).
@@ -183,31 +185,24 @@ class Engine:
     def classify_batches(
         self,
         paths: Sequence[str | os.PathLike[str]],
+        options: ClassifyOptions = _DEFAULT_OPTIONS,
         *,
-        top_k: int = 5,
-        batch_size: int = 16,
-        explain: ExplainOptions | None = None,
-        threshold: float = 0.0,
         cancel: CancelToken | None = None,
-        categories: Categories | None = None,
-        keep_probabilities: bool = False,
-        keep_images: bool = False,
-    ) -> Iterator[list[ClassifyResult]]:
+    ) -> Generator[list[ClassifyResult], None, None]:
         """Classify image files, yielding one list of results per batch, in input order.
 
-        With ``categories`` the predictions are the named categories (scores: probability mass,
-        not renormalised) instead of the model's classes. ``keep_probabilities`` keeps each
+        With ``options.categories`` the predictions are the named categories (scores: probability
+        mass, not renormalised) instead of the model's classes. ``keep_probabilities`` keeps each
         result's probabilities over all the model's classes (to re-label without re-running);
         ``keep_images`` the decoded photo, where it is small (to draw an overlay on it).
         Per-file problems become ``ClassifyResult.error``; the run goes on. When ``cancel`` is set
         the generator ends at the next batch boundary.
         """
-        if batch_size < 1:
-            raise ValueError("batch size must be at least 1")
+        categories = options.categories
         if categories is not None and categories.num_base != self.card.num_classes:
             raise ModelError(f"the categories are groups of {categories.num_base} classes; {self.card.name} has "
                              f"{self.card.num_classes}")
-        want = _Want(top_k, explain, threshold, categories, keep_probabilities)
+        batch_size = options.batch_size
         items = [Path(p) for p in paths]
         pp = self.card.preprocess
         pending: deque[tuple[Path, Future[Prepared]]] = deque()
@@ -220,12 +215,12 @@ class Engine:
                     return
                 while submitted < len(items) and submitted < start + window:
                     p = items[submitted]
-                    pending.append((p, pool.submit(prepare_file, p, pp, keep_image=keep_images)))
+                    pending.append((p, pool.submit(prepare_file, p, pp, keep_image=options.keep_images)))
                     submitted += 1
                 batch = [pending.popleft() for _ in range(min(batch_size, len(items) - start))]
                 prepared = [(str(p), _outcome(f)) for p, f in batch]
                 try:
-                    results = self._run_prepared(prepared, want, cancel)
+                    results = self._run_prepared(prepared, options, cancel)
                 except Cancelled:
                     return  # mid-batch: that batch's results are dropped, like those not started
                 yield results
@@ -234,34 +229,31 @@ class Engine:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def classify(self, paths: Sequence[str | os.PathLike[str]], **options: object) -> list[ClassifyResult]:
+    def classify(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        options: ClassifyOptions = _DEFAULT_OPTIONS,
+        *,
+        cancel: CancelToken | None = None,
+    ) -> list[ClassifyResult]:
         """All results of :meth:`classify_batches` as one list."""
         out: list[ClassifyResult] = []
-        for batch in self.classify_batches(paths, **options):  # type: ignore[arg-type]
+        for batch in self.classify_batches(paths, options, cancel=cancel):
             out.extend(batch)
         return out
 
     def classify_image(
-        self,
-        image: Image.Image,
-        name: str,
-        *,
-        top_k: int = 5,
-        explain: ExplainOptions | None = None,
-        threshold: float = 0.0,
-        categories: Categories | None = None,
-        keep_probabilities: bool = False,
+        self, image: Image.Image, name: str, options: ClassifyOptions = _DEFAULT_OPTIONS
     ) -> ClassifyResult:
         """Classify an in-memory image (a pasted one); ``name`` stands in for its path."""
         try:
             prepared: Prepared | str = prepare_image(image, self.card.preprocess)
         except ImageError as exc:
             prepared = str(exc)
-        want = _Want(top_k, explain, threshold, categories, keep_probabilities)
-        return self._run_prepared([(name, prepared)], want)[0]
+        return self._run_prepared([(name, prepared)], options)[0]
 
     def _run_prepared(
-        self, batch: Sequence[tuple[str, Prepared | str]], want: _Want, cancel: CancelToken | None = None
+        self, batch: Sequence[tuple[str, Prepared | str]], want: ClassifyOptions, cancel: CancelToken | None = None
     ) -> list[ClassifyResult]:
         ok = [(i, p) for i, (_, p) in enumerate(batch) if not isinstance(p, str)]
         results: list[ClassifyResult] = [
@@ -313,7 +305,7 @@ class Engine:
         )
 
     def _forward_fitting(
-        self, arrays: Sequence[np.ndarray], want: _Want, cancel: CancelToken | None
+        self, arrays: Sequence[np.ndarray], want: ClassifyOptions, cancel: CancelToken | None
     ) -> list[tuple[torch.Tensor, np.ndarray | None, int | None] | str]:
         """Per image, (probabilities, map or None, the class it explains) or why it failed.
 
@@ -394,7 +386,7 @@ class Engine:
         """The class-agnostic attention rollout of one image. Raises ImageError."""
         prepared = self._prepare_source(source)
         options = replace(options, method="rollout")
-        _, grids, _ = self._forward(self._to_batch([prepared.pixels]), _Want(1, options, 0.0))
+        _, grids, _ = self._forward(self._to_batch([prepared.pixels]), ClassifyOptions(top_k=1, explain=options))
         assert grids is not None
         return self._heatmap(grids[0], prepared.size, options, None)
 
@@ -423,17 +415,6 @@ class _TopPicker:
         best = (logits.float().softmax(dim=1) @ m).argmax(dim=1)
         self.picked.extend(best.tolist())
         return m.T[best]
-
-
-@dataclass(frozen=True)
-class _Want:
-    """What a classification run asks for, besides the photos."""
-
-    top_k: int
-    explain: ExplainOptions | None
-    threshold: float
-    categories: Categories | None = None
-    keep_probabilities: bool = False
 
 
 def _outcome(future: Future[Prepared]) -> Prepared | str:

@@ -11,6 +11,7 @@ previous heatmap request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from .messages import (
 from .worker import ComputeWorker
 
 if TYPE_CHECKING:
-    from vit_desktop.core.labels.categories import Categories
+    from vit_desktop.core.inference.options import ClassifyOptions
 
 log = logging.getLogger(__name__)
 
@@ -108,22 +109,12 @@ class Controller(QObject):
         """Switch to an in-memory model (e.g. one just fine-tuned); the caller must not keep using it."""
         return self._submit("use model", UseModuleRequest(module, card, device, precision), LOAD)
 
-    def classify(
-        self,
-        paths: list[str] | tuple[str, ...],
-        *,
-        top_k: int = 5,
-        batch_size: int = 16,
-        explain: ExplainOptions | None = None,
-        threshold: float = 0.0,
-        categories: Categories | None = None,
-    ) -> Job:
+    def classify(self, paths: Sequence[str], options: ClassifyOptions) -> Job:
         """Queue a run over files and folders (folders are scanned on the compute thread).
 
         ``progressed``: a :class:`RunProgress` per batch; ``returned``: the final RunProgress.
-        Every result keeps its probabilities over the model's classes.
         """
-        request = RunRequest(tuple(str(p) for p in paths), top_k, batch_size, explain, threshold, categories)
+        request = RunRequest(tuple(str(p) for p in paths), options)
         job = self._submit("classify", request)
         self._runs.add(job)
         job.finished.connect(self._on_run_finished)

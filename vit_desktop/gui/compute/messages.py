@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
-
-if TYPE_CHECKING:
-    from vit_desktop.core.labels.categories import Categories
+from vit_desktop.core.inference.options import ClassifyOptions
+from vit_desktop.core.inference.runs import RunProgress
+from vit_desktop.core.types import ExplainOptions, Heatmap, ModelCard
 
 if TYPE_CHECKING:  # the engine imports torch; the window must not wait for that at start-up
     from vit_desktop.core.errors import CancelToken
@@ -45,14 +44,7 @@ class UseModuleRequest:
 @dataclass(frozen=True)
 class RunRequest:
     paths: tuple[str, ...]
-    top_k: int
-    batch_size: int
-    explain: ExplainOptions | None
-    threshold: float
-    #: Label with these named categories instead of the model's classes.
-    categories: Categories | None = None
-    #: Keep every result's probabilities (to re-label without classifying again).
-    keep_probabilities: bool = True
+    options: ClassifyOptions
 
 
 @dataclass(frozen=True)
@@ -90,15 +82,6 @@ class LoadedModel:
     model_id: str = ""
     #: Why this precision ("this CPU computes bf16 natively (AVX512-BF16)").
     precision_why: str = ""
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    """A folder run so far: the results of its latest batch (possibly none) and the totals."""
-
-    results: tuple[ClassifyResult, ...]
-    done: int
-    total: int
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from vit_desktop.core.errors import VitDesktopError, one_line
-from vit_desktop.core.types import ClassifyResult
+from vit_desktop.core.errors import Cancelled, VitDesktopError, one_line
 from vit_desktop.gui.jobs import JobContext, execute
 
 from .messages import (
@@ -33,6 +31,7 @@ from .messages import (
 
 if TYPE_CHECKING:
     from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.inference.runs import FolderRun
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,12 @@ NO_MODEL = "No model loaded — choose one from the Model menu, then drop the im
 
 
 class _ActiveRun:
-    """A run being streamed: its job, its batch generator and how far it got."""
+    """A run being streamed: its job, the run and its steps."""
 
-    def __init__(self, ctx: JobContext, batches: Iterator[list[ClassifyResult]], done: int, total: int) -> None:
+    def __init__(self, ctx: JobContext, run: FolderRun) -> None:
         self.ctx = ctx
-        self.batches = batches
-        self.done = done
-        self.total = total
+        self.run = run
+        self.steps = run.steps()
 
 
 class ComputeWorker(QObject):
@@ -145,16 +143,15 @@ class ComputeWorker(QObject):
             self._active = None
             run.ctx.stopped()
             return
-        batch = next(run.batches, None)
-        if batch is None:
+        step = next(run.steps, None)
+        if step is None:
             self._active = None
             if run.ctx.cancelled:
                 run.ctx.stopped()
             else:
-                run.ctx.done(RunProgress((), run.done, run.total))
+                run.ctx.done(RunProgress((), run.run.done, run.run.total))
             return
-        run.done += len(batch)
-        run.ctx.report(RunProgress(tuple(batch), run.done, run.total))
+        run.ctx.report(step)
 
     def _start_run(self, ctx: JobContext, req: RunRequest) -> None:
         if ctx.cancelled:
@@ -163,24 +160,16 @@ class ComputeWorker(QObject):
         if self._engine is None:
             ctx.fail(NO_MODEL)
             return
-        from vit_desktop.core.io.scan import scan
+        from vit_desktop.core.inference.runs import FolderRun
 
-        found = scan(req.paths, cancel=ctx.token)
-        errors = tuple(ClassifyResult(path=str(p), error=reason) for p, reason in found.errors)
-        files = [str(p) for p in found.files]
-        total = len(files) + len(errors)
-        batches = self._engine.classify_batches(
-            files,
-            top_k=req.top_k,
-            batch_size=req.batch_size,
-            explain=req.explain,
-            threshold=req.threshold,
-            cancel=ctx.token,
-            categories=req.categories,
-            keep_probabilities=req.keep_probabilities,
-        )
-        self._active = _ActiveRun(ctx, batches, len(errors), total)
-        ctx.report(RunProgress(errors, len(errors), total))
+        try:
+            folder_run = FolderRun(self._engine, req.paths, req.options, cancel=ctx.token)
+        except Cancelled:  # during the scan of a large folder
+            ctx.stopped()
+            return
+        self._active = _ActiveRun(ctx, folder_run)
+        # The scan's errors are the run's first step: the next event takes it, then the batches.
+        self._step_inner()
 
     # -- explain -------------------------------------------------------------------------------
 
@@ -198,9 +187,7 @@ class ComputeWorker(QObject):
         run, self._active = self._active, None
         self._runs.clear()
         if run is not None:
-            close = getattr(run.batches, "close", None)
-            if close is not None:
-                close()
+            run.run.close()
         self._engine = None
 
 
