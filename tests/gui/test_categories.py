@@ -18,7 +18,7 @@ MS = 60_000
 def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     import vit_desktop.core.labels.categories as categories
     import vit_desktop.core.training as training
-    import vit_desktop.gui.sorting as sorting
+    import vit_desktop.gui.category_labels as sorting
 
     tree = tiny_hierarchy()
 
@@ -35,10 +35,10 @@ def test_the_names_box_relabels_the_gallery_without_classifying_again(qtbot, mak
                                                                         tmp_path: Path) -> None:
     w = make_window()
     with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.load_model(str(colours_model))
+        w.models.load_model(str(colours_model))
     images = [write_image(tmp_path / f"i{i}.png", seed=i) for i in range(3)]
     with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.add_paths([str(p) for p in images])
+        w.intake.add_paths([str(p) for p in images])
     before = {r.path: r for r in w.results_model.results()}
     runs: list[object] = []
     w.run_status.run_finished.connect(runs.append)
@@ -78,7 +78,7 @@ def test_use_without_training_makes_a_model_from_the_names(qtbot, make_window, c
 
     w = make_window()
     with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.load_model(str(colours_model))
+        w.models.load_model(str(colours_model))
     dialog = FinetuneDialog(w.controller, w, w.settings)
     qtbot.addWidget(dialog)
     assert dialog.labels.add_class("warm") and dialog.labels.add_class("nameless")

@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import QThread
 
 from tests.support import write_image
-from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.errors import CancelToken, Failure, FailureKind
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.types import ExplainOptions
 from vit_desktop.gui.compute import Controller, LoadedModel
@@ -54,7 +54,7 @@ def test_task_failure_and_cancel_are_reported(qtbot, controller) -> None:
     job = controller.run_task(boom)
     with qtbot.waitSignal(job.errored, timeout=MS) as blocker:
         pass
-    assert blocker.args == ["ValueError: bad settings"]
+    assert blocker.args == [Failure(FailureKind.INTERNAL, "ValueError: bad settings")]
     assert job.outcome is Outcome.FAILED
 
     started = threading.Event()
@@ -114,7 +114,7 @@ def test_run_without_model_says_what_to_do(qtbot, controller, tmp_path: Path) ->
     job = controller.classify([str(img)], ClassifyOptions())
     with qtbot.waitSignal(job.errored, timeout=MS) as blocker:
         pass
-    assert "choose one from the Model menu" in blocker.args[0]
+    assert "choose one from the Model menu" in blocker.args[0].message
     qtbot.waitUntil(lambda: not controller.busy, timeout=MS)
 
 

@@ -65,9 +65,9 @@ def _hub_files() -> list[Path]:
 def test_download_shows_progress_and_cancel_leaves_nothing(qtbot, make_window, slow_server) -> None:
     w = make_window()
     progress: list[tuple[int, int]] = []
-    job = w.load_model("vit_b_16")
+    job = w.models.load_model("vit_b_16")
     job.progressed.connect(progress.append)
-    w.add_paths([str(Path(__file__))])  # dropped meanwhile: waits for the model
+    w.intake.add_paths([str(Path(__file__))])  # dropped meanwhile: waits for the model
     status = w.run_status
     qtbot.waitUntil(lambda: len(progress) >= 3 and progress[-1][0] > 0, timeout=MS)
     qtbot.waitUntil(lambda: "Downloading weights" in status.status_label.text(), timeout=MS)
@@ -87,7 +87,7 @@ def test_download_shows_progress_and_cancel_leaves_nothing(qtbot, make_window, s
 
 def test_closing_during_a_download_cancels_and_joins(qtbot, make_window, slow_server) -> None:
     w = make_window()
-    job = w.load_model("vit_b_16")
+    job = w.models.load_model("vit_b_16")
     with qtbot.waitSignal(job.progressed, timeout=MS):
         pass
     t0 = time.monotonic()

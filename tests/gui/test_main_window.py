@@ -26,7 +26,7 @@ def url_mime(*paths: Path) -> QMimeData:
 
 def load(qtbot, window, path: Path) -> None:
     with qtbot.waitSignal(window.controller.model_changed, timeout=LOAD_MS):
-        window.load_model(str(path))
+        window.models.load_model(str(path))
 
 
 def run(qtbot, window, mime: QMimeData) -> Outcome:
@@ -60,7 +60,7 @@ def test_drop_files_and_folder_fills_the_gallery(qtbot, make_window, model_a, tm
     assert all(r.top.label in ("apple", "pear", "plum") for r in good)
     assert all(r.heatmap is not None and r.heatmap.grid.shape == (4, 4) for r in good)
     broken = next(r for r in results if r.path.endswith("broken.jpg"))
-    assert broken.error and "broken.jpg" not in ("", None)
+    assert broken.error and not broken.predictions
     # Filtering by state shows exactly the failed file, with its reason in the tooltip.
     w.pane.filter_mode.setCurrentIndex(w.pane.filter_mode.findData(int(FilterMode.ERRORS)))
     assert w.proxy.rowCount() == 1
@@ -77,7 +77,7 @@ def test_images_dropped_before_a_model_wait_for_it(qtbot, make_window, model_a, 
     assert w.intake.pending == [str(img)]
     assert "No model loaded" in w.message_bar.text
     with qtbot.waitSignal(w.run_status.run_finished, timeout=LOAD_MS + RUN_MS):
-        w.load_model(str(model_a))
+        w.models.load_model(str(model_a))
     assert labels_in_model(w)[0] in ("apple", "pear", "plum")
     assert w.intake.pending == []
 
@@ -102,7 +102,7 @@ def test_bad_weights_file_is_reported_in_the_window(qtbot, make_window, model_a,
     load(qtbot, w, model_a)
     bad = tmp_path / "garbage.safetensors"
     bad.write_bytes(b"this is not a model")
-    job = w.load_model(str(bad))
+    job = w.models.load_model(str(bad))
     with qtbot.waitSignal(job.errored, timeout=LOAD_MS):
         pass
     text = w.message_bar.text
@@ -115,7 +115,7 @@ def test_offline_download_says_what_to_do(qtbot, make_window, monkeypatch) -> No
     # Port 9 (discard) on localhost refuses connections at once: a machine with no network.
     monkeypatch.setenv("VIT_DESKTOP_WEIGHTS_BASE_URL", "http://127.0.0.1:9/weights")
     w = make_window()
-    job = w.load_model("vit_b_16")
+    job = w.models.load_model("vit_b_16")
     with qtbot.waitSignal(job.finished, timeout=LOAD_MS):
         pass
     text = w.message_bar.text
@@ -136,7 +136,7 @@ def test_cancel_stops_a_folder_run(qtbot, make_window, model_a, many_images) -> 
     def cancel_on_first(*_args: object) -> None:
         if not first:
             first.append(w.results_model.rowCount())
-            w.cancel_current()
+            w.run_status.cancel()
 
     w.results_model.rowsInserted.connect(cancel_on_first)
     with qtbot.waitSignal(w.run_status.run_finished, timeout=RUN_MS) as blocker:
@@ -349,7 +349,7 @@ def test_close_during_a_run_is_clean(qtbot, make_window, model_a, many_images) -
 
 def test_close_during_a_model_load_is_clean(qtbot, make_window, model_a) -> None:
     w = make_window()
-    w.load_model(str(model_a))
+    w.models.load_model(str(model_a))
     assert w.controller.loading
     w.close()
     assert w.controller.compute_thread.isFinished()
@@ -509,7 +509,7 @@ def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
     out = tmp_path / "out" / "o-overlay.png"
     d = w.detail
     with qtbot.waitSignal(w.exporter.overlay_saved, timeout=RUN_MS) as blocker:
-        w.exporter.export_overlay(d.result, d.current_heatmap, w.overlay, out)
+        w.exporter.export_overlay(d.result, d.current_heatmap, w.view_state.overlay, out)
     assert blocker.args == [str(out)]
     saved = Image.open(out)
     assert saved.size == (90, 60)
@@ -520,7 +520,7 @@ def test_export_overlay_png(qtbot, make_window, model_a, tmp_path) -> None:
     # Never replaced without asking.
     before = out.read_bytes()
     with qtbot.waitSignal(w.exporter.job_failed, timeout=RUN_MS):
-        w.exporter.export_overlay(d.result, d.current_heatmap, w.overlay, out)
+        w.exporter.export_overlay(d.result, d.current_heatmap, w.view_state.overlay, out)
     assert out.read_bytes() == before
     assert "already exists" in w.message_bar.text
 

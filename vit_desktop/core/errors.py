@@ -2,12 +2,15 @@
 
 Every message of a :class:`VitDesktopError` is one line meant for a person (which file, which key,
 what to do); callers show it as it is. Cancellation is an outcome, not a message: a job stops by
-raising :class:`Cancelled`, and callers test for the type, never for the text.
+raising :class:`Cancelled`, and callers test for the type, never for the text. A failure that
+crosses threads is a :class:`Failure`: its kind decides what to advise, its message is shown.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
+from dataclasses import dataclass
 
 
 class VitDesktopError(Exception):
@@ -48,6 +51,44 @@ class CancelToken:
             raise Cancelled("cancelled")
 
 
+class FailureKind(enum.Enum):
+    """What went wrong, as far as advice to the person goes."""
+
+    #: A model name or file that cannot be used (wrong layout, truncated, not a ViT).
+    MODEL = "model"
+    #: Weights that could not be fetched: offline, a bad hash, a server error.
+    DOWNLOAD = "download"
+    #: A photo that could not be read.
+    IMAGE = "image"
+    #: Work that needs a model, asked for while none is loaded.
+    NO_MODEL = "no model"
+    #: Any other problem core reports on purpose (a full disk, a name the model does not know).
+    EXPECTED = "expected"
+    #: Anything else: a bug, whose message keeps the exception's type for a report.
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job failed, as a value that crosses threads: a kind to act on and one line to show."""
+
+    kind: FailureKind
+    message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        """The failure an exception stands for; its message is :func:`one_line`'s."""
+        kinds: tuple[tuple[type[BaseException], FailureKind], ...] = (
+            (ModelError, FailureKind.MODEL), (DownloadError, FailureKind.DOWNLOAD), (ImageError, FailureKind.IMAGE),
+            (VitDesktopError, FailureKind.EXPECTED),
+        )
+        kind = next((k for t, k in kinds if isinstance(exc, t)), FailureKind.INTERNAL)
+        return cls(kind, one_line(exc))
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def first_line(text: object, limit: int = 200) -> str:
     """The first non-empty line of ``text``, stripped and cut to ``limit`` characters."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
@@ -71,6 +112,8 @@ __all__ = [
     "CancelToken",
     "Cancelled",
     "DownloadError",
+    "Failure",
+    "FailureKind",
     "ImageError",
     "ModelError",
     "VitDesktopError",

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger(__name__).info("window shown %.0f ms after start", 1000 * (time.perf_counter() - _T0))
     paths = [a for a in args[1:] if not a.startswith("-")]
     if paths:
-        window.add_paths(paths)
+        window.intake.add_paths(paths)
     status = app.exec()
     return _exit_status[0] if _exit_status else status
 

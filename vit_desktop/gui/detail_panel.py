@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,14 +21,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.core.errors import Failure
 from vit_desktop.core.io.heatmap import COLORMAPS  # numpy and Pillow only: cheap at start-up
-from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, ExplainOptions, Heatmap
-from vit_desktop.gui.compute import Controller, HeatmapReply
+from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, Heatmap
+from vit_desktop.gui.compute import Controller, HeatmapReply, LoadedModel
 from vit_desktop.gui.image_view import ImageView
 from vit_desktop.gui.jobs import Job
 from vit_desktop.gui.settings import OverlaySettings
 from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.topk_bars import TopKBars
+from vit_desktop.gui.view_state import ViewState
 
 if TYPE_CHECKING:
     from vit_desktop.core.labels.categories import Categories
@@ -45,25 +48,29 @@ MAP_KINDS: tuple[tuple[str, str, str], ...] = (
 
 
 class DetailPanel(QWidget):
-    """Shows one result: photo, overlay (a class map or rollout), settings and top-k."""
+    """Shows one result: photo, overlay (a class map or rollout), settings and top-k.
 
-    #: The overlay settings changed (an OverlaySettings): the window remembers them.
-    settings_changed = Signal(object)
+    Its controls write the window's :class:`~vit_desktop.gui.view_state.ViewState`; what it shows
+    follows the view state's signals, whoever changed it.
+    """
+
     #: A computed map is now on screen (a Heatmap).
     heatmap_shown = Signal(object)
 
-    def __init__(self, controller: Controller, loader: ImageLoader, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: Controller, loader: ImageLoader, state: ViewState,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._controller = controller
         self._loader = loader
+        self._state = state
+        #: The map the shown heatmap answers, to tell a new map from a new colour.
+        self._shown_explain = state.explain
         self.result: ClassifyResult | None = None
         #: The class (or category) whose map the user clicked; None: the top-1's.
         self.class_index: int | None = None
         self._pending: Job | None = None
         #: ``LoadedModel.model_id`` of the model in use.
         self.current_model = ""
-        #: The named categories results are labelled with, or None (the model's own classes).
-        self.categories: Categories | None = None
 
         self.view = ImageView(self)
         self.title = QLabel("", self)
@@ -164,7 +171,7 @@ class DetailPanel(QWidget):
         self.overlay_box.toggled.connect(self._on_overlay_toggled)
         self.opacity.valueChanged.connect(self._on_opacity)
         self.colormap.currentTextChanged.connect(self._on_colormap)
-        self.fusion.currentTextChanged.connect(self._on_explain_changed)
+        self.fusion.currentTextChanged.connect(self._on_fusion)
         self.map_kind.currentIndexChanged.connect(self._on_map_kind)
         self.discard.valueChanged.connect(self._on_discard)
         self.crop_box.toggled.connect(self.view.set_show_crop)
@@ -173,6 +180,10 @@ class DetailPanel(QWidget):
         self.bars.class_clicked.connect(self._on_class_clicked)
         loader.preview_ready.connect(self._on_preview_ready)
         loader.preview_failed.connect(self._on_preview_failed)
+        state.overlay_changed.connect(self._on_overlay_changed)
+        state.categories_changed.connect(self._on_categories_changed)
+        controller.model_changed.connect(self._on_model_changed)
+        self._show_overlay_settings(state.overlay)
         self._enable_rollout_controls()
         self._update_showing()
 
@@ -181,20 +192,15 @@ class DetailPanel(QWidget):
     @property
     def map_method(self) -> str:
         """The map shown: "class", "refined" or "rollout" (see :data:`MAP_KINDS`)."""
-        return str(self.map_kind.currentData())
+        return self._state.overlay.map_method
 
     def set_map_method(self, method: str) -> None:
-        index = self.map_kind.findData(method)
-        if index >= 0:
-            self.map_kind.setCurrentIndex(index)
+        if any(key == method for key, _, _ in MAP_KINDS):
+            self._state.set_overlay(replace(self._state.overlay, map_method=method))
 
     def cycle_map(self) -> None:
         """M: the next kind of map."""
         self.map_kind.setCurrentIndex((self.map_kind.currentIndex() + 1) % self.map_kind.count())
-
-    def explain_options(self) -> ExplainOptions:
-        return ExplainOptions(head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0,
-                              method=self.map_method)
 
     def shown_class(self) -> int | None:
         """The class (or category) the class map explains: the bar clicked, else the top-1; None
@@ -206,22 +212,29 @@ class DetailPanel(QWidget):
             return self.class_index
         return r.predictions[0].index
 
-    def overlay_settings(self) -> OverlaySettings:
-        return OverlaySettings(
-            opacity=self.opacity.value() / 100.0, colormap=self.colormap.currentText(),
-            head_fusion=self.fusion.currentText(), discard_ratio=self.discard.value() / 100.0,
-            overlay=self.overlay_box.isChecked(), map_method=self.map_method)
-
-    def apply_settings(self, o: OverlaySettings) -> None:
-        self.opacity.setValue(round(max(0.0, min(1.0, o.opacity)) * 100))
-        if o.colormap in COLORMAPS:
-            self.colormap.setCurrentText(o.colormap)
-        if o.head_fusion in HEAD_FUSIONS:
-            self.fusion.setCurrentText(o.head_fusion)
-        self.discard.setValue(round(max(0.0, min(0.95, o.discard_ratio)) * 100))
-        self.overlay_box.setChecked(o.overlay)
-        self.set_map_method(o.map_method)
+    def _show_overlay_settings(self, o: OverlaySettings) -> None:
+        """Put the controls where the view state says (settings restored, or changed elsewhere)."""
+        widgets = (self.opacity, self.colormap, self.fusion, self.discard, self.overlay_box, self.map_kind)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.opacity.setValue(round(max(0.0, min(1.0, o.opacity)) * 100))
+            if o.colormap in COLORMAPS:
+                self.colormap.setCurrentText(o.colormap)
+            if o.head_fusion in HEAD_FUSIONS:
+                self.fusion.setCurrentText(o.head_fusion)
+            self.discard.setValue(round(max(0.0, min(0.95, o.discard_ratio)) * 100))
+            self.discard_label.setText(f"{self.discard.value() / 100:.2f}")
+            self.overlay_box.setChecked(o.overlay)
+            index = self.map_kind.findData(o.map_method)
+            if index >= 0:
+                self.map_kind.setCurrentIndex(index)
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
         self.view.set_opacity(self.opacity.value() / 100.0)
+        self.view.set_colormap(self.colormap.currentText())
+        self.view.set_overlay_visible(o.overlay)
 
     def toggle_overlay(self) -> None:
         self.overlay_box.toggle()
@@ -260,18 +273,19 @@ class DetailPanel(QWidget):
         self._update_showing()
         self._refresh_heatmap()
 
-    def set_categories(self, categories: Categories | None) -> None:
+    @Slot(object)
+    def _on_categories_changed(self, _categories: Categories | None) -> None:
         """Results are labelled with these categories now: their class maps are the categories'."""
-        self.categories = categories
         self.class_index = None
         self.bars.set_result(self.result)
         self.bars.set_checked_class(self.shown_class())
         self._refresh_heatmap()
         self._update_showing()
 
-    def set_current_model(self, model_id: str) -> None:
+    @Slot(object)
+    def _on_model_changed(self, loaded: LoadedModel) -> None:
         """The model maps are computed with now; results of another one get none of its maps."""
-        self.current_model = model_id
+        self.current_model = loaded.model_id
         self._refresh_heatmap()
         self._update_showing()
 
@@ -301,7 +315,7 @@ class DetailPanel(QWidget):
 
     def _is_wanted(self, hm: Heatmap) -> bool:
         """Whether ``hm`` is the map the controls ask for, for the shown result."""
-        opts = self.explain_options()
+        opts = self._state.explain
         if hm.method != opts.method:
             return False
         if not opts.class_specific:
@@ -314,9 +328,10 @@ class DetailPanel(QWidget):
             return
         shown = self.shown_class()
         members = None
-        if self.categories is not None and shown is not None:
-            members = self.categories.members[shown]
-        job = self._controller.explain(self.result.path, self.explain_options(), shown, members)
+        categories = self._state.categories
+        if categories is not None and shown is not None:
+            members = categories.members[shown]
+        job = self._controller.explain(self.result.path, self._state.explain, shown, members)
         job.returned.connect(self._on_heatmap_ready)
         job.errored.connect(self._on_heatmap_failed)
         self._pending = job
@@ -338,7 +353,7 @@ class DetailPanel(QWidget):
             return
         shown = self.shown_class()
         if shown is None:
-            opts = self.explain_options()
+            opts = self._state.explain
             what = (f"Attention rollout ({opts.head_fusion} of heads, discard {opts.discard_ratio:.2f}): where "
                     "the model looked")
         else:
@@ -375,41 +390,50 @@ class DetailPanel(QWidget):
         self._update_showing()
         self.heatmap_shown.emit(reply.heatmap)
 
-    @Slot(str)
-    def _on_heatmap_failed(self, message: str) -> None:
+    @Slot(object)
+    def _on_heatmap_failed(self, failure: Failure) -> None:
         if self.sender() is self._pending:
             self._pending = None
-            self.showing.setText(f"Could not compute the map: {message}")
+            self.showing.setText(f"Could not compute the map: {failure.message}")
 
     @Slot(float)
     def _on_zoom_changed(self, zoom: float) -> None:
         self.zoom_label.setText(f"{zoom:.0%}" if self.view.has_image else "")
 
+    # The controls write the view state; _on_overlay_changed shows what it then holds.
+
     @Slot(bool)
     def _on_overlay_toggled(self, on: bool) -> None:
-        self.view.set_overlay_visible(on)
-        self.settings_changed.emit(self.overlay_settings())
+        self._state.set_overlay(replace(self._state.overlay, overlay=on))
 
     @Slot(int)
     def _on_opacity(self, value: int) -> None:
-        self.view.set_opacity(value / 100.0)
-        self.settings_changed.emit(self.overlay_settings())
+        self._state.set_overlay(replace(self._state.overlay, opacity=value / 100.0))
 
     @Slot(str)
     def _on_colormap(self, name: str) -> None:
-        self.view.set_colormap(name)
-        self.settings_changed.emit(self.overlay_settings())
+        self._state.set_overlay(replace(self._state.overlay, colormap=name))
 
     @Slot(str)
-    def _on_explain_changed(self, _text: str) -> None:
-        self._refresh_heatmap()
-        self._update_showing(computing=self._recompute_timer.isActive())
-        self.settings_changed.emit(self.overlay_settings())
+    def _on_fusion(self, name: str) -> None:
+        self._state.set_overlay(replace(self._state.overlay, head_fusion=name))
 
     @Slot(int)
     def _on_discard(self, value: int) -> None:
-        self.discard_label.setText(f"{value / 100:.2f}")
-        self._on_explain_changed("")
+        self._state.set_overlay(replace(self._state.overlay, discard_ratio=value / 100.0))
+
+    @Slot(int)
+    def _on_map_kind(self, index: int) -> None:
+        self._state.set_overlay(replace(self._state.overlay, map_method=str(self.map_kind.itemData(index))))
+
+    @Slot(object)
+    def _on_overlay_changed(self, o: OverlaySettings) -> None:
+        shown = self._shown_explain
+        self._show_overlay_settings(o)
+        if self._state.explain != shown:  # another map: ask for it (opacity and colours need no new map)
+            self._shown_explain = self._state.explain
+            self._enable_rollout_controls()
+            self._after_map_change()
 
     @Slot(int)
     def _on_class_clicked(self, class_index: int) -> None:
@@ -418,12 +442,6 @@ class DetailPanel(QWidget):
             self.set_map_method("class")  # asking for a class's map is asking for a class map
         else:
             self._after_map_change()
-
-    @Slot(int)
-    def _on_map_kind(self, _index: int) -> None:
-        self._enable_rollout_controls()
-        self._after_map_change()
-        self.settings_changed.emit(self.overlay_settings())
 
     def _after_map_change(self) -> None:
         self.bars.set_checked_class(self.shown_class())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
-from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.errors import CancelToken, Failure, VitDesktopError
 from vit_desktop.core.files import os_reason
 from vit_desktop.core.types import ClassifyResult, Heatmap
 from vit_desktop.gui.jobs import Job, JobBoard, JobContext, run_in_pool
@@ -66,10 +66,10 @@ class Exporter(QObject):
         for job in self._jobs:
             job.cancel()
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
-        self.problem.emit(f"{message}. Choose another name or folder and try again.")
-        self.job_failed.emit(message)
+    @Slot(object)
+    def _on_failed(self, failure: Failure) -> None:
+        self.problem.emit(f"{failure.message}. Choose another name or folder and try again.")
+        self.job_failed.emit(failure.message)
 
     # -- results -------------------------------------------------------------------------------
 
@@ -211,10 +211,10 @@ class Exporter(QObject):
         self.note.emit(f"Model exported: {report.short()}")
         self.model_exported.emit(report)
 
-    @Slot(str)
-    def _on_model_export_failed(self, message: str) -> None:
-        self.problem.emit(f"Could not export the model: {message}")
-        self.job_failed.emit(message)
+    @Slot(object)
+    def _on_model_export_failed(self, failure: Failure) -> None:
+        self.problem.emit(f"Could not export the model: {failure.message}")
+        self.job_failed.emit(failure.message)
 
     # -- class folders -------------------------------------------------------------------------
 

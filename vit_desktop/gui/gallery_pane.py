@@ -1,22 +1,25 @@
 """The left-hand side: the filter bar, the gallery of results and the one-line summary under it.
 
-It owns how results are filtered, sorted and counted, and the "uncertain below" threshold (which
-re-marks results already listed); the window only hands it results and asks what is selected.
+It owns how results are filtered, sorted and counted. Its threshold box and categories box write
+the window's view state; when the threshold changes, whoever changed it, the results already
+listed are marked again and counted again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QVBoxLayout, QWidget
 
 from vit_desktop.core.types import ClassifyResult
+from vit_desktop.gui.compute import Controller, RunProgress
 from vit_desktop.gui.gallery import GalleryView
+from vit_desktop.gui.jobs import Job
 from vit_desktop.gui.results_model import FILTER_TITLES, SORT_KEYS, FilterMode, ResultsFilter, ResultsModel, Roles
 from vit_desktop.gui.thumbnails import ImageLoader
+from vit_desktop.gui.view_state import ViewState
 
 EMPTY_TEXT = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+O)"
 
@@ -24,8 +27,6 @@ EMPTY_TEXT = "Drop images or folders here\nor use File ▸ Open images… (Ctrl+
 class GalleryPane(QWidget):
     """Filter text and state, sort order, threshold; the gallery; the counts."""
 
-    #: The threshold changed (a fraction in [0, 1]): the window remembers it.
-    threshold_changed = Signal(float)
     #: The current result changed (a ClassifyResult, or None).
     current_changed = Signal(object)
     #: Text for the status bar.
@@ -35,9 +36,11 @@ class GalleryPane(QWidget):
     #: Whether Undo has a removal to put back.
     undo_available = Signal(bool)
 
-    def __init__(self, loader: ImageLoader, model: ResultsModel, parent: QWidget | None = None) -> None:
+    def __init__(self, loader: ImageLoader, model: ResultsModel, state: ViewState, controller: Controller,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.results_model = model
+        self._state = state
         self.proxy = ResultsFilter(self)
         self.proxy.setSourceModel(model)
         self.filter_edit = QLineEdit(self)
@@ -92,27 +95,28 @@ class GalleryPane(QWidget):
         self.filter_edit.textChanged.connect(self.proxy.set_text)
         self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
         self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
-        self.threshold_spin.valueChanged.connect(self._on_threshold)
+        self.threshold_spin.setValue(round(state.threshold * 100))
+        self.threshold_spin.valueChanged.connect(self._on_threshold_spin)
+        state.threshold_changed.connect(self._on_threshold_changed)
+        state.categories_changed.connect(self._on_categories_changed)
+        controller.run_started.connect(self._on_run_started)
         self.categories_edit.returnPressed.connect(self._on_categories)
         self.categories_edit.textChanged.connect(self._on_categories_cleared)
         self.gallery.selectionModel().currentChanged.connect(self._on_current_changed)
         self.gallery.customContextMenuRequested.connect(self._on_context_menu)
         model.dataChanged.connect(self._on_data_changed)
+        # Results replaced in place (a re-classified folder, a new threshold) change the counts too;
+        # a run replaces them a batch at a time, so count once the batch is in.
+        self._summary_timer = QTimer(self)
+        self._summary_timer.setSingleShot(True)
+        self._summary_timer.setInterval(0)
+        self._summary_timer.timeout.connect(self.update_summary)
         model.rowsInserted.connect(self.update_summary)
         model.rowsRemoved.connect(self.update_summary)
         model.modelReset.connect(self.update_summary)
         self.proxy.layoutChanged.connect(self.update_empty_text)
 
     # -- what the window sets ------------------------------------------------------------------
-
-    def set_threshold(self, fraction: float) -> None:
-        self.threshold_spin.blockSignals(True)
-        self.threshold_spin.setValue(round(fraction * 100))
-        self.threshold_spin.blockSignals(False)
-
-    @property
-    def threshold(self) -> float:
-        return self.threshold_spin.value() / 100.0
 
     def set_context_actions(self, actions: list[QAction]) -> None:
         """What the right-click menu offers for a photo, before "Show in folder"."""
@@ -126,6 +130,15 @@ class GalleryPane(QWidget):
         self.results_model.add_results(results)
         if not self.gallery.currentIndex().isValid() and self.proxy.rowCount() > 0:
             self.gallery.setCurrentIndex(self.proxy.index(0, 0))
+
+    @Slot(object)
+    def _on_run_started(self, job: Job) -> None:
+        job.progressed.connect(self._on_run_progress)
+
+    @Slot(object)
+    def _on_run_progress(self, progress: RunProgress) -> None:
+        if progress.results:
+            self.add_results(progress.results)
 
     # -- what the window asks ------------------------------------------------------------------
 
@@ -197,15 +210,26 @@ class GalleryPane(QWidget):
         self.update_empty_text()
 
     @Slot(float)
-    def _on_threshold(self, value: float) -> None:
-        t = value / 100.0
+    def _on_threshold_spin(self, value: float) -> None:
+        self._state.set_threshold(value / 100.0)
+
+    @Slot(float)
+    def _on_threshold_changed(self, fraction: float) -> None:
+        self.threshold_spin.blockSignals(True)
+        self.threshold_spin.setValue(round(fraction * 100))
+        self.threshold_spin.blockSignals(False)
         # Uncertainty is only "top score < threshold": re-derive it for what is already listed.
-        for r in self.results_model.results():
-            if r.top is not None and r.uncertain != (r.top.score < t):
-                self.results_model.replace_result(dataclasses.replace(r, uncertain=r.top.score < t))
-        self.proxy.refilter()
-        self.update_summary()
-        self.threshold_changed.emit(t)
+        self.results_model.apply_threshold(fraction)
+        self.refresh()
+
+    @Slot(object)
+    def _on_categories_changed(self, categories: object) -> None:
+        if categories is None and self.categories_edit.text():
+            # Dropped elsewhere (a model without ImageNet's classes): the box says so by emptying.
+            self.categories_edit.blockSignals(True)
+            self.categories_edit.clear()
+            self.categories_edit.blockSignals(False)
+        self.refresh()
 
     @Slot()
     def _on_categories(self) -> None:
@@ -221,9 +245,10 @@ class GalleryPane(QWidget):
         self.current_changed.emit(current.data(Roles.RESULT) if current.isValid() else None)
 
     @Slot(QModelIndex, QModelIndex, list)
-    def _on_data_changed(self, top_left: QModelIndex, _bottom_right: QModelIndex, _roles: list[int]) -> None:
+    def _on_data_changed(self, top_left: QModelIndex, bottom_right: QModelIndex, _roles: list[int]) -> None:
+        self._summary_timer.start()
         cur = self.gallery.currentIndex()
-        if cur.isValid() and self.proxy.mapToSource(cur).row() == top_left.row():
+        if cur.isValid() and top_left.row() <= self.proxy.mapToSource(cur).row() <= bottom_right.row():
             self.current_changed.emit(cur.data(Roles.RESULT))
 
     @Slot(object)

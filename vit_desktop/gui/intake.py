@@ -1,7 +1,8 @@
 """Where photos come in: drops, paste, the open dialogs, and the queue that waits for a model.
 
-Whatever the route, paths come out of one signal, :attr:`Intake.classify_requested`, once a model
-is ready; before that they wait in :attr:`Intake.pending` (the window says so).
+Whatever the route, paths go to the controller as one folder run, with the options the view state
+holds at that moment; before a model is ready they wait in :attr:`Intake.pending` (the window says
+so) and go as soon as one is.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QObject, QUrl, Signal
+from PySide6.QtCore import QMimeData, QObject, QUrl, Signal, Slot
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from vit_desktop.gui.compute import Controller, LoadedModel
 from vit_desktop.gui.settings import AppSettings
+from vit_desktop.gui.view_state import ViewState
 
 IMAGE_FILTER = (
     "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp *.ppm *.pgm *.heic);;All files (*)"
@@ -41,10 +44,8 @@ def paths_from_mime(mime: QMimeData) -> list[str]:
 
 
 class Intake(QObject):
-    """Turns what the user gives (files, folders, pasted pixels) into paths to classify."""
+    """Turns what the user gives (files, folders, pasted pixels) into folder runs."""
 
-    #: Paths to classify now (a model is ready).
-    classify_requested = Signal(list)
     #: Paths are waiting for a model: how many are waiting now.
     queued = Signal(int)
     #: A short note for the status bar (nothing usable was given, or the clipboard was empty).
@@ -52,14 +53,20 @@ class Intake(QObject):
     #: A problem the user must know about (the pasted image could not be kept).
     problem = Signal(str)
 
-    def __init__(self, window: QWidget, settings: AppSettings, model_ready: Callable[[], bool]) -> None:
+    def __init__(self, window: QWidget, settings: AppSettings, controller: Controller, state: ViewState, *,
+                 top_k: int, batch_size: int) -> None:
         super().__init__(window)
         self._window = window
         self._settings = settings
-        self._model_ready = model_ready
+        self._controller = controller
+        self._state = state
+        #: Predictions kept per photo, and photos per forward pass.
+        self.top_k = top_k
+        self.batch_size = batch_size
         self.pending: list[str] = []
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._paste_count = 0
+        controller.model_changed.connect(self._on_model_ready)
 
     # -- routes in -----------------------------------------------------------------------------
 
@@ -68,17 +75,27 @@ class Intake(QObject):
         items = [str(p) for p in paths]
         if not items:
             return
-        if not self._model_ready():
+        if self._controller.current_card is None:
             self.pending.extend(items)
             self.queued.emit(len(self.pending))
             return
-        self.classify_requested.emit(items)
+        self._classify(items)
 
-    def release(self) -> None:
+    def _classify(self, items: list[str]) -> None:
+        from vit_desktop.core.inference.options import ClassifyOptions
+
+        s = self._state
+        # Every result keeps its probabilities: the names box re-labels them without classifying again.
+        options = ClassifyOptions(top_k=self.top_k, batch_size=self.batch_size, explain=s.run_explain,
+                                  threshold=s.threshold, categories=s.categories, keep_probabilities=True)
+        self._controller.classify(items, options)
+
+    @Slot(object)
+    def _on_model_ready(self, _loaded: LoadedModel) -> None:
         """A model is ready: what waited goes now."""
         if self.pending:
             queued, self.pending = self.pending, []
-            self.classify_requested.emit(queued)
+            self._classify(queued)
 
     def handle_mime(self, mime: QMimeData) -> bool:
         """Files, folders, file paths as text, or image data: classify them. False if nothing usable."""

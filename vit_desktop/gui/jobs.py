@@ -11,7 +11,9 @@ Rules kept here so that nobody re-implements them:
 
 * every job ends exactly once, with ``finished(Outcome)`` as its last signal; after that nothing
   more is delivered for it;
-* cancelling is an outcome (:attr:`Outcome.CANCELLED`), never a message to compare by text;
+* cancelling is an outcome (:attr:`Outcome.CANCELLED`), never a message to compare by text, and a
+  failure is a :class:`~vit_desktop.core.errors.Failure` (a kind and one line), never text searched
+  for a word;
 * newest wins per channel: a job created on a channel supersedes the one before it there, which
   is cancelled and finishes at once with :attr:`Outcome.SUPERSEDED` (its late replies are dropped).
 """
@@ -27,9 +29,18 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
-from vit_desktop.core.errors import Cancelled, CancelToken, VitDesktopError, one_line
+from vit_desktop.core.errors import Cancelled, CancelToken, Failure, FailureKind
 
 log = logging.getLogger(__name__)
+
+
+class _Event(enum.Enum):
+    """What the working side posts to the board."""
+
+    PROGRESS = "progress"
+    RETURN = "return"
+    ERROR = "error"
+    CANCELLED = "cancelled"
 
 
 class Outcome(enum.Enum):
@@ -47,8 +58,8 @@ class Job(QObject):
     progressed = Signal(object)
     #: The job's value, when it completed.
     returned = Signal(object)
-    #: One line saying why it failed.
-    errored = Signal(str)
+    #: Why it failed: a :class:`~vit_desktop.core.errors.Failure`.
+    errored = Signal(object)
     #: Always last, exactly once: an :class:`Outcome`.
     finished = Signal(object)
 
@@ -59,6 +70,8 @@ class Job(QObject):
         self.channel = channel
         self.token = CancelToken()
         self.outcome: Outcome | None = None
+        #: The last progress report, for whoever starts listening late or reads it at the end.
+        self.latest: object = None
 
     @property
     def running(self) -> bool:
@@ -78,24 +91,24 @@ class JobContext:
 
     job_id: int
     token: CancelToken
-    _post: Callable[[int, str, object], None]
+    _post: Callable[[int, _Event, object], None]
 
     @property
     def cancelled(self) -> bool:
         return self.token.cancelled
 
     def report(self, value: object) -> None:
-        self._post(self.job_id, "progress", value)
+        self._post(self.job_id, _Event.PROGRESS, value)
 
     def done(self, value: object = None) -> None:
-        self._post(self.job_id, "return", value)
+        self._post(self.job_id, _Event.RETURN, value)
 
-    def fail(self, message: str) -> None:
-        self._post(self.job_id, "error", message)
+    def fail(self, failure: Failure) -> None:
+        self._post(self.job_id, _Event.ERROR, failure)
 
     def stopped(self) -> None:
         """The job noticed its token and stopped."""
-        self._post(self.job_id, "cancelled", None)
+        self._post(self.job_id, _Event.CANCELLED, None)
 
 
 def execute(ctx: JobContext, fn: Callable[[], object]) -> None:
@@ -105,12 +118,13 @@ def execute(ctx: JobContext, fn: Callable[[], object]) -> None:
         value = fn()
     except Cancelled:
         ctx.stopped()
-    except VitDesktopError as exc:  # expected: the message says what to do
-        log.warning("job %d failed: %s", ctx.job_id, one_line(exc))
-        ctx.fail(one_line(exc))
     except BaseException as exc:
-        log.exception("job %d failed", ctx.job_id)
-        ctx.fail(one_line(exc))
+        failure = Failure.of(exc)
+        if failure.kind is FailureKind.INTERNAL:  # a bug: the traceback goes to the log
+            log.exception("job %d failed", ctx.job_id)
+        else:  # expected: the message says what to do
+            log.warning("job %d failed: %s", ctx.job_id, failure.message)
+        ctx.fail(failure)
     else:
         ctx.done(value)
 
@@ -118,7 +132,7 @@ def execute(ctx: JobContext, fn: Callable[[], object]) -> None:
 class JobBoard(QObject):
     """Makes jobs and delivers their events on the GUI thread. Lives on the GUI thread."""
 
-    _event = Signal(int, str, object)  # job id, kind, payload: emitted from any thread
+    _event = Signal(int, object, object)  # job id, _Event, payload: emitted from any thread
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -148,24 +162,31 @@ class JobBoard(QObject):
     def running(self) -> list[Job]:
         return list(self._jobs.values())
 
+    def abandon(self, job: Job) -> None:
+        """Cancel ``job`` and end it now (CANCELLED): nothing more it sends is delivered, so its
+        results cannot land after the caller moved on (a list that was cleared)."""
+        job.cancel()
+        self._end(job, Outcome.CANCELLED)
+
     def cancel_all(self) -> None:
         for job in self._jobs.values():
             job.cancel()
 
-    @Slot(int, str, object)
-    def _deliver(self, job_id: int, kind: str, payload: object) -> None:
+    @Slot(int, object, object)
+    def _deliver(self, job_id: int, event: _Event, payload: object) -> None:
         job = self._jobs.get(job_id)
         if job is None:  # finished or superseded already: late news is dropped
             return
-        if kind == "progress":
+        if event is _Event.PROGRESS:
+            job.latest = payload
             job.progressed.emit(payload)
-        elif kind == "return":
+        elif event is _Event.RETURN:
             job.returned.emit(payload)
             self._end(job, Outcome.DONE)
-        elif kind == "error":
-            job.errored.emit(str(payload))
+        elif event is _Event.ERROR:
+            job.errored.emit(payload)
             self._end(job, Outcome.FAILED)
-        elif kind == "cancelled":
+        elif event is _Event.CANCELLED:
             self._end(job, Outcome.CANCELLED)
 
     def _end(self, job: Job, outcome: Outcome) -> None:

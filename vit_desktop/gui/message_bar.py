@@ -6,6 +6,8 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
 
+from vit_desktop.core.errors import Failure
+
 
 class MessageBar(QFrame):
     """One message at a time, "error" or "info", with an optional action button."""
@@ -48,6 +50,11 @@ class MessageBar(QFrame):
     @Slot(str)
     def show_error(self, text: str) -> None:
         self.show_message(text, "error")
+
+    @Slot(object)
+    def show_failure(self, failure: Failure) -> None:
+        """A job's failure, as it says it (the message is one line meant for a person)."""
+        self.show_message(failure.message, "error")
 
     @Slot(str)
     def show_info(self, text: str) -> None:

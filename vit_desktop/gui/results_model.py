@@ -6,6 +6,7 @@ per batch, not once per image. A file classified again (dropped twice) updates i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 from pathlib import Path
@@ -131,6 +132,17 @@ class ResultsModel(QAbstractListModel):
         self._rows[row] = result
         idx = self.index(row)
         self.dataChanged.emit(idx, idx)
+
+    def apply_threshold(self, threshold: float) -> int:
+        """Mark each result uncertain when its best score is below ``threshold``; how many changed."""
+        changed = [i for i, r in enumerate(self._rows)
+                   if r.top is not None and r.uncertain != (r.top.score < threshold)]
+        for i in changed:
+            r = self._rows[i]
+            self._rows[i] = dataclasses.replace(r, uncertain=not r.uncertain)
+        if changed:  # one signal for the span: views repaint once, not once per card
+            self.dataChanged.emit(self.index(changed[0]), self.index(changed[-1]))
+        return len(changed)
 
     def remove_paths(self, paths: Iterable[str]) -> list[tuple[int, ClassifyResult]]:
         """Take these files off the list (the files themselves are not touched).

@@ -1,8 +1,9 @@
 """The status bar: what is happening now (loading, downloading, classifying), totals, Cancel.
 
-It follows the jobs it is given (:meth:`RunStatus.track_load`, :meth:`RunStatus.track_run`) and
-keeps the run totals of one busy spell (drops that follow each other count together) in one
-place. It says what happened; what to do about a failure is the window's message bar.
+It observes the controller: every model load and folder run it starts shows here, with the totals
+of one busy spell (drops that follow each other count together). The controller keeps which runs
+are going; this keeps only how far the spell's finished runs got. It says what happened; what to
+do about a failure is the window's message bar.
 """
 
 from __future__ import annotations
@@ -10,23 +11,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
 
 from vit_desktop.core.units import format_bytes, format_duration
-from vit_desktop.gui.compute import LoadedModel, RunProgress
+from vit_desktop.gui.compute import Controller, LoadedModel, RunProgress
+from vit_desktop.gui.compute.messages import NO_MODEL_TEXT
 from vit_desktop.gui.jobs import Job, Outcome
 
-NO_MODEL_TEXT = "No model loaded — choose one from Model menu"
 
-
-@dataclass
-class _Run:
-    done: int = 0
-    total: int = 0
+def _progress(job: Job) -> tuple[int, int]:
+    """(done, total) of a run as far as it reported."""
+    latest = job.latest
+    return (latest.done, latest.total) if isinstance(latest, RunProgress) else (0, 0)
 
 
 class RunStatus(QObject):
@@ -34,11 +33,13 @@ class RunStatus(QObject):
 
     #: A folder run ended (the status line already says how): its Outcome.
     run_finished = Signal(object)
-    #: Cancel was clicked.
-    cancel_clicked = Signal()
+    #: A folder run failed: its Failure, for the message bar.
+    run_failed = Signal(object)
 
-    def __init__(self, bar: QStatusBar, *, waiting: Callable[[], int], errors: Callable[[], int]) -> None:
+    def __init__(self, bar: QStatusBar, controller: Controller, *, waiting: Callable[[], int],
+                 errors: Callable[[], int]) -> None:
         super().__init__(bar)
+        self._controller = controller
         self._waiting = waiting
         self._errors = errors
         self.status_label = QLabel("", bar)
@@ -49,7 +50,7 @@ class RunStatus(QObject):
         self.cancel_button = QPushButton("Cancel", bar)
         self.cancel_button.setToolTip("Stop the folder run or the model download (Esc)")
         self.cancel_button.hide()
-        self.cancel_button.clicked.connect(self.cancel_clicked)
+        self.cancel_button.clicked.connect(self.cancel)
         self.model_label = QLabel("", bar)
         self.model_label.setObjectName("modelLabel")
         bar.addWidget(self.status_label, 1)
@@ -58,7 +59,6 @@ class RunStatus(QObject):
         bar.addPermanentWidget(self.model_label)
         self._load: Job | None = None
         self._load_started = 0.0
-        self._runs: dict[Job, _Run] = {}
         self._spell_started = 0.0
         # Runs that ended while others of the same busy spell go on still count in its totals.
         self._finished_done = 0
@@ -68,6 +68,9 @@ class RunStatus(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._show_runs)
+        controller.load_started.connect(self.track_load)
+        controller.run_started.connect(self.track_run)
+        controller.model_changed.connect(self.show_model)
 
     def say(self, text: str) -> None:
         self.status_label.setText(text)
@@ -76,12 +79,19 @@ class RunStatus(QObject):
     def loading(self) -> bool:
         return self._load is not None
 
-    @property
-    def running(self) -> bool:
-        return bool(self._runs)
+    def cancel(self) -> None:
+        """Esc / Cancel: stop the folder runs; with none, stop the model load or download."""
+        c = self._controller
+        if c.busy:
+            c.cancel_runs()
+            self.say("Cancelling…")
+        elif c.loading:
+            c.cancel_load()
+            self.say("Cancelling…")
 
     # -- the model -----------------------------------------------------------------------------
 
+    @Slot(object)
     def show_model(self, loaded: LoadedModel | None) -> None:
         if loaded is None:
             self.model_label.setText("Loading model…" if self._load is not None else NO_MODEL_TEXT)
@@ -93,6 +103,7 @@ class RunStatus(QObject):
         self.model_label.setToolTip(f"{card.description or card.source}\nInput {card.arch.image_size} px: "
                                     f"{card.preprocess.describe()}\nPrecision {loaded.precision}{why}")
 
+    @Slot(object, str)
     def track_load(self, job: Job, source: str) -> None:
         self._load = job
         self._load_started = time.monotonic()
@@ -134,6 +145,7 @@ class RunStatus(QObject):
         if self.sender() is not self._load or outcome is Outcome.SUPERSEDED:
             return
         self._load = None
+        self.show_model(self._controller.current_model)
         if outcome is Outcome.CANCELLED:
             self.say("Model loading cancelled.")
         elif outcome is Outcome.FAILED:
@@ -146,12 +158,13 @@ class RunStatus(QObject):
 
     # -- folder runs ---------------------------------------------------------------------------
 
+    @Slot(object)
     def track_run(self, job: Job) -> None:
-        if not self._runs:
+        if self._controller.runs == (job,):  # the first run of a busy spell
             self._spell_started = time.monotonic()
             self._finished_done = self._finished_total = 0
-        self._runs[job] = _Run()
         job.progressed.connect(self._on_run_progress)
+        job.errored.connect(self.run_failed)
         job.finished.connect(self._on_run_finished)
         self.say("Scanning…")
         self.progress.setRange(0, 0)
@@ -159,26 +172,28 @@ class RunStatus(QObject):
         self.cancel_button.show()
 
     def forget_runs(self) -> None:
-        """The results were cleared: runs still going no longer count."""
-        for job in self._runs:
+        """The results are being cleared: the runs going now end without a word (the caller
+        abandons them next)."""
+        for job in self._controller.runs:
             job.progressed.disconnect(self._on_run_progress)
+            job.errored.disconnect(self.run_failed)
             job.finished.disconnect(self._on_run_finished)
-        self._runs.clear()
-        self._end_busy()
+        self._timer.stop()
+        if self._load is None:
+            self.progress.hide()
+            self.progress.setFormat("%p%")
+            self.cancel_button.hide()
 
     @Slot(object)
-    def _on_run_progress(self, value: object) -> None:
-        job = self.sender()
-        run = self._runs.get(job) if isinstance(job, Job) else None
-        if run is not None and isinstance(value, RunProgress):
-            run.done, run.total = value.done, value.total
-            if not self._timer.isActive():
-                self._timer.start()
+    def _on_run_progress(self, _value: object) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
 
     @Slot()
     def _show_runs(self) -> None:
-        done = self._finished_done + sum(r.done for r in self._runs.values())
-        total = self._finished_total + sum(r.total for r in self._runs.values())
+        running = [_progress(job) for job in self._controller.runs]
+        done = self._finished_done + sum(d for d, _ in running)
+        total = self._finished_total + sum(t for _, t in running)
         if total <= 0:
             return
         self.progress.setRange(0, total)
@@ -194,23 +209,23 @@ class RunStatus(QObject):
     @Slot(object)
     def _on_run_finished(self, outcome: object) -> None:
         job = self.sender()
-        run = self._runs.pop(job, None) if isinstance(job, Job) else None
-        if run is None:
+        if not isinstance(job, Job):
             return
+        run_done, run_total = _progress(job)
         cancelled = outcome is not Outcome.DONE
-        self._finished_done += run.done
+        self._finished_done += run_done
         # A cancelled run never reached its total: it counts as far as it got.
-        self._finished_total += run.done if cancelled else run.total
+        self._finished_total += run_done if cancelled else run_total
         done = self._finished_done
         self._timer.stop()
-        if self._runs:
+        if self._controller.busy:
             self._show_runs()
         else:
             elapsed = time.monotonic() - self._spell_started
             self._end_busy()
             errors = self._errors()
             if outcome is Outcome.CANCELLED:
-                self.say(f"Cancelled after {done} of {done + run.total - run.done} images.")
+                self.say(f"Cancelled after {done} of {done + run_total - run_done} images.")
             elif outcome is Outcome.FAILED:
                 self.say(f"Stopped after {done} images.")
             else:
@@ -219,11 +234,11 @@ class RunStatus(QObject):
         self.run_finished.emit(outcome)
 
     def _end_busy(self) -> None:
-        if self._runs or self._load is not None:
+        if self._controller.busy or self._load is not None:
             return
         self.progress.hide()
         self.progress.setFormat("%p%")
         self.cancel_button.hide()
 
 
-__all__ = ["NO_MODEL_TEXT", "RunStatus"]
+__all__ = ["RunStatus"]

@@ -6,16 +6,21 @@ lives in core's one store (:mod:`vit_desktop.core.state`), which the command lin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QByteArray, QSettings
 
 
 def _to_float(value: object, default: float) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    """A finite number from what the settings file holds, else ``default`` (inf and nan too)."""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         return default
+    try:
+        number = float(value)
+    except ValueError:
+        return default
+    return number if math.isfinite(number) else default
 
 
 def _to_bool(value: object, default: bool) -> bool:
@@ -29,7 +34,7 @@ def _to_bool(value: object, default: bool) -> bool:
     return bool(value)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OverlaySettings:
     opacity: float = 0.5
     colormap: str = "inferno"

@@ -51,6 +51,10 @@ class Controller(QObject):
     model_changed = Signal(object)
     #: A user model was saved or removed: pickers list the models again.
     models_changed = Signal()
+    #: A model load began: its Job and the source being loaded.
+    load_started = Signal(object, str)
+    #: A folder run was queued: its Job (``progressed``: RunProgress; ``latest`` holds the last one).
+    run_started = Signal(object)
     _post = Signal(object, object)  # JobContext, Request -> the worker
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -65,7 +69,8 @@ class Controller(QObject):
         self._thread.start()
         self._shut_down = False
         self._current: LoadedModel | None = None
-        self._runs: set[Job] = set()
+        # Insertion-ordered: the runs in the order they were queued.
+        self._runs: dict[Job, None] = {}
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -87,6 +92,11 @@ class Controller(QObject):
         return bool(self._runs)
 
     @property
+    def runs(self) -> tuple[Job, ...]:
+        """The folder runs queued or streaming, oldest first."""
+        return tuple(self._runs)
+
+    @property
     def compute_thread(self) -> QThread:
         """The thread that owns the engine (QObject.thread() stays this object's own thread)."""
         return self._thread
@@ -103,11 +113,15 @@ class Controller(QObject):
 
         ``progressed``: (bytes done, bytes total) of a download; ``returned``: a LoadedModel.
         """
-        return self._submit("load", LoadRequest(str(source), device, precision), LOAD)
+        job = self._submit("load", LoadRequest(str(source), device, precision), LOAD)
+        self.load_started.emit(job, str(source))
+        return job
 
     def use_module(self, module: object, card: ModelCard, device: str = "auto", precision: str = "auto") -> Job:
         """Switch to an in-memory model (e.g. one just fine-tuned); the caller must not keep using it."""
-        return self._submit("use model", UseModuleRequest(module, card, device, precision), LOAD)
+        job = self._submit("use model", UseModuleRequest(module, card, device, precision), LOAD)
+        self.load_started.emit(job, card.name)
+        return job
 
     def classify(self, paths: Sequence[str], options: ClassifyOptions) -> Job:
         """Queue a run over files and folders (folders are scanned on the compute thread).
@@ -116,8 +130,9 @@ class Controller(QObject):
         """
         request = RunRequest(tuple(str(p) for p in paths), options)
         job = self._submit("classify", request)
-        self._runs.add(job)
+        self._runs[job] = None
         job.finished.connect(self._on_run_finished)
+        self.run_started.emit(job)
         return job
 
     def explain(self, path: str, options: ExplainOptions, class_index: int | None = None,
@@ -137,6 +152,11 @@ class Controller(QObject):
         """Cancel every queued and active folder run."""
         for job in list(self._runs):
             job.cancel()
+
+    def abandon_runs(self) -> None:
+        """Cancel every folder run and end it now: no result of theirs arrives any more."""
+        for job in list(self._runs):
+            self.board.abandon(job)
 
     def cancel_load(self) -> None:
         job = self.board.latest(LOAD)
@@ -177,7 +197,7 @@ class Controller(QObject):
 
     @Slot(object)
     def _on_run_finished(self, _outcome: object) -> None:
-        self._runs = {job for job in self._runs if job.running}
+        self._runs = {job: None for job in self._runs if job.running}
 
 
 __all__ = ["Controller", "HeatmapReply", "JobContext", "LoadedModel", "RunProgress"]

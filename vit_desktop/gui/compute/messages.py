@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # the engine imports torch; the window must not wait for that
     from vit_desktop.core.errors import CancelToken
     from vit_desktop.core.inference.engine import Engine
 
+#: What the window says wherever it needs a model and has none.
+NO_MODEL_TEXT = "No model loaded — choose one from the Model menu"
+
 #: A task run on the compute thread: fn(engine or None, report, cancel token) -> value.
 TaskFn = Callable[["Engine | None", Callable[[object], None], "CancelToken"], object]
 
@@ -91,6 +94,7 @@ class HeatmapReply:
 
 
 __all__ = [
+    "NO_MODEL_TEXT",
     "ExplainRequest",
     "HeatmapReply",
     "LoadRequest",

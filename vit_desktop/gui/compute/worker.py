@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import collections
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from vit_desktop.core.errors import Cancelled, VitDesktopError, one_line
+from vit_desktop.core.errors import Cancelled, Failure, FailureKind, VitDesktopError
 from vit_desktop.gui.jobs import JobContext, execute
 
 from .messages import (
+    NO_MODEL_TEXT,
     ExplainRequest,
     HeatmapReply,
     LoadedModel,
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_MODEL = "No model loaded — choose one from the Model menu, then drop the images again."
 
 
 class _ActiveRun:
@@ -75,10 +76,10 @@ class ComputeWorker(QObject):
             elif isinstance(request, TaskRequest):
                 execute(ctx, lambda: request.fn(self._engine, ctx.report, ctx.token))
             else:  # pragma: no cover - a programming error, still never fatal
-                ctx.fail(f"unknown request {type(request).__name__}")
+                ctx.fail(Failure(FailureKind.INTERNAL, f"unknown request {type(request).__name__}"))
         except BaseException as exc:
             log.exception("compute thread request failed")
-            ctx.fail(one_line(exc))
+            ctx.fail(Failure.of(exc))
 
     # -- models --------------------------------------------------------------------------------
 
@@ -129,7 +130,8 @@ class ComputeWorker(QObject):
             log.exception("classification step failed")
             run, self._active = self._active, None
             if run is not None:
-                run.ctx.fail(f"Classification stopped: {one_line(exc)}")
+                failure = Failure.of(exc)
+                run.ctx.fail(replace(failure, message=f"Classification stopped: {failure.message}"))
         if self._active is not None or self._runs:
             self._schedule_step()
 
@@ -158,7 +160,7 @@ class ComputeWorker(QObject):
             ctx.stopped()
             return
         if self._engine is None:
-            ctx.fail(NO_MODEL)
+            ctx.fail(Failure(FailureKind.NO_MODEL, f"{NO_MODEL_TEXT}, then drop the images again."))
             return
         from vit_desktop.core.inference.runs import FolderRun
 
@@ -175,7 +177,7 @@ class ComputeWorker(QObject):
 
     def _explain(self, req: ExplainRequest) -> HeatmapReply:
         if self._engine is None:
-            raise VitDesktopError("No model loaded.")
+            raise VitDesktopError(f"{NO_MODEL_TEXT}.")
         heatmap = self._engine.explain(req.path, req.options, req.class_index, members=req.members)
         return HeatmapReply(req.path, heatmap)
 
@@ -191,4 +193,4 @@ class ComputeWorker(QObject):
         self._engine = None
 
 
-__all__ = ["NO_MODEL", "ComputeWorker"]
+__all__ = ["ComputeWorker"]

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vit_desktop.core.errors import CancelToken, VitDesktopError
+from vit_desktop.core.errors import CancelToken, Failure, VitDesktopError
 from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.units import format_duration
 from vit_desktop.gui.compute import Controller
@@ -295,11 +295,11 @@ class FinetuneDialog(QDialog):
         self._show_result(outcome.result, outcome.previews)
         self.trained.emit(outcome.result)
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
+    @Slot(object)
+    def _on_failed(self, failure: Failure) -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.status_label.setText(message)
+        self.status_label.setText(failure.message)
 
     @Slot(object)
     def _on_finished(self, _outcome: object) -> None:

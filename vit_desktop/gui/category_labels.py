@@ -1,4 +1,4 @@
-"""Sort into my categories: the gallery re-labelled with names the user types, without classifying again.
+"""My categories: the gallery re-labelled with names the user types, without classifying again.
 
 Every result keeps the model's probabilities over its classes, so a category's score (the mass
 under its classes, :class:`~vit_desktop.core.labels.categories.Categories`) is a sum away; clearing the
@@ -8,34 +8,32 @@ names gives the model's own top classes back the same way.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.labels.categories import Categories, hierarchy_for, no_hierarchy_reason, parse_names
-from vit_desktop.core.types import ModelCard, Prediction
-from vit_desktop.gui.compute import Controller
+from vit_desktop.core.types import Prediction
+from vit_desktop.gui.compute import Controller, LoadedModel
 from vit_desktop.gui.results_model import ResultsModel
+from vit_desktop.gui.view_state import ViewState
 
 
-class CategorySorter(QObject):
-    """Holds the categories in use (None: the model's own classes) and re-labels results with them."""
+class CategoryLabeller(QObject):
+    """Turns the names the user types into the view state's categories and re-labels results with them."""
 
-    #: The categories changed (a Categories, or None).
-    changed = Signal(object)
     note = Signal(str)
     problem = Signal(str)
     hint = Signal(str)
 
-    def __init__(self, results: ResultsModel, controller: Controller, threshold: Callable[[], float], top_k: int,
+    def __init__(self, results: ResultsModel, controller: Controller, state: ViewState, top_k: int,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._results = results
         self._controller = controller
-        self._threshold = threshold
+        self._state = state
         self._top_k = top_k
-        self.categories: Categories | None = None
+        controller.model_changed.connect(self._on_model_changed)
 
     @Slot(str)
     def apply(self, text: str) -> bool:
@@ -54,9 +52,8 @@ class CategorySorter(QObject):
             except VitDesktopError as exc:
                 self.problem.emit(f"{exc}. Change the names and press Enter again.")
                 return False
-        self.categories = categories
         relabelled = self._relabel(categories)
-        self.changed.emit(categories)
+        self._state.set_categories(categories)
         if categories is not None:
             meanings = ", ".join(f"{n} = {m}" for n, m in zip(categories.names, categories.meanings))
             self.hint.emit(f"Sorted {relabelled} photos into {len(categories.names)} categories ({meanings}). "
@@ -65,20 +62,19 @@ class CategorySorter(QObject):
         self.note.emit(f"{relabelled} photos labelled with {what}")
         return True
 
-    def model_changed(self, card: ModelCard) -> bool:
-        """A model without the categories' hierarchy drops them (its classes are its own); True
-        when the categories were dropped."""
-        if self.categories is None or hierarchy_for(card) is not None:
-            return False
-        self.categories = None
-        self.changed.emit(None)
+    @Slot(object)
+    def _on_model_changed(self, loaded: LoadedModel) -> None:
+        """A model without the categories' hierarchy drops them (its classes are its own)."""
+        card = loaded.card
+        if self._state.categories is None or hierarchy_for(card) is not None:
+            return
+        self._state.set_categories(None)
         self.note.emit(f"{card.name} has classes of its own: back to its labels (categories need ImageNet's)")
-        return True
 
     def _relabel(self, categories: Categories | None) -> int:
         card = self._controller.current_card
         labels = card.labels if card is not None else ()
-        threshold = self._threshold()
+        threshold = self._state.threshold
         relabelled = 0
         for r in self._results.results():
             p = r.probabilities
@@ -97,4 +93,4 @@ class CategorySorter(QObject):
         return relabelled
 
 
-__all__ = ["CategorySorter"]
+__all__ = ["CategoryLabeller"]
