@@ -182,7 +182,7 @@ def main() -> int:
             state["recording"] = True
             clock.restart()
             state["t_run"] = time.perf_counter()
-            window.add_paths([str(folder)])
+            window.intake.add_paths([str(folder)])
 
         def finished(outcome: object) -> None:
             state["recording"] = False
@@ -199,7 +199,7 @@ def main() -> int:
         window.controller.model_changed.connect(loaded)
         window.run_status.run_finished.connect(finished)
         probe.start()
-        window.load_model(model).errored.connect(load_failed)
+        window.models.load_model(model).errored.connect(load_failed)
         QTimer.singleShot(600_000, app.quit)
         app.exec()
         window.shutdown()

@@ -199,7 +199,7 @@ def make_screenshot(out: Path, model: str, select: str, discard: float = 0.0, fu
     status = {"code": 1}
 
     def loaded(_loaded: object) -> None:
-        window.add_paths(samples)
+        window.intake.add_paths(samples)
 
     def finished(_outcome: object) -> None:
         for row in range(window.proxy.rowCount()):
@@ -215,7 +215,7 @@ def make_screenshot(out: Path, model: str, select: str, discard: float = 0.0, fu
 
     window.controller.model_changed.connect(loaded)
     window.run_status.run_finished.connect(finished)
-    window.load_model(model)
+    window.models.load_model(model)
     QTimer.singleShot(120_000, app.quit)  # never hang a build
     app.exec()
     window.shutdown()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
     import numpy as np
@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # annotations only: importing this module stays cheap
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
 #: Compute precisions: "auto" is decided per machine (:func:`vit_desktop.core.inference.devices.choose_precision`).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
@@ -301,15 +300,6 @@ class ClassifyResult:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """(done, total) of a long job, with a short human message."""
-
-    done: int
-    total: int
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class DeviceInfo:
     """A device the engine can use, as offered in pickers."""
 
@@ -334,7 +324,6 @@ __all__ = [
     "ModelCard",
     "Prediction",
     "Preprocess",
-    "Progress",
     "ProgressCallback",
     "TRAINING_MODES",
 ]

@@ -49,7 +49,7 @@ class ResultDelegate(QStyledItemDelegate):
             self._fonts[key] = cached
         return cached
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:  # noqa: N802
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         return self.card
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem,
@@ -212,7 +212,7 @@ class GalleryView(QListView):
         self.sample_button.setGeometry((rect.width() - hint.width()) // 2, rect.height() // 2 + 40,
                                        hint.width(), hint.height())
 
-    def resizeEvent(self, event: object) -> None:  # noqa: N802
+    def resizeEvent(self, event: object) -> None:
         super().resizeEvent(event)  # type: ignore[arg-type]
         self._fit_columns()
         self._place_sample_button()
@@ -243,7 +243,7 @@ class GalleryView(QListView):
         else:
             self.viewport().update()
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:
         super().paintEvent(event)
         model = self.model()
         if model is not None and model.rowCount() == 0:

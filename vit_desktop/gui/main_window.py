@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     # Adding images and runs
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()
         if event.source() is self.gallery:
             event.ignore()  # a photo dragged out of the gallery is already classified here
@@ -200,14 +200,14 @@ class MainWindow(QMainWindow):
         else:
             event.ignore()
 
-    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:  # noqa: N802
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:
         self.statusBar().clearMessage()
         super().dragLeaveEvent(event)
 
-    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
         event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         self.statusBar().clearMessage()
         if self.intake.handle_mime(event.mimeData()):
             event.acceptProposedAction()
@@ -276,7 +276,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     # Closing
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         # Closing the window (Ctrl+Q too) asks before fine-tuning work is lost; SIGTERM and Ctrl+C
         # in the terminal quit the application without closing the window, so they never wait here.
         lost = self.finetune_dialog.unsaved_work() if self.finetune_dialog is not None else []

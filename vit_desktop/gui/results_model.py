@@ -55,7 +55,7 @@ class ResultsModel(QAbstractListModel):
 
     # -- Qt API --------------------------------------------------------------------------------
 
-    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self._rows)
 
     def data(self, index: AnyIndex, role: int = int(Qt.ItemDataRole.DisplayRole)) -> Any:
@@ -89,10 +89,10 @@ class ResultsModel(QAbstractListModel):
         # Photos can be dragged out: onto a class of the fine-tune dialog, or a file manager.
         return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
 
-    def mimeTypes(self) -> list[str]:  # noqa: N802 - Qt override
+    def mimeTypes(self) -> list[str]:
         return ["text/uri-list"]
 
-    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:  # noqa: N802 - Qt override
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:
         mime = QMimeData()
         rows = sorted({i.row() for i in indexes if i.isValid()})
         mime.setUrls([QUrl.fromLocalFile(self._rows[r].path) for r in rows if Path(self._rows[r].path).exists()])
@@ -330,7 +330,7 @@ class ResultsFilter(QSortFilterProxyModel):
             return QModelIndex()
         return self.mapFromSource(source.index(row, 0))
 
-    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:  # noqa: N802
+    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
         model = self.sourceModel()
         idx = model.index(source_row, 0, source_parent)
         r: ClassifyResult | None = model.data(idx, Roles.RESULT)

@@ -125,11 +125,6 @@ def choose_precision(precision: str, device: torch.device, *, training: bool = F
     return PrecisionChoice("bf16" if fast else "fp32", why)
 
 
-def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
-    """:func:`choose_precision`'s precision alone."""
-    return choose_precision(precision, device, training=training).precision
-
-
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 #: bf16 must beat fp32 by this factor in the timing to be chosen (its rounding costs accuracy).
 BF16_MIN_SPEEDUP = 1.15
@@ -322,6 +317,5 @@ __all__ = [
     "PrecisionChoice",
     "choose_precision",
     "cpu_bf16",
-    "resolve_precision",
     "tune_allocator",
 ]

@@ -326,8 +326,10 @@ def architecture_of(module: ViT) -> Architecture:
     )
 
 
-def arch_of(module: ViT) -> Architecture:
-    """The variant fields that shape the forward (torchvision's module: the plain ones)."""
+def _variant_fields(module: ViT) -> Architecture:
+    """Whose variant fields (class token, register tokens, pooling...) shape the forward: the
+    module's own, or for torchvision's module the plain ones. Only those fields are meaningful here;
+    :func:`architecture_of` gives a module's whole architecture."""
     arch: Architecture | None = getattr(module, "arch", None)
     return arch if arch is not None else _PLAIN
 
@@ -348,7 +350,7 @@ def forward_features(
     block (raising :class:`Cancelled`), so a big model on the CPU stops within one layer rather
     than at the end of the batch.
     """
-    arch = arch_of(module)
+    arch = _variant_fields(module)
     # (n, c, h, w) -> (n, hidden, n_h, n_w) -> (n, n_h * n_w, hidden)
     tokens = module.conv_proj(x).flatten(2).transpose(1, 2)
     n = tokens.shape[0]
@@ -381,7 +383,7 @@ def forward_features(
 def pooled(module: ViT, tokens: torch.Tensor) -> torch.Tensor:
     """(n, tokens, hidden) -> (n, hidden): what the head reads (the class token, or the mean of
     the patch tokens through fc_norm)."""
-    arch = arch_of(module)
+    arch = _variant_fields(module)
     if arch.pool == "avg":
         mean = tokens[:, arch.prefix_tokens :].mean(dim=1)
         fc_norm = getattr(module, "fc_norm", None)
@@ -439,7 +441,7 @@ class Readout:
 
 
 def readout(module: ViT) -> Readout:
-    arch = arch_of(module)
+    arch = _variant_fields(module)
     return Readout(arch.prefix_tokens, arch.pool)
 
 
@@ -474,7 +476,6 @@ __all__ = [
     "FewShotHead",
     "Readout",
     "ViT",
-    "arch_of",
     "at_resolution",
     "architecture_of",
     "build_module",

@@ -409,7 +409,7 @@ class FinetuneDialog(QDialog):
             self._job.cancel()
         super().done(code)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+    def closeEvent(self, event: Any) -> None:
         if self._job is not None:
             self._job.cancel()
         super().closeEvent(event)
