@@ -115,7 +115,7 @@ def test_names_alone_make_a_model_whose_scores_are_the_base_models_mass(tmp_path
     base = tiny_base()
     data = LabelledSet(("warm", "cool"))  # no photos at all
     result = finetune(base, data, TrainConfig(mode="head"), hierarchy=tiny_hierarchy())
-    assert result.metrics["selection"]["head"] == "names"
+    assert result.metrics.selection.head == "names"
     assert result.card.head is not None and result.card.head.mass
     photo = write_image(tmp_path / "p.png", size=(40, 40))
     base_p = np.zeros(len(SUBTYPES))
@@ -269,7 +269,7 @@ def test_real_deit_learns_broad_classes_that_hold_for_unseen_kinds(tmp_path: Pat
         test += [items[i] for i in order[len(items) // 2:]]
     result = finetune(base, LabelledSet(data.classes, tuple(train)), TrainConfig(mode="head"),
                       val_data=LabelledSet(data.classes, tuple(test)))
-    assert result.val_accuracy >= 0.95, result.metrics["selection"]
+    assert result.val_accuracy >= 0.95, result.metrics.selection
     # Zero-shot by the names alone, no photos.
     tree = hierarchy_for(base.card)
     assert tree is not None

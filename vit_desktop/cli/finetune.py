@@ -222,19 +222,18 @@ def describe_result(result: TrainResult) -> list[str]:
     and how far to trust that."""
     m = result.metrics
     lines = []
-    selection = m.get("selection")
-    if isinstance(selection, dict):
-        lines.append(f"head: {selection.get('summary')}")
-        for name, meaning in (selection.get("names") or {}).items():
-            if meaning:
-                lines.append(f"  {name!r} = {meaning}")
+    if m.selection is not None:
+        lines.append(f"head: {m.selection.summary}")
+        for c in m.selection.classes:
+            if c.meaning:
+                lines.append(f"  {c.name!r} = {c.meaning}")
     state = " (cancelled)" if result.cancelled else ""
-    how = str(m.get("validation", "validation photos"))
-    if not m.get("val_images"):
+    how = m.validation
+    if not m.val_images:
         lines.append(f"validation accuracy: not measured ({how}){state}")
         return lines
     epoch = f", best epoch {result.best_epoch}" if result.history else ""
-    lines.append(f"validation accuracy: {result.val_accuracy:.1%} on {m['val_images']} photos ({how}{epoch}){state}")
+    lines.append(f"validation accuracy: {result.val_accuracy:.1%} on {m.val_images} photos ({how}{epoch}){state}")
     per_class = "  ".join(f"{c} {a:.0%}" for c, a in zip(result.card.labels, result.per_class_accuracy))
     lines.append(f"per class: {per_class}")
     lines.append("note: photos of the same sub-types as the training ones (the same breeds, the same objects) "

@@ -54,7 +54,7 @@ from .inputs import (
 )
 from .labelled_set import LabelledSet
 from .loop import Loop, Row, param_groups
-from .results import TrainResult, Validation, finish
+from .results import ClassBasis, HeadSelection, TrainMetrics, TrainResult, Validation, finish
 
 if TYPE_CHECKING:
     from vit_desktop.core.inference.engine import Engine
@@ -152,7 +152,7 @@ def finetune(
         extra=(("base_model", base.card.source or base.card.name),),
         head=spec,
     )
-    selection = _selection_metrics(choice, names, classes, photos, val)
+    selection = _head_selection(choice, names, classes, photos)
     if config.mode == "head" or choice.cancelled:
         if val is not None:  # an outside validation set: how the chosen head does there
             y_pred = choice.params.log_proba(val).argmax(axis=1)
@@ -207,20 +207,22 @@ def _base_classifier(module: ViT) -> torch.nn.Module:
     return linear
 
 
-def _selection_metrics(choice: fewshot.Choice, names: Sequence[ResolvedClass | None], classes: Sequence[str],
-                       photos: Photos, val: fewshot.HeadData | None) -> dict[str, object]:
+def _head_selection(choice: fewshot.Choice, names: Sequence[ResolvedClass | None], classes: Sequence[str],
+                    photos: Photos) -> HeadSelection:
     """How the head was chosen, for the saved file and for people."""
-    return {
-        "head": choice.name,
-        "summary": choice.summary(),
-        "folds": choice.folds,
-        "heads": {s.name: {"cv_loss": round(s.loss, 4), "cv_accuracy": round(s.accuracy, 4)} for s in choice.scores},
-        "names": {c: (f"{r.display} ({len(r.classes)} classes)" if r is not None else None)
-                  for c, r in zip(classes, names)},
-        "nodes": {c: nodes for c, nodes in zip(classes, choice.params.nodes) if nodes},
-        "photos_per_class": dict(zip(classes, np.bincount(np.asarray(photos.train_y, dtype=int),
-                                                          minlength=len(classes)).tolist())),
-    }
+    counts = np.bincount(np.asarray(photos.train_y, dtype=int), minlength=len(classes)).tolist()
+    nodes = choice.params.nodes or [[] for _ in classes]  # only hierarchy heads choose nodes
+    return HeadSelection(
+        head=choice.name,
+        summary=choice.summary(),
+        folds=choice.folds,
+        # Rounded here, not when written: what the window shows is what the file says.
+        scores=tuple(fewshot.HeadScore(s.name, round(s.loss, 4), round(s.accuracy, 4)) for s in choice.scores),
+        classes=tuple(
+            ClassBasis(c, f"{r.display} ({len(r.classes)} classes)" if r is not None else None, tuple(n), int(k))
+            for c, r, n, k in zip(classes, names, nodes, counts)
+        ),
+    )
 
 
 def _backbone_training(
@@ -349,7 +351,9 @@ def train_from_scratch(
 __all__ = [
     "HEADS",
     "MODES",
+    "HeadSelection",
     "TrainConfig",
+    "TrainMetrics",
     "TrainProgress",
     "TrainResult",
     "decode_images",

@@ -1,4 +1,9 @@
-"""What a training run hands back: the model, its card, and how good it is on validation."""
+"""What a training run hands back: the model, its card, and how good it is on validation.
+
+The figures are typed (:class:`TrainMetrics`, :class:`HeadSelection`) for the program's own readers
+and written into the model file as JSON by :meth:`TrainMetrics.to_json_dict`, whose keys other
+programs parse; :func:`describe` says in words what they mean, once for the command line and the window.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,93 @@ from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.types import ModelCard
 
 from .config import TrainConfig
+from .fewshot import HeadScore
 from .loop import Row
+
+
+@dataclass(frozen=True)
+class ClassBasis:
+    """What the chosen head rests on for one class."""
+
+    name: str
+    #: What the base model takes the name to mean ("dog.n.01 (118 classes)"); None: a name it does not know.
+    meaning: str | None
+    #: The hierarchy's nodes the class's photos chose ("dog.n.01"); empty for heads without a hierarchy.
+    nodes: tuple[str, ...]
+    #: Training photos of the class (0 for a class known by its name alone).
+    photos: int
+
+
+@dataclass(frozen=True)
+class HeadSelection:
+    """How cross-validation chose the few-shot head, for the saved file and for people."""
+
+    #: The head chosen: "names", "hierarchy", "blend", "probabilities" or "features".
+    head: str
+    #: "hierarchy head: CV accuracy 95% vs features 71%".
+    summary: str
+    #: Cross-validation folds; 0 when no class had two photos to hold one out.
+    folds: int
+    #: Every head scored, in the order tried, rounded to four places as saved.
+    scores: tuple[HeadScore, ...]
+    #: Per class, in the model's class order.
+    classes: tuple[ClassBasis, ...]
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The ``selection`` entry of the saved metrics, keys and order as older files have them."""
+        return {
+            "head": self.head,
+            "summary": self.summary,
+            "folds": self.folds,
+            "heads": {s.name: {"cv_loss": s.loss, "cv_accuracy": s.accuracy} for s in self.scores},
+            "names": {c.name: c.meaning for c in self.classes},
+            "nodes": {c.name: list(c.nodes) for c in self.classes if c.nodes},
+            "photos_per_class": {c.name: c.photos for c in self.classes},
+        }
+
+
+@dataclass(frozen=True)
+class TrainMetrics:
+    """How good the trained model is on the photos held out from it, and what the run cost."""
+
+    #: Accuracy of the kept weights on the held-out photos (0.0 when none were held out).
+    val_acc: float
+    #: Validation loss of the best epoch; None without epochs (head mode).
+    val_loss: float | None
+    #: Training accuracy of the best epoch; None without epochs or when the head-only start stayed best.
+    train_acc: float | None
+    best_epoch: int
+    #: Epochs of backbone training that finished (0 in head mode).
+    epochs_run: int
+    train_images: int
+    val_images: int
+    skipped_images: int
+    seconds: float
+    #: How the photos were held out: "5-fold cross-validation", "validation photos", or why none were.
+    validation: str
+    #: (class, accuracy on its held-out photos), in the model's class order.
+    per_class_accuracy: tuple[tuple[str, float], ...]
+    #: How the head was chosen; None for a model trained from scratch.
+    selection: HeadSelection | None = None
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The model file's ``metrics``: these keys, in this order, are what other programs read."""
+        out: dict[str, object] = {
+            "val_acc": self.val_acc,
+            "val_loss": self.val_loss,
+            "train_acc": self.train_acc,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "skipped_images": self.skipped_images,
+            "seconds": self.seconds,
+            "validation": self.validation,
+        }
+        if self.selection is not None:
+            out["selection"] = self.selection.to_json_dict()
+        out["per_class_accuracy"] = dict(self.per_class_accuracy)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,10 +115,9 @@ class TrainResult:
 
     module: ViT
     card: ModelCard
-    metrics: dict[str, object]
+    metrics: TrainMetrics
     #: rows = true class, columns = predicted class, on the validation set with the best weights.
     confusion: tuple[tuple[int, ...], ...]
-    per_class_accuracy: tuple[float, ...]
     #: (path, true label, predicted label) for validation photos the model gets wrong.
     misclassified: tuple[tuple[str, str, str], ...]
     best_epoch: int
@@ -39,8 +129,12 @@ class TrainResult:
 
     @property
     def val_accuracy(self) -> float:
-        value = self.metrics.get("val_acc", 0.0)
-        return float(value) if isinstance(value, (int, float)) else 0.0
+        return self.metrics.val_acc
+
+    @property
+    def per_class_accuracy(self) -> tuple[float, ...]:
+        """Validation accuracy per class, in the order of ``card.labels``."""
+        return tuple(acc for _, acc in self.metrics.per_class_accuracy)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the project's safetensors file (labels, preprocessing, settings, metrics)."""
@@ -88,7 +182,7 @@ def finish(
     cancelled: bool,
     started: float,
     n_train: int,
-    selection: dict[str, object] | None = None,
+    selection: HeadSelection | None = None,
 ) -> TrainResult:
     """The result of a run: the module on the CPU, metrics in the card's metadata."""
     module = module.to("cpu").float().eval()
@@ -96,35 +190,28 @@ def finish(
         p.requires_grad_(False)
     classes, y_true, y_pred = validation.classes, validation.y_true, validation.y_pred
     conf = confusion_matrix(y_true, y_pred, len(classes))
-    per_class = per_class_accuracy(conf)
-    val_acc = sum(int(t == p) for t, p in zip(y_true, y_pred)) / max(1, len(y_true))
     best = next((h for h in history if h["epoch"] == best_epoch), None)
-    metrics: dict[str, object] = {
-        "val_acc": val_acc,
-        "val_loss": best["val_loss"] if best else None,
-        "train_acc": best["acc"] if best else None,
-        "best_epoch": best_epoch,
-        "epochs_run": sum(1 for h in history if (h["epoch"] or 0) > 0),
-        "train_images": n_train,
-        "val_images": len(y_true),
-        "skipped_images": len(skipped),
-        "seconds": round(time.perf_counter() - started, 2),
-        "validation": validation.method,
-    }
-    if selection is not None:
-        metrics["selection"] = selection
+    metrics = TrainMetrics(
+        val_acc=sum(int(t == p) for t, p in zip(y_true, y_pred)) / max(1, len(y_true)),
+        val_loss=best["val_loss"] if best else None,
+        train_acc=best["acc"] if best else None,
+        best_epoch=best_epoch,
+        epochs_run=sum(1 for h in history if (h["epoch"] or 0) > 0),
+        train_images=n_train,
+        val_images=len(y_true),
+        skipped_images=len(skipped),
+        seconds=round(time.perf_counter() - started, 2),
+        validation=validation.method,
+        per_class_accuracy=tuple(zip(classes, per_class_accuracy(conf))),
+        selection=selection,
+    )
     settings: dict[str, object] = {
         k: v for k, v in asdict(config).items() if config.mode == "scratch" or k not in _SCRATCH_KEYS
     }
     settings["epochs"] = config.effective_epochs
     settings["lr"] = config.effective_lr
     extra = dict(card.extra)
-    extra.update(
-        {
-            "training": json.dumps(settings),
-            "metrics": json.dumps({**metrics, "per_class_accuracy": dict(zip(classes, per_class))}),
-        }
-    )
+    extra.update({"training": json.dumps(settings), "metrics": json.dumps(metrics.to_json_dict())})
     card = replace(card, extra=tuple(extra.items()))
     misclassified = tuple(
         (path, classes[t], classes[p]) for path, t, p in zip(validation.paths, y_true, y_pred) if t != p
@@ -134,7 +221,6 @@ def finish(
         card=card,
         metrics=metrics,
         confusion=conf,
-        per_class_accuracy=per_class,
         misclassified=misclassified,
         best_epoch=best_epoch,
         skipped=tuple(skipped),
@@ -143,4 +229,13 @@ def finish(
     )
 
 
-__all__ = ["TrainResult", "Validation", "confusion_matrix", "finish", "per_class_accuracy"]
+__all__ = [
+    "ClassBasis",
+    "HeadSelection",
+    "TrainMetrics",
+    "TrainResult",
+    "Validation",
+    "confusion_matrix",
+    "finish",
+    "per_class_accuracy",
+]

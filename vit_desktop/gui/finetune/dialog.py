@@ -312,12 +312,12 @@ class FinetuneDialog(QDialog):
         n_bad = len(r.skipped)
         skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
         self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
-        how = str(r.metrics.get("validation", "validation photos"))
+        how = r.metrics.validation
         epoch = f", best epoch {r.best_epoch}" if r.history else ""
-        selection = r.metrics.get("selection")
-        head = f" — {selection.get('summary')}" if isinstance(selection, dict) else ""
-        if r.metrics.get("val_images"):
-            n = r.metrics.get("val_images")
+        selection = r.metrics.selection
+        head = f" — {selection.summary}" if selection is not None else ""
+        if r.metrics.val_images:
+            n = r.metrics.val_images
             estimate = f"validation accuracy {r.val_accuracy:.0%} on {n} photos ({how}{epoch})"
         else:
             estimate = "not validated (no photos)"
