@@ -137,6 +137,20 @@ def test_names_alone_make_a_model_whose_scores_are_the_base_models_mass(tmp_path
     assert again.explain_class(photo, 1).grid.shape == (4, 4)
 
 
+def test_a_model_from_names_alone_is_described_as_unmeasured() -> None:
+    from vit_desktop.core.training.results import describe
+
+    result = finetune(tiny_base(), LabelledSet(("warm", "cool")), TrainConfig(mode="head"), hierarchy=tiny_hierarchy())
+    said = describe(result)
+    # The command line's words: what each name was taken to mean, and no accuracy to boast of.
+    assert said.lines() == ["head: names head (no photos to validate on)",
+                            "  'warm' = warm.n.01 (4 classes)",
+                            "  'cool' = cool.n.01 (4 classes)",
+                            "validation accuracy: not measured (none: no class has two photos)"]
+    # The window's one line, from the same figures.
+    assert said.status() == "not validated (no photos) — names head (no photos to validate on)"
+
+
 def test_a_class_without_photos_needs_a_name_the_model_knows(tmp_path: Path) -> None:
     base = tiny_base()
     folder = tmp_path / "data"

@@ -143,6 +143,74 @@ class TrainResult:
         return save_model(path, self.module, self.card, overwrite=overwrite)
 
 
+#: Why a validation estimate flatters the model, said wherever the estimate is shown.
+CAVEAT = ("photos of the same sub-types as the training ones (the same breeds, the same objects) flatter this "
+          "estimate; test on kinds of photos the model has not seen")
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a person should know about a trained model, in words: how the head was chosen, how good
+    it is, and how far to trust that. The command line prints :meth:`lines`; the fine-tune window
+    shows :meth:`status` on one line."""
+
+    #: How the head was chosen ("hierarchy head: CV accuracy 95% vs features 71%"); None from scratch.
+    head: str | None
+    #: (class, what its name means to the base model) for the names it knows.
+    meanings: tuple[tuple[str, str], ...]
+    #: Accuracy on the held-out photos; None when none were held out.
+    accuracy: float | None
+    photos: int
+    #: How they were held out ("5-fold cross-validation", "validation photos", or why none were).
+    method: str
+    #: The epoch whose weights were kept; None without epochs (head mode).
+    best_epoch: int | None
+    cancelled: bool
+    per_class: tuple[tuple[str, float], ...]
+
+    @property
+    def how(self) -> str:
+        """"validation photos, best epoch 3"."""
+        return self.method + (f", best epoch {self.best_epoch}" if self.best_epoch is not None else "")
+
+    def lines(self) -> list[str]:
+        """The command line's summary after training, one line per entry."""
+        lines = []
+        if self.head is not None:
+            lines.append(f"head: {self.head}")
+            lines += [f"  {name!r} = {meaning}" for name, meaning in self.meanings]
+        state = " (cancelled)" if self.cancelled else ""
+        if self.accuracy is None:
+            lines.append(f"validation accuracy: not measured ({self.method}){state}")
+            return lines
+        lines.append(f"validation accuracy: {self.accuracy:.1%} on {self.photos} photos ({self.how}){state}")
+        lines.append("per class: " + "  ".join(f"{c} {a:.0%}" for c, a in self.per_class))
+        lines.append(f"note: {CAVEAT}")
+        return lines
+
+    def status(self) -> str:
+        """"validation accuracy 95% on 40 photos (5-fold cross-validation) — hierarchy head: ..."."""
+        estimate = (f"validation accuracy {self.accuracy:.0%} on {self.photos} photos ({self.how})"
+                    if self.accuracy is not None else "not validated (no photos)")
+        return estimate + (f" — {self.head}" if self.head is not None else "")
+
+
+def describe(result: TrainResult) -> Description:
+    """The words for ``result``; see :class:`Description`."""
+    m = result.metrics
+    selection = m.selection
+    return Description(
+        head=selection.summary if selection is not None else None,
+        meanings=tuple((c.name, c.meaning) for c in selection.classes if c.meaning) if selection is not None else (),
+        accuracy=m.val_acc if m.val_images else None,
+        photos=m.val_images,
+        method=m.validation,
+        best_epoch=result.best_epoch if result.history else None,
+        cancelled=result.cancelled,
+        per_class=m.per_class_accuracy,
+    )
+
+
 @dataclass(frozen=True)
 class Validation:
     """The best model's predictions on the validation photos."""
@@ -230,12 +298,15 @@ def finish(
 
 
 __all__ = [
+    "CAVEAT",
     "ClassBasis",
+    "Description",
     "HeadSelection",
     "TrainMetrics",
     "TrainResult",
     "Validation",
     "confusion_matrix",
+    "describe",
     "finish",
     "per_class_accuracy",
 ]

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.training.labelled_set import LabelledSet
+from vit_desktop.core.training.results import describe
 from vit_desktop.core.units import format_duration
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
@@ -312,16 +313,7 @@ class FinetuneDialog(QDialog):
         n_bad = len(r.skipped)
         skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
         self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
-        how = r.metrics.validation
-        epoch = f", best epoch {r.best_epoch}" if r.history else ""
-        selection = r.metrics.selection
-        head = f" — {selection.summary}" if selection is not None else ""
-        if r.metrics.val_images:
-            n = r.metrics.val_images
-            estimate = f"validation accuracy {r.val_accuracy:.0%} on {n} photos ({how}{epoch})"
-        else:
-            estimate = "not validated (no photos)"
-        self.status_label.setText(f"{state}: {estimate}{head}{skipped}")
+        self.status_label.setText(f"{state}: {describe(r).status()}{skipped}")
         if not r.history:  # head mode: no epochs to plot, the heads compared instead
             self.results.setCurrentIndex(self.results.heads_tab)
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.core.training.results import CAVEAT
 from vit_desktop.gui.finetune.curves import CurveWidget
 from vit_desktop.gui.qimage import rgb_to_qimage
 
@@ -153,8 +154,7 @@ class ResultsView(QTabWidget):
         for c in selection.classes:
             what = c.meaning or "a name the model does not know: its photos teach it"
             lines.append(f"“{c.name}”: {what}" + (f"; the photos chose {', '.join(c.nodes)}" if c.nodes else ""))
-        lines.append("Photos of the same sub-types as the training ones (the same breeds, the same objects) flatter "
-                     "this estimate: try the model on kinds of photos it has not seen.")
+        lines.append(f"{CAVEAT[0].upper()}{CAVEAT[1:]}.")
         self.head_notes.setText("\n".join(lines))
 
     @Slot()
