@@ -165,6 +165,9 @@ def test_saved_model_round_trips(colours: LabelledSet, tmp_path: Path) -> None:
     result.save(out)
     with pytest.raises(FileExistsError):
         result.save(out)
+    named = result.save(tmp_path / "named.safetensors", name="my colours")
+    assert Engine.load(named, device="cpu").card.name == "my colours"
+    assert result.card.name == "tiny (3 classes)"  # the result itself keeps its name
     loaded = Engine.load(out, device="cpu")
     assert loaded.card.labels == result.card.labels
     assert loaded.card.preprocess == result.card.preprocess

@@ -141,6 +141,7 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
         assert dialog.save_model_to(target)
     loaded = Engine.load(target, device="cpu")
     assert loaded.card.labels == ("blue", "green", "red")
+    assert loaded.card.name == target.stem  # the picker lists it by its file's name
     # Saving again asks first; "No" keeps the file.
     before = target.read_bytes()
     asked: list[Path] = []

@@ -10,7 +10,6 @@ import argparse
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -152,7 +151,6 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelToken) -> int:
     from vit_desktop.core.inference.engine import Engine
-    from vit_desktop.core.models.model_file import save_model
     from vit_desktop.core.training import finetune, train_from_scratch
     from vit_desktop.core.training.results import describe
 
@@ -202,9 +200,8 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         err.write(f"skipped {path}: {reason}\n")
     if result.skipped:
         err.write(f"{len(result.skipped)} unreadable {'photo' if len(result.skipped) == 1 else 'photos'} skipped\n")
-    card = replace(result.card, name=args.name or output.stem)
     try:
-        save_model(output, result.module, card, overwrite=args.force)
+        result.save(output, name=args.name or output.stem, overwrite=args.force)
     except FileExistsError:
         raise UsageError(f"{output} already exists (use --force to replace it)") from None
     for text in describe(result).lines():

@@ -136,11 +136,16 @@ class TrainResult:
         """Validation accuracy per class, in the order of ``card.labels``."""
         return tuple(acc for _, acc in self.metrics.per_class_accuracy)
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the project's safetensors file (labels, preprocessing, settings, metrics)."""
+    def save(self, path: str | os.PathLike[str], *, name: str | None = None, overwrite: bool = False) -> Path:
+        """Write the project's safetensors file (labels, preprocessing, settings, metrics), atomically.
+
+        ``name`` is the name the model picker shows (default: the card's). Raises FileExistsError
+        when ``path`` exists and ``overwrite`` is False: a user's file is never replaced unasked.
+        """
         from vit_desktop.core.models.model_file import save_model
 
-        return save_model(path, self.module, self.card, overwrite=overwrite)
+        card = self.card if name is None else replace(self.card, name=name)
+        return save_model(path, self.module, card, overwrite=overwrite)
 
 
 #: Why a validation estimate flatters the model, said wherever the estimate is shown.

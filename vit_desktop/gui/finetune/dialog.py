@@ -333,8 +333,6 @@ class FinetuneDialog(QDialog):
 
     def save_model_to(self, path: str | os.PathLike[str]) -> bool:
         """Save the trained model; asks before replacing an existing file. True when written."""
-        from vit_desktop.core.models.model_file import save_model
-
         if self.trained_result is None:
             return False
         path = Path(path)
@@ -344,12 +342,13 @@ class FinetuneDialog(QDialog):
         if overwrite and not self._ask_overwrite(path):
             self.status_label.setText("Not saved: the existing model was kept")
             return False
-        card = replace(self.trained_result.card, name=path.stem, source=str(path))
         try:
-            save_model(path, self.trained_result.module, card, overwrite=overwrite)
+            self.trained_result.save(path, name=path.stem, overwrite=overwrite)
         except (OSError, ValueError) as exc:
             self.status_label.setText(f"Could not save {path.name}: {exc}")
             return False
+        # "Use now" after saving classifies with the model as the picker will list it.
+        card = replace(self.trained_result.card, name=path.stem, source=str(path))
         self.trained_result = replace(self.trained_result, card=card)
         self.saved_path = path
         self.status_label.setText(f"Saved {path}")
