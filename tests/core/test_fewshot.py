@@ -151,6 +151,27 @@ def test_a_model_from_names_alone_is_described_as_unmeasured() -> None:
     assert said.status() == "not validated (no photos) — names head (no photos to validate on)"
 
 
+def test_the_base_models_own_hierarchy_is_the_default_and_none_turns_it_off() -> None:
+    from vit_desktop.core.labels.imagenet import imagenet_classes
+    from vit_desktop.core.training import FROM_BASE
+
+    torch.manual_seed(0)
+    module = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                               num_classes=1000)
+    card = ModelCard("tiny imagenet", "file", "", Architecture(32, 8, 1, 2, 16, 32, 1000), imagenet_classes(),
+                     Preprocess(crop_size=32, resize_size=36))
+    base = Engine.from_module(module, card, device="cpu")
+    names = LabelledSet(("dog", "cat"))  # no photos: only a hierarchy can make classes of them
+    default = finetune(base, names, TrainConfig(mode="head"))
+    named = finetune(base, names, TrainConfig(mode="head"), hierarchy=FROM_BASE)
+    for result in (default, named):
+        assert result.metrics.selection is not None and result.metrics.selection.head == "names"
+        assert result.card.labels == ("dog", "cat")
+        assert result.card.head is not None and result.card.head.mass
+    with pytest.raises(VitDesktopError, match="'dog' has 0 images"):
+        finetune(base, names, TrainConfig(mode="head"), hierarchy=None)
+
+
 def test_a_class_without_photos_needs_a_name_the_model_knows(tmp_path: Path) -> None:
     base = tiny_base()
     folder = tmp_path / "data"
