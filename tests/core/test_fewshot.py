@@ -20,11 +20,11 @@ from vit_desktop.core.training.fewshot import (
     FeaturesHead,
     HeadData,
     HierarchyHead,
-    NodeMatrix,
     candidates,
     select_head,
 )
 from vit_desktop.core.training.labelled_set import LabelledSet
+from vit_desktop.core.training.nodes import NodeMatrix, Selection, logistic_gain
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
 # Eight base classes, two per sub-type, in two broad groups: warm (red, orange, yellow, pink) and
@@ -90,6 +90,26 @@ def test_cross_validation_picks_the_head_the_task_needs() -> None:
     assert choice.name in ("blend", "features", "probabilities"), choice.summary()
     assert choice.score is not None and choice.score.accuracy >= 0.9
     assert "CV accuracy" in choice.summary()
+
+
+def test_a_node_that_separates_perfectly_is_chosen_and_the_numbers_stay_finite() -> None:
+    """Nine warm photos (red, orange, yellow, pink) and one cool one: "warm" separates them exactly.
+
+    The Newton steps used to overshoot here (exp overflowed, the best node scored -1e9 nats) and no
+    node was chosen at all; pytest turns the overflow warning into a failure."""
+    sub = np.r_[np.arange(9) % 4, [5]]
+    logits = np.zeros((10, len(SUBTYPES)))
+    logits[np.arange(10), sub] = 6.0
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    y = np.r_[np.zeros(9, dtype=int), [1]]
+    _, _, nodes = Selection(NodeMatrix(tiny_hierarchy()), [None, None]).fit(y, log_p, 2)
+    assert nodes == [["warm.n.01"], []]
+    # The gain itself: the separating mass beats no information (the prior alone) and noise.
+    mass = np.c_[np.exp(log_p)[:, :4].sum(axis=1), np.random.default_rng(0).random(10)]
+    separating, noise = logistic_gain(np.log(mass), y == 0)
+    (prior,) = logistic_gain(np.zeros((10, 1)), y == 0)
+    assert np.isfinite([separating, noise, prior]).all()
+    assert separating > prior + 2.0 and separating > noise
 
 
 def _resolved(h: Hierarchy, name: str):  # type: ignore[no-untyped-def]
