@@ -218,6 +218,9 @@ def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Pa
     result = blocker.args[0]
     assert result.cancelled
     assert "Cancelled" in dialog.status_label.text()
+    # The head was chosen by cross-validation on the training photos, whatever validated the rest.
+    assert "(validation photos, best epoch" in dialog.status_label.text()
+    assert "chosen on your photos by 5-fold cross-validation" in dialog.results.head_summary.text()
     assert dialog.save_model_button.isEnabled()
     assert len(result.history) < 20
 

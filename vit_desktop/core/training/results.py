@@ -52,6 +52,12 @@ class HeadSelection:
     #: Per class, in the model's class order.
     classes: tuple[ClassBasis, ...]
 
+    @property
+    def method(self) -> str | None:
+        """"5-fold cross-validation": how the head was chosen (None: nothing was held out). Not the
+        validation of the result, which may be outside photos or a split the backbone trained against."""
+        return f"{self.folds}-fold cross-validation" if self.folds else None
+
     def to_json_dict(self) -> dict[str, object]:
         """The ``selection`` entry of the saved metrics, keys and order as older files have them."""
         return {

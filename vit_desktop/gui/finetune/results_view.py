@@ -138,8 +138,8 @@ class ResultsView(QTabWidget):
             self.head_summary.setText("")
             self.heads_table.setRowCount(0)
             return
-        self.head_summary.setText(f"<b>{selection.summary}</b> (chosen on your photos by "
-                                  f"{r.metrics.validation})")
+        chosen = f" (chosen on your photos by {selection.method})" if selection.method else ""
+        self.head_summary.setText(f"<b>{selection.summary}</b>{chosen}")
         self.heads_table.setRowCount(len(selection.scores))
         bold = self.font()
         bold.setBold(True)
