@@ -154,7 +154,7 @@ def finetune_checks(weights: Path, fewshot: Path, device: str, quick: bool) -> N
     head = finetune(base, data, TrainConfig(mode="head"))
     acc = head.val_accuracy
     check("fine-tune head on fewshot-dev", acc >= 0.9,
-          f"held-out accuracy {acc:.1%} ({head.metrics.get('validation', '?')}), "
+          f"held-out accuracy {acc:.1%} ({head.metrics.validation}), "
           f"{time.perf_counter() - started:.1f} s, {precision}")
     started = time.perf_counter()
     epochs = 1 if quick else 3

@@ -154,7 +154,7 @@ def test_cancel_while_choosing_the_head_returns_a_usable_model(colours: Labelled
 
     result = finetune(tiny_engine(), colours, TrainConfig(mode="head"), progress=on_progress, cancel=cancel)
     assert result.cancelled
-    scored = result.metrics["selection"]["heads"]
+    scored = result.metrics.selection.scores
     assert len(scored) == 1
     engine = Engine.from_module(result.module, result.card, device="cpu")
     assert len(engine.classify([colours.items[0][0]])[0].predictions) == 3
@@ -166,6 +166,9 @@ def test_saved_model_round_trips(colours: LabelledSet, tmp_path: Path) -> None:
     result.save(out)
     with pytest.raises(FileExistsError):
         result.save(out)
+    named = result.save(tmp_path / "named.safetensors", name="my colours")
+    assert Engine.load(named, device="cpu").card.name == "my colours"
+    assert result.card.name == "tiny (3 classes)"  # the result itself keeps its name
     loaded = Engine.load(out, device="cpu")
     assert loaded.card.labels == result.card.labels
     assert loaded.card.preprocess == result.card.preprocess
@@ -223,7 +226,7 @@ def test_unreadable_images_are_skipped_counted_and_listed(tmp_path: Path) -> Non
     result = finetune(tiny_engine(), data, TrainConfig(mode="head", epochs=5))
     assert [Path(p).name for p, _ in result.skipped] == ["broken.png"]
     assert result.skipped[0][1]  # with its reason
-    assert result.metrics["skipped_images"] == 1
+    assert result.metrics.skipped_images == 1
     # When skipping leaves a class too small to split, the message says so.
     for p in data.paths_of("green")[1:]:
         p.write_bytes(b"garbage")

@@ -90,6 +90,6 @@ def test_use_without_training_makes_a_model_from_the_names(qtbot, make_window, c
     with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
         dialog.names_button.click()
     result = blocker.args[0]
-    assert result.metrics["selection"]["head"] == "names" and result.card.labels == ("warm", "cool")
+    assert result.metrics.selection.head == "names" and result.card.labels == ("warm", "cool")
     assert "not validated" in dialog.status_label.text()
     assert dialog.use_button.isEnabled()

@@ -118,19 +118,19 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     # Head mode: no epochs, and the curves panel says why instead of showing empty axes; the heads
     # cross-validation compared are listed, the chosen one named.
     assert result.history == () and len(view.curves.rows) == 0
-    head = result.metrics["selection"]["head"]
+    head = result.metrics.selection.head
     assert f"the {head} head was fitted in one step" in view.curves.placeholder
-    assert view.heads_table.rowCount() == len(result.metrics["selection"]["heads"]) >= 2
-    assert result.metrics["selection"]["head"] in view.head_summary.text()
+    assert view.heads_table.rowCount() == len(result.metrics.selection.scores) >= 2
+    assert result.metrics.selection.head in view.head_summary.text()
     assert "flatter this estimate" in view.head_notes.text()
     assert view.confusion_table.rowCount() == 3
     diagonal = sum(int(view.confusion_table.item(i, i).text()) for i in range(3))
-    assert diagonal == round(result.val_accuracy * result.metrics["val_images"])
+    assert diagonal == round(result.val_accuracy * result.metrics.val_images)
     assert view.per_class_table.rowCount() == 3
     assert view.mistake_list.count() == len(result.misclassified)
     # Three colours tell apart: no mistakes, and the tab says so rather than inviting a click.
     assert not result.misclassified
-    assert view.mistake_view.text() == f"No mistakes: all {result.metrics['val_images']} validation photos " \
+    assert view.mistake_view.text() == f"No mistakes: all {result.metrics.val_images} validation photos " \
                                        "were classified right"
     assert "validation accuracy" in dialog.status_label.text()
     assert dialog.save_model_button.isEnabled() and dialog.use_button.isEnabled()
@@ -141,6 +141,7 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
         assert dialog.save_model_to(target)
     loaded = Engine.load(target, device="cpu")
     assert loaded.card.labels == ("blue", "green", "red")
+    assert loaded.card.name == target.stem  # the picker lists it by its file's name
     # Saving again asks first; "No" keeps the file.
     before = target.read_bytes()
     asked: list[Path] = []
@@ -217,6 +218,9 @@ def test_cancel_keeps_the_best_model(qtbot, dialog: FinetuneDialog, tmp_path: Pa
     result = blocker.args[0]
     assert result.cancelled
     assert "Cancelled" in dialog.status_label.text()
+    # The head was chosen by cross-validation on the training photos, whatever validated the rest.
+    assert "(validation photos, best epoch" in dialog.status_label.text()
+    assert "chosen on your photos by 5-fold cross-validation" in dialog.results.head_summary.text()
     assert dialog.save_model_button.isEnabled()
     assert len(result.history) < 20
 

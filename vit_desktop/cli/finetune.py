@@ -10,7 +10,6 @@ import argparse
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -152,8 +151,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelToken) -> int:
     from vit_desktop.core.inference.engine import Engine
-    from vit_desktop.core.models.model_file import save_model
     from vit_desktop.core.training import finetune, train_from_scratch
+    from vit_desktop.core.training.results import describe
 
     output = Path(args.output).expanduser()
     if output.suffix.lower() != ".safetensors":
@@ -201,12 +200,11 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         err.write(f"skipped {path}: {reason}\n")
     if result.skipped:
         err.write(f"{len(result.skipped)} unreadable {'photo' if len(result.skipped) == 1 else 'photos'} skipped\n")
-    card = replace(result.card, name=args.name or output.stem)
     try:
-        save_model(output, result.module, card, overwrite=args.force)
+        result.save(output, name=args.name or output.stem, overwrite=args.force)
     except FileExistsError:
         raise UsageError(f"{output} already exists (use --force to replace it)") from None
-    for text in describe_result(result):
+    for text in describe(result).lines():
         out.write(text + "\n")
     out.write(f"saved {output}\n")
     out.flush()
@@ -215,31 +213,6 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
                   f"saved the best model so far (epoch {result.best_epoch}) to {output}\n")
         return 128 + int(stopped_by)
     return 0
-
-
-def describe_result(result: TrainResult) -> list[str]:
-    """What a person should know about a trained model: how the head was chosen, how good it is,
-    and how far to trust that."""
-    m = result.metrics
-    lines = []
-    selection = m.get("selection")
-    if isinstance(selection, dict):
-        lines.append(f"head: {selection.get('summary')}")
-        for name, meaning in (selection.get("names") or {}).items():
-            if meaning:
-                lines.append(f"  {name!r} = {meaning}")
-    state = " (cancelled)" if result.cancelled else ""
-    how = str(m.get("validation", "validation photos"))
-    if not m.get("val_images"):
-        lines.append(f"validation accuracy: not measured ({how}){state}")
-        return lines
-    epoch = f", best epoch {result.best_epoch}" if result.history else ""
-    lines.append(f"validation accuracy: {result.val_accuracy:.1%} on {m['val_images']} photos ({how}{epoch}){state}")
-    per_class = "  ".join(f"{c} {a:.0%}" for c, a in zip(result.card.labels, result.per_class_accuracy))
-    lines.append(f"per class: {per_class}")
-    lines.append("note: photos of the same sub-types as the training ones (the same breeds, the same objects) "
-                 "flatter this estimate; test on kinds of photos the model has not seen")
-    return lines
 
 
 def _train_interruptibly(

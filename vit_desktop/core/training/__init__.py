@@ -19,12 +19,13 @@ train the backbone (partial/full), and collect the result (:mod:`.results`).
 from __future__ import annotations
 
 import copy
+import enum
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import torch
@@ -54,15 +55,22 @@ from .inputs import (
 )
 from .labelled_set import LabelledSet
 from .loop import Loop, Row, param_groups
-from .results import TrainResult, Validation, finish
+from .results import ClassBasis, HeadSelection, TrainMetrics, TrainResult, Validation, finish
 
 if TYPE_CHECKING:
     from vit_desktop.core.inference.engine import Engine
 
 
-#: ``finetune(hierarchy=...)``'s default: the base model's own (ImageNet's for an ImageNet model).
-FROM_BASE: Hierarchy | None = None
-_FROM_BASE = object()
+class _Default(enum.Enum):
+    """The type of :data:`FROM_BASE`: an enum member, so that a type checker tells it from None."""
+
+    FROM_BASE = "the base model's own hierarchy"
+
+
+#: ``finetune(hierarchy=...)``'s default: the base model's own label hierarchy (ImageNet's for an
+#: ImageNet model, none for a model with classes of its own). It cannot be None, because None
+#: already means something else there: no hierarchy at all, every class learnt from its photos.
+FROM_BASE: Final = _Default.FROM_BASE
 
 
 def finetune(
@@ -73,7 +81,7 @@ def finetune(
     val_data: LabelledSet | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-    hierarchy: Hierarchy | None | object = _FROM_BASE,
+    hierarchy: Hierarchy | None | Literal[_Default.FROM_BASE] = FROM_BASE,
 ) -> TrainResult:
     """Teach ``base`` the classes of ``data``; returns the best model seen (also when cancelled).
 
@@ -81,9 +89,10 @@ def finetune(
     cross-validation prefers; the estimate reported is that cross-validation's (``val_data``, with
     the same classes, replaces it by an outside validation set). ``partial`` and ``full`` start from
     such a head, fitted on a stratified training split, and train the backbone on augmented photos,
-    validated on the rest. ``hierarchy`` is the label hierarchy of the base's classes (default: the
-    base's own, see :func:`vit_desktop.core.labels.categories.hierarchy_for`); class names that it knows
-    are a prior, so a named class may have no photos at all in ``head`` mode.
+    validated on the rest. ``hierarchy`` is the label hierarchy of the base's classes (default
+    :data:`FROM_BASE`: the base's own, see :func:`vit_desktop.core.labels.categories.hierarchy_for`;
+    None: none); class names that it knows are a prior, so a named class may have no photos at all
+    in ``head`` mode.
 
     Raises VitDesktopError for unusable data (fewer than two classes, a class with too few
     readable photos and a name nobody knows) and Cancelled when cancelled while reading photos.
@@ -100,8 +109,7 @@ def finetune(
         progress(TrainProgress("decode", 0, config.effective_epochs, 0, 0,
                                message=f"training in {precision} ({computing.why})"))
     pp = base.card.preprocess
-    tree = hierarchy_for(base.card) if hierarchy is _FROM_BASE else hierarchy
-    assert tree is None or isinstance(tree, Hierarchy)
+    tree = hierarchy_for(base.card) if hierarchy is FROM_BASE else hierarchy
     names = resolve_some(data.classes, tree) if tree is not None else [None] * len(data.classes)
     named = {c for c, r in zip(data.classes, names) if r is not None}
 
@@ -152,7 +160,7 @@ def finetune(
         extra=(("base_model", base.card.source or base.card.name),),
         head=spec,
     )
-    selection = _selection_metrics(choice, names, classes, photos, val)
+    selection = _head_selection(choice, names, classes, photos)
     if config.mode == "head" or choice.cancelled:
         if val is not None:  # an outside validation set: how the chosen head does there
             y_pred = choice.params.log_proba(val).argmax(axis=1)
@@ -207,20 +215,22 @@ def _base_classifier(module: ViT) -> torch.nn.Module:
     return linear
 
 
-def _selection_metrics(choice: fewshot.Choice, names: Sequence[ResolvedClass | None], classes: Sequence[str],
-                       photos: Photos, val: fewshot.HeadData | None) -> dict[str, object]:
+def _head_selection(choice: fewshot.Choice, names: Sequence[ResolvedClass | None], classes: Sequence[str],
+                    photos: Photos) -> HeadSelection:
     """How the head was chosen, for the saved file and for people."""
-    return {
-        "head": choice.name,
-        "summary": choice.summary(),
-        "folds": choice.folds,
-        "heads": {s.name: {"cv_loss": round(s.loss, 4), "cv_accuracy": round(s.accuracy, 4)} for s in choice.scores},
-        "names": {c: (f"{r.display} ({len(r.classes)} classes)" if r is not None else None)
-                  for c, r in zip(classes, names)},
-        "nodes": {c: nodes for c, nodes in zip(classes, choice.params.nodes) if nodes},
-        "photos_per_class": dict(zip(classes, np.bincount(np.asarray(photos.train_y, dtype=int),
-                                                          minlength=len(classes)).tolist())),
-    }
+    counts = np.bincount(np.asarray(photos.train_y, dtype=int), minlength=len(classes)).tolist()
+    nodes = choice.params.nodes or [[] for _ in classes]  # only hierarchy heads choose nodes
+    return HeadSelection(
+        head=choice.name,
+        summary=choice.summary(),
+        folds=choice.folds,
+        # Rounded here, not when written: what the window shows is what the file says.
+        scores=tuple(fewshot.HeadScore(s.name, round(s.loss, 4), round(s.accuracy, 4)) for s in choice.scores),
+        classes=tuple(
+            ClassBasis(c, f"{r.display} ({len(r.classes)} classes)" if r is not None else None, tuple(n), int(k))
+            for c, r, n, k in zip(classes, names, nodes, counts)
+        ),
+    )
 
 
 def _backbone_training(
@@ -347,9 +357,12 @@ def train_from_scratch(
 
 
 __all__ = [
+    "FROM_BASE",
     "HEADS",
     "MODES",
+    "HeadSelection",
     "TrainConfig",
+    "TrainMetrics",
     "TrainProgress",
     "TrainResult",
     "decode_images",

@@ -1,4 +1,9 @@
-"""What a training run hands back: the model, its card, and how good it is on validation."""
+"""What a training run hands back: the model, its card, and how good it is on validation.
+
+The figures are typed (:class:`TrainMetrics`, :class:`HeadSelection`) for the program's own readers
+and written into the model file as JSON by :meth:`TrainMetrics.to_json_dict`, whose keys other
+programs parse; :func:`describe` says in words what they mean, once for the command line and the window.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,99 @@ from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.types import ModelCard
 
 from .config import TrainConfig
+from .fewshot import HeadScore
 from .loop import Row
+
+
+@dataclass(frozen=True)
+class ClassBasis:
+    """What the chosen head rests on for one class."""
+
+    name: str
+    #: What the base model takes the name to mean ("dog.n.01 (118 classes)"); None: a name it does not know.
+    meaning: str | None
+    #: The hierarchy's nodes the class's photos chose ("dog.n.01"); empty for heads without a hierarchy.
+    nodes: tuple[str, ...]
+    #: Training photos of the class (0 for a class known by its name alone).
+    photos: int
+
+
+@dataclass(frozen=True)
+class HeadSelection:
+    """How cross-validation chose the few-shot head, for the saved file and for people."""
+
+    #: The head chosen: "names", "hierarchy", "blend", "probabilities" or "features".
+    head: str
+    #: "hierarchy head: CV accuracy 95% vs features 71%".
+    summary: str
+    #: Cross-validation folds; 0 when no class had two photos to hold one out.
+    folds: int
+    #: Every head scored, in the order tried, rounded to four places as saved.
+    scores: tuple[HeadScore, ...]
+    #: Per class, in the model's class order.
+    classes: tuple[ClassBasis, ...]
+
+    @property
+    def method(self) -> str | None:
+        """"5-fold cross-validation": how the head was chosen (None: nothing was held out). Not the
+        validation of the result, which may be outside photos or a split the backbone trained against."""
+        return f"{self.folds}-fold cross-validation" if self.folds else None
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The ``selection`` entry of the saved metrics, keys and order as older files have them."""
+        return {
+            "head": self.head,
+            "summary": self.summary,
+            "folds": self.folds,
+            "heads": {s.name: {"cv_loss": s.loss, "cv_accuracy": s.accuracy} for s in self.scores},
+            "names": {c.name: c.meaning for c in self.classes},
+            "nodes": {c.name: list(c.nodes) for c in self.classes if c.nodes},
+            "photos_per_class": {c.name: c.photos for c in self.classes},
+        }
+
+
+@dataclass(frozen=True)
+class TrainMetrics:
+    """How good the trained model is on the photos held out from it, and what the run cost."""
+
+    #: Accuracy of the kept weights on the held-out photos (0.0 when none were held out).
+    val_acc: float
+    #: Validation loss of the best epoch; None without epochs (head mode).
+    val_loss: float | None
+    #: Training accuracy of the best epoch; None without epochs or when the head-only start stayed best.
+    train_acc: float | None
+    best_epoch: int
+    #: Epochs of backbone training that finished (0 in head mode).
+    epochs_run: int
+    train_images: int
+    val_images: int
+    skipped_images: int
+    seconds: float
+    #: How the photos were held out: "5-fold cross-validation", "validation photos", or why none were.
+    validation: str
+    #: (class, accuracy on its held-out photos), in the model's class order.
+    per_class_accuracy: tuple[tuple[str, float], ...]
+    #: How the head was chosen; None for a model trained from scratch.
+    selection: HeadSelection | None = None
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The model file's ``metrics``: these keys, in this order, are what other programs read."""
+        out: dict[str, object] = {
+            "val_acc": self.val_acc,
+            "val_loss": self.val_loss,
+            "train_acc": self.train_acc,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "skipped_images": self.skipped_images,
+            "seconds": self.seconds,
+            "validation": self.validation,
+        }
+        if self.selection is not None:
+            out["selection"] = self.selection.to_json_dict()
+        out["per_class_accuracy"] = dict(self.per_class_accuracy)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,10 +121,9 @@ class TrainResult:
 
     module: ViT
     card: ModelCard
-    metrics: dict[str, object]
+    metrics: TrainMetrics
     #: rows = true class, columns = predicted class, on the validation set with the best weights.
     confusion: tuple[tuple[int, ...], ...]
-    per_class_accuracy: tuple[float, ...]
     #: (path, true label, predicted label) for validation photos the model gets wrong.
     misclassified: tuple[tuple[str, str, str], ...]
     best_epoch: int
@@ -39,14 +135,91 @@ class TrainResult:
 
     @property
     def val_accuracy(self) -> float:
-        value = self.metrics.get("val_acc", 0.0)
-        return float(value) if isinstance(value, (int, float)) else 0.0
+        return self.metrics.val_acc
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the project's safetensors file (labels, preprocessing, settings, metrics)."""
+    @property
+    def per_class_accuracy(self) -> tuple[float, ...]:
+        """Validation accuracy per class, in the order of ``card.labels``."""
+        return tuple(acc for _, acc in self.metrics.per_class_accuracy)
+
+    def save(self, path: str | os.PathLike[str], *, name: str | None = None, overwrite: bool = False) -> Path:
+        """Write the project's safetensors file (labels, preprocessing, settings, metrics), atomically.
+
+        ``name`` is the name the model picker shows (default: the card's). Raises FileExistsError
+        when ``path`` exists and ``overwrite`` is False: a user's file is never replaced unasked.
+        """
         from vit_desktop.core.models.model_file import save_model
 
-        return save_model(path, self.module, self.card, overwrite=overwrite)
+        card = self.card if name is None else replace(self.card, name=name)
+        return save_model(path, self.module, card, overwrite=overwrite)
+
+
+#: Why a validation estimate flatters the model, said wherever the estimate is shown.
+CAVEAT = ("photos of the same sub-types as the training ones (the same breeds, the same objects) flatter this "
+          "estimate; test on kinds of photos the model has not seen")
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a person should know about a trained model, in words: how the head was chosen, how good
+    it is, and how far to trust that. The command line prints :meth:`lines`; the fine-tune window
+    shows :meth:`status` on one line."""
+
+    #: How the head was chosen ("hierarchy head: CV accuracy 95% vs features 71%"); None from scratch.
+    head: str | None
+    #: (class, what its name means to the base model) for the names it knows.
+    meanings: tuple[tuple[str, str], ...]
+    #: Accuracy on the held-out photos; None when none were held out.
+    accuracy: float | None
+    photos: int
+    #: How they were held out ("5-fold cross-validation", "validation photos", or why none were).
+    method: str
+    #: The epoch whose weights were kept; None without epochs (head mode).
+    best_epoch: int | None
+    cancelled: bool
+    per_class: tuple[tuple[str, float], ...]
+
+    @property
+    def how(self) -> str:
+        """"validation photos, best epoch 3"."""
+        return self.method + (f", best epoch {self.best_epoch}" if self.best_epoch is not None else "")
+
+    def lines(self) -> list[str]:
+        """The command line's summary after training, one line per entry."""
+        lines = []
+        if self.head is not None:
+            lines.append(f"head: {self.head}")
+            lines += [f"  {name!r} = {meaning}" for name, meaning in self.meanings]
+        state = " (cancelled)" if self.cancelled else ""
+        if self.accuracy is None:
+            lines.append(f"validation accuracy: not measured ({self.method}){state}")
+            return lines
+        lines.append(f"validation accuracy: {self.accuracy:.1%} on {self.photos} photos ({self.how}){state}")
+        lines.append("per class: " + "  ".join(f"{c} {a:.0%}" for c, a in self.per_class))
+        lines.append(f"note: {CAVEAT}")
+        return lines
+
+    def status(self) -> str:
+        """"validation accuracy 95% on 40 photos (5-fold cross-validation) — hierarchy head: ..."."""
+        estimate = (f"validation accuracy {self.accuracy:.0%} on {self.photos} photos ({self.how})"
+                    if self.accuracy is not None else "not validated (no photos)")
+        return estimate + (f" — {self.head}" if self.head is not None else "")
+
+
+def describe(result: TrainResult) -> Description:
+    """The words for ``result``; see :class:`Description`."""
+    m = result.metrics
+    selection = m.selection
+    return Description(
+        head=selection.summary if selection is not None else None,
+        meanings=tuple((c.name, c.meaning) for c in selection.classes if c.meaning) if selection is not None else (),
+        accuracy=m.val_acc if m.val_images else None,
+        photos=m.val_images,
+        method=m.validation,
+        best_epoch=result.best_epoch if result.history else None,
+        cancelled=result.cancelled,
+        per_class=m.per_class_accuracy,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +261,7 @@ def finish(
     cancelled: bool,
     started: float,
     n_train: int,
-    selection: dict[str, object] | None = None,
+    selection: HeadSelection | None = None,
 ) -> TrainResult:
     """The result of a run: the module on the CPU, metrics in the card's metadata."""
     module = module.to("cpu").float().eval()
@@ -96,35 +269,28 @@ def finish(
         p.requires_grad_(False)
     classes, y_true, y_pred = validation.classes, validation.y_true, validation.y_pred
     conf = confusion_matrix(y_true, y_pred, len(classes))
-    per_class = per_class_accuracy(conf)
-    val_acc = sum(int(t == p) for t, p in zip(y_true, y_pred)) / max(1, len(y_true))
     best = next((h for h in history if h["epoch"] == best_epoch), None)
-    metrics: dict[str, object] = {
-        "val_acc": val_acc,
-        "val_loss": best["val_loss"] if best else None,
-        "train_acc": best["acc"] if best else None,
-        "best_epoch": best_epoch,
-        "epochs_run": sum(1 for h in history if (h["epoch"] or 0) > 0),
-        "train_images": n_train,
-        "val_images": len(y_true),
-        "skipped_images": len(skipped),
-        "seconds": round(time.perf_counter() - started, 2),
-        "validation": validation.method,
-    }
-    if selection is not None:
-        metrics["selection"] = selection
+    metrics = TrainMetrics(
+        val_acc=sum(int(t == p) for t, p in zip(y_true, y_pred)) / max(1, len(y_true)),
+        val_loss=best["val_loss"] if best else None,
+        train_acc=best["acc"] if best else None,
+        best_epoch=best_epoch,
+        epochs_run=sum(1 for h in history if (h["epoch"] or 0) > 0),
+        train_images=n_train,
+        val_images=len(y_true),
+        skipped_images=len(skipped),
+        seconds=round(time.perf_counter() - started, 2),
+        validation=validation.method,
+        per_class_accuracy=tuple(zip(classes, per_class_accuracy(conf))),
+        selection=selection,
+    )
     settings: dict[str, object] = {
         k: v for k, v in asdict(config).items() if config.mode == "scratch" or k not in _SCRATCH_KEYS
     }
     settings["epochs"] = config.effective_epochs
     settings["lr"] = config.effective_lr
     extra = dict(card.extra)
-    extra.update(
-        {
-            "training": json.dumps(settings),
-            "metrics": json.dumps({**metrics, "per_class_accuracy": dict(zip(classes, per_class))}),
-        }
-    )
+    extra.update({"training": json.dumps(settings), "metrics": json.dumps(metrics.to_json_dict())})
     card = replace(card, extra=tuple(extra.items()))
     misclassified = tuple(
         (path, classes[t], classes[p]) for path, t, p in zip(validation.paths, y_true, y_pred) if t != p
@@ -134,7 +300,6 @@ def finish(
         card=card,
         metrics=metrics,
         confusion=conf,
-        per_class_accuracy=per_class,
         misclassified=misclassified,
         best_epoch=best_epoch,
         skipped=tuple(skipped),
@@ -143,4 +308,16 @@ def finish(
     )
 
 
-__all__ = ["TrainResult", "Validation", "confusion_matrix", "finish", "per_class_accuracy"]
+__all__ = [
+    "CAVEAT",
+    "ClassBasis",
+    "Description",
+    "HeadSelection",
+    "TrainMetrics",
+    "TrainResult",
+    "Validation",
+    "confusion_matrix",
+    "describe",
+    "finish",
+    "per_class_accuracy",
+]

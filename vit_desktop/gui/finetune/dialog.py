@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.errors import CancelToken, Failure, VitDesktopError
 from vit_desktop.core.training.labelled_set import LabelledSet
+from vit_desktop.core.training.results import describe
 from vit_desktop.core.units import format_duration
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
@@ -312,16 +313,7 @@ class FinetuneDialog(QDialog):
         n_bad = len(r.skipped)
         skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
         self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
-        how = str(r.metrics.get("validation", "validation photos"))
-        epoch = f", best epoch {r.best_epoch}" if r.history else ""
-        selection = r.metrics.get("selection")
-        head = f" — {selection.get('summary')}" if isinstance(selection, dict) else ""
-        if r.metrics.get("val_images"):
-            n = r.metrics.get("val_images")
-            estimate = f"validation accuracy {r.val_accuracy:.0%} on {n} photos ({how}{epoch})"
-        else:
-            estimate = "not validated (no photos)"
-        self.status_label.setText(f"{state}: {estimate}{head}{skipped}")
+        self.status_label.setText(f"{state}: {describe(r).status()}{skipped}")
         if not r.history:  # head mode: no epochs to plot, the heads compared instead
             self.results.setCurrentIndex(self.results.heads_tab)
 
@@ -341,8 +333,6 @@ class FinetuneDialog(QDialog):
 
     def save_model_to(self, path: str | os.PathLike[str]) -> bool:
         """Save the trained model; asks before replacing an existing file. True when written."""
-        from vit_desktop.core.models.model_file import save_model
-
         if self.trained_result is None:
             return False
         path = Path(path)
@@ -352,12 +342,13 @@ class FinetuneDialog(QDialog):
         if overwrite and not self._ask_overwrite(path):
             self.status_label.setText("Not saved: the existing model was kept")
             return False
-        card = replace(self.trained_result.card, name=path.stem, source=str(path))
         try:
-            save_model(path, self.trained_result.module, card, overwrite=overwrite)
+            self.trained_result.save(path, name=path.stem, overwrite=overwrite)
         except (OSError, ValueError) as exc:
             self.status_label.setText(f"Could not save {path.name}: {exc}")
             return False
+        # "Use now" after saving classifies with the model as the picker will list it.
+        card = replace(self.trained_result.card, name=path.stem, source=str(path))
         self.trained_result = replace(self.trained_result, card=card)
         self.saved_path = path
         self.status_label.setText(f"Saved {path}")

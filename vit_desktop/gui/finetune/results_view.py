@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.core.training.results import CAVEAT
 from vit_desktop.gui.finetune.curves import CurveWidget
 from vit_desktop.gui.qimage import rgb_to_qimage
 
@@ -89,8 +90,7 @@ class ResultsView(QTabWidget):
         self.previews = previews
         self.curves.set_rows(list(r.history), r.best_epoch)
         if not r.history:
-            selection = r.metrics.get("selection")
-            head = selection.get("head") if isinstance(selection, dict) else None
+            head = r.metrics.selection.head if r.metrics.selection is not None else None
             self.curves.set_placeholder(
                 f"No epochs to draw: the {head + ' ' if head else ''}head was fitted in one step, the model "
                 "itself left as it was (the Head tab says how the head was chosen). “Last blocks + head” "
@@ -124,7 +124,7 @@ class ResultsView(QTabWidget):
             entry.setData(Qt.ItemDataRole.UserRole, path)
             entry.setToolTip(path)
             self.mistake_list.addItem(entry)
-        checked = r.metrics.get("val_images")
+        checked = r.metrics.val_images
         self.mistake_view.setPixmap(QPixmap())
         self.mistake_view.setText(
             MISTAKES_HINT if r.misclassified
@@ -133,31 +133,28 @@ class ResultsView(QTabWidget):
 
     def _show_selection(self, r: TrainResult) -> None:
         """Which head cross-validation chose, how every head did, and what the names meant."""
-        selection = r.metrics.get("selection")
-        if not isinstance(selection, dict):
+        selection = r.metrics.selection
+        if selection is None:
             self.head_summary.setText("")
             self.heads_table.setRowCount(0)
             return
-        self.head_summary.setText(f"<b>{selection.get('summary', '')}</b> (chosen on your photos by "
-                                  f"{r.metrics.get('validation', 'cross-validation')})")
-        scores = selection.get("heads") or {}
-        self.heads_table.setRowCount(len(scores))
+        chosen = f" (chosen on your photos by {selection.method})" if selection.method else ""
+        self.head_summary.setText(f"<b>{selection.summary}</b>{chosen}")
+        self.heads_table.setRowCount(len(selection.scores))
         bold = self.font()
         bold.setBold(True)
-        for i, (name, s) in enumerate(scores.items()):
-            cells = (name, f"{s['cv_accuracy']:.0%}", f"{s['cv_loss']:.3f}")
+        for i, score in enumerate(selection.scores):
+            cells = (score.name, f"{score.accuracy:.0%}", f"{score.loss:.3f}")
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if name == selection.get("head"):
+                if score.name == selection.head:
                     item.setFont(bold)
                 self.heads_table.setItem(i, j, item)
         lines = []
-        for cls, meaning in (selection.get("names") or {}).items():
-            nodes = (selection.get("nodes") or {}).get(cls)
-            what = meaning or "a name the model does not know: its photos teach it"
-            lines.append(f"“{cls}”: {what}" + (f"; the photos chose {', '.join(nodes)}" if nodes else ""))
-        lines.append("Photos of the same sub-types as the training ones (the same breeds, the same objects) flatter "
-                     "this estimate: try the model on kinds of photos it has not seen.")
+        for c in selection.classes:
+            what = c.meaning or "a name the model does not know: its photos teach it"
+            lines.append(f"“{c.name}”: {what}" + (f"; the photos chose {', '.join(c.nodes)}" if c.nodes else ""))
+        lines.append(f"{CAVEAT[0].upper()}{CAVEAT[1:]}.")
         self.head_notes.setText("\n".join(lines))
 
     @Slot()
