@@ -273,3 +273,16 @@ def test_real_deit_rollout_matches_plain_implementation(deit_path: Path, photos_
     for r, ref in zip(results, expected):
         assert r.heatmap is not None
         np.testing.assert_allclose(r.heatmap.grid, ref, atol=2e-3)
+
+
+def test_kept_features_are_what_the_head_reads(engine: Engine, image_folder: Path) -> None:
+    """A head run on the kept features gives the run's own probabilities: stored features can
+    stand in for the photo for any head on this backbone."""
+    paths = [p for p in files_of(image_folder) if not p.name.startswith("broken")]
+    results = engine.classify(paths, ClassifyOptions(batch_size=4, keep_features=True, keep_probabilities=True))
+    feats = np.stack([r.features for r in results])
+    assert feats.dtype == np.float32 and feats.shape == (len(paths), engine.card.arch.hidden_dim)
+    with torch.inference_mode():
+        again = engine.module.heads(torch.from_numpy(feats)).softmax(dim=-1).numpy()
+    np.testing.assert_allclose(again, np.stack([r.probabilities for r in results]), atol=1e-6)
+    assert all(r.features is None for r in engine.classify(paths[:2]))  # only when asked

@@ -289,6 +289,8 @@ class ClassifyResult:
     probabilities: np.ndarray | None = field(default=None, compare=False, repr=False)
     #: The decoded photo, when the run kept it (to draw its overlay without decoding it again).
     image: PILImage | None = field(default=None, compare=False, repr=False)
+    #: float32 (hidden,): the pooled features the model's head read, when the run kept them.
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

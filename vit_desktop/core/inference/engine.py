@@ -18,6 +18,7 @@ from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -143,9 +144,10 @@ class Engine:
 
     def _forward(
         self, x: torch.Tensor, want: ClassifyOptions, cancel: CancelToken | None = None
-    ) -> tuple[torch.Tensor, np.ndarray | None, list[int | None]]:
-        """Probabilities (n, classes) on the CPU, the maps asked for ((n, g, g) or None), and per
-        image the class (or category) its map explains (None for rollout or no map).
+    ) -> _Pass:
+        """Probabilities (n, classes) on the CPU, the maps asked for ((n, g, g) or None), per image
+        the class (or category) its map explains (None for rollout or no map), and the pooled
+        features the head read ((n, hidden) float32, when asked for and the pass computed them).
 
         Raises Cancelled when ``cancel`` is set between two layers.
         """
@@ -159,17 +161,17 @@ class Engine:
                 logits, _, grid_t = class_relevance(self.module, x, pick, refine=explain.method == "refined",
                                                     cancel=cancel)
             probs = logits.float().softmax(dim=-1).cpu()
-            return probs, grid_t.float().cpu().numpy(), picked
+            # The backward pass keeps no pooled features: a class-map run stores none.
+            return _Pass(probs, grid_t.float().cpu().numpy(), picked, None)
         with torch.inference_mode(), self._autocast():
-            if explain is None:
-                logits = vit.forward(self.module, x, cancel=cancel)
-                grids = None
-            else:
+            acc = None
+            if explain is not None:
                 acc = RolloutAccumulator(explain.head_fusion, explain.discard_ratio, vit.readout(self.module))
-                logits = vit.forward(self.module, x, acc, cancel=cancel)
-                grids = acc.grid().float().cpu().numpy()
+            pooled, logits = vit.forward_pooled(self.module, x, acc, cancel=cancel)
+            grids = None if acc is None else acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()
-        return probs, grids, [None] * n
+            features = pooled.float().cpu().numpy() if want.keep_features else None
+        return _Pass(probs, grids, [None] * n, features)
 
     def _predictions(self, probs: torch.Tensor, top_k: int) -> list[tuple[Prediction, ...]]:
         k = max(1, min(top_k, probs.shape[1]))
@@ -268,16 +270,16 @@ class Engine:
             done = [(item, out) for item, out in zip(ok, outcomes) if not isinstance(out, str)]
             if not done:
                 return results
-            probs = torch.stack([out[0] for _, out in done])
+            probs = torch.stack([row.probs for _, row in done])
             if want.categories is not None:
                 arrays = probs.numpy()
-                all_preds = [want.categories.predictions(row, want.top_k) for row in arrays]
+                all_preds = [want.categories.predictions(p, want.top_k) for p in arrays]
             else:
                 all_preds = self._predictions(probs, want.top_k)
-            for k, (((i, prepared), (_, grid, explained)), preds) in enumerate(zip(done, all_preds)):
+            for k, (((i, prepared), row), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
-                if grid is not None and want.explain is not None:
-                    heatmap = self._heatmap(grid, prepared.size, want.explain, explained)
+                if row.grid is not None and want.explain is not None:
+                    heatmap = self._heatmap(row.grid, prepared.size, want.explain, row.explained)
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
@@ -288,6 +290,7 @@ class Engine:
                     model=self.model_id,
                     probabilities=probs[k].numpy().copy() if want.keep_probabilities else None,
                     image=prepared.image,
+                    features=row.features.copy() if row.features is not None else None,
                 )
         return results
 
@@ -306,17 +309,17 @@ class Engine:
 
     def _forward_fitting(
         self, arrays: Sequence[np.ndarray], want: ClassifyOptions, cancel: CancelToken | None
-    ) -> list[tuple[torch.Tensor, np.ndarray | None, int | None] | str]:
-        """Per image, (probabilities, map or None, the class it explains) or why it failed.
+    ) -> list[_Row | str]:
+        """Per image, its row of the pass (probabilities, map, explained class, features) or why it failed.
 
         A batch that does not fit in the device's memory is split in halves until it does; the
         size that fitted is kept for the batches after it. An image that does not fit on its own
         gets an error and the run goes on. Class maps keep every layer's attention for the
         backward pass, so their batches start no larger than :meth:`class_map_batch` allows.
         """
-        out: list[tuple[torch.Tensor, np.ndarray | None, int | None] | str] = []
+        out: list[_Row | str] = []
 
-        def batch(start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None, list[int | None]]:
+        def batch(start: int, stop: int) -> _Pass:
             return self._forward(self._to_batch(arrays[start:stop]), want, cancel)
 
         def alone_too_big(_index: int) -> None:
@@ -327,8 +330,9 @@ class Engine:
         limit = self._limits.get(method)
         if limit is None:
             limit = self._limits[method] = BatchLimit(self.device, self.class_map_batch())
-        for start, stop, (probs, grids, explained) in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
-            out.extend((probs[r], None if grids is None else grids[r], explained[r]) for r in range(stop - start))
+        for start, stop, p in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
+            out.extend(_Row(p.probs[r], None if p.grids is None else p.grids[r], p.explained[r],
+                            None if p.features is None else p.features[r]) for r in range(stop - start))
         return out
 
     def class_map_batch(self) -> int:
@@ -386,7 +390,7 @@ class Engine:
         """The class-agnostic attention rollout of one image. Raises ImageError."""
         prepared = self._prepare_source(source)
         options = replace(options, method="rollout")
-        _, grids, _ = self._forward(self._to_batch([prepared.pixels]), ClassifyOptions(top_k=1, explain=options))
+        grids = self._forward(self._to_batch([prepared.pixels]), ClassifyOptions(top_k=1, explain=options)).grids
         assert grids is not None
         return self._heatmap(grids[0], prepared.size, options, None)
 
@@ -415,6 +419,24 @@ class _TopPicker:
         best = (logits.float().softmax(dim=1) @ m).argmax(dim=1)
         self.picked.extend(best.tolist())
         return m.T[best]
+
+
+class _Pass(NamedTuple):
+    """One forward pass over a batch, on the CPU."""
+
+    probs: torch.Tensor  # (n, classes)
+    grids: np.ndarray | None  # (n, g, g) maps
+    explained: list[int | None]  # per image, the class its map explains
+    features: np.ndarray | None  # (n, hidden) pooled features, float32
+
+
+class _Row(NamedTuple):
+    """One image's share of a :class:`_Pass`."""
+
+    probs: torch.Tensor
+    grid: np.ndarray | None
+    explained: int | None
+    features: np.ndarray | None
 
 
 def _outcome(future: Future[Prepared]) -> Prepared | str:

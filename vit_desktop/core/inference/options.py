@@ -37,6 +37,9 @@ class ClassifyOptions:
     keep_probabilities: bool = False
     #: Keep each decoded photo, where it is small (to draw its overlay without decoding it again).
     keep_images: bool = False
+    #: Keep the pooled features the head read (to store them: any head on the same backbone can
+    #: answer from them later, and similar photos are found by them).
+    keep_features: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

@@ -414,6 +414,23 @@ def forward(
     return forward_head(module, forward_features(module, x, on_attention, cancel=cancel))
 
 
+def forward_pooled(
+    module: ViT,
+    x: torch.Tensor,
+    on_attention: AttentionCallback | None = None,
+    *,
+    cancel: CancelToken | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features (n, hidden), logits (n, classes)): what the head reads, and its answer.
+
+    The same operations as :func:`forward`; the pooled features are what any head on this
+    backbone reads, so a head fitted later can answer from them without the photo.
+    """
+    f = pooled(module, forward_features(module, x, on_attention, cancel=cancel))
+    logits: torch.Tensor = module.heads(f)
+    return f, logits
+
+
 def features(module: ViT, x: torch.Tensor) -> torch.Tensor:
     """(n, features) right before the classifier (``heads.head``): what a new head is trained on."""
     return pre_logits(module, forward_features(module, x))
@@ -484,6 +501,7 @@ __all__ = [
     "forward_features",
     "classifier",
     "forward_head",
+    "forward_pooled",
     "feature_size",
     "head_spec_of",
     "pooled",
