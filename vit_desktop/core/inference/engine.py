@@ -31,8 +31,9 @@ from vit_desktop.core.models import vit
 from vit_desktop.core.models.checkpoints import load_checkpoint
 from vit_desktop.core.models.preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
 from vit_desktop.core.models.vit import ViT
-from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
+from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, ProgressCallback
 
+from . import answers
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
 from .options import ClassifyOptions
 from .rollout import RolloutAccumulator, class_relevance, class_targets
@@ -173,15 +174,6 @@ class Engine:
             features = pooled.float().cpu().numpy() if want.keep_features else None
         return _Pass(probs, grids, [None] * n, features)
 
-    def _predictions(self, probs: torch.Tensor, top_k: int) -> list[tuple[Prediction, ...]]:
-        k = max(1, min(top_k, probs.shape[1]))
-        scores, idx = probs.topk(k, dim=1)
-        labels = self.card.labels
-        return [
-            tuple(Prediction(labels[i], i, float(s)) for s, i in zip(srow.tolist(), irow.tolist()))
-            for srow, irow in zip(scores, idx)
-        ]
-
     # ---- classification ----------------------------------------------------------------
 
     def classify_batches(
@@ -271,11 +263,7 @@ class Engine:
             if not done:
                 return results
             probs = torch.stack([row.probs for _, row in done])
-            if want.categories is not None:
-                arrays = probs.numpy()
-                all_preds = [want.categories.predictions(p, want.top_k) for p in arrays]
-            else:
-                all_preds = self._predictions(probs, want.top_k)
+            all_preds = answers.predictions(probs.numpy(), self.card.labels, want)
             for k, (((i, prepared), row), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
                 if row.grid is not None and want.explain is not None:
@@ -283,7 +271,7 @@ class Engine:
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
-                    uncertain=preds[0].score < want.threshold,
+                    uncertain=answers.is_uncertain(preds, want),
                     heatmap=heatmap,
                     image_size=prepared.size,
                     notes=prepared.notes,
