@@ -9,6 +9,7 @@ import pytest
 from tests.support import tiny_model, write_image
 from vit_desktop.core.errors import Cancelled, CancelToken
 from vit_desktop.core.inference.engine import Engine
+from vit_desktop.core.inference.loading import ModelChoice
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.inference.runs import FolderRun
 
@@ -24,7 +25,7 @@ def test_a_run_reports_the_scan_then_each_batch_with_totals(engine: Engine, tmp_
         write_image(tmp_path / "photos" / name)
     single = write_image(tmp_path / "elsewhere" / "d.png")
     missing = tmp_path / "gone"
-    run = FolderRun(engine, [tmp_path / "photos", single, missing], ClassifyOptions(batch_size=2))
+    run = FolderRun(ModelChoice.of(engine), [tmp_path / "photos", single, missing], ClassifyOptions(batch_size=2))
     steps = list(run.steps())
     # First the path that could not be used, then two batches of two and one photo.
     assert [len(s.results) for s in steps] == [1, 2, 2]
@@ -38,7 +39,7 @@ def test_a_run_reports_the_scan_then_each_batch_with_totals(engine: Engine, tmp_
 
 def test_the_same_options_reach_the_engine_unchanged(engine: Engine, tmp_path: Path) -> None:
     write_image(tmp_path / "a.png")
-    run = FolderRun(engine, [tmp_path], ClassifyOptions(top_k=2, threshold=1.01, keep_probabilities=True))
+    run = FolderRun(ModelChoice.of(engine), [tmp_path], ClassifyOptions(top_k=2, threshold=1.01, keep_probabilities=True))
     (result,) = [r for s in run.steps() for r in s.results]
     assert len(result.predictions) == 2 and result.uncertain
     assert result.probabilities is not None and result.probabilities.shape == (3,)
@@ -49,6 +50,6 @@ def test_cancelled_during_the_scan_raises_and_a_nan_threshold_is_refused(engine:
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        FolderRun(engine, [tmp_path], ClassifyOptions(), cancel=token)
+        FolderRun(ModelChoice.of(engine), [tmp_path], ClassifyOptions(), cancel=token)
     with pytest.raises(ValueError, match="threshold"):
         ClassifyOptions(threshold=float("nan"))

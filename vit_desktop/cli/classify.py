@@ -19,6 +19,7 @@ from .console import PROG, ProgressLine, UsageError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.labels.categories import Categories
     from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
@@ -53,6 +54,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="copy each photo into DIR/<its label>/ (under --threshold: DIR/uncertain/); never "
                         "moves, never replaces: a name taken gets a number")
     c.add_argument("--overwrite", action="store_true", help="replace existing output and heatmap files")
+    c.add_argument("--fresh", action="store_true",
+                   help="classify every photo again instead of reading answers kept in the library (and refresh them)")
     return c
 
 
@@ -184,38 +187,53 @@ class HeatmapWriter:
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     _check_args(args)
+    # Only what every run needs is imported here: a run answered from the library never imports
+    # torch (the engine and the registry do), and ends in well under a second.
     from vit_desktop.core import state
     from vit_desktop.core.errors import VitDesktopError
-    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.inference.loading import choose_model, is_known
     from vit_desktop.core.inference.options import ClassifyOptions
     from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.io.results_files import format_table
-    from vit_desktop.core.models import registry
+    from vit_desktop.core.library.store import Library
     from vit_desktop.core.paths import display_path
 
+    line = ProgressLine(err, "downloading")
+
+    def say(text: str) -> None:
+        line.clear()
+        print(f"{PROG}: {text}", file=err)
+
+    library = Library.open(on_problem=say)
     if args.model:
         model, why = args.model, ""
     else:
-        chosen = registry.default_model()
-        if chosen is None:
-            raise UsageError(
-                "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
-        model, why = chosen
-    line = ProgressLine(err, "downloading")
+        last = state.last_model()
+        if last and library is not None and is_known(library, last, device=args.device, precision=args.precision):
+            model, why = last, "the model used last"
+        else:
+            from vit_desktop.core.models import registry
+
+            chosen = registry.default_model()
+            if chosen is None:
+                raise UsageError(
+                    "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
+            model, why = chosen
     try:
-        engine = Engine.load(model, device=args.device, precision=args.precision, progress=line.bytes)
+        choice = choose_model(model, device=args.device, precision=args.precision, library=library,
+                              progress=line.bytes)
     except VitDesktopError as exc:
         raise UsageError(str(exc)) from None
     finally:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""
-    why_precision = f": {engine.precision_why}" if engine.precision_why else ""
-    print(f"{PROG}: model {engine.card.name} on {engine.device_name}, {engine.precision}{why_precision}{note}",
+    why_precision = f": {choice.precision_why}" if choice.precision_why else ""
+    print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
           file=err)
     if args.model:
         state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
-    categories = _categories(args, engine.card, err)
-    n_classes = len(categories.names) if categories is not None else engine.card.num_classes
+    categories = _categories(args, choice.card, err)
+    n_classes = len(categories.names) if categories is not None else choice.card.num_classes
     top_k = min(args.top_k, n_classes)
     if top_k < args.top_k:
         what = "categories" if categories is not None else "model's"
@@ -225,7 +243,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"{PROG}: --batch-size {args.batch_size} is more than a batch can use: {batch_size}", file=err)
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, explain=_explain_options(args, categories, err),
                               threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
-    folder_run = FolderRun(engine, args.paths, options)
+    # Maps need the photo itself: a run that writes them computes every photo (and stores the answers).
+    folder_run = FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps))
     if folder_run.duplicates:
         twice = folder_run.duplicates
         print(f"{PROG}: {twice} duplicate{'s' if twice != 1 else ''} skipped "
@@ -258,12 +277,25 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         line.close()
         if writer is not None:
             writer.close(cancel=not finished)
+        if library is not None:
+            library.close()
+    if library is not None and folder_run.files:
+        print(f"{PROG}: {_sources(folder_run)}", file=err)
     status = 0
     if sorter is not None:
         status = sorter.report()
     if args.output:
         return _write_output(results, Path(args.output), top_k, args.overwrite, err) or status
     return status
+
+
+def _sources(run: FolderRun) -> str:
+    """Where the answers came from: "812 from the library, 1 classified"."""
+    parts = [f"{run.from_library} from the library"]
+    if run.from_features:
+        parts.append(f"{run.from_features} from stored features")
+    parts.append(f"{run.classified} classified")
+    return ", ".join(parts)
 
 
 class Sorter:

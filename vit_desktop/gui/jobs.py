@@ -70,7 +70,7 @@ class Job(QObject):
         self.channel = channel
         self.token = CancelToken()
         self.outcome: Outcome | None = None
-        #: The last progress report, for whoever starts listening late or reads it at the end.
+        #: The last progress report (then the value it returned), for whoever reads it late.
         self.latest: object = None
 
     @property
@@ -181,6 +181,7 @@ class JobBoard(QObject):
             job.latest = payload
             job.progressed.emit(payload)
         elif event is _Event.RETURN:
+            job.latest = payload
             job.returned.emit(payload)
             self._end(job, Outcome.DONE)
         elif event is _Event.ERROR:

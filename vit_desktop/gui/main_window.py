@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         """Parts that talk to each other directly; the window passes nothing on itself."""
         bar, status = self.message_bar, self.run_status
         status.run_failed.connect(bar.show_failure)
+        self.controller.library_problem.connect(bar.show_info)
         self.intake.queued.connect(self.models.on_queued)
         self.intake.note.connect(status.say)
         self.intake.problem.connect(bar.show_error)

@@ -16,7 +16,9 @@ from vit_desktop.core.types import Prediction
 from .options import ClassifyOptions
 
 
-def predictions(probabilities: np.ndarray, labels: Sequence[str], options: ClassifyOptions) -> list[tuple[Prediction, ...]]:
+def predictions(
+    probabilities: np.ndarray, labels: Sequence[str], options: ClassifyOptions
+) -> list[tuple[Prediction, ...]]:
     """(n, classes) float32 probabilities -> per photo its predictions, best first."""
     if options.categories is not None:
         return [options.categories.predictions(row, options.top_k) for row in probabilities]

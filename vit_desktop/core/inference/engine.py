@@ -27,6 +27,7 @@ from PIL import Image
 from vit_desktop.core.errors import Cancelled, CancelToken, ImageError, ModelError, first_line
 from vit_desktop.core.io import images
 from vit_desktop.core.labels.categories import Categories
+from vit_desktop.core.library.keys import ModelKeys, compute_key, model_keys, tensor_keys
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.checkpoints import load_checkpoint
 from vit_desktop.core.models.preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
@@ -82,6 +83,10 @@ class Engine:
         self.class_map_budget_bytes = (1 << 30) if device.type == "cpu" else (4 << 30)
         # Keyed by the map computed in the pass (None: no map); class maps' limits are made on first use.
         self._limits: dict[str | None, BatchLimit] = {None: BatchLimit(device), "rollout": BatchLimit(device)}
+        #: The file or folder the weights came from (the registry's cached file for a registry
+        #: name); None for a model made in memory (one just fine-tuned).
+        self.source_path: Path | None = None
+        self._tensors: tuple[str, str] | None = None
 
     # ---- construction ------------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class Engine:
 
         if text in registry.REGISTRY:
             module, card = registry.load_registry_model(text, progress=progress, cancel=cancel)
+            path = registry.weights_path(text)
         else:
             path = Path(text).expanduser()
             if not path.exists():
@@ -112,7 +118,9 @@ class Engine:
                     raise ModelError(f"{text}: not a model name ({names}) and no such file or folder")
                 path = named
             module, card = load_checkpoint(path)
-        return cls(module, card, dev, choice.precision, choice.why)
+        engine = cls(module, card, dev, choice.precision, choice.why)
+        engine.source_path = path.resolve()
+        return engine
 
     @classmethod
     def from_module(
@@ -121,6 +129,25 @@ class Engine:
         dev = resolve_device(device)
         choice = choose_precision(precision, dev)
         return cls(module, card, dev, choice.precision, choice.why)
+
+    # ---- identity ------------------------------------------------------------------------
+
+    @property
+    def tensors(self) -> tuple[str, str]:
+        """Hashes of (every tensor, the backbone's) with the labels and preprocessing: what the
+        library files this model's rows under. Computed once (a second per GB of weights) unless
+        the library already knew the file and set them."""
+        if self._tensors is None:
+            self._tensors = tensor_keys(self.module, self.card)
+        return self._tensors
+
+    @tensors.setter
+    def tensors(self, value: tuple[str, str]) -> None:
+        self._tensors = value
+
+    @property
+    def keys(self) -> ModelKeys:
+        return model_keys(self.tensors, compute_key(self.device.type, self.precision))
 
     # ---- tensors -------------------------------------------------------------------------
 
@@ -235,6 +262,15 @@ class Engine:
         for batch in self.classify_batches(paths, options, cancel=cancel):
             out.extend(batch)
         return out
+
+    def answer_features(self, features: np.ndarray) -> np.ndarray:
+        """(n, hidden) pooled features of this model's backbone -> (n, classes) float32
+        probabilities: the head alone, as a forward pass would run it."""
+        with torch.inference_mode(), self._autocast():
+            f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(self.device)
+            logits = self.module.heads(f)
+            probs: np.ndarray = logits.float().softmax(dim=-1).cpu().numpy()
+        return probs
 
     def classify_image(
         self, image: Image.Image, name: str, options: ClassifyOptions = _DEFAULT_OPTIONS

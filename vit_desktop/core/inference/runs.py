@@ -1,25 +1,38 @@
 """Files and folders -> results, batch by batch: the one loop behind a folder run in the window and
 ``vit-desktop classify``.
 
-A :class:`FolderRun` scans what the user named, then streams the engine's batches. Each step is a
-:class:`RunProgress`, so a caller reports progress and checks for cancellation between steps (the
-window's compute thread takes one step per event; the command line loops over them).
+A :class:`FolderRun` scans what the user named, then answers each photo the cheapest way that
+gives the same answer: from the library when the model's answer for the unchanged file is stored;
+from the stored features through the model's head when only the backbone's features are (a head
+trained later); else by classifying it, in the engine's batches, and storing what that gives.
+Each step is a :class:`RunProgress` in the order the photos were found, so a caller reports progress
+and checks for cancellation between steps (the window's compute thread takes one step per event;
+the command line loops over them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.types import ClassifyResult
 
+from . import answers
 from .options import ClassifyOptions
 
 if TYPE_CHECKING:  # the engine imports torch
-    from .engine import Engine
+    import numpy as np
+
+    from vit_desktop.core.library.keys import FileStamp
+    from vit_desktop.core.library.store import Library, StoredPhoto
+
+    from .loading import ModelChoice
+
+#: Photos per step when they come from the library: cheap, so bigger steps, fewer events.
+STORED_STEP = 256
 
 
 @dataclass(frozen=True)
@@ -29,17 +42,23 @@ class RunProgress:
     results: tuple[ClassifyResult, ...]
     done: int
     total: int
+    #: How the photos so far were answered: read from the library, from stored features, classified.
+    from_library: int = 0
+    from_features: int = 0
+    classified: int = 0
 
 
 class FolderRun:
-    """One run over files and folders: scanned when made, classified as :meth:`steps` is iterated.
+    """One run over files and folders: scanned when made, answered as :meth:`steps` is iterated.
 
+    ``library`` (optional) is read for what is stored and written with what is computed;
+    ``reuse=False`` computes every photo again (and refreshes the store), as maps need the photo.
     Raises :class:`~vit_desktop.core.errors.Cancelled` when ``cancel`` is set during the scan;
     after that, cancelling ends :meth:`steps` at the next batch boundary.
     """
 
-    def __init__(self, engine: Engine, paths: Sequence[str | Path], options: ClassifyOptions,
-                 *, cancel: CancelToken | None = None) -> None:
+    def __init__(self, model: ModelChoice, paths: Sequence[str | Path], options: ClassifyOptions,
+                 *, cancel: CancelToken | None = None, library: Library | None = None, reuse: bool = True) -> None:
         # Here, not at the top: the window imports RunProgress at start-up, and scanning pulls in
         # Pillow and numpy, which it does not need until the first photo arrives.
         from vit_desktop.core.io.scan import scan
@@ -47,8 +66,12 @@ class FolderRun:
         found = scan(paths, cancel=cancel)
         roots = [Path(p) for p in paths]
         folders = [root.is_dir() for root in roots]
+        self.model = model
         self.options = options
-        #: The image files found, in the order they are classified.
+        self.cancel = cancel
+        self.library = library if model.keys is not None else None
+        self.reuse = reuse
+        #: The image files found, in the order they are answered.
         self.files: tuple[Path, ...] = found.files
         #: Per file, its path relative to the folder it was found under (its name for a named file).
         self._relative = {
@@ -61,23 +84,133 @@ class FolderRun:
         self.duplicates = found.duplicates
         self.total = len(self.files) + len(self.scan_errors)
         self.done = 0
-        self._batches = engine.classify_batches(self.files, options, cancel=cancel)
+        #: How the photos were answered: from stored answers, from stored features, classified.
+        self.from_library = 0
+        self.from_features = 0
+        self.classified = 0
+        self._batches: Iterator[list[ClassifyResult]] | None = None
 
     def relative_path(self, path: str) -> Path:
         """Where a classified file sits under the path it was found in (to mirror folders)."""
         return self._relative[path]
 
     def steps(self) -> Iterator[RunProgress]:
-        """First the scan's errors (possibly none), then one step per batch."""
+        """First the scan's errors (possibly none), then the photos in order, a batch at a time."""
         self.done = len(self.scan_errors)
-        yield RunProgress(self.scan_errors, self.done, self.total)
-        for batch in self._batches:
-            self.done += len(batch)
-            yield RunProgress(tuple(batch), self.done, self.total)
+        yield self._progress(self.scan_errors)
+        if self.cancel is not None and self.cancel.cancelled:
+            return
+        paths = [str(f) for f in self.files]
+        stamps, stored = self._stored(paths)
+        answered = self._answer_stored(paths, stamps, stored)
+        to_compute = [p for p in paths if p not in answered]
+        pending = 0  # the index in ``paths`` of the next photo to hand out
+        if to_compute:
+            engine = self.model.engine()
+            keep = self.library is not None
+            wanted = replace(self.options, keep_probabilities=self.options.keep_probabilities or keep,
+                             keep_features=self.options.keep_features or keep)
+            self._batches = engine.classify_batches(to_compute, wanted, cancel=self.cancel)
+            for batch in self._batches:
+                self.classified += len(batch)
+                self._save(stamps, batch)
+                for r in batch:
+                    answered[r.path] = self._as_asked(r)
+                # Everything up to this batch's last photo is known now: hand it out in order.
+                last = paths.index(batch[-1].path, pending) + 1 if batch else pending
+                out = tuple(answered.pop(p) for p in paths[pending:last])
+                pending = last
+                self.done += len(out)
+                yield self._progress(out)
+            if self.cancel is not None and self.cancel.cancelled:
+                return
+        for start in range(pending, len(paths), STORED_STEP):
+            out = tuple(answered.pop(p) for p in paths[start : start + STORED_STEP])
+            self.done += len(out)
+            yield self._progress(out)
+
+    def _progress(self, results: tuple[ClassifyResult, ...]) -> RunProgress:
+        return RunProgress(results, self.done, self.total, self.from_library, self.from_features, self.classified)
 
     def close(self) -> None:
         """Stop early: the decoding pool of a half-streamed run is joined."""
-        self._batches.close()
+        if self._batches is not None:
+            close = getattr(self._batches, "close", None)
+            if close is not None:
+                close()
+
+    # -- the library --------------------------------------------------------------------------------
+
+    def _stored(self, paths: list[str]) -> tuple[dict[str, FileStamp], dict[str, StoredPhoto]]:
+        if self.library is None or not paths:
+            return {}, {}
+        from vit_desktop.core.library.keys import FileStamp
+
+        stamps = {p: s for p in paths if (s := FileStamp.of(p)) is not None}
+        if not self.reuse:
+            return stamps, {}
+        keys = self.model.keys
+        assert keys is not None
+        return stamps, self.library.lookup(list(stamps.values()), model=keys.model, backbone=keys.backbone)
+
+    def _answer_stored(self, paths: list[str], stamps: dict[str, FileStamp],
+                       stored: dict[str, StoredPhoto]) -> dict[str, ClassifyResult]:
+        """Results for the photos whose answer, or whose features, are stored."""
+        import numpy as np
+
+        answered: dict[str, ClassifyResult] = {}
+        with_answer = {p: s.probabilities for p in paths if (s := stored.get(p)) is not None
+                       and s.probabilities is not None}
+        with_features = {p: s.features for p in paths if (s := stored.get(p)) is not None
+                         and s.probabilities is None and s.features is not None}
+        if with_answer:
+            answered.update(self._results(list(with_answer), np.stack(list(with_answer.values())), stored))
+            self.from_library = len(with_answer)
+        if with_features:
+            # A model whose backbone made these features (a head trained since): its head alone.
+            feats = np.stack(list(with_features.values()))
+            results = self._results(list(with_features), self.model.engine().answer_features(feats), stored,
+                                    features=feats)
+            answered.update(results)
+            self.from_features = len(with_features)
+            keys = self.model.keys
+            if self.library is not None and keys is not None:
+                self.library.save([(stamps[p], replace(r, features=None)) for p, r in results.items() if p in stamps],
+                                  model=keys.model, backbone=None)
+        return answered
+
+    def _results(self, paths: list[str], probs: np.ndarray, stored: dict[str, StoredPhoto],
+                 features: np.ndarray | None = None) -> dict[str, ClassifyResult]:
+        preds = answers.predictions(probs, self.model.card.labels, self.options)
+        out = {}
+        for i, (p, pr) in enumerate(zip(paths, preds)):
+            s = stored[p]
+            out[p] = ClassifyResult(
+                path=p,
+                predictions=pr,
+                uncertain=answers.is_uncertain(pr, self.options),
+                image_size=s.image_size,
+                notes=s.notes,
+                model=self.model.model_id,
+                probabilities=probs[i].copy() if self.options.keep_probabilities else None,
+                features=(s.features if features is None else features[i]) if self.options.keep_features else None,
+            )
+        return out
+
+    def _save(self, stamps: dict[str, FileStamp], batch: list[ClassifyResult]) -> None:
+        keys = self.model.keys
+        if self.library is None or keys is None:
+            return
+        self.library.save([(stamps[r.path], r) for r in batch if r.path in stamps],
+                          model=keys.model, backbone=keys.backbone)
+
+    def _as_asked(self, r: ClassifyResult) -> ClassifyResult:
+        """What the library needed kept and the caller did not ask for is dropped."""
+        if (r.probabilities is not None and not self.options.keep_probabilities) or (
+                r.features is not None and not self.options.keep_features):
+            return replace(r, probabilities=r.probabilities if self.options.keep_probabilities else None,
+                           features=r.features if self.options.keep_features else None)
+        return r
 
 
-__all__ = ["FolderRun", "RunProgress"]
+__all__ = ["STORED_STEP", "FolderRun", "RunProgress"]

@@ -55,6 +55,8 @@ class Controller(QObject):
     load_started = Signal(object, str)
     #: A folder run was queued: its Job (``progressed``: RunProgress; ``latest`` holds the last one).
     run_started = Signal(object)
+    #: The library of stored results could not be used: one line saying why (runs go on without it).
+    library_problem = Signal(str)
     _post = Signal(object, object)  # JobContext, Request -> the worker
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -66,6 +68,7 @@ class Controller(QObject):
         self._worker.moveToThread(self._thread)
         self._post.connect(self._worker.handle)
         self._worker.model_changed.connect(self._on_model_changed)
+        self._worker.library_problem.connect(self.library_problem)
         self._thread.start()
         self._shut_down = False
         self._current: LoadedModel | None = None

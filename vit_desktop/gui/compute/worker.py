@@ -34,6 +34,7 @@ from .messages import (
 if TYPE_CHECKING:
     from vit_desktop.core.inference.engine import Engine
     from vit_desktop.core.inference.runs import FolderRun
+    from vit_desktop.core.library.store import Library
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,15 @@ class ComputeWorker(QObject):
 
     #: The engine changed (a load finished, superseded or not): the current model is this one.
     model_changed = Signal(object)
+    #: The library could not be used (one line saying why); runs go on without it.
+    library_problem = Signal(str)
 
-    def __init__(self) -> None:
+    def __init__(self, use_library: bool = True) -> None:
         super().__init__()
         self._engine: Engine | None = None
+        self._use_library = use_library
+        self._library: Library | None = None
+        self._library_opened = False
         self._runs: collections.deque[tuple[JobContext, RunRequest]] = collections.deque()
         self._active: _ActiveRun | None = None
         self._step_scheduled = False
@@ -91,7 +97,21 @@ class ComputeWorker(QObject):
 
         engine = Engine.load(req.source, device=req.device, precision=req.precision, progress=progress,
                              cancel=ctx.token)
+        library = self._open_library()
+        if library is not None:
+            from vit_desktop.core.inference.loading import remember_model
+
+            remember_model(library, req.source, engine, device=req.device, precision=req.precision)
         return self._set_engine(engine, req.source)
+
+    def _open_library(self) -> Library | None:
+        """The library, opened on this thread at first need (a connection serves one thread)."""
+        if self._use_library and not self._library_opened:
+            from vit_desktop.core.library.store import Library
+
+            self._library_opened = True
+            self._library = Library.open(on_problem=self.library_problem.emit)
+        return self._library if self._library is not None and self._library.usable else None
 
     def _use_module(self, req: UseModuleRequest) -> LoadedModel:
         from vit_desktop.core.inference.engine import Engine
@@ -162,10 +182,13 @@ class ComputeWorker(QObject):
         if self._engine is None:
             ctx.fail(Failure(FailureKind.NO_MODEL, f"{NO_MODEL_TEXT}, then drop the images again."))
             return
+        from vit_desktop.core.inference.loading import ModelChoice
         from vit_desktop.core.inference.runs import FolderRun
 
+        library = self._open_library()
         try:
-            folder_run = FolderRun(self._engine, req.paths, req.options, cancel=ctx.token)
+            folder_run = FolderRun(ModelChoice.of(self._engine, keys=library is not None), req.paths, req.options,
+                                   cancel=ctx.token, library=library)
         except Cancelled:  # during the scan of a large folder
             ctx.stopped()
             return
@@ -191,6 +214,9 @@ class ComputeWorker(QObject):
         if run is not None:
             run.run.close()
         self._engine = None
+        if self._library is not None:
+            self._library.close()
+            self._library = None
 
 
 __all__ = ["ComputeWorker"]

@@ -1,0 +1,519 @@
+"""The library store: results and features of the user's photos in one SQLite file in the data folder.
+
+WAL mode, so that the window and a ``classify`` read and write at once (one writer at a time,
+short transactions, a busy timeout). Paths are stored as the file system's bytes, so names that
+are not UTF-8 work too. Every problem (a corrupt file, a lock held past the timeout, a read-only
+folder, a full disk) is said once through ``on_problem`` and the run goes on without the store: a
+corrupt file is first set aside (renamed, kept for inspection) and a new one started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from vit_desktop.core.paths import data_dir
+from vit_desktop.core.types import ClassifyResult, ModelCard
+
+from .keys import FileStamp, card_from_json, card_to_json
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "library.sqlite3"
+#: Bumped when the tables change; a store of another version is set aside and started anew (it is a cache).
+SCHEMA_VERSION = 1
+#: How long a writer waits for another process's transaction before the run goes on without the store.
+BUSY_TIMEOUT_S = 10.0
+#: Paths per query: well under SQLite's limit on bound parameters.
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    quick BLOB NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    notes TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS features (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    backbone TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (backbone, file_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    probabilities BLOB NOT NULL,
+    PRIMARY KEY (model, file_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS features_of_file ON features(file_id);
+CREATE INDEX IF NOT EXISTS results_of_file ON results(file_id);
+CREATE TABLE IF NOT EXISTS models (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    tensors TEXT NOT NULL,
+    backbone TEXT NOT NULL,
+    card TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS aliases (source TEXT PRIMARY KEY, path BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS computes (
+    request TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    device TEXT NOT NULL,
+    device_name TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session (position INTEGER PRIMARY KEY, path BLOB NOT NULL);
+"""
+
+T = TypeVar("T")
+
+
+def library_path(folder: Path | None = None) -> Path:
+    """Where the store lives: ``library.sqlite3`` in the data folder (``$VIT_DESKTOP_DATA_DIR``)."""
+    return (folder if folder is not None else data_dir()) / FILE_NAME
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """What the store holds of one photo for one model: each part None where nothing is stored."""
+
+    image_size: tuple[int, int] | None
+    notes: tuple[str, ...]
+    #: float32 (classes,): the model's answer over all its classes.
+    probabilities: np.ndarray | None
+    #: float32 (hidden,): the pooled features of the model's backbone.
+    features: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A model file the store has seen: its card, and the hashes of its tensors (all, backbone)."""
+
+    card: ModelCard
+    tensors: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class KnownCompute:
+    """What "auto" (or an explicit device and precision) resolved to on this machine last time."""
+
+    device_type: str
+    device_name: str
+    precision: str
+    why: str
+
+
+@dataclass(frozen=True)
+class LibraryStats:
+    path: Path
+    size_bytes: int
+    photos: int
+    results: int
+    features: int
+    models: int
+
+
+def _ignore(_line: str) -> None:
+    pass
+
+
+class Library:
+    """One connection to the store; use it from the thread that opened it."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, on_problem: Callable[[str], None]) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = conn
+        self._on_problem = on_problem
+        #: Why the store stopped being used during this run, if it did.
+        self.problem = ""
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path | None = None, *, on_problem: Callable[[str], None] = _ignore,
+             timeout: float = BUSY_TIMEOUT_S) -> Library | None:
+        """The store in ``folder`` (the data folder by default), created when missing; None, after
+        one line to ``on_problem``, when it cannot be used. A corrupt store is set aside first."""
+        path = library_path(folder)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            on_problem(f"library {path} cannot be created ({_reason(exc)}): this run goes on without it")
+            return None
+        for attempt in (1, 2):
+            try:
+                return cls(path, _connect(path, timeout), on_problem)
+            except sqlite3.DatabaseError as exc:
+                if _is_corrupt(exc) and attempt == 1:
+                    aside = _set_aside(path)
+                    on_problem(f"library {path} is damaged ({_reason(exc)}): kept as {aside.name}, starting a new one")
+                    continue
+                on_problem(f"library {path} cannot be used ({_reason(exc)}): this run goes on without it")
+                return None
+            except OSError as exc:
+                on_problem(f"library {path} cannot be used ({_reason(exc)}): this run goes on without it")
+                return None
+        return None  # pragma: no cover - the loop returns
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def usable(self) -> bool:
+        return self._conn is not None
+
+    def _guard(self, what: str, default: T, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection; any database problem says one line, ends the store's use
+        for this run and returns ``default``."""
+        conn = self._conn
+        if conn is None:
+            return default
+        try:
+            return fn(conn)
+        except (sqlite3.Error, OSError) as exc:
+            self._give_up(what, exc)
+            return default
+
+    def _give_up(self, what: str, exc: BaseException) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        corrupt = isinstance(exc, sqlite3.DatabaseError) and _is_corrupt(exc)
+        where = self.path
+        if corrupt:
+            where = _set_aside(self.path)
+        self.problem = _reason(exc)
+        kept = f"; kept as {where.name}, the next run starts a new one" if corrupt else ""
+        self._on_problem(f"library {self.path}: could not {what} ({self.problem}){kept}: "
+                         "this run goes on without it")
+
+    # -- photos ----------------------------------------------------------------------------------
+
+    def lookup(self, stamps: Sequence[FileStamp], *, model: str | None, backbone: str | None) -> dict[str, StoredPhoto]:
+        """What is stored for each photo whose file has not changed since, by path."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, StoredPhoto]:
+            found: dict[str, StoredPhoto] = {}
+            by_path = {os.fsencode(s.path): s for s in stamps}
+            for chunk in _chunks(list(by_path), _CHUNK):
+                rows = conn.execute(
+                    "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data "
+                    "FROM files f "
+                    "LEFT JOIN results r ON r.file_id = f.id AND r.model = ? "
+                    "LEFT JOIN features x ON x.file_id = f.id AND x.backbone = ? "
+                    f"WHERE f.path IN ({','.join('?' * len(chunk))})",
+                    (model or "", backbone or "", *chunk),
+                )
+                for path, size, mtime_ns, quick, width, height, notes, probs, feats in rows:
+                    s = by_path[path]
+                    if (s.size, s.mtime_ns, s.quick) != (size, mtime_ns, quick):
+                        continue  # changed since: computed again, and replaced when saved
+                    found[s.path] = StoredPhoto(
+                        image_size=(width, height) if width is not None else None,
+                        notes=tuple(json.loads(notes)),
+                        probabilities=None if probs is None else np.frombuffer(probs, dtype=np.float32),
+                        features=None if feats is None else np.frombuffer(feats, dtype=np.float32),
+                    )
+            return found
+
+        return self._guard("read it", {}, run)
+
+    def save(self, items: Iterable[tuple[FileStamp, ClassifyResult]], *, model: str | None,
+             backbone: str | None) -> None:
+        """Keep each result (its probabilities, and its features where it has them), in one short
+        transaction; a file whose stamp changed loses what was stored for its old content."""
+        rows = [(s, r) for s, r in items if r.ok]
+        if not rows:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                for stamp, r in rows:
+                    file_id = _file_row(conn, stamp, r)
+                    if model is not None and r.probabilities is not None:
+                        conn.execute("INSERT OR REPLACE INTO results(file_id, model, probabilities) VALUES (?, ?, ?)",
+                                     (file_id, model, _blob(r.probabilities)))
+                    if backbone is not None and r.features is not None:
+                        conn.execute("INSERT OR REPLACE INTO features(file_id, backbone, data) VALUES (?, ?, ?)",
+                                     (file_id, backbone, _blob(r.features)))
+
+        self._guard("write to it", None, run)
+
+    def features(self, backbone: str, paths: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Stored features of ``backbone`` by path (all of them, or those of ``paths``), whatever
+        the files look like now: the caller checks stamps where it matters."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, np.ndarray]:
+            query = "SELECT f.path, x.data FROM features x JOIN files f ON f.id = x.file_id WHERE x.backbone = ?"
+            if paths is None:
+                rows: Iterable[tuple[bytes, bytes]] = conn.execute(query, (backbone,))
+            else:
+                rows = (row for chunk in _chunks([os.fsencode(p) for p in paths], _CHUNK)
+                        for row in conn.execute(f"{query} AND f.path IN ({','.join('?' * len(chunk))})",
+                                                (backbone, *chunk)))
+            return {os.fsdecode(p): np.frombuffer(d, dtype=np.float32) for p, d in rows}
+
+        return self._guard("read it", {}, run)
+
+    # -- models and machines ------------------------------------------------------------------------
+
+    def known_model(self, path: Path, stamp: tuple[int, int]) -> KnownModel | None:
+        """The card and tensor hashes of the model file at ``path``, if it has not changed since."""
+
+        def run(conn: sqlite3.Connection) -> KnownModel | None:
+            row = conn.execute("SELECT size, mtime_ns, tensors, backbone, card FROM models WHERE path = ?",
+                               (os.fsencode(str(path)),)).fetchone()
+            if row is None or (row[0], row[1]) != stamp:
+                return None
+            try:
+                return KnownModel(card_from_json(row[4]), (row[2], row[3]))
+            except (ValueError, KeyError, TypeError):
+                return None
+
+        return self._guard("read it", None, run)
+
+    def remember_model(self, path: Path, stamp: tuple[int, int], card: ModelCard, tensors: tuple[str, str]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute("INSERT OR REPLACE INTO models(path, size, mtime_ns, tensors, backbone, card) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (os.fsencode(str(path)), stamp[0], stamp[1], tensors[0], tensors[1], card_to_json(card)))
+
+        self._guard("write to it", None, run)
+
+    def alias(self, source: str) -> Path | None:
+        """The file a model name ("vit_b_16", a saved model's name) stood for last time."""
+
+        def run(conn: sqlite3.Connection) -> Path | None:
+            row = conn.execute("SELECT path FROM aliases WHERE source = ?", (source,)).fetchone()
+            return Path(os.fsdecode(row[0])) if row else None
+
+        return self._guard("read it", None, run)
+
+    def set_alias(self, source: str, path: Path) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute("INSERT OR REPLACE INTO aliases(source, path) VALUES (?, ?)",
+                             (source, os.fsencode(str(path))))
+
+        self._guard("write to it", None, run)
+
+    def known_compute(self, request: str, fingerprint: str) -> KnownCompute | None:
+        def run(conn: sqlite3.Connection) -> KnownCompute | None:
+            row = conn.execute("SELECT fingerprint, device, device_name, precision, why FROM computes "
+                               "WHERE request = ?", (request,)).fetchone()
+            if row is None or row[0] != fingerprint:
+                return None
+            return KnownCompute(*row[1:])
+
+        return self._guard("read it", None, run)
+
+    def remember_compute(self, request: str, fingerprint: str, compute: KnownCompute) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute("INSERT OR REPLACE INTO computes VALUES (?, ?, ?, ?, ?, ?)",
+                             (request, fingerprint, compute.device_type, compute.device_name, compute.precision,
+                              compute.why))
+
+        self._guard("write to it", None, run)
+
+    # -- the window's last list ---------------------------------------------------------------------
+
+    def session(self) -> list[str]:
+        """The photos the window listed when it last closed, in their order."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [os.fsdecode(p) for (p,) in conn.execute("SELECT path FROM session ORDER BY position")]
+
+        return self._guard("read it", [], run)
+
+    def set_session(self, paths: Sequence[str]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute("DELETE FROM session")
+                conn.executemany("INSERT INTO session(position, path) VALUES (?, ?)",
+                                 ((i, os.fsencode(p)) for i, p in enumerate(paths)))
+
+        self._guard("write to it", None, run)
+
+    # -- upkeep -------------------------------------------------------------------------------------
+
+    def stats(self) -> LibraryStats | None:
+        def run(conn: sqlite3.Connection) -> LibraryStats:
+            counts = [conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                      for table in ("files", "results", "features", "models")]
+            return LibraryStats(self.path, _size_on_disk(self.path), *counts)
+
+        return self._guard("read it", None, run)
+
+    def clear(self) -> None:
+        """Empty the store (every photo, model and machine it knew) and give the space back."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                for table in ("results", "features", "files", "models", "aliases", "computes", "session"):
+                    conn.execute(f"DELETE FROM {table}")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        self._guard("empty it", None, run)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plumbing
+
+
+def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+    # isolation_level None: transactions are begun explicitly (BEGIN IMMEDIATE takes the write
+    # lock at once, so a busy store waits at the start instead of failing at the commit).
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = _schema_version(conn)
+        if version is None:
+            with _Transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif version != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"file is not a database of this version (schema {version}, "
+                                        f"this program writes {SCHEMA_VERSION})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    has_meta = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    try:
+        return int(row[0]) if row else None
+    except ValueError:
+        return -1
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any way out that is not a success."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
+        if kind is None:
+            self.conn.execute("COMMIT")
+        else:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+
+def _file_row(conn: sqlite3.Connection, stamp: FileStamp, r: ClassifyResult) -> int:
+    """The id of the photo's row, made or brought up to date; what was stored for an older
+    content of the file is dropped."""
+    path = os.fsencode(stamp.path)
+    width, height = r.image_size if r.image_size is not None else (None, None)
+    notes = json.dumps(list(r.notes), ensure_ascii=False)
+    row = conn.execute("SELECT id, size, mtime_ns, quick FROM files WHERE path = ?", (path,)).fetchone()
+    if row is None:
+        cur = conn.execute("INSERT INTO files(path, size, mtime_ns, quick, width, height, notes) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (path, stamp.size, stamp.mtime_ns, stamp.quick, width, height, notes))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+    file_id = int(row[0])
+    if (row[1], row[2], row[3]) != (stamp.size, stamp.mtime_ns, stamp.quick):
+        conn.execute("DELETE FROM results WHERE file_id = ?", (file_id,))
+        conn.execute("DELETE FROM features WHERE file_id = ?", (file_id,))
+    conn.execute("UPDATE files SET size = ?, mtime_ns = ?, quick = ?, width = ?, height = ?, notes = ? WHERE id = ?",
+                 (stamp.size, stamp.mtime_ns, stamp.quick, width, height, notes, file_id))
+    return file_id
+
+
+def _blob(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=np.float32).tobytes()
+
+
+def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign file, as opposed to a lock, a full disk or a read-only folder."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in ("not a database", "malformed", "corrupt", "of this version"))
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged store (and its WAL files) out of the way; returns the new name."""
+    aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        except OSError:
+            pass
+    return aside
+
+
+def _size_on_disk(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(f"{path}{suffix}").st_size
+        except OSError:
+            pass
+    return total
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text[:1].lower() + text[1:]
+
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "FILE_NAME",
+    "KnownCompute",
+    "KnownModel",
+    "Library",
+    "LibraryStats",
+    "StoredPhoto",
+    "library_path",
+]
