@@ -3,8 +3,12 @@ line, given before a module is built or a size they declare is allocated."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import random
+import socket
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -219,7 +223,7 @@ def test_the_hubs_imagenet_labels_with_two_cranes_still_load(tmp_path: Path, ref
 
 
 # --------------------------------------------------------------------------------------------
-# Files that are not what they seem
+# Weights files: what they are and what their bytes say
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
@@ -230,8 +234,74 @@ def test_a_fifo_beside_a_checkpoint_is_refused_without_being_opened(tmp_path: Pa
     assert "preprocessor_config.json: not a regular file" in refused(folder)
 
 
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+def test_a_socket_given_as_the_model_is_refused_without_being_read(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        assert "model.safetensors: not a regular file (a FIFO, socket or device)" in refused(path)
+
+
+def zip_bomb(path: Path, megabytes: int) -> Path:
+    """A .pth holding ``megabytes`` of zeros, deflated: torch reads compressed entries, and a
+    2.9 MB file of this kind held a 3 GB tensor."""
+    plain = io.BytesIO()
+    torch.save({"w": torch.zeros(megabytes << 18)}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w") as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_a_zip_bomb_pth_is_refused_before_torch_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = zip_bomb(tmp_path / "bomb.pth", 8)
+    assert path.stat().st_size < 64 << 10
+    reads: list[object] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: reads.append(a) or real_load(*a, **kw))
+    message = refused(path)
+    assert "unpack to 8 MB" in message and "zip bomb" in message and not reads
+
+
 def test_an_ordinary_pth_is_read_whatever_its_size(tmp_path: Path, reference: VisionTransformer) -> None:
     path = tmp_path / "vit.pth"
     torch.save(reference.state_dict(), path)
     _, card = load_checkpoint(path)
     assert card.arch.hidden_dim == 128
+
+
+def mutations(data: bytes, rng: random.Random, count: int) -> list[bytes]:
+    out = []
+    for _ in range(count):
+        b = bytearray(data)
+        kind = rng.choice(("truncate", "flip", "header"))
+        if kind == "truncate":
+            b = b[: rng.randrange(len(b))]
+        else:
+            reach = len(b) if kind == "flip" else min(len(b), 2000)  # the header: pickle opcodes, JSON
+            for _ in range(rng.randint(1, 8)):
+                b[rng.randrange(reach)] = rng.randrange(256)
+        out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_damaged_files_are_refused_in_one_line_whatever_bytes_changed(tmp_path: Path, suffix: str) -> None:
+    module, card = tiny_model()
+    source = tmp_path / f"source{suffix}"
+    if suffix == ".pth":
+        torch.save(module.state_dict(), source)
+    else:
+        save_model(source, module, card)
+    loaded = refusals = 0
+    for i, data in enumerate(mutations(source.read_bytes(), random.Random(4), 300)):
+        path = tmp_path / f"m{i}{suffix}"
+        path.write_bytes(data)
+        try:
+            load_checkpoint(path)
+            loaded += 1  # a flip inside a weight: still a model
+        except ModelError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(path.name), str(exc)
+            refusals += 1
+        path.unlink()
+    assert refusals > 100 and loaded > 10

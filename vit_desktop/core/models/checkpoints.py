@@ -17,7 +17,9 @@ Layouts understood:
 The architecture is inferred from tensor shapes; every tensor is then checked against the module it
 will be loaded into, so that a mismatched file is refused with one line naming the key and shapes.
 
-Everything a file declares passes :func:`~vit_desktop.core.models.limits.check_model` before a
+A file is data from anywhere: whatever is wrong with it (a FIFO given as the model, a zip bomb,
+bytes flipped anywhere, a config that declares absurd sizes) ends as one :class:`ModelError` line,
+and everything a file declares passes :func:`~vit_desktop.core.models.limits.check_model` before a
 module is built.
 """
 
@@ -27,6 +29,7 @@ import json
 import os
 import pickle
 import stat
+import zipfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vit_desktop.core.errors import ModelError, first_line, shown
+from vit_desktop.core.errors import ModelError, caught_warnings, first_line, one_line, shown
 from vit_desktop.core.types import ModelCard
 from vit_desktop.core.units import format_bytes
 
@@ -53,6 +56,9 @@ from .model_file import architecture_from_metadata, describe, head_from_metadata
 from .vit import ViT, at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+#: A ``.pth`` is a zip archive whose entries torch stores uncompressed; one whose entries unpack to
+#: more than this many times the file's size is refused as a zip bomb (a 2.9 MB file held a 3 GB tensor).
+MAX_ZIP_EXPANSION = 4
 #: Config files beside a checkpoint are a few kilobytes (ImageNet-21k's labels: about 1 MB).
 MAX_CONFIG_BYTES = 16 << 20
 #: Longest message a file's content can make (key names come from the file).
@@ -122,28 +128,49 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _check_zip(path: Path, size: int) -> None:
+    """Refuse a ``.pth`` whose zip entries unpack to far more than the file holds (torch would
+    allocate and inflate them all), before torch reads it."""
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
+            return  # the legacy format: a pickle stream whose storages are read from the file itself
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except Exception as exc:  # noqa: BLE001 - a damaged archive raises struct, Unicode, zlib errors...
+        raise ModelError(f"{path.name}: truncated or not a PyTorch weights file ({one_line(exc, 120)})") from None
+    if declared > MAX_ZIP_EXPANSION * size + (1 << 20):
+        raise ModelError(f"{path.name}: its entries unpack to {format_bytes(declared)} from a {format_bytes(size)} "
+                         "file: refused as a zip bomb")
+
+
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of one weights file; refuses anything that is not plain data."""
+    """Tensors and string metadata of one weights file; refuses anything that is not plain data, with
+    one line, whatever its bytes."""
+    size = _regular_size(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
+        from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 metadata = dict(f.metadata() or {})
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path.name}: not a valid safetensors file ({first_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, and whatever a damaged header makes of the rest
+            raise ModelError(f"{path.name}: not a valid safetensors file ({first_line(exc, 120)})") from None
         return tensors, metadata
+    _check_zip(path, size)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # The unpickler warns about what it finds in a damaged file; the answer is this one line.
+        with caught_warnings():
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = first_line(exc).split(". ")[0]
         raise ModelError(
             f"{path.name}: refused: it holds objects other than tensors, which could run code ({first})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path.name}: truncated or not a PyTorch weights file ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - flipped bytes make the unpickler raise IndexError, AttributeError...
+        raise ModelError(f"{path.name}: truncated or not a PyTorch weights file ({one_line(exc, 120)})") from None
     return _unwrap(obj, path), {}
 
 
@@ -249,6 +276,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
         raise ModelError(msg if msg.startswith(weights.name) else f"{weights.name}: {msg}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"{weights.name}: malformed metadata ({first_line(exc, 120)})") from None
+    except Exception as exc:  # noqa: BLE001 - a file's bytes must never end in a traceback
+        raise ModelError(f"{weights.name}: cannot be used ({one_line(exc, 120)})") from None
     module.eval()
     card = ModelCard(
         name=name,
