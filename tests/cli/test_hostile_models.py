@@ -174,3 +174,18 @@ def test_strips_of_one_pixel_classify_in_little_memory(tmp_path: Path) -> None:
     for row in rows:
         assert row["error"] is None and len(row["predictions"]) == 3
         assert all(math.isfinite(p["score"]) and 0 <= p["score"] <= 1 for p in row["predictions"])
+
+
+def test_the_model_list_shows_hostile_files_in_the_models_folder_in_short_lines(tiny_model_file: Path) -> None:
+    from vit_desktop.core.paths import user_models_dir
+
+    folder = user_models_dir(create=True)
+    deep = "[" * 100_000 + "]" * 100_000
+    for name, key, text in (("deep", "preprocess", deep), ("inf", "preprocess", '{"crop_size": 32, "resize_size": 1e400}'),
+                            ("deeplabels", "labels", deep), ("long", "name", "a\nb " * 100_000),
+                            ("biglabel", "labels", json.dumps(["x" * 1_000_000, "b", "c"]))):
+        with_metadata(tiny_model_file, key, text).rename(folder / f"{name}.safetensors")
+    code, out, err = run("models")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if " user " in line]
+    assert len(rows) == 5 and all(len(row) < 600 for row in rows), out[:2000]
