@@ -32,7 +32,7 @@ from typing import Any
 from vit_desktop.core.errors import ModelError, shown
 from vit_desktop.core.types import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-from .limits import as_float, as_int, as_size, labels_by_id, labels_from
+from .limits import as_crop_pct, as_float, as_int, as_size, labels_by_id, labels_from
 
 _HF = "preprocessor_config.json"
 
@@ -116,14 +116,6 @@ def _floats(values: Any, what: str) -> tuple[float, ...]:
     return tuple(as_float(x, what) for x in values)
 
 
-def _crop_pct(value: Any, what: str) -> float:
-    """The fraction of the resized photo the crop keeps: the resize is the crop size divided by it."""
-    pct = as_float(value, what)
-    if not 0.01 <= pct <= 100:
-        raise ModelError(f"{what} {pct:g} is out of range (0.01 to 100)")
-    return pct
-
-
 def hf_preprocess(pre: Mapping[str, Any] | None, config: Mapping[str, Any] | None, image_size: int) -> Preprocess:
     """The Preprocess of a Hugging Face folder, as its image processor would run."""
     if pre is None:
@@ -148,7 +140,7 @@ def hf_preprocess(pre: Mapping[str, Any] | None, config: Mapping[str, Any] | Non
         if mode != "shorter":
             raise ModelError("preprocessor_config.json: ConvNeXT processors need size {shortest_edge}")
         if side < 384:  # resize the shorter side to size / crop_pct, then crop size
-            mode, resize, crop = "shorter", int(side / _crop_pct(crop_pct, f"{_HF}: crop_pct")), side
+            mode, resize, crop = "shorter", int(side / as_crop_pct(crop_pct, f"{_HF}: crop_pct")), side
         else:  # a square resize, no crop
             mode, resize, crop = "squash", side, side
     else:
@@ -257,7 +249,7 @@ def timm_preprocess(cfg: TimmConfig) -> Preprocess:
     """timm's eval transform (``transforms_imagenet_eval``) for this config."""
     pc = cfg.pretrained
     side = cfg.input_size[0]
-    crop_pct = _crop_pct(pc.get("crop_pct") or 0.875, "config.json: crop_pct")
+    crop_pct = as_crop_pct(pc.get("crop_pct") or 0.875, "config.json: crop_pct")
     interpolation = pc.get("interpolation") or "bicubic"
     if interpolation not in HF_RESAMPLE.values():
         raise ModelError(f"config.json: unknown interpolation {shown(interpolation)}")

@@ -18,9 +18,14 @@ machine:
 * labels: strings of 1 to :data:`MAX_LABEL_LENGTH` characters, something visible, no control
   characters (a label is one line in every table); the project's own files also have no two labels
   alike (foreign configs may: the Hub's ImageNet ``id2label`` names two classes "crane");
-* numbers: finite; ``layer_norm_eps`` and a few-shot head's ``eps`` in (0, 1); mean within
-  +-:data:`MAX_NORMALISE`, std from :data:`MIN_STD` to :data:`MAX_NORMALISE`, rescale in (0, 1];
+* numbers: finite; ``layer_norm_eps`` and a few-shot head's ``eps`` in (0, 1]; mean within
+  +-:data:`MAX_NORMALISE`, std from :data:`MIN_STD` to :data:`MAX_NORMALISE`, rescale in (0, 1],
+  a config's ``crop_pct`` from :data:`MIN_CROP_PCT` to :data:`MAX_CROP_PCT`;
 * a few-shot head nests at most :data:`MAX_HEAD_DEPTH` base heads.
+
+What a file is, rather than what it says, is checked where it is read
+(:mod:`vit_desktop.core.models.checkpoints`): regular files only, zip entries that unpack to at most
+4 times the file, config files of at most 16 MB.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ MAX_LABEL_LENGTH = 1000
 MAX_HEAD_DEPTH = 16
 MAX_NORMALISE = 1000.0
 MIN_STD = 1e-3
+MIN_CROP_PCT = 0.01
+MAX_CROP_PCT = 100.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +83,15 @@ def as_float(value: object, what: str) -> float:
     if not math.isfinite(number):
         raise ModelError(f"{what} {shown(value)} is not a finite number")
     return number
+
+
+def as_crop_pct(value: object, what: str) -> float:
+    """A crop fraction read from a file (the resize is the crop size divided by it): a number from
+    :data:`MIN_CROP_PCT` to :data:`MAX_CROP_PCT`, so that the division stays finite."""
+    pct = as_float(value, what)
+    if not MIN_CROP_PCT <= pct <= MAX_CROP_PCT:
+        raise ModelError(f"{what} {pct:g} is out of range ({MIN_CROP_PCT:g} to {MAX_CROP_PCT:g})")
+    return pct
 
 
 def _whole(value: object, what: str, low: int, high: int) -> int:
@@ -227,8 +243,11 @@ __all__ = [
     "MAX_NORMALISE",
     "MAX_PATCHES",
     "MAX_REGISTER_TOKENS",
+    "MAX_CROP_PCT",
     "MAX_WIDTH",
+    "MIN_CROP_PCT",
     "MIN_STD",
+    "as_crop_pct",
     "as_float",
     "as_int",
     "as_size",
