@@ -1,15 +1,22 @@
 """The error family core raises on purpose, the one-line form of any exception, and CancelToken.
 
 Every message of a :class:`VitDesktopError` is one line meant for a person (which file, which key,
-what to do); callers show it as it is. Cancellation is an outcome, not a message: a job stops by
-raising :class:`Cancelled`, and callers test for the type, never for the text. A failure that
-crosses threads is a :class:`Failure`: its kind decides what to advise, its message is shown.
+what to do); callers show it as it is. A value quoted from a file goes in through :func:`shown`, so
+that a hostile one (a megabyte, a line break) cannot make the line long or two. Cancellation is an
+outcome, not a message: a job stops by raising :class:`Cancelled`, and callers test for the type,
+never for the text. A failure that crosses threads is a :class:`Failure`: its kind decides what to
+advise, its message is shown. Warnings that libraries print about a file are caught with
+:func:`caught_warnings` and become part of the answer, not stray lines on the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import reprlib
 import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -108,6 +115,38 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class _Shown(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 2
+        self.maxstring = 40
+        self.maxother = 40
+        self.maxlong = 40
+
+
+_SHOWN = _Shown()
+
+
+def shown(value: object) -> str:
+    """``value`` (read from a file) as a message quotes it: its repr, one line, a few dozen characters
+    at most whatever its size (a megabyte string, a million-entry list)."""
+    return _SHOWN.repr(value)
+
+
+#: ``warnings.catch_warnings`` swaps process-wide state: every block that records warnings (a
+#: photo's metadata, a model file's unpickler) takes this lock, or two threads would restore each
+#: other's filters.
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def caught_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """The warnings raised inside the block, recorded instead of shown; one such block at a time."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
 __all__ = [
     "CancelToken",
     "Cancelled",
@@ -117,6 +156,8 @@ __all__ = [
     "ImageError",
     "ModelError",
     "VitDesktopError",
+    "caught_warnings",
     "first_line",
     "one_line",
+    "shown",
 ]

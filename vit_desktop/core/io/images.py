@@ -19,15 +19,13 @@ import contextlib
 import os
 import stat
 import sys
-import threading
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from vit_desktop.core.errors import ImageError, first_line
+from vit_desktop.core.errors import ImageError, caught_warnings, first_line
 
 #: Largest image (width x height of the full-resolution file) that :func:`load_image` will decode.
 #: Pillow's own default; anything bigger is refused as a possible decompression bomb. Tests and
@@ -186,15 +184,11 @@ def _refuse_bomb(width: int, height: int) -> None:
         )
 
 
-#: catch_warnings changes process-wide state: one metadata read at a time records its warnings.
-_WARNINGS_LOCK = threading.Lock()
-
-
 @contextlib.contextmanager
 def _recording(notes: list[str]) -> Iterator[None]:
-    """Pillow's warnings inside the block become ``notes`` instead of reaching the terminal."""
-    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    """Pillow's warnings inside the block become ``notes`` instead of reaching the terminal (one
+    metadata read at a time: recording warnings changes process-wide state)."""
+    with caught_warnings() as caught:
         try:
             yield
         finally:

@@ -16,6 +16,11 @@ Layouts understood:
 
 The architecture is inferred from tensor shapes; every tensor is then checked against the module it
 will be loaded into, so that a mismatched file is refused with one line naming the key and shapes.
+
+A file is data from anywhere: whatever is wrong with it (a FIFO given as the model, a zip bomb,
+bytes flipped anywhere, a config that declares absurd sizes) ends as one :class:`ModelError` line,
+and everything a file declares passes :func:`~vit_desktop.core.models.limits.check_model` before a
+module is built.
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
+import zipfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vit_desktop.core.errors import ModelError, first_line
+from vit_desktop.core.errors import ModelError, caught_warnings, first_line, one_line, shown
 from vit_desktop.core.types import ModelCard
+from vit_desktop.core.units import format_bytes
 
 from .hub_configs import (
     default_preprocess,
@@ -42,10 +51,18 @@ from .hub_configs import (
     timm_preprocess,
 )
 from .layouts import default_labels, infer_architecture, shape_text, to_torchvision
-from .model_file import architecture_from_metadata, check_preprocess, describe, head_from_metadata, is_project_file
+from .limits import as_float, as_int, check_architecture, check_model
+from .model_file import architecture_from_metadata, describe, head_from_metadata, is_project_file
 from .vit import ViT, at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+#: A ``.pth`` is a zip archive whose entries torch stores uncompressed; one whose entries unpack to
+#: more than this many times the file's size is refused as a zip bomb (a 2.9 MB file held a 3 GB tensor).
+MAX_ZIP_EXPANSION = 4
+#: Config files beside a checkpoint are a few kilobytes (ImageNet-21k's labels: about 1 MB).
+MAX_CONFIG_BYTES = 16 << 20
+#: Longest message a file's content can make (key names come from the file).
+_MESSAGE_LIMIT = 300
 # Preferred file names inside a model folder, best first (Hugging Face conventions, then ours).
 _FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "weights.safetensors")
 
@@ -63,14 +80,35 @@ def _find_weights_file(folder: Path) -> Path:
     return candidates[0]
 
 
+def _regular_size(path: Path) -> int:
+    """The size of ``path`` when it is a regular file; ModelError otherwise, before anything opens it
+    (a FIFO blocks its reader, in safetensors' case holding the GIL: the whole window froze)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ModelError(f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelError(f"{path.name}: is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path.name}: not a regular file (a FIFO, socket or device): not opened")
+    return st.st_size
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+    """A JSON object beside a checkpoint, None when there is no such file."""
+    if not path.exists():
         return None
+    size = _regular_size(path)
+    if size > MAX_CONFIG_BYTES:
+        raise ModelError(f"{path.name}: {format_bytes(size)} is too large for a config file (at most "
+                         f"{format_bytes(MAX_CONFIG_BYTES)})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: unreadable JSON ({exc})") from None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        raise ModelError(f"{path}: unreadable JSON ({first_line(exc, 80)})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path.name}: not a JSON object but {type(data).__name__ if data is not None else 'null'}")
+    return data
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -90,28 +128,49 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _check_zip(path: Path, size: int) -> None:
+    """Refuse a ``.pth`` whose zip entries unpack to far more than the file holds (torch would
+    allocate and inflate them all), before torch reads it."""
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
+            return  # the legacy format: a pickle stream whose storages are read from the file itself
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except Exception as exc:  # noqa: BLE001 - a damaged archive raises struct, Unicode, zlib errors...
+        raise ModelError(f"{path.name}: truncated or not a PyTorch weights file ({one_line(exc, 120)})") from None
+    if declared > MAX_ZIP_EXPANSION * size + (1 << 20):
+        raise ModelError(f"{path.name}: its entries unpack to {format_bytes(declared)} from a {format_bytes(size)} "
+                         "file: refused as a zip bomb")
+
+
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of one weights file; refuses anything that is not plain data."""
+    """Tensors and string metadata of one weights file; refuses anything that is not plain data, with
+    one line, whatever its bytes."""
+    size = _regular_size(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
+        from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 metadata = dict(f.metadata() or {})
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path.name}: not a valid safetensors file ({first_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, and whatever a damaged header makes of the rest
+            raise ModelError(f"{path.name}: not a valid safetensors file ({first_line(exc, 120)})") from None
         return tensors, metadata
+    _check_zip(path, size)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # The unpickler warns about what it finds in a damaged file; the answer is this one line.
+        with caught_warnings():
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = first_line(exc).split(". ")[0]
         raise ModelError(
             f"{path.name}: refused: it holds objects other than tensors, which could run code ({first})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path.name}: truncated or not a PyTorch weights file ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - flipped bytes make the unpickler raise IndexError, AttributeError...
+        raise ModelError(f"{path.name}: truncated or not a PyTorch weights file ({one_line(exc, 120)})") from None
     return _unwrap(obj, path), {}
 
 
@@ -161,21 +220,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
         else:
             heads, eps, pool = None, 1e-6, ""
             if layout == "huggingface" and config:
-                heads = config.get("num_attention_heads")
-                eps = float(config.get("layer_norm_eps", 1e-12))
+                if config.get("num_attention_heads") is not None:
+                    heads = as_int(config["num_attention_heads"], "config.json: num_attention_heads")
+                eps = as_float(config.get("layer_norm_eps", 1e-12), "config.json: layer_norm_eps")
             if layout == "timm" and is_timm_config(config):
                 assert config is not None
                 timm_cfg = timm_config(config)
                 pool = timm_cfg.global_pool if timm_cfg.global_pool in ("token", "avg") else ""
                 heads = timm_cfg.num_heads
                 if timm_cfg.global_pool not in ("", "token", "avg"):
-                    raise ModelError(f"unsupported pooling {timm_cfg.global_pool!r} (class token or average only)")
+                    raise ModelError(f"unsupported pooling {shown(timm_cfg.global_pool)} (class token or average only)")
             arch = infer_architecture(sd, num_heads=heads, layer_norm_eps=eps, pool=pool)
-        # Built on the meta device: no random initialisation only to overwrite it (a second
-        # for ViT-B), and no second copy of the weights in memory.
-        with torch.device("meta"):
-            module = build_module(arch, head)
-        load_into(module, sd)
+        # The weights' own shape first: the class count sizes the default labels made next.
+        check_architecture(arch)
+        size = arch.image_size
         if ours:
             about = describe(meta, weights.stem)
             labels, pp, name = about.labels, about.preprocess, about.name
@@ -191,11 +249,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
                     raise ModelError(f"config.json says {timm_cfg.num_classes} classes; the head has "
                                      f"{arch.num_classes}")
                 named = timm_cfg.labels
+                # timm builds the model at the config's size and resamples the position embedding.
                 size = timm_cfg.input_size[0]
-                if size != arch.image_size:
-                    # timm builds the model at the config's size and resamples the position embedding.
-                    module = at_resolution(module, size)
-                    arch = module.arch
                 pp = timm_preprocess(timm_cfg)
                 source = f"timm {timm_cfg.architecture}"
             else:
@@ -206,16 +261,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
             variants = arch.variants()
             description = source + (f" ({', '.join(variants)})" if variants else "")
             extra = ()
+        # Everything the files declared, checked before anything is built or allocated.
+        check_model(replace(arch, image_size=size), head, pp, labels)
+        # Built on the meta device: no random initialisation only to overwrite it (a second
+        # for ViT-B), and no second copy of the weights in memory.
+        with torch.device("meta"):
+            module = build_module(arch, head)
+        load_into(module, sd)
+        if size != arch.image_size:
+            module = at_resolution(module, size)
+            arch = module.arch
     except ModelError as exc:
-        msg = str(exc)
+        msg = first_line(exc, _MESSAGE_LIMIT)
         raise ModelError(msg if msg.startswith(weights.name) else f"{weights.name}: {msg}") from None
     except (KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"{weights.name}: malformed metadata ({first_line(exc)})") from None
-    if len(labels) != arch.num_classes:
-        raise ModelError(f"{weights.name}: {len(labels)} labels for a {arch.num_classes}-class head")
-    check_preprocess(pp)
-    if pp.crop_size != arch.image_size:
-        raise ModelError(f"{weights.name}: crop size {pp.crop_size} differs from the model's {arch.image_size}")
+        raise ModelError(f"{weights.name}: malformed metadata ({first_line(exc, 120)})") from None
+    except Exception as exc:  # noqa: BLE001 - a file's bytes must never end in a traceback
+        raise ModelError(f"{weights.name}: cannot be used ({one_line(exc, 120)})") from None
     module.eval()
     card = ModelCard(
         name=name,

@@ -29,8 +29,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vit_desktop.core.errors import ModelError
+from vit_desktop.core.errors import ModelError, shown
 from vit_desktop.core.types import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+from .limits import as_crop_pct, as_float, as_int, as_size, labels_by_id, labels_from
+
+_HF = "preprocessor_config.json"
 
 _HALF = (0.5, 0.5, 0.5)
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -89,22 +93,27 @@ def _value(pre: Mapping[str, Any], key: str, default: Any) -> Any:
 def _side(size: Any, what: str, *, square: bool) -> tuple[str, int]:
     """("squash", side) for a height/width size, ("shorter", side) for a shortest edge."""
     if isinstance(size, bool) or size is None:
-        raise ModelError(f"preprocessor_config.json: {what} is missing")
+        raise ModelError(f"{_HF}: {what} is missing")
     if isinstance(size, (int, float)):
-        return ("squash" if square else "shorter", int(size))
-    if isinstance(size, Sequence) and len(size) == 2:
+        return ("squash" if square else "shorter", as_size(size, f"{_HF}: {what}"))
+    if isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
         size = {"height": size[0], "width": size[1]}
     if isinstance(size, Mapping):
         if set(size) == {"height", "width"}:
-            h, w = int(size["height"]), int(size["width"])
+            h, w = as_size(size["height"], f"{_HF}: {what} height"), as_size(size["width"], f"{_HF}: {what} width")
             if h != w:
-                raise ModelError(f"preprocessor_config.json: {what} {h}x{w} is not square; only square inputs "
-                                 "are supported")
+                raise ModelError(f"{_HF}: {what} {h}x{w} is not square; only square inputs are supported")
             return ("squash", h)
         if set(size) == {"shortest_edge"}:
-            return ("shorter", int(size["shortest_edge"]))
-    raise ModelError(f"preprocessor_config.json: unsupported {what} {size!r} (expected height and width, or "
-                     "shortest_edge)")
+            return ("shorter", as_size(size["shortest_edge"], f"{_HF}: {what} shortest_edge"))
+    raise ModelError(f"{_HF}: unsupported {what} {shown(size)} (expected height and width, or shortest_edge)")
+
+
+def _floats(values: Any, what: str) -> tuple[float, ...]:
+    """Three finite numbers (a mean or std per channel) from a config."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
+        raise ModelError(f"{what} {shown(values)}: three numbers (RGB) expected")
+    return tuple(as_float(x, what) for x in values)
 
 
 def hf_preprocess(pre: Mapping[str, Any] | None, config: Mapping[str, Any] | None, image_size: int) -> Preprocess:
@@ -122,16 +131,16 @@ def hf_preprocess(pre: Mapping[str, Any] | None, config: Mapping[str, Any] | Non
                              "program knows, and its size is a bare number (square or shortest edge?)")
     do_resize = _value(pre, "do_resize", True) is not False and _value(pre, "do_resize", True) is not None
     resample = _value(pre, "resample", d.resample)
-    interpolation = HF_RESAMPLE.get(int(resample) if resample is not None else 2)
+    interpolation = HF_RESAMPLE.get(as_int(resample, f"{_HF}: resample") if resample is not None else 2)
     if interpolation is None:
-        raise ModelError(f"preprocessor_config.json: unknown resample code {resample!r}")
+        raise ModelError(f"{_HF}: unknown resample code {shown(resample)}")
     mode, side = _side(_value(pre, "size", d.size), "size", square=d.default_to_square)
     crop_pct = _value(pre, "crop_pct", d.crop_pct) if name == "ConvNext" else None
     if crop_pct is not None and do_resize:
         if mode != "shorter":
             raise ModelError("preprocessor_config.json: ConvNeXT processors need size {shortest_edge}")
         if side < 384:  # resize the shorter side to size / crop_pct, then crop size
-            mode, resize, crop = "shorter", int(side / float(crop_pct)), side
+            mode, resize, crop = "shorter", int(side / as_crop_pct(crop_pct, f"{_HF}: crop_pct")), side
         else:  # a square resize, no crop
             mode, resize, crop = "squash", side, side
     else:
@@ -149,29 +158,26 @@ def hf_preprocess(pre: Mapping[str, Any] | None, config: Mapping[str, Any] | Non
                          f"{image_size}x{image_size}")
     rescale = 1.0
     if _value(pre, "do_rescale", True):
-        rescale = float(_value(pre, "rescale_factor", 1 / 255) or 1 / 255)
+        rescale = as_float(_value(pre, "rescale_factor", 1 / 255) or 1 / 255, f"{_HF}: rescale_factor")
     if _value(pre, "do_normalize", True):
-        mean = tuple(float(x) for x in (_value(pre, "image_mean", d.mean) or d.mean))
-        std = tuple(float(x) for x in (_value(pre, "image_std", d.std) or d.std))
+        mean = _floats(_value(pre, "image_mean", d.mean) or d.mean, f"{_HF}: image_mean")
+        std = _floats(_value(pre, "image_std", d.std) or d.std, f"{_HF}: image_std")
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    if len(mean) != 3 or len(std) != 3:
-        raise ModelError("preprocessor_config.json: image_mean and image_std need three values (RGB)")
     return Preprocess(crop_size=crop, resize_size=resize, interpolation=interpolation, mean=mean, std=std,
                       resize_mode=mode, crop_rounding="floor", rescale=rescale)
 
 
 def hf_labels(config: Mapping[str, Any] | None, num_classes: int) -> tuple[str, ...] | None:
-    """``id2label`` of a Hugging Face config.json, when it names every class."""
+    """``id2label`` of a Hugging Face config.json, when it names every class (ModelError when
+    those names are not labels: see :func:`~vit_desktop.core.models.limits.labels_from`)."""
     if not config or not isinstance(config.get("id2label"), Mapping):
         return None
-    try:
-        id2label = {int(k): str(v) for k, v in config["id2label"].items()}
-    except (TypeError, ValueError):
+    id2label = labels_by_id(config["id2label"], "config.json id2label")
+    if id2label is None or sorted(id2label) != list(range(num_classes)):
         return None
-    if sorted(id2label) != list(range(num_classes)):
-        return None
-    labels = tuple(id2label[i] for i in range(num_classes))
+    # Not unique: the Hub's ImageNet configs name two classes "crane", as their library allows.
+    labels = labels_from([id2label[i] for i in range(num_classes)], "config.json id2label", unique=False)
     # Configs without real labels carry LABEL_0...; ImageNet's names are better then.
     if num_classes == 1000 and all(lbl == f"LABEL_{i}" for i, lbl in enumerate(labels)):
         return None
@@ -211,35 +217,31 @@ def timm_config(config: Mapping[str, Any]) -> TimmConfig:
     size = cfg.get("input_size") or (3, 224, 224)
     model_args = config.get("model_args") if isinstance(config.get("model_args"), Mapping) else {}
     img_size = model_args.get("img_size") if model_args else None
-    try:
-        if isinstance(img_size, int):
-            h = w = img_size
-        elif isinstance(img_size, Sequence) and len(img_size) == 2:
-            h, w = int(img_size[0]), int(img_size[1])
-        else:
-            h, w = int(size[-2]), int(size[-1])
-    except (TypeError, ValueError, IndexError):
-        raise ModelError(f"config.json: unreadable input_size {size!r}") from None
+    if isinstance(img_size, int):
+        h = w = as_size(img_size, "config.json: img_size")
+    elif isinstance(img_size, Sequence) and not isinstance(img_size, str) and len(img_size) == 2:
+        h, w = as_size(img_size[0], "config.json: img_size"), as_size(img_size[1], "config.json: img_size")
+    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) >= 2:
+        h, w = as_size(size[-2], "config.json: input_size"), as_size(size[-1], "config.json: input_size")
+    else:
+        raise ModelError(f"config.json: unreadable input_size {shown(size)}")
     if h != w:
         raise ModelError(f"config.json: input size {h}x{w} is not square; only square inputs are supported")
     labels = _timm_labels(config.get("label_names", cfg.get("label_names", config.get("labels"))))
     num = config.get("num_classes", cfg.get("num_classes"))
     pool = config.get("global_pool", (model_args or {}).get("global_pool", ""))
     heads = (model_args or {}).get("num_heads")
-    return TimmConfig(str(config["architecture"]), cfg, int(num) if num is not None else None, labels,
-                      str(pool or ""), (h, w), int(heads) if isinstance(heads, int) else None)
+    return TimmConfig(str(config["architecture"]), cfg, as_int(num, "config.json: num_classes") if num is not None
+                      else None, labels, str(pool or ""), (h, w), int(heads) if isinstance(heads, int) else None)
 
 
 def _timm_labels(names: Any) -> tuple[str, ...] | None:
     if isinstance(names, Sequence) and not isinstance(names, str):
-        return tuple(str(n) for n in names)
+        return labels_from(names, "config.json labels", unique=False)
     if isinstance(names, Mapping):  # {"0": "cat", ...} where some ids are missing
-        try:
-            by_id = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            return None
-        if sorted(by_id) == list(range(len(by_id))):
-            return tuple(by_id[i] for i in range(len(by_id)))
+        by_id = labels_by_id(names, "config.json labels")
+        if by_id is not None and sorted(by_id) == list(range(len(by_id))):
+            return labels_from([by_id[i] for i in range(len(by_id))], "config.json labels", unique=False)
     return None
 
 
@@ -247,17 +249,17 @@ def timm_preprocess(cfg: TimmConfig) -> Preprocess:
     """timm's eval transform (``transforms_imagenet_eval``) for this config."""
     pc = cfg.pretrained
     side = cfg.input_size[0]
-    crop_pct = float(pc.get("crop_pct") or 0.875)
-    interpolation = str(pc.get("interpolation") or "bicubic")
+    crop_pct = as_crop_pct(pc.get("crop_pct") or 0.875, "config.json: crop_pct")
+    interpolation = pc.get("interpolation") or "bicubic"
     if interpolation not in HF_RESAMPLE.values():
-        raise ModelError(f"config.json: unknown interpolation {interpolation!r}")
-    mode = {"center": "shorter", "squash": "squash", "border": "border"}.get(str(pc.get("crop_mode") or "center"))
+        raise ModelError(f"config.json: unknown interpolation {shown(interpolation)}")
+    crop_mode = pc.get("crop_mode") or "center"
+    modes = {"center": "shorter", "squash": "squash", "border": "border"}
+    mode = modes.get(crop_mode) if isinstance(crop_mode, str) else None
     if mode is None:
-        raise ModelError(f"config.json: unknown crop_mode {pc.get('crop_mode')!r} (expected center, squash or border)")
-    mean = tuple(float(x) for x in (pc.get("mean") or IMAGENET_MEAN))
-    std = tuple(float(x) for x in (pc.get("std") or IMAGENET_STD))
-    if len(mean) != 3 or len(std) != 3:
-        raise ModelError("config.json: mean and std need three values (RGB)")
+        raise ModelError(f"config.json: unknown crop_mode {shown(crop_mode)} (expected center, squash or border)")
+    mean = _floats(pc.get("mean") or IMAGENET_MEAN, "config.json: mean")
+    std = _floats(pc.get("std") or IMAGENET_STD, "config.json: std")
     return Preprocess(crop_size=side, resize_size=math.floor(side / crop_pct), interpolation=interpolation,
                       mean=mean, std=std, resize_mode=mode, crop_rounding="round")
 

@@ -247,8 +247,8 @@ def infer_architecture(
     pre = sd.get("heads.pre_logits.weight")
     if num_heads is None:
         num_heads = _KNOWN_HEADS.get((int(hidden), depth), max(1, int(hidden) // 64))
-    if hidden % num_heads:
-        raise ModelError(f"hidden size {hidden} is not divisible by {num_heads} attention heads")
+    # Whether the heads divide the hidden size is checked with every other declared value
+    # (:func:`vit_desktop.core.models.limits.check_architecture`): a config may say 0 or 7.
     fc_norm = "fc_norm.weight" in sd
     if not pool:
         pool = "avg" if fc_norm or not class_token else "token"
@@ -260,7 +260,7 @@ def infer_architecture(
         image_size=grid * int(ph),
         patch_size=int(ph),
         num_layers=depth,
-        num_heads=int(num_heads),
+        num_heads=num_heads,
         hidden_dim=int(hidden),
         mlp_dim=int(mlp.shape[0]),
         num_classes=int(head.shape[0]),

@@ -11,27 +11,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from vit_desktop.core.errors import ModelError
+from vit_desktop.core.errors import ModelError, first_line, shown
 from vit_desktop.core.files import atomic_path
-from vit_desktop.core.types import (
-    CROP_ROUNDINGS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INTERPOLATIONS,
-    RESIZE_MODES,
-    Architecture,
-    HeadSpec,
-    ModelCard,
-    Preprocess,
-)
+from vit_desktop.core.types import IMAGENET_MEAN, IMAGENET_STD, Architecture, HeadSpec, ModelCard, Preprocess
 
+from .limits import MAX_HEAD_DEPTH, as_float, as_size, check_preprocess, labels_from
 from .vit import ViT, architecture_of, head_spec_of
 
 FORMAT_KEY = "vit_desktop.format"
@@ -49,29 +40,58 @@ def is_project_file(meta: Mapping[str, str]) -> bool:
     return meta.get(FORMAT_KEY) is not None
 
 
+def _json_object(meta: Mapping[str, str], key: str) -> dict[str, Any]:
+    """The JSON object in metadata ``key``; ModelError (naming the key) for anything else."""
+    try:
+        value = json.loads(meta[key])
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        raise ModelError(f"{key}: unreadable JSON ({first_line(exc, 80)})") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{key}: {shown(value)} is not a JSON object")
+    return value
+
+
+_ARCH_FIELDS = frozenset(f.name for f in fields(Architecture))
+
+
 def architecture_from_metadata(meta: Mapping[str, str]) -> Architecture:
-    """The architecture a project file declares; ModelError when a newer program wrote it."""
+    """The architecture a project file declares; ModelError when a newer program wrote it.
+
+    The values are as the file has them: :func:`~vit_desktop.core.models.limits.check_architecture`
+    checks their types and ranges before anything is built.
+    """
     if meta[FORMAT_KEY] != FORMAT_VERSION:
-        raise ModelError(f"made by a newer vit-desktop (format {meta[FORMAT_KEY]}); please update")
-    return Architecture(**json.loads(meta[META_PREFIX + "arch"]))
+        raise ModelError(f"made by a newer vit-desktop (format {shown(meta[FORMAT_KEY])}); please update")
+    key = META_PREFIX + "arch"
+    d = _json_object(meta, key)
+    unknown = sorted(set(d) - _ARCH_FIELDS)
+    if unknown:
+        raise ModelError(f"{key}: unknown field {shown(unknown[0])}")
+    try:
+        return Architecture(**d)
+    except TypeError:  # a required field is missing
+        missing = sorted(f.name for f in fields(Architecture) if f.name not in d)
+        raise ModelError(f"{key}: {', '.join(missing)} missing") from None
 
 
 def head_from_metadata(meta: Mapping[str, str]) -> HeadSpec | None:
     """The few-shot head a project file declares, or None for a linear head (every older file)."""
-    text = meta.get(META_HEAD)
-    return head_from_dict(json.loads(text)) if text else None
+    return head_from_dict(_json_object(meta, META_HEAD)) if meta.get(META_HEAD) else None
 
 
-def head_from_dict(d: Mapping[str, Any]) -> HeadSpec:
+def head_from_dict(d: Mapping[str, Any], depth: int = 1) -> HeadSpec:
+    """A HeadSpec as the file has it; :func:`~vit_desktop.core.models.limits.check_head` checks it."""
+    if depth > MAX_HEAD_DEPTH:
+        raise ModelError(f"{META_HEAD}: the head nests more than {MAX_HEAD_DEPTH} base heads")
     base = d.get("base")
     return HeadSpec(
-        base_classes=int(d["base_classes"]),
-        mass=bool(d.get("mass", False)),
-        logprob=bool(d.get("logprob", False)),
-        features=bool(d.get("features", False)),
-        eps=float(d.get("eps", 1e-3)),
-        method=str(d.get("method", "")),
-        base=head_from_dict(base) if isinstance(base, Mapping) else None,
+        base_classes=d["base_classes"],
+        mass=d.get("mass", False),
+        logprob=d.get("logprob", False),
+        features=d.get("features", False),
+        eps=d.get("eps", 1e-3),
+        method=d.get("method", ""),
+        base=head_from_dict(base, depth + 1) if isinstance(base, Mapping) else None,
     )
 
 
@@ -88,7 +108,8 @@ class FileDescription:
 
 
 def describe(meta: Mapping[str, str], default_name: str) -> FileDescription:
-    """Labels, preprocessing, name and extras of a project file (KeyError/ValueError when malformed)."""
+    """Labels, preprocessing, name and extras of a project file (ModelError, or KeyError for a
+    missing key, when malformed)."""
     extra = tuple(
         (k[len(META_PREFIX) :], v)
         for k, v in sorted(meta.items())
@@ -97,42 +118,44 @@ def describe(meta: Mapping[str, str], default_name: str) -> FileDescription:
     return FileDescription(
         name=meta.get(META_NAME) or default_name,
         description=meta.get(META_DESCRIPTION, ""),
-        labels=tuple(json.loads(meta[META_LABELS])),
+        labels=_labels(meta),
         preprocess=preprocess_from_json(meta[META_PREFIX + "preprocess"]),
         extra=extra,
     )
 
 
+def _labels(meta: Mapping[str, str]) -> tuple[str, ...]:
+    try:
+        values = json.loads(meta[META_LABELS])
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{META_LABELS}: unreadable JSON ({first_line(exc, 80)})") from None
+    # Unique: the program writes a labelled set's classes, which are.
+    return labels_from(values, META_LABELS, unique=True)
+
+
 def preprocess_from_json(text: str) -> Preprocess:
-    d = json.loads(text)
+    """The preprocessing of a project file's metadata (ModelError, or KeyError for a missing size)."""
+    key = META_PREFIX + "preprocess"
+    d = _json_object({key: text}, key)
+
+    def floats(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        values = d.get(name, default)
+        if not isinstance(values, list | tuple) or len(values) != 3:
+            raise ModelError(f"{key}: {name} {shown(values)}: three numbers (RGB) expected")
+        return tuple(as_float(x, f"{key}: {name}") for x in values)
+
     return Preprocess(
-        crop_size=int(d["crop_size"]),
-        resize_size=int(d["resize_size"]),
+        crop_size=as_size(d["crop_size"], f"{key}: crop_size"),
+        resize_size=as_size(d["resize_size"], f"{key}: resize_size"),
         interpolation=str(d.get("interpolation", "bilinear")),
-        mean=tuple(float(x) for x in d.get("mean", IMAGENET_MEAN)),
-        std=tuple(float(x) for x in d.get("std", IMAGENET_STD)),
+        mean=floats("mean", IMAGENET_MEAN),
+        std=floats("std", IMAGENET_STD),
         color_mode=str(d.get("color_mode", "RGB")),
         invert=bool(d.get("invert", False)),
         resize_mode=str(d.get("resize_mode", "shorter")),
         crop_rounding=str(d.get("crop_rounding", "round")),
-        rescale=float(d.get("rescale", 1.0 / 255.0)),
+        rescale=as_float(d.get("rescale", 1.0 / 255.0), f"{key}: rescale"),
     )
-
-
-def check_preprocess(pp: Preprocess) -> None:
-    """ModelError when a preprocessing description cannot be followed."""
-    if pp.interpolation not in INTERPOLATIONS:
-        raise ModelError(f"unknown interpolation {pp.interpolation!r} in metadata")
-    if pp.color_mode not in ("RGB", "L"):
-        raise ModelError(f"unknown colour mode {pp.color_mode!r} in metadata")
-    if len(pp.mean) != 3 or len(pp.std) != 3 or min(pp.std) <= 0:
-        raise ModelError("preprocessing mean/std must have three values and std > 0")
-    if pp.resize_mode not in RESIZE_MODES:
-        raise ModelError(f"unknown resize mode {pp.resize_mode!r} (expected {', '.join(RESIZE_MODES)})")
-    if pp.crop_rounding not in CROP_ROUNDINGS:
-        raise ModelError(f"unknown crop rounding {pp.crop_rounding!r}")
-    if pp.crop_size < 1 or pp.resize_size < 1 or not pp.rescale > 0:
-        raise ModelError("preprocessing sizes and the rescale factor must be positive")
 
 
 def card_metadata(card: ModelCard, extra: Mapping[str, str] | None = None) -> dict[str, str]:

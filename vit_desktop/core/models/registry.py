@@ -32,6 +32,7 @@ from vit_desktop.core.types import Architecture, ModelCard, Preprocess, Progress
 from vit_desktop.core.units import format_bytes
 
 from .download import download_file
+from .limits import as_size, check_preprocess
 from .model_file import META_DESCRIPTION, META_LABELS, META_NAME, META_PREFIX, preprocess_from_json
 from .vit import ViT
 
@@ -298,11 +299,24 @@ def input_summary(image_size: int, pp: Preprocess) -> str:
     return f"{image_size} px: {pp.describe()}"
 
 
+#: Longest name or description a file's metadata shows in a menu or a table cell.
+_SHOWN_TEXT = 120
+
+
+def _one_line(text: str) -> str:
+    """Metadata text for a menu or a table cell: one line, cut to :data:`_SHOWN_TEXT` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= _SHOWN_TEXT else line[: _SHOWN_TEXT - 1] + "…"
+
+
 def _file_input(meta: dict[str, str]) -> str:
+    """What a project file's model is fed; "" when its metadata cannot say (it is refused on loading)."""
     try:
         arch = json.loads(meta[META_PREFIX + "arch"])
-        return input_summary(int(arch["image_size"]), preprocess_from_json(meta[META_PREFIX + "preprocess"]))
-    except (KeyError, ValueError, TypeError):
+        pp = preprocess_from_json(meta[META_PREFIX + "preprocess"])
+        check_preprocess(pp)
+        return input_summary(as_size(arch["image_size"], "image_size"), pp)
+    except (ModelError, KeyError, ValueError, TypeError, RecursionError):  # RecursionError: JSON nested deep
         return ""
 
 
@@ -324,8 +338,8 @@ def _file_info(path: Path, kind: str) -> ModelInfo:
         reason = " ".join(str(error).split())[:160] or type(error).__name__
         return ModelInfo(path.stem, path.stem, kind, str(path), True, size,
                          f"unreadable: {reason}", readable=False)
-    # One line each: they end up in menus and table cells.
-    name = " ".join(meta.get(META_NAME, "").split()) or path.stem
+    # One short line each: they end up in menus and table cells.
+    name = _one_line(meta.get(META_NAME, "")) or path.stem
     description = meta.get(META_DESCRIPTION, "") or _labels_summary(meta.get(META_LABELS))
     return ModelInfo(
         name=name,
@@ -334,7 +348,7 @@ def _file_info(path: Path, kind: str) -> ModelInfo:
         source=str(path),
         cached=True,
         size_bytes=size,
-        description=" ".join(description.split()),
+        description=_one_line(description),
         input=_file_input(meta),
     )
 
@@ -345,11 +359,11 @@ def _labels_summary(labels_json: str | None) -> str:
         return ""
     try:
         labels = json.loads(labels_json)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if not isinstance(labels, list) or not labels:
         return ""
-    shown = ", ".join(str(label) for label in labels[:4])
+    shown = ", ".join(_one_line(str(label))[:40] for label in labels[:4])
     more = ", ..." if len(labels) > 4 else ""
     return f"{len(labels)} classes: {shown}{more}"
 
