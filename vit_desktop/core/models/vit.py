@@ -481,8 +481,15 @@ def _attention(
         # Softmax in fp32 even under autocast: rollout multiplies these a dozen times.
         probs = scores.float().softmax(dim=-1)
         on_attention(index, probs)
-        # (n, heads, t, t) @ (n, heads, t, dh) -> (n, heads, t, dh)
-        out = probs.to(v.dtype) @ v
+        # The block's output is the fused kernel's, as without a map: a photo gets the same scores
+        # to the last digit whether or not its map was computed (the window computes rollout with
+        # every photo, the command line only when asked, and both share the library's answers).
+        out = F.scaled_dot_product_attention(q, k, v)
+        if probs.requires_grad:
+            # Class maps: the same value, with the gradient flowing through the probabilities.
+            # (n, heads, t, t) @ (n, heads, t, dh) -> (n, heads, t, dh)
+            explicit = probs.to(v.dtype) @ v
+            out = out.detach() + (explicit - explicit.detach())
     # (n, heads, t, dh) -> (n, t, d)
     projected: torch.Tensor = mha.out_proj(out.transpose(1, 2).reshape(n, t, d))
     return projected
