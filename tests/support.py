@@ -101,3 +101,14 @@ def colour_folder(root: Path, per_class: int = 8, size: int = 40, *, seed: int =
             ImageDraw.Draw(img).ellipse((x0, y0, x0 + 24, y0 + 24), fill=colour)
             img.save(root / name / f"{i}.png")
     return root
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``vit-desktop ARGV`` in this process: (exit status, stdout, stderr)."""
+    import io
+
+    from vit_desktop.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()

@@ -53,6 +53,10 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     c.add_argument("--sort-into", metavar="DIR",
                    help="copy each photo into DIR/<its label>/ (under --threshold: DIR/uncertain/); never "
                         "moves, never replaces: a name taken gets a number")
+    c.add_argument("--xmp", action="store_true",
+                   help="write each photo's label as a keyword into its XMP sidecar (photo.jpg.xmp, or an existing "
+                        "photo.xmp), where photo managers read it; uncertain photos get none; the photo itself and "
+                        "everything else the sidecar holds are left as they are")
     c.add_argument("--overwrite", action="store_true", help="replace existing output and heatmap files")
     c.add_argument("--fresh", action="store_true",
                    help="classify every photo again instead of reading answers kept in the library (and refresh them)")
@@ -251,6 +255,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
               "(the same file given twice or reached through a link)", file=err)
     writer = HeatmapWriter(Path(args.heatmaps), overwrite=args.overwrite, err=err) if args.heatmaps else None
     sorter = Sorter(Path(args.sort_into), err) if args.sort_into else None
+    keywords = KeywordWriter(err) if args.xmp else None
     results: list[ClassifyResult] = []
     line = ProgressLine(err, "classifying")
     finished = False
@@ -264,6 +269,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                     print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
                 if sorter is not None:
                     sorter.copy(r, line)
+                if keywords is not None:
+                    keywords.write(r, line)
             # Heatmaps are written out already; keep memory flat over big folders.
             batch = [replace(r, heatmap=None, image=None) for r in step.results]
             results.extend(batch)
@@ -284,6 +291,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     status = 0
     if sorter is not None:
         status = sorter.report()
+    if keywords is not None:
+        status = keywords.report() or status
     if args.output:
         return _write_output(results, Path(args.output), top_k, args.overwrite, err) or status
     return status
@@ -295,7 +304,46 @@ def _sources(run: FolderRun) -> str:
     if run.from_features:
         parts.append(f"{run.from_features} from stored features")
     parts.append(f"{run.classified} classified")
+    if run.unreadable:
+        parts.append(f"{run.unreadable} could not be read")
     return ", ".join(parts)
+
+
+class KeywordWriter:
+    """``--xmp``: each classified photo's label into its XMP sidecar as its batch ends."""
+
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
+        self.written = 0
+        self.unsure = 0
+        self.failed = 0
+
+    def write(self, r: ClassifyResult, line: ProgressLine) -> None:
+        from vit_desktop.core.io.xmp import write_keyword
+        from vit_desktop.core.paths import display_path
+
+        if not r.ok or r.top is None:
+            return
+        # An uncertain photo gets no keyword (and loses one an earlier run gave it).
+        label = None if r.uncertain else r.top.label
+        try:
+            write_keyword(r.path, label)
+        except (OSError, ValueError) as exc:
+            self.failed += 1
+            line.clear()
+            reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(f"{PROG}: {display_path(r.path)}: keyword not written: {reason}", file=self.err)
+            return
+        self.written += 1
+        self.unsure += label is None
+
+    def report(self) -> int:
+        """Says how many sidecars were written on stderr; 1 when one could not be."""
+        n = self.written
+        print(f"{PROG}: wrote keywords into {n} XMP sidecar{'s' if n != 1 else ''}"
+              + (f" ({self.unsure} uncertain: no keyword)" if self.unsure else "")
+              + (f"; {self.failed} could not be written" if self.failed else ""), file=self.err)
+        return 1 if self.failed else 0
 
 
 class Sorter:

@@ -84,10 +84,12 @@ class FolderRun:
         self.duplicates = found.duplicates
         self.total = len(self.files) + len(self.scan_errors)
         self.done = 0
-        #: How the photos were answered: from stored answers, from stored features, classified.
+        #: How the photos were answered: from stored answers, from stored features, classified; and
+        #: how many files could not be read (whatever the scan found that the decoder refused).
         self.from_library = 0
         self.from_features = 0
         self.classified = 0
+        self.unreadable = 0
         self._batches: Iterator[list[ClassifyResult]] | None = None
 
     def relative_path(self, path: str) -> Path:
@@ -112,7 +114,9 @@ class FolderRun:
                              keep_features=self.options.keep_features or keep)
             self._batches = engine.classify_batches(to_compute, wanted, cancel=self.cancel)
             for batch in self._batches:
-                self.classified += len(batch)
+                failed = sum(1 for r in batch if not r.ok)
+                self.classified += len(batch) - failed
+                self.unreadable += failed
                 self._save(stamps, batch)
                 for r in batch:
                     answered[r.path] = self._as_asked(r)

@@ -212,7 +212,8 @@ class Library:
     # -- photos ----------------------------------------------------------------------------------
 
     def lookup(self, stamps: Sequence[FileStamp], *, model: str | None, backbone: str | None) -> dict[str, StoredPhoto]:
-        """What is stored for each photo whose file has not changed since, by path."""
+        """What is stored of each photo for ``model`` (its answer) or ``backbone`` (its features), by
+        path, for the photos whose file has not changed since."""
 
         def run(conn: sqlite3.Connection) -> dict[str, StoredPhoto]:
             found: dict[str, StoredPhoto] = {}
@@ -230,6 +231,8 @@ class Library:
                     s = by_path[path]
                     if (s.size, s.mtime_ns, s.quick) != (size, mtime_ns, quick):
                         continue  # changed since: computed again, and replaced when saved
+                    if probs is None and feats is None:
+                        continue  # known, but nothing of this model or backbone
                     found[s.path] = StoredPhoto(
                         image_size=(width, height) if width is not None else None,
                         notes=tuple(json.loads(notes)),
