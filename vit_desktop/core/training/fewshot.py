@@ -37,7 +37,7 @@ from vit_desktop.core.labels.hierarchy import Hierarchy, ResolvedClass
 from vit_desktop.core.models.vit import FewShotHead
 from vit_desktop.core.types import FEW_SHOT_HEADS, HeadSpec
 
-from .nodes import EPS, NodeMatrix, Selection, name_masks
+from .nodes import EPS, ChosenNode, NodeMatrix, Selection, name_masks
 
 #: Prior on the temperature s (weight 1 against the summed cross-entropy): separable photos
 #: would otherwise drive it to infinity, and cross-validated log-losses to zero.
@@ -91,6 +91,8 @@ class Params:
     features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # W (K, d), mean, std
     #: Per class, the hierarchy's nodes it owns (for people: "dog.n.01").
     nodes: list[list[str]] = field(default_factory=list)
+    #: The same nodes with what each rests on (how many photos point there, what it gained).
+    chosen: list[list[ChosenNode]] = field(default_factory=list)
 
     def logits(self, data: HeadData) -> np.ndarray:
         z: np.ndarray = np.zeros((len(data), len(self.bias))) + self.bias
@@ -236,13 +238,14 @@ class HierarchyHead(Head):
         self.name = "blend" if features else "hierarchy"
 
     def fit(self, data: HeadData, k: int, cancel: CancelToken | None = None) -> Params:
-        masks, log_mass, nodes = Selection(self.nm, self.names).fit(data.y, data.log_p, k, cancel)
+        selection = Selection(self.nm, self.names)
+        masks, log_mass, nodes = selection.fit(data.y, data.log_p, k, cancel)
         if not self.features:
             _, b, s = _fit_linear([], data.y, k, mass=log_mass)
-            return Params(bias=b, masks=masks, scale=s, nodes=nodes)
+            return Params(bias=b, masks=masks, scale=s, nodes=nodes, chosen=selection.chosen)
         mu, sd = _standardise(data.features, 1e-6)
         (w,), b, s = _fit_linear([((data.features - mu) / sd, L2_FEATURES)], data.y, k, mass=log_mass)
-        return Params(bias=b, masks=masks, scale=s, features=(w, mu, sd), nodes=nodes)
+        return Params(bias=b, masks=masks, scale=s, features=(w, mu, sd), nodes=nodes, chosen=selection.chosen)
 
 
 class ProbabilitiesHead(Head):
