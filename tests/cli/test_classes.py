@@ -64,7 +64,7 @@ def test_a_photo_of_none_of_them_is_uncertain_and_csv_and_files_work(colours_mod
     assert code == 0, err
     with (tmp_path / "r.csv").open(newline="", encoding="utf-8") as f:
         (header, row) = list(csv.reader(f))
-    assert header == ["path", "label_1", "score_1", "label_2", "score_2", "error"]
+    assert header == ["path", "label_1", "score_1", "label_2", "score_2", "error", "uncertain"]
     assert {row[1], row[3]} == {"red", "blue"}
     assert float(row[2]) + float(row[4]) < 1.0  # two of eight classes: not renormalised to 1
 

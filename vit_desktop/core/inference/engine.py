@@ -29,11 +29,21 @@ from vit_desktop.core.io import images
 from vit_desktop.core.labels.categories import Categories
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.checkpoints import load_checkpoint
+from vit_desktop.core.models.open_set import KnownScore, model_rule
 from vit_desktop.core.models.preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
 from vit_desktop.core.models.vit import ViT
-from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, Prediction, ProgressCallback
+from vit_desktop.core.types import (
+    ClassifyResult,
+    ExplainOptions,
+    Heatmap,
+    ModelCard,
+    OpenSetRule,
+    Prediction,
+    ProgressCallback,
+)
 
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
+from .open_set import run_rule
 from .options import ClassifyOptions
 from .rollout import RolloutAccumulator, class_relevance, class_targets
 
@@ -81,6 +91,9 @@ class Engine:
         self.class_map_budget_bytes = (1 << 30) if device.type == "cpu" else (4 << 30)
         # Keyed by the map computed in the pass (None: no map); class maps' limits are made on first use.
         self._limits: dict[str | None, BatchLimit] = {None: BatchLimit(device), "rollout": BatchLimit(device)}
+        # The model's own open-set score, on the device: computed inside each pass when it reads the
+        # pooled token (a mass before the head's softmax, a distance to the training photos).
+        self._known = KnownScore(self.module, model_rule(card)).to(device).eval()
 
     # ---- construction ------------------------------------------------------------------
 
@@ -138,6 +151,16 @@ class Engine:
         out = torch.empty(x.shape, dtype=torch.float32, device=self.device)
         return out.copy_(x).mul_(self._scale).sub_(self._shift)
 
+    def open_set_rule(self, options: ClassifyOptions = _DEFAULT_OPTIONS) -> OpenSetRule:
+        """The rule that decides ``ClassifyResult.uncertain`` in a run with ``options``: a
+        ``--threshold`` given, else named categories' own, else this model's (its file's, or the
+        default for models without one). Its ``explain(result.known_score)`` says why in words."""
+        return run_rule(self.card, options)
+
+    def _own_rule_in_pass(self, want: ClassifyOptions) -> bool:
+        """Whether the run's score is the model's own and reads the pooled token (so the pass computes it)."""
+        return want.threshold is None and want.categories is None and self._known.needs_pooled
+
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) normalised float32 on the CPU: exactly what classification feeds the model."""
         return normalized_tensor(images.to_rgb(image), self.card.preprocess)
@@ -146,8 +169,9 @@ class Engine:
         self, x: torch.Tensor, want: ClassifyOptions, cancel: CancelToken | None = None
     ) -> _Pass:
         """Probabilities (n, classes) on the CPU, the maps asked for ((n, g, g) or None), per image
-        the class (or category) its map explains (None for rollout or no map), and the pooled
-        features the head read ((n, hidden) float32, when asked for and the pass computed them).
+        the class (or category) its map explains (None for rollout or no map), the pooled
+        features the head read ((n, hidden) float32, when asked for and the pass computed them), and
+        the model's own open-set score (n,) when the run applies it and it reads the pooled token.
 
         Raises Cancelled when ``cancel`` is set between two layers.
         """
@@ -157,12 +181,16 @@ class Engine:
             # Gradients are needed: autograd, not inference mode, for this one pass.
             picked: list[int | None] = []
             pick = _TopPicker(want.categories, picked)
+            seen: list[torch.Tensor] = []
+            own = self._own_rule_in_pass(want)
             with self._autocast():
                 logits, _, grid_t = class_relevance(self.module, x, pick, refine=explain.method == "refined",
-                                                    cancel=cancel)
+                                                    cancel=cancel, on_pooled=seen.append if own else None)
+                with torch.inference_mode():
+                    known = self._known(seen[0], logits).float().cpu().numpy() if own else None
             probs = logits.float().softmax(dim=-1).cpu()
             # The backward pass keeps no pooled features: a class-map run stores none.
-            return _Pass(probs, grid_t.float().cpu().numpy(), picked, None)
+            return _Pass(probs, grid_t.float().cpu().numpy(), picked, None, known)
         with torch.inference_mode(), self._autocast():
             acc = None
             if explain is not None:
@@ -171,7 +199,8 @@ class Engine:
             grids = None if acc is None else acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()
             features = pooled.float().cpu().numpy() if want.keep_features else None
-        return _Pass(probs, grids, [None] * n, features)
+            known = self._known(pooled, logits).float().cpu().numpy() if self._own_rule_in_pass(want) else None
+        return _Pass(probs, grids, [None] * n, features, known)
 
     def _predictions(self, probs: torch.Tensor, top_k: int) -> list[tuple[Prediction, ...]]:
         k = max(1, min(top_k, probs.shape[1]))
@@ -276,6 +305,8 @@ class Engine:
                 all_preds = [want.categories.predictions(p, want.top_k) for p in arrays]
             else:
                 all_preds = self._predictions(probs, want.top_k)
+            rule = self.open_set_rule(want)
+            known = self._known_scores(probs, [row.known for _, row in done], want)
             for k, (((i, prepared), row), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
                 if row.grid is not None and want.explain is not None:
@@ -283,7 +314,7 @@ class Engine:
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
-                    uncertain=preds[0].score < want.threshold,
+                    uncertain=bool(known[k] < rule.threshold),
                     heatmap=heatmap,
                     image_size=prepared.size,
                     notes=prepared.notes,
@@ -291,8 +322,23 @@ class Engine:
                     probabilities=probs[k].numpy().copy() if want.keep_probabilities else None,
                     image=prepared.image,
                     features=row.features.copy() if row.features is not None else None,
+                    known_score=float(known[k]),
                 )
         return results
+
+    def _known_scores(self, probs: torch.Tensor, in_pass: Sequence[float | None], want: ClassifyOptions) -> np.ndarray:
+        """(n,) the run's open-set score of each photo, from its probabilities (n, classes) or, for
+        the model's own scores that read the pooled token, from the pass (``in_pass``)."""
+        if self._own_rule_in_pass(want):
+            return np.array(in_pass, dtype=np.float32)
+        arrays = probs.numpy()
+        if want.categories is not None:
+            scores = want.categories.scores(arrays)
+            # As asked, the best category's score; else how much is any of them at all.
+            out: np.ndarray = scores.max(axis=1) if want.threshold is not None else scores.sum(axis=1)
+            return out
+        best: np.ndarray = arrays.max(axis=1)  # the best class's probability, asked for or the model's own rule
+        return best
 
     def _heatmap(self, grid: np.ndarray, size: tuple[int, int], options: ExplainOptions,
                  class_index: int | None) -> Heatmap:
@@ -332,7 +378,8 @@ class Engine:
             limit = self._limits[method] = BatchLimit(self.device, self.class_map_batch())
         for start, stop, p in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
             out.extend(_Row(p.probs[r], None if p.grids is None else p.grids[r], p.explained[r],
-                            None if p.features is None else p.features[r]) for r in range(stop - start))
+                            None if p.features is None else p.features[r],
+                            None if p.known is None else float(p.known[r])) for r in range(stop - start))
         return out
 
     def class_map_batch(self) -> int:
@@ -428,6 +475,7 @@ class _Pass(NamedTuple):
     grids: np.ndarray | None  # (n, g, g) maps
     explained: list[int | None]  # per image, the class its map explains
     features: np.ndarray | None  # (n, hidden) pooled features, float32
+    known: np.ndarray | None  # (n,) the model's own open-set score, when the pass computed it
 
 
 class _Row(NamedTuple):
@@ -437,6 +485,7 @@ class _Row(NamedTuple):
     grid: np.ndarray | None
     explained: int | None
     features: np.ndarray | None
+    known: float | None
 
 
 def _outcome(future: Future[Prepared]) -> Prepared | str:

@@ -48,6 +48,8 @@ class FolderRun:
         roots = [Path(p) for p in paths]
         folders = [root.is_dir() for root in roots]
         self.options = options
+        #: What decides each result's ``uncertain`` in this run (``rule.explain(r.known_score)`` says why).
+        self.rule = engine.open_set_rule(options)
         #: The image files found, in the order they are classified.
         self.files: tuple[Path, ...] = found.files
         #: Per file, its path relative to the folder it was found under (its name for a named file).

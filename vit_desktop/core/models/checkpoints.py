@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vit_desktop.core.errors import ModelError, first_line
-from vit_desktop.core.types import ModelCard
+from vit_desktop.core.types import ModelCard, OpenSetRule
 
 from .hub_configs import (
     default_preprocess,
@@ -42,7 +42,14 @@ from .hub_configs import (
     timm_preprocess,
 )
 from .layouts import default_labels, infer_architecture, shape_text, to_torchvision
-from .model_file import architecture_from_metadata, check_preprocess, describe, head_from_metadata, is_project_file
+from .model_file import (
+    architecture_from_metadata,
+    check_preprocess,
+    describe,
+    head_from_metadata,
+    is_project_file,
+    open_set_from_file,
+)
 from .vit import ViT, at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -137,6 +144,20 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     module.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in sd.items()}, strict=True, assign=True)
 
 
+def _check_rule(module: ViT, rule: OpenSetRule) -> None:
+    """ModelError when a stored open-set rule does not fit the model it came with."""
+    from .open_set import KnownScore
+    from .vit import feature_size
+
+    if rule.references is not None and (rule.references.ndim != 2 or rule.references.shape[1] != feature_size(module)):
+        raise ModelError(f"the open-set rule's features have shape {tuple(rule.references.shape)}; the model's "
+                         f"classifier reads {feature_size(module)}")
+    try:
+        KnownScore(module, rule)
+    except ValueError as exc:
+        raise ModelError(f"the open-set rule does not fit the model: {exc}") from None
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
     """Open a checkpoint file or folder as a torchvision ViT plus its card.
 
@@ -152,8 +173,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
     timm_cfg = None
     try:
         raw, meta = read_weights(weights)
-        sd, layout = to_torchvision(raw)
         ours = is_project_file(meta)
+        rule = open_set_from_file(meta, raw) if ours else None
+        sd, layout = to_torchvision(raw)
         head = None
         if ours:
             arch = architecture_from_metadata(meta)
@@ -176,6 +198,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
         with torch.device("meta"):
             module = build_module(arch, head)
         load_into(module, sd)
+        if rule is not None:
+            _check_rule(module, rule)
         if ours:
             about = describe(meta, weights.stem)
             labels, pp, name = about.labels, about.preprocess, about.name
@@ -227,6 +251,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
         description=description,
         extra=extra,
         head=head,
+        open_set=rule,
     )
     return module, card
 
