@@ -137,6 +137,12 @@ def finetune(
     train = cached(photos.train_images, "features (train)", photos.train_y)
     val = cached(photos.val_images, "features (validation)", photos.val_y) if photos.val_images else None
 
+    # An ambiguous name means what its photos show (crane: the bird or the machine).
+    if tree is not None and len(train):
+        evidence = [np.exp(train.log_p[train.y == c]).mean(axis=0) if (train.y == c).any() else None
+                    for c in range(len(classes))]
+        names = resolve_some(classes, tree, evidence=evidence)
+
     # 3. The head, chosen by cross-validation on the training photos.
     def report(step: int, steps: int, message: str) -> None:
         if progress is not None:
