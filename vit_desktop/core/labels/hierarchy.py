@@ -83,6 +83,8 @@ EVERYDAY: dict[str, tuple[tuple[str, ...], str]] = {
                    "alone, an instrument is a musical one (WordNet's first sense holds guns and clocks)"),
     "lamp": (("lamp.n.01", "lamp.n.02"), "table lamps too"),
     "table": (("table.n.02", "table.n.03"), "dining tables too"),
+    "train": (("train.n.01", "locomotive.n.01", "car.n.02"),
+              "its locomotives and carriages too (WordNet's train.n.01 holds only the bullet train)"),
 }
 
 #: A phrase this close to a known name (difflib's ratio) is a typo of it, not words before a noun.
