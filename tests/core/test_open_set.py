@@ -163,3 +163,31 @@ def test_an_onnx_export_carries_the_rule_and_its_score(warm_cool, tmp_path: Path
     _, known = session.run(None, {"pixel_values": x})
     ours = [r.known_score for r in engine.classify(photos)]
     np.testing.assert_allclose(known, ours, atol=1e-4)
+
+
+def test_a_mass_that_does_not_describe_the_photos_gives_way_to_the_nearest_photo() -> None:
+    from vit_desktop.core.training.fewshot import HeadData, Params, known_kind
+
+    rng = np.random.default_rng(0)
+    logits = np.full((6, 4), -5.0)
+    logits[:, 0] = 5.0  # every photo is base class 0
+    data = HeadData(logits, rng.normal(size=(6, 3)), np.array([0, 0, 0, 1, 1, 1]))
+    covering = Params(bias=np.zeros(2), masks=np.array([[1, 0], [0, 1], [0, 0], [0, 0]], dtype=np.float32))
+    assert known_kind(covering, data) == "known_mass"
+    # The classes chose what their photos only resemble (base classes 2 and 3): little of their mass.
+    beside = Params(bias=np.zeros(2), masks=np.array([[0, 0], [0, 0], [1, 0], [0, 1]], dtype=np.float32))
+    assert known_kind(beside, data) == "nearest_photo"
+    # A class with nothing under it: the mass says nothing about it.
+    empty = Params(bias=np.zeros(2), masks=np.array([[1, 0], [0, 0], [0, 0], [0, 0]], dtype=np.float32))
+    assert known_kind(empty, data) == "nearest_photo"
+
+
+def test_a_model_whose_backbone_trained_is_calibrated_on_its_validation_photos(tmp_path: Path) -> None:
+    folder = _warm_cool_folder(tmp_path / "d")
+    result = finetune(tiny_base(), LabelledSet.from_folder(folder),
+                      TrainConfig(mode="partial", epochs=1, batch_size=4, head="hierarchy"), hierarchy=tiny_hierarchy())
+    rule = result.card.open_set
+    assert rule is not None and rule.calibrated_on == "2 validation photos" and rule.keeps == 1.0
+    engine = Engine.from_module(result.module, result.card, device="cpu")
+    photos = [str(p) for p in sorted((folder / "warm").iterdir())]
+    assert all(r.known_score is not None for r in engine.classify(photos))

@@ -169,7 +169,7 @@ def finetune(
     )
     selection = _head_selection(choice, names, classes, photos)
     if config.mode == "head" or choice.cancelled:
-        card = replace(card, open_set=_calibrated_rule(choice, train, val))
+        card = replace(card, open_set=calibrated_rule(choice, train, val))
         if val is not None:  # an outside validation set: how the chosen head does there
             y_pred = choice.params.log_proba(val).argmax(axis=1)
             validation = Validation(classes, photos.val_y, y_pred.tolist(), photos.val_paths, "validation photos")
@@ -191,8 +191,8 @@ def finetune(
                               (start_loss, start_pred.tolist()), progress, cancel)
     module.load_state_dict(loop.best_state)
     # Not cancellable: a cancelled run still hands back its best model, and that needs its rule.
-    card = replace(card, open_set=_rule_after_training(module, fewshot.known_kind(choice.params), photos, pp, device,
-                                                       precision, config, progress))
+    card = replace(card, open_set=_rule_after_training(module, fewshot.known_kind(choice.params, train), photos, pp,
+                                                       device, precision, config, progress))
     # Epoch 0 of the backbone training is the head-only model it starts from.
     start: Row = {"epoch": 0, "loss": None, "acc": None, "val_loss": start_loss,
                   "val_acc": float((start_pred == y_val.numpy()).mean())}
@@ -202,16 +202,16 @@ def finetune(
                   selection=selection)
 
 
-def _calibrated_rule(choice: fewshot.Choice, train: HeadData, val: HeadData | None) -> OpenSetRule | None:
+def calibrated_rule(choice: fewshot.Choice, train: HeadData, val: HeadData | None) -> OpenSetRule | None:
     """The open-set rule of a head fitted on ``train``: its score's threshold keeps :data:`KEEP`
     of the held-out photos (outside validation photos when given, else cross-validation's)."""
-    kind = fewshot.known_kind(choice.params)
+    kind = fewshot.known_kind(choice.params, train)
     references = fewshot.unit(train.features).astype(np.float32) if kind == "nearest_photo" else None
     if val is not None and len(val):
-        scores = fewshot.known_scores(choice.params, train, val)
+        scores = fewshot.known_scores(choice.params, train, val, kind)
         how = f"{len(val)} validation photos"
     elif choice.held_out_known is not None:
-        scores = choice.held_out_known
+        scores = choice.held_out_known[kind]
         how = f"{choice.folds}-fold cross-validation on {len(scores)} photos"
     elif kind == "known_mass":  # names alone: the same measure as named categories, uncalibrated
         return OpenSetRule("known_mass", NAMES_THRESHOLD, calibrated_on="no photos to hold out: the default for "
@@ -423,6 +423,7 @@ __all__ = [
     "MODES",
     "HeadSelection",
     "TrainConfig",
+    "calibrated_rule",
     "TrainMetrics",
     "TrainProgress",
     "TrainResult",

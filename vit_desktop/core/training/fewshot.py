@@ -52,6 +52,8 @@ TOLERANCE = 0.02
 
 #: Head names, most constrained first: the order ties are broken in.
 HEADS = FEW_SHOT_HEADS
+#: The open-set scores a head can have (:func:`known_kind`).
+KNOWN_KINDS = ("known_mass", "nearest_photo")
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,11 +292,22 @@ def candidates(k: int, names: Sequence[ResolvedClass | None], hierarchy: Hierarc
 # Open-set scores (:mod:`vit_desktop.core.models.open_set` computes the same on tensors)
 
 
-def known_kind(params: Params) -> str:
-    """The open-set score of a head: the mass its classes hold for heads on the hierarchy, else
+#: The hierarchy's mass is a head's open-set score only where its training photos hold at least this
+#: much of it, in the median: "my mug" and "her mug" chose a coffeepot and a whiskey jug (what else
+#: their photos resemble), which hold 5 % of a mug photo's probability and say nothing about mugs.
+MASS_FLOOR = 0.5
+
+
+def known_kind(params: Params, train: HeadData) -> str:
+    """The open-set score of a head fitted on ``train``: the mass its classes hold, for heads on the
+    hierarchy where every class holds some and it describes the photos (:data:`MASS_FLOOR`), else
     the similarity to the nearest training photo (OpenOOD's KNN; on fewshot-dev it separated
     left-out categories better than prototypes or relative Mahalanobis with a shrunk covariance)."""
-    return "known_mass" if params.masks is not None else "nearest_photo"
+    if params.masks is None or not bool((params.masks.sum(axis=0) > 0).all()):
+        return "nearest_photo"
+    if len(train) and float(np.median(known_scores(params, train, train, "known_mass"))) < MASS_FLOOR:
+        return "nearest_photo"
+    return "known_mass"
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -303,10 +316,13 @@ def unit(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def known_scores(params: Params, train: HeadData, data: HeadData) -> np.ndarray:
-    """(n,) how much each photo of ``data`` looks like one of the head's classes: the base
-    probability its classes cover, or its features' cosine similarity to the nearest of ``train``."""
-    if params.masks is not None:
+def known_scores(params: Params, train: HeadData, data: HeadData, kind: str) -> np.ndarray:
+    """(n,) how much each photo of ``data`` looks like one of the head's classes, by ``kind``: the
+    base probability its classes cover (``known_mass``), or its features' cosine similarity to the
+    nearest of ``train`` (``nearest_photo``)."""
+    if kind == "known_mass":
+        if params.masks is None:
+            raise ValueError("only a head on the hierarchy has a mass")
         out: np.ndarray = np.exp(data.log_p) @ np.clip(params.masks.sum(axis=1), 0.0, 1.0)
         return out
     if not len(train):
@@ -354,9 +370,9 @@ class Choice:
     folds: int
     #: Cross-validation was cut short: the choice is among the heads scored until then.
     cancelled: bool = False
-    #: Per photo, the chosen head's open-set score (:func:`known_scores`) when it was held out;
-    #: None when nothing was held out.
-    held_out_known: np.ndarray | None = None
+    #: Per score kind, per photo: the chosen head's open-set score (:func:`known_scores`) when the
+    #: photo was held out; None when nothing was held out.
+    held_out_known: dict[str, np.ndarray] | None = None
 
     @property
     def score(self) -> HeadScore | None:
@@ -404,7 +420,7 @@ def select_head(
     split = stratified_folds(data.y, n_folds, seed)
     losses: dict[str, np.ndarray] = {}
     predictions: dict[str, np.ndarray] = {}
-    knowns: dict[str, np.ndarray] = {}
+    knowns: dict[str, dict[str, np.ndarray]] = {}
     everyone = np.arange(len(data))
     cancelled = False
     try:
@@ -413,7 +429,7 @@ def select_head(
                 progress(i, len(heads), f"cross-validating the {head.name} head ({i + 1}/{len(heads)})")
             loss = np.zeros(len(data))
             pred = np.zeros(len(data), dtype=int)
-            known = np.zeros(len(data))
+            known: dict[str, np.ndarray] = {}
             for held in split:
                 if cancel is not None:
                     cancel.raise_if_cancelled()
@@ -422,7 +438,9 @@ def select_head(
                 log_p = fitted.log_proba(data.take(held))
                 loss[held] = -np.maximum(log_p[np.arange(len(held)), data.y[held]], math.log(LOSS_FLOOR))
                 pred[held] = log_p.argmax(axis=1)
-                known[held] = known_scores(fitted, data.take(train), data.take(held))
+                for kind in KNOWN_KINDS if fitted.masks is not None else KNOWN_KINDS[1:]:
+                    known.setdefault(kind, np.zeros(len(data)))[held] = known_scores(
+                        fitted, data.take(train), data.take(held), kind)
             losses[head.name] = loss
             predictions[head.name] = pred
             knowns[head.name] = known
