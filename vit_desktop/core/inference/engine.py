@@ -333,9 +333,9 @@ class Engine:
             return np.array(in_pass, dtype=np.float32)
         arrays = probs.numpy()
         if want.categories is not None:
-            scores = want.categories.scores(arrays)
             # As asked, the best category's score; else how much is any of them at all.
-            out: np.ndarray = scores.max(axis=1) if want.threshold is not None else scores.sum(axis=1)
+            out: np.ndarray = (want.categories.scores(arrays).max(axis=1) if want.threshold is not None
+                               else want.categories.known_scores(arrays))
             return out
         best: np.ndarray = arrays.max(axis=1)  # the best class's probability, asked for or the model's own rule
         return best

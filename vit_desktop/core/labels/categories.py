@@ -94,6 +94,12 @@ class Categories:
         out: np.ndarray = np.asarray(probabilities, dtype=np.float32) @ self._matrix
         return out
 
+    def known_scores(self, probabilities: np.ndarray) -> np.ndarray:
+        """(n, base classes) probabilities -> (n,) the mass on all the categories together: how much
+        of each photo is any of them (the open-set score of named categories)."""
+        out: np.ndarray = self.scores(probabilities).sum(axis=1)
+        return out
+
     def predictions(self, probabilities: np.ndarray, top_k: int) -> tuple[Prediction, ...]:
         """One photo's categories, best first: label = the name as given, index = its position."""
         s = self.scores(np.asarray(probabilities)[None, :])[0]
