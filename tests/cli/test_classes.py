@@ -64,7 +64,7 @@ def test_a_photo_of_none_of_them_is_uncertain_and_csv_and_files_work(colours_mod
     assert code == 0, err
     with (tmp_path / "r.csv").open(newline="", encoding="utf-8") as f:
         (header, row) = list(csv.reader(f))
-    assert header == ["path", "label_1", "score_1", "label_2", "score_2", "error"]
+    assert header == ["path", "label_1", "score_1", "label_2", "score_2", "error", "uncertain"]
     assert {row[1], row[3]} == {"red", "blue"}
     assert float(row[2]) + float(row[4]) < 1.0  # two of eight classes: not renormalised to 1
 
@@ -79,3 +79,19 @@ def test_names_and_models_that_cannot_be_used_are_refused_with_the_reason(colour
     assert code == 2 and "nearest known names: warm" in err
     code, _, err = run("classify", str(photo), "--model", str(colours_model), "--classes", "a", "--classes-file", "x")
     assert code == 2 and "not both" in err
+
+
+def test_an_edited_name_takes_a_class_away(colours_model: Path, tmp_path: Path) -> None:
+    photos = [write_image(tmp_path / "in" / f"p{i}.png", seed=i) for i in range(3)]
+    code, _, err = run("classify", str(tmp_path / "in"), "--model", str(colours_model), "--classes",
+                       "warm = warm - red, cool", "--output", str(tmp_path / "e.jsonl"))
+    assert code == 0, err
+    assert "warm = warm.n.01 - red.n.01 (3 classes)" in err
+    code, _, _ = run("classify", str(tmp_path / "in"), "--model", str(colours_model), "--top-k", "8",
+                     "--output", str(tmp_path / "base.jsonl"))
+    base = {Path(r["path"]).name: r for r in map(json.loads, (tmp_path / "base.jsonl").read_text().splitlines())}
+    for row in map(json.loads, (tmp_path / "e.jsonl").read_text().splitlines()):
+        warm = {p["label"]: p["score"] for p in row["predictions"]}["warm"]
+        mass = sum(p["score"] for p in base[Path(row["path"]).name]["predictions"] if p["index"] in (1, 2, 3))
+        assert warm == pytest.approx(mass, abs=1e-5)  # orange, yellow, pink: red no longer counts
+    assert len(photos) == 3

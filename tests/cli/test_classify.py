@@ -31,7 +31,7 @@ def test_jsonl_has_one_object_per_image_and_errors_inline(tiny_model_file: Path,
     assert len(rows) == 6
     assert [Path(r["path"]).name for r in rows] == ["img0.png", "img1.png", "img2.png", "broken.jpg", "deep0.jpg", "deep1.jpg"]
     for r in rows:
-        assert set(r) == {"path", "predictions", "error"}
+        assert set(r) == {"path", "predictions", "error", "uncertain"}
         if Path(r["path"]).name == "broken.jpg":
             assert r["error"] and r["predictions"] == []
         else:
@@ -46,7 +46,7 @@ def test_csv_and_json_formats(tiny_model_file: Path, image_folder: Path, tmp_pat
     assert code == 0, err
     with open(tmp_path / "r.csv", newline="") as f:
         table = list(csv.reader(f))
-    assert table[0] == ["path", "label_1", "score_1", "label_2", "score_2", "label_3", "score_3", "error"]
+    assert table[0] == ["path", "label_1", "score_1", "label_2", "score_2", "label_3", "score_3", "error", "uncertain"]
     assert len(table) == 3 and all(float(row[2]) >= float(row[4]) for row in table[1:])
     code, _, _ = run("classify", str(image_folder / "img0.png"), "--model", str(tiny_model_file),
                      "--output", str(tmp_path / "r.json"))
@@ -259,3 +259,55 @@ def test_overlays_drawn_on_the_kept_photo_are_those_of_a_fresh_decode(tiny_model
     assert len(written) == 5
     for rel in written:
         assert (kept / rel).read_bytes() == (fresh / rel).read_bytes()
+
+
+def test_every_result_says_whether_it_is_one_of_the_models_classes(tiny_model_file: Path, image_folder: Path,
+                                                                     tmp_path: Path) -> None:
+    """No --threshold: a model without a rule of its own marks unsure answers by the default."""
+    from vit_desktop.core.models.open_set import BASE_THRESHOLD
+
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output",
+                       str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert "uncertain (not sure) when its best class is under 24%" in err
+    rows = json.loads((tmp_path / "r.json").read_text())
+    for r in rows:
+        if r["error"]:
+            assert r["uncertain"] is None
+        else:
+            assert r["uncertain"] is (r["predictions"][0]["score"] < BASE_THRESHOLD)
+    code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output",
+                       str(tmp_path / "r.csv"), "--top-k", "1")
+    with (tmp_path / "r.csv").open(newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0][-2:] == ["error", "uncertain"]
+    assert {row[-1] for row in table[1:]} <= {"true", "false", ""} and "" in {row[-1] for row in table[1:]}
+
+
+def test_a_fine_tuned_models_own_rule_is_the_default_and_threshold_overrides_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.core.test_fewshot import _warm_cool_folder, tiny_base, tiny_hierarchy
+    from vit_desktop.core.models.model_file import save_model
+    from vit_desktop.core.training import TrainConfig, finetune
+    from vit_desktop.core.training.labelled_set import LabelledSet
+    from vit_desktop.core.types import OpenSetRule
+
+    folder = _warm_cool_folder(tmp_path / "data")
+    result = finetune(tiny_base(), LabelledSet.from_folder(folder), TrainConfig(mode="head", head="hierarchy"),
+                      hierarchy=tiny_hierarchy())
+    # A rule no photo passes: every result is "none of these", unless --threshold says otherwise.
+    card = replace(result.card, open_set=OpenSetRule("known_mass", 1.01, keeps=0.97, calibrated_on="a test"))
+    model = save_model(tmp_path / "m.safetensors", result.module, card)
+    code, _, err = run("classify", str(folder), "--model", str(model), "--output", str(tmp_path / "own.jsonl"),
+                       "--sort-into", str(tmp_path / "sorted"))
+    assert code == 0, err
+    assert "uncertain (none of these) when under 101% of the probability is on its classes" in err
+    rows = [json.loads(line) for line in (tmp_path / "own.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["uncertain"] is True for r in rows)
+    assert len(list((tmp_path / "sorted" / "uncertain").iterdir())) == 12
+    code, _, err = run("classify", str(folder), "--model", str(model), "--output", str(tmp_path / "asked.jsonl"),
+                       "--threshold", "0")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "asked.jsonl").read_text().splitlines()]
+    assert all(r["uncertain"] is False for r in rows)

@@ -93,6 +93,7 @@ def test_a_head_trained_later_answers_from_stored_features(tmp_path: Path, tiny_
     classify(photos, tiny_model_file, tmp_path / "base.jsonl")  # the base model: features stored
     err = classify(photos, head, tmp_path / "head.jsonl")
     assert "0 from the library, 18 from stored features, 0 classified" in err, err
+    assert "similarity" in err  # the features head judges by the nearest training photo
     fresh = classify(photos, head, tmp_path / "fresh.jsonl", "--fresh")
     assert "18 classified" in fresh
     got = [json.loads(line) for line in (tmp_path / "head.jsonl").read_text().splitlines()]
@@ -100,8 +101,12 @@ def test_a_head_trained_later_answers_from_stored_features(tmp_path: Path, tiny_
     assert [g["predictions"][0]["label"] for g in got] == [w["predictions"][0]["label"] for w in want]
     np.testing.assert_allclose([p["score"] for g in got for p in g["predictions"]],
                                [p["score"] for w in want for p in w["predictions"]], atol=1e-6)
+    # Its own open-set score (a similarity to the training photos, not a matter of probabilities)
+    # comes out the same from the stored features and stored answers as from the photos.
+    assert [g["uncertain"] for g in got] == [w["uncertain"] for w in want]
     again = classify(photos, head, tmp_path / "head2.jsonl")
     assert "18 from the library, 0 classified" in again  # the head's answers are stored too
+    assert (tmp_path / "head2.jsonl").read_text() == (tmp_path / "fresh.jsonl").read_text()
 
 
 def test_library_command_shows_and_empties_the_store(tiny_model_file: Path, tmp_path: Path) -> None:

@@ -45,13 +45,17 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                         "cost) or refined (a class map in two passes: more faithful, twice a class map's cost)")
     c.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean", help="rollout head fusion")
     c.add_argument("--discard-ratio", type=float, default=0.0, metavar="R", help="rollout discard ratio in [0, 1)")
-    c.add_argument("--threshold", type=float, default=0.0, metavar="S", help="mark results under this score uncertain")
+    c.add_argument("--threshold", type=float, default=None, metavar="S",
+                   help="mark results whose best score is under S uncertain (default: the model's own rule: a "
+                        "fine-tuned model's, calibrated on its photos; with --classes, under 20%% of the "
+                        "probability on all the categories; else a best class under 24%%)")
     c.add_argument("--classes", metavar="NAMES",
                    help="zero-shot: classify into these comma-separated categories (\"dog,cat,car\"); a score is "
-                        "the model's probability summed over the category's classes")
-    c.add_argument("--classes-file", metavar="FILE", help="--classes from a file, one name per line")
+                        "the model's probability summed over the category's classes. Edit what a name covers "
+                        "with \"cat = cat - tiger\" or \"boat = boat + ship.n.01\" (a space before + and -)")
+    c.add_argument("--classes-file", metavar="FILE", help="--classes from a file, one name (or NAME = ...) per line")
     c.add_argument("--sort-into", metavar="DIR",
-                   help="copy each photo into DIR/<its label>/ (under --threshold: DIR/uncertain/); never "
+                   help="copy each photo into DIR/<its label>/ (uncertain ones into DIR/uncertain/); never "
                         "moves, never replaces: a name taken gets a number")
     c.add_argument("--xmp", action="store_true",
                    help="write each photo's label as a keyword into its XMP sidecar (photo.jpg.xmp, or an existing "
@@ -77,7 +81,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--batch-size must be at least 1")
     if not 0.0 <= args.discard_ratio < 1.0:
         raise UsageError("--discard-ratio must be in [0, 1)")
-    if not math.isfinite(args.threshold):  # nan compares false: nothing would ever be uncertain
+    if args.threshold is not None and not math.isfinite(args.threshold):  # nan: nothing would be uncertain
         raise UsageError("--threshold must be a number, such as 0.5")
     if args.output:
         from vit_desktop.core.io.results_files import format_of
@@ -249,6 +253,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                               threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
     # Maps need the photo itself: a run that writes them computes every photo (and stores the answers).
     folder_run = FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps))
+    print(f"{PROG}: {folder_run.rule.describe()}", file=err)
     if folder_run.duplicates:
         twice = folder_run.duplicates
         print(f"{PROG}: {twice} duplicate{'s' if twice != 1 else ''} skipped "

@@ -204,7 +204,8 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         result.save(output, name=args.name or output.stem, overwrite=args.force)
     except FileExistsError:
         raise UsageError(f"{output} already exists (use --force to replace it)") from None
-    for text in describe(result).lines():
+    said = describe(result)
+    for text in [*said.lines(), *said.details()]:
         out.write(text + "\n")
     out.write(f"saved {output}\n")
     out.flush()

@@ -6,9 +6,9 @@ arrays. No tensors, no Qt. The error family and CancelToken live in :mod:`.error
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
     import numpy as np
@@ -197,6 +197,92 @@ class HeadSpec:
     base: HeadSpec | None = None
 
 
+#: What an open-set rule's score measures; higher always means "more like the model's classes".
+#: ``max_probability``: the best class's probability (how sure the model is of its answer);
+#: ``known_mass``: the base model's probability summed over the base classes the user's classes
+#: cover (how much of the photo is any of them); ``nearest_photo``: the cosine similarity of the
+#: photo's features to those of the nearest training photo.
+OPEN_SET_SCORES: tuple[str, ...] = ("max_probability", "known_mass", "nearest_photo")
+
+#: What an uncertain result is, by what its rule's score measures: outside the model's classes
+#: (the score measures membership), or a low-confidence answer (it cannot tell that from a photo
+#: of none of them).
+NONE_OF_THESE = "none of these"
+NOT_SURE = "not sure"
+
+
+@dataclass(frozen=True)
+class OpenSetRule:
+    """When a result counts as uncertain: its ``score`` (one of :data:`OPEN_SET_SCORES`) is below
+    ``threshold``. A fine-tuned model stores the rule it was calibrated with; the engine applies it
+    to every result."""
+
+    score: str
+    threshold: float
+    #: The share of held-out photos of the model's own classes the threshold keeps (None: a
+    #: threshold given by hand).
+    keeps: float | None = None
+    #: What it was calibrated on, for people ("5-fold cross-validation on 56 photos").
+    calibrated_on: str = ""
+    #: ``nearest_photo`` only: float32 (photos, features) unit-length features of the training
+    #: photos, in what the model's classifier reads (after any pre-logits layer).
+    references: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.score not in OPEN_SET_SCORES:
+            raise ValueError(f"unknown open-set score {self.score!r} (expected {', '.join(OPEN_SET_SCORES)})")
+        if self.threshold != self.threshold:  # NaN would mark nothing uncertain, silently
+            raise ValueError("an open-set threshold must be a number")
+        if self.score == "nearest_photo" and (self.references is None or len(self.references) == 0):
+            raise ValueError("a nearest_photo rule needs the training photos' features")
+
+    @property
+    def verdict(self) -> str:
+        """:data:`NONE_OF_THESE` when the score measures belonging to the classes, else :data:`NOT_SURE`."""
+        return NOT_SURE if self.score == "max_probability" else NONE_OF_THESE
+
+    def measure(self, value: float) -> str:
+        """What a score says in words: "12 % of the probability on the model's classes"."""
+        if self.score == "max_probability":
+            return f"best class at {value:.0%}"
+        if self.score == "known_mass":
+            return f"{value:.0%} of the probability on the model's classes"
+        return f"similarity {value:.2f} to the nearest training photo"
+
+    def describe(self) -> str:
+        """"uncertain (none of these) when under 24% of the probability is on its classes, which
+        keeps 97% of held-out photos of them (5-fold cross-validation on 56 photos)"."""
+        t = self.threshold
+        when = {"max_probability": f"when its best class is under {t:.0%}",
+                "known_mass": f"when under {t:.0%} of the probability is on its classes",
+                "nearest_photo": f"when its similarity to the nearest training photo is under {t:.2f}"}[self.score]
+        kept = f", which keeps {self.keeps:.0%} of held-out photos of them" if self.keeps is not None else ""
+        how = f" ({self.calibrated_on})" if self.calibrated_on else ""
+        return f"uncertain ({self.verdict}) {when}{kept}{how}"
+
+    def explain(self, value: float | None) -> str:
+        """Why one result is or is not uncertain: "none of these: 12 % of the probability on the
+        model's classes (24 % needed)"."""
+        if value is None:
+            return "no score (the photo could not be classified)"
+        needed = f"{self.threshold:.2f}" if self.score == "nearest_photo" else f"{self.threshold:.0%}"
+        if value < self.threshold:
+            return f"{self.verdict}: {self.measure(value)}; {needed} needed"
+        return f"one of the model's classes: {self.measure(value)}"
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The model file's ``open_set`` entry (the references travel as a tensor beside it)."""
+        return {"score": self.score, "threshold": self.threshold, "keeps": self.keeps,
+                "calibrated_on": self.calibrated_on}
+
+    @classmethod
+    def from_json_dict(cls, d: Mapping[str, Any], references: np.ndarray | None = None) -> OpenSetRule:
+        keeps = d.get("keeps")
+        return cls(score=str(d["score"]), threshold=float(d["threshold"]),
+                   keeps=float(keeps) if keeps is not None else None,
+                   calibrated_on=str(d.get("calibrated_on", "")), references=references)
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a loaded model is: shown in the GUI, written into saved files."""
@@ -214,10 +300,26 @@ class ModelCard:
     extra: tuple[tuple[str, str], ...] = ()
     #: None for torchvision's linear head.
     head: HeadSpec | None = None
+    #: When a result is uncertain, as the model was calibrated; None: the program's default for
+    #: models that carry no rule (:func:`vit_desktop.core.models.open_set.model_rule`).
+    open_set: OpenSetRule | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+#: The rule of a model that carries none (the ImageNet models, files from elsewhere): its best class
+#: under this probability is "not sure". It keeps 95 % of the 187 labelled ImageNet photos of the
+#: shared set with DeiT-Tiny (bench/bench_open_set.py), where it marks 6 of the 31 wrong answers.
+BASE_THRESHOLD = 0.24
+BASE_RULE = OpenSetRule("max_probability", BASE_THRESHOLD, keeps=0.95,
+                        calibrated_on="the program's default, measured on 187 ImageNet photos with DeiT-Tiny")
+
+
+def model_rule(card: ModelCard) -> OpenSetRule:
+    """The rule a model applies unless told otherwise: its own, else :data:`BASE_RULE`."""
+    return card.open_set if card.open_set is not None else BASE_RULE
 
 
 @dataclass(frozen=True)
@@ -275,7 +377,8 @@ class ClassifyResult:
     path: str
     predictions: tuple[Prediction, ...] = ()
     error: str | None = None
-    #: True when the best score is below the run's threshold.
+    #: True when the run's open-set rule says the photo is none of the model's classes, or the
+    #: model is not sure of it (see ``known_score``).
     uncertain: bool = False
     heatmap: Heatmap | None = None
     #: (width, height) of the oriented original, when it could be decoded.
@@ -291,6 +394,9 @@ class ClassifyResult:
     image: PILImage | None = field(default=None, compare=False, repr=False)
     #: float32 (hidden,): the pooled features the model's head read, when the run kept them.
     features: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: The score the run's open-set rule (:class:`OpenSetRule`) judged ``uncertain`` by: uncertain
+    #: when it is below the rule's threshold. None for errors.
+    known_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -324,6 +430,13 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelCard",
+    "BASE_RULE",
+    "BASE_THRESHOLD",
+    "model_rule",
+    "NONE_OF_THESE",
+    "NOT_SURE",
+    "OPEN_SET_SCORES",
+    "OpenSetRule",
     "Prediction",
     "Preprocess",
     "ProgressCallback",

@@ -31,8 +31,19 @@ def predictions(
     ]
 
 
-def is_uncertain(preds: tuple[Prediction, ...], options: ClassifyOptions) -> bool:
-    return preds[0].score < options.threshold
+def known_scores(probabilities: np.ndarray, options: ClassifyOptions, in_pass: np.ndarray | None = None) -> np.ndarray:
+    """(n,) the score the run's open-set rule judges (:func:`~vit_desktop.core.inference.open_set.run_rule`):
+    ``in_pass`` where the model's own score reads the pooled token (the pass, or the library, has
+    it); else from the probabilities: with categories, the best one's score when a threshold is
+    given and the mass over all of them otherwise; without, the best class's probability."""
+    if in_pass is not None:
+        return in_pass
+    if options.categories is not None:
+        out: np.ndarray = (options.categories.scores(probabilities).max(axis=1) if options.threshold is not None
+                           else options.categories.known_scores(probabilities))
+        return out
+    best: np.ndarray = probabilities.max(axis=1)
+    return best
 
 
-__all__ = ["is_uncertain", "predictions"]
+__all__ = ["known_scores", "predictions"]

@@ -30,12 +30,14 @@ from vit_desktop.core.labels.categories import Categories
 from vit_desktop.core.library.keys import ModelKeys, compute_key, model_keys, tensor_keys
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.checkpoints import load_checkpoint
+from vit_desktop.core.models.open_set import KnownScore, model_rule
 from vit_desktop.core.models.preprocess import Prepared, normalized_tensor, prepare_file, prepare_image
 from vit_desktop.core.models.vit import ViT
-from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, ProgressCallback
+from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, OpenSetRule, ProgressCallback
 
 from . import answers
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
+from .open_set import run_rule
 from .options import ClassifyOptions
 from .rollout import RolloutAccumulator, class_relevance, class_targets
 
@@ -87,6 +89,9 @@ class Engine:
         #: name); None for a model made in memory (one just fine-tuned).
         self.source_path: Path | None = None
         self._tensors: tuple[str, str] | None = None
+        # The model's own open-set score, on the device: computed inside each pass when it reads the
+        # pooled token (a mass before the head's softmax, a distance to the training photos).
+        self._known = KnownScore(self.module, model_rule(card)).to(device).eval()
 
     # ---- construction ------------------------------------------------------------------
 
@@ -166,6 +171,16 @@ class Engine:
         out = torch.empty(x.shape, dtype=torch.float32, device=self.device)
         return out.copy_(x).mul_(self._scale).sub_(self._shift)
 
+    def open_set_rule(self, options: ClassifyOptions = _DEFAULT_OPTIONS) -> OpenSetRule:
+        """The rule that decides ``ClassifyResult.uncertain`` in a run with ``options``: a
+        ``--threshold`` given, else named categories' own, else this model's (its file's, or the
+        default for models without one). Its ``explain(result.known_score)`` says why in words."""
+        return run_rule(self.card, options)
+
+    def _own_rule_in_pass(self, want: ClassifyOptions) -> bool:
+        """Whether the run's score is the model's own and reads the pooled token (so the pass computes it)."""
+        return want.threshold is None and want.categories is None and self._known.needs_pooled
+
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) normalised float32 on the CPU: exactly what classification feeds the model."""
         return normalized_tensor(images.to_rgb(image), self.card.preprocess)
@@ -174,8 +189,9 @@ class Engine:
         self, x: torch.Tensor, want: ClassifyOptions, cancel: CancelToken | None = None
     ) -> _Pass:
         """Probabilities (n, classes) on the CPU, the maps asked for ((n, g, g) or None), per image
-        the class (or category) its map explains (None for rollout or no map), and the pooled
-        features the head read ((n, hidden) float32, when asked for and the pass computed them).
+        the class (or category) its map explains (None for rollout or no map), the pooled
+        features the head read ((n, hidden) float32, when asked for and the pass computed them), and
+        the model's own open-set score (n,) when the run applies it and it reads the pooled token.
 
         Raises Cancelled when ``cancel`` is set between two layers.
         """
@@ -185,12 +201,16 @@ class Engine:
             # Gradients are needed: autograd, not inference mode, for this one pass.
             picked: list[int | None] = []
             pick = _TopPicker(want.categories, picked)
+            seen: list[torch.Tensor] = []
+            own = self._own_rule_in_pass(want)
             with self._autocast():
                 logits, _, grid_t = class_relevance(self.module, x, pick, refine=explain.method == "refined",
-                                                    cancel=cancel)
+                                                    cancel=cancel, on_pooled=seen.append if own else None)
+                with torch.inference_mode():
+                    known = self._known(seen[0], logits).float().cpu().numpy() if own else None
             probs = logits.float().softmax(dim=-1).cpu()
             # The backward pass keeps no pooled features: a class-map run stores none.
-            return _Pass(probs, grid_t.float().cpu().numpy(), picked, None)
+            return _Pass(probs, grid_t.float().cpu().numpy(), picked, None, known)
         with torch.inference_mode(), self._autocast():
             acc = None
             if explain is not None:
@@ -199,7 +219,8 @@ class Engine:
             grids = None if acc is None else acc.grid().float().cpu().numpy()
             probs = logits.float().softmax(dim=-1).cpu()
             features = pooled.float().cpu().numpy() if want.keep_features else None
-        return _Pass(probs, grids, [None] * n, features)
+            known = self._known(pooled, logits).float().cpu().numpy() if self._own_rule_in_pass(want) else None
+        return _Pass(probs, grids, [None] * n, features, known)
 
     # ---- classification ----------------------------------------------------------------
 
@@ -263,14 +284,16 @@ class Engine:
             out.extend(batch)
         return out
 
-    def answer_features(self, features: np.ndarray) -> np.ndarray:
+    def answer_features(self, features: np.ndarray, *, own_score: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """(n, hidden) pooled features of this model's backbone -> (n, classes) float32
-        probabilities: the head alone, as a forward pass would run it."""
+        probabilities, and with ``own_score`` the model's own open-set score (n,): the head alone,
+        as a forward pass would run it."""
         with torch.inference_mode(), self._autocast():
             f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(self.device)
             logits = self.module.heads(f)
             probs: np.ndarray = logits.float().softmax(dim=-1).cpu().numpy()
-        return probs
+            known = self._known(f, logits).float().cpu().numpy() if own_score else None
+        return probs, known
 
     def classify_image(
         self, image: Image.Image, name: str, options: ClassifyOptions = _DEFAULT_OPTIONS
@@ -300,6 +323,8 @@ class Engine:
                 return results
             probs = torch.stack([row.probs for _, row in done])
             all_preds = answers.predictions(probs.numpy(), self.card.labels, want)
+            rule = self.open_set_rule(want)
+            known = self._known_scores(probs, [row.known for _, row in done], want)
             for k, (((i, prepared), row), preds) in enumerate(zip(done, all_preds)):
                 heatmap = None
                 if row.grid is not None and want.explain is not None:
@@ -307,7 +332,7 @@ class Engine:
                 results[i] = ClassifyResult(
                     path=batch[i][0],
                     predictions=preds,
-                    uncertain=answers.is_uncertain(preds, want),
+                    uncertain=bool(known[k] < rule.threshold),
                     heatmap=heatmap,
                     image_size=prepared.size,
                     notes=prepared.notes,
@@ -315,8 +340,15 @@ class Engine:
                     probabilities=probs[k].numpy().copy() if want.keep_probabilities else None,
                     image=prepared.image,
                     features=row.features.copy() if row.features is not None else None,
+                    known_score=float(known[k]),
                 )
         return results
+
+    def _known_scores(self, probs: torch.Tensor, in_pass: Sequence[float | None], want: ClassifyOptions) -> np.ndarray:
+        """(n,) the run's open-set score of each photo, from its probabilities (n, classes) or, for
+        the model's own scores that read the pooled token, from the pass (``in_pass``)."""
+        own = np.array(in_pass, dtype=np.float32) if self._own_rule_in_pass(want) else None
+        return answers.known_scores(probs.numpy(), want, own)
 
     def _heatmap(self, grid: np.ndarray, size: tuple[int, int], options: ExplainOptions,
                  class_index: int | None) -> Heatmap:
@@ -356,7 +388,8 @@ class Engine:
             limit = self._limits[method] = BatchLimit(self.device, self.class_map_batch())
         for start, stop, p in limit.run(len(arrays), batch, on_single_failure=alone_too_big):
             out.extend(_Row(p.probs[r], None if p.grids is None else p.grids[r], p.explained[r],
-                            None if p.features is None else p.features[r]) for r in range(stop - start))
+                            None if p.features is None else p.features[r],
+                            None if p.known is None else float(p.known[r])) for r in range(stop - start))
         return out
 
     def class_map_batch(self) -> int:
@@ -452,6 +485,7 @@ class _Pass(NamedTuple):
     grids: np.ndarray | None  # (n, g, g) maps
     explained: list[int | None]  # per image, the class its map explains
     features: np.ndarray | None  # (n, hidden) pooled features, float32
+    known: np.ndarray | None  # (n,) the model's own open-set score, when the pass computed it
 
 
 class _Row(NamedTuple):
@@ -461,6 +495,7 @@ class _Row(NamedTuple):
     grid: np.ndarray | None
     explained: int | None
     features: np.ndarray | None
+    known: float | None
 
 
 def _outcome(future: Future[Prepared]) -> Prepared | str:

@@ -27,8 +27,9 @@ class ClassifyOptions:
     batch_size: int = 16
     #: The map computed with each photo; None computes none.
     explain: ExplainOptions | None = None
-    #: Results whose best score is below this are marked uncertain.
-    threshold: float = 0.0
+    #: Results whose best score is below this are marked uncertain; None: the model's own open-set
+    #: rule decides (see :mod:`vit_desktop.core.inference.open_set`).
+    threshold: float | None = None
     #: Label with these named categories (probability mass over their classes) instead of the
     #: model's own classes.
     categories: Categories | None = None
@@ -46,7 +47,7 @@ class ClassifyOptions:
             raise ValueError("top-k must be at least 1")
         if self.batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        if not math.isfinite(self.threshold):  # NaN would mark nothing uncertain, silently
+        if self.threshold is not None and not math.isfinite(self.threshold):  # NaN would mark nothing uncertain
             raise ValueError("the threshold must be a number")
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.models.vit import Readout, ViT, forward, readout
+from vit_desktop.core.models.vit import Readout, ViT, forward_features, pooled, readout
 
 
 def fuse_heads(probs: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -117,6 +117,7 @@ def class_relevance(
     *,
     refine: bool = False,
     cancel: CancelToken | None = None,
+    on_pooled: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-specific relevance maps: gradient-weighted rollout (Chefer et al. 2021).
 
@@ -133,9 +134,12 @@ def class_relevance(
     the answer still rests on once the most obvious evidence is gone (a second face, the other
     wheel). Those patches keep their first-pass values; the rest rank below them. Twice the cost.
 
+    ``on_pooled`` is handed the first pass's pooled token (n, hidden), detached: what the head
+    read, for scores of the same pass (whether the photo is one of the model's classes).
+
     Returns (logits, (n, classes) targets, (n, g, g) maps scaled to max 1).
     """
-    logits, targets, grid = _relevance_pass(module, x, target, cancel)
+    logits, targets, grid = _relevance_pass(module, x, target, cancel, on_pooled)
     if not refine:
         return logits, targets, grid
     n, g, _ = grid.shape
@@ -156,14 +160,19 @@ def class_relevance(
 
 
 def _relevance_pass(
-    module: ViT, x: torch.Tensor, target: torch.Tensor | TargetPicker, cancel: CancelToken | None
+    module: ViT, x: torch.Tensor, target: torch.Tensor | TargetPicker, cancel: CancelToken | None,
+    on_pooled: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     kept: list[torch.Tensor] = []
     with torch.enable_grad():
         # The input carries the graph even when the weights are frozen; only the attention
         # probabilities' gradients are computed, the weights' .grad is left untouched.
         x = x.detach().requires_grad_(True)
-        logits = forward(module, x, lambda _, probs: kept.append(probs), cancel=cancel)
+        # forward(), with the pooled token in hand.
+        pooled_token = pooled(module, forward_features(module, x, lambda _, probs: kept.append(probs), cancel=cancel))
+        if on_pooled is not None:
+            on_pooled(pooled_token.detach())
+        logits: torch.Tensor = module.heads(pooled_token)
         targets = (target(logits.detach()) if callable(target) else target).to(logits.device).float()
         if targets.shape != logits.shape:
             raise ValueError(f"targets of shape {tuple(targets.shape)} for logits of {tuple(logits.shape)}")

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.types import ClassifyResult
+from vit_desktop.core.types import ClassifyResult, model_rule
 
 from . import answers
+from .open_set import run_rule
 from .options import ClassifyOptions
 
 if TYPE_CHECKING:  # the engine imports torch
@@ -71,6 +72,12 @@ class FolderRun:
         self.cancel = cancel
         self.library = library if model.keys is not None else None
         self.reuse = reuse
+        #: What decides each result's ``uncertain`` in this run (``rule.explain(r.known_score)`` says why).
+        self.rule = run_rule(model.card, options)
+        #: The run applies the model's own score, which reads the pooled token: the library keeps it
+        #: with each answer (a nearest-photo similarity cannot be had from the probabilities).
+        self._own_score = (options.threshold is None and options.categories is None
+                           and model_rule(model.card).score != "max_probability")
         #: The image files found, in the order they are answered.
         self.files: tuple[Path, ...] = found.files
         #: Per file, its path relative to the folder it was found under (its name for a named file).
@@ -163,36 +170,42 @@ class FolderRun:
         import numpy as np
 
         answered: dict[str, ClassifyResult] = {}
-        with_answer = {p: s.probabilities for p in paths if (s := stored.get(p)) is not None
-                       and s.probabilities is not None}
-        with_features = {p: s.features for p in paths if (s := stored.get(p)) is not None
-                         and s.probabilities is None and s.features is not None}
+        # An answer is usable when it carries what the run's rule judges (the model's own score,
+        # where that is not a matter of the probabilities).
+        with_answer = [p for p in paths if (s := stored.get(p)) is not None and s.probabilities is not None
+                       and (s.known is not None or not self._own_score)]
+        with_features = [p for p in paths if p not in with_answer and (s := stored.get(p)) is not None
+                         and s.features is not None]
         if with_answer:
-            answered.update(self._results(list(with_answer), np.stack(list(with_answer.values())), stored))
+            probs = np.stack([_array(stored[p].probabilities) for p in with_answer])
+            known = np.array([stored[p].known for p in with_answer], dtype=np.float32) if self._own_score else None
+            answered.update(self._results(with_answer, probs, known, stored))
             self.from_library = len(with_answer)
         if with_features:
             # A model whose backbone made these features (a head trained since): its head alone.
-            feats = np.stack(list(with_features.values()))
-            results = self._results(list(with_features), self.model.engine().answer_features(feats), stored,
-                                    features=feats)
+            feats = np.stack([_array(stored[p].features) for p in with_features])
+            probs, known = self.model.engine().answer_features(feats, own_score=self._own_score)
+            results = self._results(with_features, probs, known, stored, features=feats)
             answered.update(results)
             self.from_features = len(with_features)
             keys = self.model.keys
             if self.library is not None and keys is not None:
                 self.library.save([(stamps[p], replace(r, features=None)) for p, r in results.items() if p in stamps],
-                                  model=keys.model, backbone=None)
+                                  model=keys.model, backbone=None, own_score=self._own_score)
         return answered
 
-    def _results(self, paths: list[str], probs: np.ndarray, stored: dict[str, StoredPhoto],
-                 features: np.ndarray | None = None) -> dict[str, ClassifyResult]:
+    def _results(self, paths: list[str], probs: np.ndarray, own_known: np.ndarray | None,
+                 stored: dict[str, StoredPhoto], features: np.ndarray | None = None) -> dict[str, ClassifyResult]:
         preds = answers.predictions(probs, self.model.card.labels, self.options)
+        known = answers.known_scores(probs, self.options, own_known)
         out = {}
         for i, (p, pr) in enumerate(zip(paths, preds)):
             s = stored[p]
             out[p] = ClassifyResult(
                 path=p,
                 predictions=pr,
-                uncertain=answers.is_uncertain(pr, self.options),
+                uncertain=bool(known[i] < self.rule.threshold),
+                known_score=float(known[i]),
                 image_size=s.image_size,
                 notes=s.notes,
                 model=self.model.model_id,
@@ -206,7 +219,7 @@ class FolderRun:
         if self.library is None or keys is None:
             return
         self.library.save([(stamps[r.path], r) for r in batch if r.path in stamps],
-                          model=keys.model, backbone=keys.backbone)
+                          model=keys.model, backbone=keys.backbone, own_score=self._own_score)
 
     def _as_asked(self, r: ClassifyResult) -> ClassifyResult:
         """What the library needed kept and the caller did not ask for is dropped."""
@@ -215,6 +228,11 @@ class FolderRun:
             return replace(r, probabilities=r.probabilities if self.options.keep_probabilities else None,
                            features=r.features if self.options.keep_features else None)
         return r
+
+
+def _array(a: np.ndarray | None) -> np.ndarray:
+    assert a is not None  # the callers chose photos for which it is stored
+    return a
 
 
 __all__ = ["STORED_STEP", "FolderRun", "RunProgress"]

@@ -23,11 +23,17 @@ FORMATS = (".csv", ".json", ".jsonl")
 
 
 def result_to_dict(result: ClassifyResult) -> dict[str, Any]:
-    """``{"path", "predictions": [{"label", "index", "score"}], "error"}``."""
+    """``{"path", "predictions": [{"label", "index", "score"}], "error", "uncertain"}``.
+
+    ``uncertain`` is true when the photo is none of the model's classes or the model is not sure of
+    it (by the model's open-set rule, or ``--threshold``), false when it is one of them, and null
+    for a photo that could not be classified.
+    """
     return {
         "path": result.path,
         "predictions": [{"label": p.label, "index": p.index, "score": p.score} for p in result.predictions],
         "error": result.error,
+        "uncertain": None if result.error else result.uncertain,
     }
 
 
@@ -55,10 +61,12 @@ def to_json(results: Sequence[ClassifyResult]) -> str:
 
 
 def csv_header(top_k: int) -> list[str]:
+    """``path, label_1, score_1, ..., error, uncertain``: ``uncertain`` came last, after the columns
+    older readers know by position."""
     cols = ["path"]
     for i in range(1, top_k + 1):
         cols += [f"label_{i}", f"score_{i}"]
-    return cols + ["error"]
+    return cols + ["error", "uncertain"]
 
 
 #: A cell starting with one of these is a formula to a spreadsheet (CSV injection).
@@ -80,7 +88,8 @@ def csv_row(result: ClassifyResult, top_k: int) -> list[str]:
             row += [csv_cell(p.label), f"{p.score:.6f}"]
         else:
             row += ["", ""]
-    return row + [csv_cell(result.error or "")]
+    uncertain = "" if result.error else ("true" if result.uncertain else "false")
+    return row + [csv_cell(result.error or ""), uncertain]
 
 
 def to_csv(results: Sequence[ClassifyResult], top_k: int) -> str:

@@ -36,7 +36,10 @@ def no_hierarchy_reason(card: ModelCard) -> str:
 
 
 def parse_names(text: str) -> list[str]:
-    """Category names from a text box or a file: comma- or line-separated; ``#`` starts a comment."""
+    """Category names from a text box or a file: comma- or line-separated; ``#`` starts a comment.
+
+    A name may be edited, one per entry: ``cat = cat - tiger``, ``boat = boat + ship.n.01``
+    (:meth:`~vit_desktop.core.labels.hierarchy.Hierarchy.resolve`)."""
     names = []
     for line in text.splitlines():
         line = line.split("#", 1)[0]
@@ -63,10 +66,11 @@ class Categories:
         names = [n.strip() for n in names if n.strip()]
         if not names:
             raise ClassNameError("no category names given")
-        if len(set(names)) != len(names):
-            raise ClassNameError("a category name is given twice")
         resolved = hierarchy.resolve_classes(names)
-        return cls._of(names, resolved, hierarchy.num_classes)
+        labels = [r.name.strip() for r in resolved]  # "cat = cat - tiger" is called "cat"
+        if len(set(labels)) != len(labels):
+            raise ClassNameError("a category name is given twice")
+        return cls._of(labels, resolved, hierarchy.num_classes)
 
     @classmethod
     def _of(cls, names: Sequence[str], resolved: Sequence[ResolvedClass], num_base: int) -> Categories:
@@ -90,6 +94,12 @@ class Categories:
         out: np.ndarray = np.asarray(probabilities, dtype=np.float32) @ self._matrix
         return out
 
+    def known_scores(self, probabilities: np.ndarray) -> np.ndarray:
+        """(n, base classes) probabilities -> (n,) the mass on all the categories together: how much
+        of each photo is any of them (the open-set score of named categories)."""
+        out: np.ndarray = self.scores(probabilities).sum(axis=1)
+        return out
+
     def predictions(self, probabilities: np.ndarray, top_k: int) -> tuple[Prediction, ...]:
         """One photo's categories, best first: label = the name as given, index = its position."""
         s = self.scores(np.asarray(probabilities)[None, :])[0]
@@ -97,26 +107,109 @@ class Categories:
         return tuple(Prediction(self.names[k], int(k), float(s[k])) for k in order)
 
 
-def resolve_some(names: Sequence[str], hierarchy: Hierarchy) -> list[ResolvedClass | None]:
-    """Per name, what it means, or None for a name the hierarchy does not know ("my cat").
+def resolve_some(names: Sequence[str], hierarchy: Hierarchy, *,
+                 evidence: Sequence[Sequence[float] | None] | None = None) -> list[ResolvedClass | None]:
+    """Per name, what it means, or None for a name the hierarchy does not know ("class A").
 
     The names that resolve share base classes as :meth:`Hierarchy.resolve_classes` rules (the
-    narrowest name owns a class); a name that clashes with another (the same classes) counts as
-    unknown, so that photos can still teach it.
+    narrowest name owns a class; an ambiguous one takes the meaning its ``evidence``, the mean
+    probabilities of its photos, points to). Names that clash (the same classes: "my mug" and
+    "her mug") all count as unknown: the hierarchy cannot tell them apart, their photos must.
     """
+    def attempt(idx: Sequence[int]) -> list[ResolvedClass]:
+        ev = [evidence[j] for j in idx] if evidence is not None else None
+        return hierarchy.resolve_classes([names[j] for j in idx], evidence=ev)
+
     known: list[int] = []
-    resolved: list[ResolvedClass] = []
+    clashing: set[int] = set()
     for i in range(len(names)):
         try:
-            # Each name in turn, with those kept so far: one that clashes with them is left out.
-            resolved = hierarchy.resolve_classes([names[j] for j in [*known, i]])
+            hierarchy.resolve(names[i])
         except VitDesktopError:
             continue
+        try:
+            # Each name in turn, with those kept so far.
+            attempt([*known, i])
+        except VitDesktopError:
+            # It means what a name kept already means (or leaves it nothing): neither can stand.
+            partners = [j for j in known if _clash(hierarchy, names[j], names[i])]
+            clashing.update([i, *partners])
+            known = [j for j in known if j not in partners]
+            continue
         known.append(i)
+    known = [j for j in known if j not in clashing]
     out: list[ResolvedClass | None] = [None] * len(names)
-    for i, r in zip(known, resolved if known else []):
+    for i, r in zip(known, attempt(known) if known else []):
         out[i] = r
     return out
 
 
-__all__ = ["Categories", "hierarchy_for", "no_hierarchy_reason", "parse_names", "resolve_some"]
+def _clash(hierarchy: Hierarchy, a: str, b: str) -> bool:
+    try:
+        hierarchy.resolve_classes([a, b])
+    except VitDesktopError:
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What one name covers, as a list a person can tick: the window shows it, and unticking a class
+    gives the name line that means the rest (:meth:`line_with`), which the names box, ``--classes``
+    and the fine-tune dialog all read."""
+
+    #: What the category is called ("cat" for "cat = cat - tiger").
+    name: str
+    #: The name line as given.
+    line: str
+    #: "cat.n.01 + big_cat.n.01 - tiger.n.02".
+    meaning: str
+    #: The classes it counts now (edits applied), sorted: the ticked ones.
+    classes: tuple[int, ...]
+    #: The classes to offer: what its words cover before edits, and any added by hand, sorted.
+    offered: tuple[int, ...]
+    #: Choices made on the user's behalf ("'food' covers food.n.01 + food.n.02: ...").
+    notes: tuple[str, ...]
+    #: The edit's base: the first term of an edited name, the name itself otherwise.
+    base: str
+
+    def ticked(self, index: int) -> bool:
+        return index in self.classes
+
+    def line_with(self, classes: Iterable[int], hierarchy: Hierarchy) -> str:
+        """The name line that means exactly ``classes``: its base, plus and minus single classes
+        ("cat = cat - tiger"); the plain name when nothing is edited."""
+        wanted = set(classes)
+        if not wanted:
+            raise ClassNameError(f"{self.name!r} would cover no class")
+        own = set(hierarchy.resolve(self.base).classes)
+        if wanted == own and self.base == self.name:
+            return self.name
+        terms = [f"+ {hierarchy.class_term(c)}" for c in sorted(wanted - own)]
+        terms += [f"- {hierarchy.class_term(c)}" for c in sorted(own - wanted)]
+        return " ".join([f"{self.name} = {self.base}", *terms])
+
+
+def coverage(names: Sequence[str], hierarchy: Hierarchy) -> list[Coverage]:
+    """Per name line, what it covers and what can be ticked; the names are read together, as
+    :meth:`Categories.from_names` reads them (a narrower name owns its classes, context picks senses).
+
+    Raises :class:`~vit_desktop.core.labels.hierarchy.ClassNameError` as
+    :meth:`Categories.from_names` does."""
+    resolved = hierarchy.resolve_classes(names)
+    out = []
+    for line, r in zip(names, resolved):
+        text = line.strip()
+        label, eq, expr = text.partition("=")
+        base = re.split(r"\s+[+-]", (expr if eq else text).strip())[0].strip()
+        whole = hierarchy.resolve(text)
+        if not eq and whole.nodes != r.nodes:
+            base = r.display  # the other names chose another sense ("crane.n.05"): edit that one
+        own = set(hierarchy.resolve(base).classes)
+        out.append(Coverage(r.name.strip(), text, r.display, tuple(r.classes),
+                            tuple(sorted(own | set(whole.added))), tuple(r.notes), base))
+    return out
+
+
+__all__ = ["Categories", "Coverage", "coverage", "hierarchy_for", "no_hierarchy_reason", "parse_names",
+           "resolve_some"]

@@ -7,8 +7,22 @@ of base class indices; it does no arithmetic on probabilities itself.
 
 Names are matched the way people type them: case, spaces, hyphens and underscores do not matter,
 plurals find their singular ("geese", "musical instruments"), any synonym of a synset finds it,
-and ``crane.n.05`` or ``n02012849`` name a sense exactly. A name with several senses takes the one
-that covers the most base classes and says so in a note.
+words before the noun are let go when the whole phrase is no name ("my mugs", "red cars",
+"Grandma's dogs" find mug, car, dog), and ``crane.n.05`` or ``n02012849`` name a sense exactly.
+
+A name means what a person counts under it:
+
+* WordNet's senses of the word that are close in its hierarchy are one meaning: they share classes,
+  or a group at most two steps above each holds little besides them (:data:`CLOSE`). "food" is
+  food.n.01 (dishes) and food.n.02 (bread, fruit, vegetables); "cat" is cat.n.01 and big_cat.n.01.
+* Senses far apart are different meanings (crane: the machine or the bird). The first in WordNet's
+  order (its commonest) is taken, unless the other names of the list point to another ("crane,
+  heron, stork": the bird), or, when fine-tuning, the class's photos do.
+* :data:`EVERYDAY` is the short list of what WordNet cannot know: a boat is also a ship, a bike
+  either kind, an instrument (alone) a musical one.
+
+A name can be edited: ``cat = cat - tiger`` or ``boat = boat + ship.n.01 - submarine`` (a space
+before each + and -); every term is itself a name, a sense or a wnid.
 
 Plain Python and the standard library only: the command line, the GUI and the tests use it without
 loading a model.
@@ -23,7 +37,7 @@ import importlib.resources
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vit_desktop.core.errors import VitDesktopError
 
@@ -47,6 +61,39 @@ _PLURAL_ENDINGS: tuple[tuple[str, str], ...] = (
     ("es", ""),
     ("s", ""),
 )
+
+
+#: Senses of one word are one meaning when they share base classes, or when their narrowest common
+#: group lies at most ``CLOSE_STEPS`` steps above each and holds at most ``CLOSE`` times their classes
+#: together. Of the 115 ImageNet words with several senses, this joins cat (cat + big cat: the
+#: felines), food (its two senses), catamount, panda, sign, market, printer and substance; it keeps
+#: apart crane, ball, plane, toy (plaything or toy dog), house (or theatre), car (or railway car).
+CLOSE = 1.25
+CLOSE_STEPS = 2
+
+#: Everyday meanings WordNet's senses miss, name -> (synsets, why). Applied only where all of the
+#: synsets exist (the packaged ImageNet hierarchy).
+EVERYDAY: dict[str, tuple[tuple[str, ...], str]] = {
+    "boat": (("vessel.n.02",), "boats and ships alike (WordNet's boat.n.01 is only a small vessel)"),
+    "bike": (("bicycle.n.01", "motorcycle.n.01"), "either kind of bike"),
+    "bug": (("insect.n.01",), "WordNet's bug.n.01 holds no class of its own"),
+    "cow": (("cattle.n.01",), "WordNet's cow.n.01 (the female) holds no class"),
+    "cup": (("cup.n.06", "mug.n.04"), "a mug is a cup too"),
+    "instrument": (("musical_instrument.n.01",),
+                   "alone, an instrument is a musical one (WordNet's first sense holds guns and clocks)"),
+    "lamp": (("lamp.n.01", "lamp.n.02"), "table lamps too"),
+    "table": (("table.n.02", "table.n.03"), "dining tables too"),
+    "train": (("train.n.01", "locomotive.n.01", "car.n.02"),
+              "its locomotives and carriages too (WordNet's train.n.01 holds only the bullet train)"),
+}
+
+#: A phrase this close to a known name (difflib's ratio) is a typo of it, not words before a noun.
+TYPO = 0.9
+
+#: "cat = cat - tiger": the operators of an edited name, after a space ("t-shirt" is one word).
+_EDIT = re.compile(r"\s+([+-])\s*")
+#: A possessive or plural apostrophe at the end of a word: "Grandma's", "dogs'".
+_POSSESSIVE = re.compile(r"['’](s)?$", re.IGNORECASE)
 
 
 class ClassNameError(VitDesktopError):
@@ -85,8 +132,22 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Meaning:
+    """One thing a name can mean: WordNet senses taken together, and the base classes under them."""
+
+    nodes: tuple[str, ...]
+    #: "cat.n.01 + big_cat.n.01".
+    display: str
+    classes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Resolution:
-    """What one name means: the node(s) chosen, their base classes, and why, if there was a choice."""
+    """What one name means: the node(s) chosen, their base classes, and why, if there was a choice.
+
+    ``name`` is the name as the classes are labelled: for an edited name ("cat = cat - tiger") the
+    part before "=".
+    """
 
     name: str
     nodes: tuple[str, ...]
@@ -95,6 +156,20 @@ class Resolution:
     note: str | None = None
     #: The other senses the name could have meant (``crane.n.05``), best first.
     alternatives: tuple[str, ...] = ()
+    #: Every meaning it could have, the one taken first (the others can be chosen by context).
+    meanings: tuple[Meaning, ...] = ()
+    #: Base classes an edit added or took away ("cat = cat - tiger"), sorted.
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+
+    def choosing(self, k: int, why: str) -> Resolution:
+        """The same name taken in its ``k``-th meaning, saying ``why``."""
+        m = self.meanings[k]
+        others = tuple(o.display for i, o in enumerate(self.meanings) if i != k)
+        return replace(self, nodes=m.nodes, display=m.display, classes=m.classes, alternatives=others,
+                       meanings=(m, *(o for i, o in enumerate(self.meanings) if i != k)),
+                       note=f"{self.name.strip()!r}: took {m.display} ({len(m.classes)} "
+                            f"class{'es' if len(m.classes) != 1 else ''}), {why}; also {', '.join(others)}")
 
 
 @dataclass(frozen=True)
@@ -271,39 +346,167 @@ class Hierarchy:
     # Names
 
     def resolve(self, name: str) -> Resolution:
-        """What the name means; :class:`ClassNameError` when it means no group of base classes."""
+        """What the name means; :class:`ClassNameError` when it means no group of base classes.
+
+        An edited name ("cat = cat - tiger") is its first term with the other terms' classes added
+        or taken away.
+        """
         text = name.strip()
         if not text:
             raise ClassNameError("a class name is empty")
+        if "=" in text or _EDIT.search(text):
+            return self._resolve_edit(text)
+        return self._resolve_plain(text)
+
+    def _resolve_plain(self, text: str) -> Resolution:
         for candidate in (text, text.lower()):
             if candidate in self._nodes:
-                return self._resolution(name, candidate, None, ())
+                return self._resolution(text, candidate, None, ())
         match = _SENSE.fullmatch(text)
         if match:
-            return self._resolve_sense(name, name_key(match["lemma"]), int(match["sense"]))
-        key = name_key(text)
+            return self._resolve_sense(text, name_key(match["lemma"]), int(match["sense"]))
+        # The whole phrase first; then without its first words, down to the last: the noun comes
+        # last in English ("my mugs", "red cars", "Grandma's dogs"), and a lemma of several words
+        # ("hot dog", "red wine") is found before its last word alone.
+        words = [_POSSESSIVE.sub("", w) for w in text.split()]
+        for i in range(len(words)):
+            if i == 1 and difflib.get_close_matches(name_key(text), self._known_keys, n=1, cutoff=TYPO):
+                break  # "musicl instrument" is a typo to point out, not an instrument of some kind
+            found = self._resolve_key(name_key(" ".join(words[i:])), text)
+            if found is not None:
+                if i:
+                    read = " ".join(words[i:])
+                    note = f"{text!r} read as {read!r}" + (f"; {found.note}" if found.note else "")
+                    found = replace(found, note=note)
+                return found
+        raise ClassNameError(f"no ImageNet class or group is called {text!r}{self._suggest(name_key(text))}")
+
+    def _resolve_key(self, key: str, name: str) -> Resolution | None:
+        """What a name key means (its everyday meaning, or its WordNet senses), None if nothing."""
+        for form in self._forms(key):
+            everyday = self._everyday(form, name)
+            if everyday is not None:
+                return everyday
         useful = [(s, n, form) for s, n, form in self._entries(key) if self._under[n]]
         if not useful:
-            raise ClassNameError(f"no ImageNet class or group is called {text!r}{self._suggest(key)}")
-        # Most base classes first: for a classifier the broad sense is the useful one ("food" as
-        # solid food covers the fruit and vegetables, not only prepared dishes); then WordNet's
-        # sense order, which puts the commoner sense first.
-        ranked = sorted(useful, key=lambda e: (-len(self._under[e[1]]), e[0], e[1]))
-        # Notes name each sense the way it can be typed to pick it: "crane.n.05".
-        labels = [f"{form}.n.{sense:02d}" for sense, _, form in ranked]
+            return None
+        meanings = self._meanings([n for _, n, _ in useful])
+        first = meanings[0]
         note = None
-        if len(ranked) > 1:
-            note = (f"{text!r} has {len(ranked)} senses; took {self._describe(labels[0], ranked[0][1])}; "
-                    "also " + ", ".join(self._describe(lb, n) for lb, (_, n, _) in zip(labels[1:], ranked[1:])))
-        return self._resolution(name, ranked[0][1], note, tuple(labels[1:]))
+        if len(first.nodes) > 1:
+            note = (f"{name!r} covers {first.display}: WordNet's senses of it that are close enough to be one "
+                    f"meaning ({len(first.classes)} classes)")
+        if len(meanings) > 1:
+            others = "; ".join(self._describe(m.display, m.nodes[0], len(m.classes)) for m in meanings[1:])
+            note = ((note + "; ") if note else "") + (
+                f"{name!r} took {self._describe(first.display, first.nodes[0], len(first.classes))}; "
+                f"it can also mean {others}")
+        return Resolution(name, first.nodes, first.display, first.classes, note,
+                          tuple(m.display for m in meanings[1:]), tuple(meanings))
 
-    def _entries(self, key: str) -> list[tuple[int, str, str]]:
-        """(sense, node, lemma key) for a name key; its singular when the name itself is no lemma."""
-        if key in self._by_key:
-            return [(s, n, key) for s, n in self._by_key[key]]
+    def _everyday(self, form: str, name: str) -> Resolution | None:
+        entry = EVERYDAY.get(form)
+        if entry is None:
+            return None
+        synsets, why = entry
+        nodes = []
+        for synset in synsets:
+            match = _SENSE.fullmatch(synset)
+            assert match is not None
+            senses = self._by_key.get(name_key(match["lemma"]), [])
+            node = next((n for s, n in senses if s == int(match["sense"])), None)
+            if node is None or not self._under[node]:
+                return None  # another hierarchy than ImageNet's: WordNet's senses decide
+            nodes.append(node)
+        classes = tuple(sorted({c for n in nodes for c in self._under[n]}))
+        display = " + ".join(self.node_name(n) for n in nodes)
+        note = f"{name!r} covers {display} ({len(classes)} classes): {why}"
+        return Resolution(name, tuple(nodes), display, classes, note, (),
+                          (Meaning(tuple(nodes), display, classes),))
+
+    def _meanings(self, nodes: Sequence[str]) -> list[Meaning]:
+        """Senses (in WordNet's order) grouped into meanings: each sense joins the first meaning
+        with a sense close to it (:data:`CLOSE`); the meanings keep the order of their first sense."""
+        groups: list[list[int]] = []
+        for i, node in enumerate(nodes):
+            home = next((g for g in groups if any(self._close(nodes[j], node) for j in g)), None)
+            if home is None:
+                groups.append([i])
+            else:
+                home.append(i)
+        out = []
+        for g in groups:
+            classes = tuple(sorted({c for j in g for c in self._under[nodes[j]]}))
+            # WordNet's names ("big_cat.n.01"): each can be typed to mean exactly that sense.
+            out.append(Meaning(tuple(nodes[j] for j in g), " + ".join(self.node_name(nodes[j]) for j in g), classes))
+        return out
+
+    def _close(self, a: str, b: str) -> bool:
+        """Two senses that are one meaning: they share classes, or a near group holds little else."""
+        ua, ub = set(self._under[a]), set(self._under[b])
+        if ua & ub:
+            return True
+        up_a, up_b = self._steps_up(a), self._steps_up(b)
+        shared = [n for n in up_a if n in up_b and up_a[n] <= CLOSE_STEPS and up_b[n] <= CLOSE_STEPS]
+        return any(len(self._under[n]) <= CLOSE * len(ua | ub) for n in shared)
+
+    def _steps_up(self, node_id: str) -> dict[str, int]:
+        """Every node above ``node_id`` (itself included) and the fewest steps to it."""
+        steps = {node_id: 0}
+        todo = [node_id]
+        while todo:
+            n = todo.pop(0)
+            for parent in self._nodes[n].parents:
+                if parent not in steps:
+                    steps[parent] = steps[n] + 1
+                    todo.append(parent)
+        return steps
+
+    def _resolve_edit(self, text: str) -> Resolution:
+        """"cat = cat + big cat - tiger": the first term, plus or minus the others' classes."""
+        label, eq, expr = text.partition("=")
+        if not eq:
+            expr = text
+        parts = _EDIT.split(" " + expr.strip())
+        # " cat - tiger" -> [" cat", "-", "tiger"]: the first term, then (operator, term) pairs.
+        first, rest = parts[0].strip(), parts[1:]
+        if not first:
+            raise ClassNameError(f"{text!r}: an edited name starts with a name to edit (\"cat = cat - tiger\")")
+        base = self._resolve_plain(first)
+        label = label.strip() if eq else base.name
+        if not label:
+            raise ClassNameError(f"{text!r}: nothing before '=' to call the class")
+        classes = set(base.classes)
+        display = base.display
+        for op, term in zip(rest[::2], rest[1::2]):
+            term = term.strip()
+            if not term:
+                raise ClassNameError(f"{text!r}: {op} needs a name after it")
+            other = self._resolve_plain(term)
+            classes = classes | set(other.classes) if op == "+" else classes - set(other.classes)
+            display += f" {op} {other.display}"
+        if not classes:
+            raise ClassNameError(f"{text!r} leaves no class")
+        out = tuple(sorted(classes))
+        return Resolution(label, base.nodes, display, out, base.note, base.alternatives, (),
+                          tuple(sorted(classes - set(base.classes))), tuple(sorted(set(base.classes) - classes)))
+
+    def class_term(self, index: int) -> str:
+        """How to name base class ``index`` in an edited name: its first lemma when that means exactly
+        it ("tiger"), else its node id."""
+        node = self._classes[index]
+        label = self._nodes[node].label
+        try:
+            r = self._resolve_plain(label)
+        except ClassNameError:
+            return node
+        return label if r.classes == (index,) and r.note is None else node
+
+    def _forms(self, key: str) -> list[str]:
+        """The key, then its singulars ("geese" -> "goose", "musical_instruments" -> "musical_instrument")."""
         head, _, last = key.rpartition("_")
         prefix = head + "_" if head else ""
-        forms = []
+        forms = [key]
         if key in self._plurals:
             forms.append(self._plurals[key])
         if last in self._plurals:  # "snow geese": the irregular plural is the last word
@@ -311,8 +514,14 @@ class Hierarchy:
         for ending, replacement in _PLURAL_ENDINGS:
             if last.endswith(ending) and len(last) > len(ending):
                 forms.append(prefix + last[: -len(ending)] + replacement)
+        return forms
+
+    def _entries(self, key: str) -> list[tuple[int, str, str]]:
+        """(sense, node, lemma key) for a name key; its singular when the name itself is no lemma."""
+        if key in self._by_key:
+            return [(s, n, key) for s, n in self._by_key[key]]
         found: dict[str, tuple[int, str, str]] = {}
-        for form in forms:
+        for form in self._forms(key)[1:]:
             for sense, node_id in self._by_key.get(form, []):
                 found.setdefault(node_id, (sense, node_id, form))
         return sorted(found.values())
@@ -331,11 +540,15 @@ class Hierarchy:
     def _resolution(self, name: str, node_id: str, note: str | None, others: tuple[str, ...]) -> Resolution:
         if not self._under[node_id]:
             raise ClassNameError(f"no ImageNet class is under {self.node_name(node_id)}")
-        return Resolution(name, (node_id,), self.node_name(node_id), self._under[node_id], note, others)
+        meaning = Meaning((node_id,), self.node_name(node_id), self._under[node_id])
+        return Resolution(name, (node_id,), self.node_name(node_id), self._under[node_id], note, others, (meaning,))
 
-    def _describe(self, label: str, node_id: str) -> str:
-        count = len(self._under[node_id])
+    def _describe(self, label: str, node_id: str, count: int | None = None) -> str:
+        """"crane.n.05 (large long-necked wading bird of marshes…; 1 class)"."""
+        count = len(self._under[node_id]) if count is None else count
         gloss = self._nodes[node_id].gloss
+        if len(gloss) > 50:
+            gloss = gloss[:49].rstrip() + "…"
         what = f"{gloss}; " if gloss else ""
         return f"{label} ({what}{count} class{'es' if count != 1 else ''})"
 
@@ -345,15 +558,19 @@ class Hierarchy:
             return ""
         return "; nearest known names: " + ", ".join(k.replace("_", " ") for k in close)
 
-    def resolve_classes(self, names: Iterable[str]) -> list[ResolvedClass]:
+    def resolve_classes(self, names: Iterable[str], *,
+                        evidence: Sequence[Sequence[float] | None] | None = None) -> list[ResolvedClass]:
         """Resolve a list of class names into disjoint sets of base classes.
 
-        Each base class counts for the narrowest class that holds it, so a broad class means
-        "the rest": with "animal" and "dog", dogs count for "dog" and "animal" keeps the other
-        animals. Two names that mean the same classes, or a class left with nothing of its own,
-        are errors: the classifier could never tell them apart.
+        A name with meanings far apart takes the one its ``evidence`` favours (per name, weights
+        over the base classes, e.g. the mean probabilities of the class's photos: the meaning
+        holding the most wins), else the one nearest the other names ("crane, heron": the bird),
+        else WordNet's first. Each base class counts for the narrowest class that holds it, so a
+        broad class means "the rest": with "animal" and "dog", dogs count for "dog" and "animal"
+        keeps the other animals. Two names that mean the same classes, or a class left with nothing
+        of its own, are errors: the classifier could never tell them apart.
         """
-        resolved = [self.resolve(name) for name in names]
+        resolved = self._in_context([self.resolve(name) for name in names], evidence)
         for i, a in enumerate(resolved):
             for b in resolved[:i]:
                 if a.classes == b.classes:
@@ -387,6 +604,38 @@ class Hierarchy:
                                        + ", ".join(repr(resolved[j].name.strip()) for j in takers))
             out.append(ResolvedClass(r.name, r.nodes, r.display, own, tuple(notes)))
         return out
+
+    def _in_context(self, resolved: list[Resolution],
+                    evidence: Sequence[Sequence[float] | None] | None) -> list[Resolution]:
+        """Each ambiguous name in the meaning its photos or the other names point to."""
+        out = list(resolved)
+        for i, r in enumerate(resolved):
+            if len(r.meanings) < 2:
+                continue
+            weights = evidence[i] if evidence is not None and i < len(evidence) else None
+            if weights is not None:
+                held = [sum(float(weights[c]) for c in m.classes) for m in r.meanings]
+                k = max(range(len(held)), key=lambda j: (held[j], -j))
+                if k and held[k] > held[0]:
+                    out[i] = r.choosing(k, f"where its photos point ({held[k]:.0%} of their probability, "
+                                           f"{held[0]:.0%} on {r.meanings[0].display})")
+                continue
+            others = [(o.name, o.classes) for j, o in enumerate(resolved) if j != i]
+            if not others:
+                continue
+            distance = [min((self._common_size({*m.classes, *classes}), name) for name, classes in others)
+                        for m in r.meanings]
+            k = min(range(len(distance)), key=lambda j: (distance[j][0], j))
+            if k and distance[k][0] < distance[0][0]:
+                out[i] = r.choosing(k, f"nearest to {distance[k][1].strip()!r}")
+        return out
+
+    def _common_size(self, classes: set[int]) -> int:
+        """Base classes under the narrowest node that holds all of ``classes``."""
+        for node in self.ancestors(min(classes)):
+            if classes <= set(self._under[node]):
+                return len(self._under[node])
+        return self.num_classes
 
     @staticmethod
     def _same(a: Resolution, b: Resolution) -> str:

@@ -9,17 +9,20 @@ pooled features depend on (every tensor but the head's), the model key what the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vit_desktop.core.types import Architecture, HeadSpec, ModelCard, Preprocess
+import numpy as np
+
+from vit_desktop.core.types import Architecture, HeadSpec, ModelCard, OpenSetRule, Preprocess
 
 if TYPE_CHECKING:  # keys of a loaded model need torch; stamps and cards do not
     from vit_desktop.core.models.vit import ViT
@@ -162,7 +165,17 @@ def machine_fingerprint() -> str:
 
 
 def card_to_json(card: ModelCard) -> str:
-    return json.dumps(asdict(card), ensure_ascii=False, sort_keys=True)
+    d = asdict(replace(card, open_set=None))
+    rule = card.open_set
+    if rule is not None:
+        refs = rule.references
+        # The training photos' features of a nearest-photo rule, as float32 bytes: exact, and compact.
+        packed = None if refs is None else {
+            "shape": list(refs.shape),
+            "float32": base64.b64encode(np.ascontiguousarray(refs, np.float32).tobytes()).decode(),
+        }
+        d["open_set"] = {**rule.to_json_dict(), "references": packed}
+    return json.dumps(d, ensure_ascii=False, sort_keys=True)
 
 
 def card_from_json(text: str) -> ModelCard:
@@ -175,7 +188,18 @@ def card_from_json(text: str) -> ModelCard:
         labels=tuple(str(label) for label in d["labels"]), preprocess=Preprocess(**pp),
         description=str(d["description"]), extra=tuple((str(k), str(v)) for k, v in d["extra"]),
         head=_head_from(d["head"]),
+        open_set=_rule_from(d.get("open_set")),
     )
+
+
+def _rule_from(d: dict[str, Any] | None) -> OpenSetRule | None:
+    if d is None:
+        return None
+    refs = d.get("references")
+    array = None
+    if refs is not None:
+        array = np.frombuffer(base64.b64decode(refs["float32"]), dtype=np.float32).reshape(refs["shape"]).copy()
+    return OpenSetRule.from_json_dict(d, array)
 
 
 def _head_from(d: dict[str, Any] | None) -> HeadSpec | None:

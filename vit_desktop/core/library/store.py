@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS results (
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     model TEXT NOT NULL,
     probabilities BLOB NOT NULL,
+    -- the model's own open-set score, where it reads the pooled token (not the probabilities)
+    known REAL,
     PRIMARY KEY (model, file_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS features_of_file ON features(file_id);
@@ -100,6 +102,9 @@ class StoredPhoto:
     probabilities: np.ndarray | None
     #: float32 (hidden,): the pooled features of the model's backbone.
     features: np.ndarray | None
+    #: The model's own open-set score (a nearest-photo similarity, a mass before the head's softmax),
+    #: where a run that applies it stored it with the answer.
+    known: float | None = None
 
 
 @dataclass(frozen=True)
@@ -220,14 +225,15 @@ class Library:
             by_path = {os.fsencode(s.path): s for s in stamps}
             for chunk in _chunks(list(by_path), _CHUNK):
                 rows = conn.execute(
-                    "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data "
+                    "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data, "
+                    "r.known "
                     "FROM files f "
                     "LEFT JOIN results r ON r.file_id = f.id AND r.model = ? "
                     "LEFT JOIN features x ON x.file_id = f.id AND x.backbone = ? "
                     f"WHERE f.path IN ({','.join('?' * len(chunk))})",
                     (model or "", backbone or "", *chunk),
                 )
-                for path, size, mtime_ns, quick, width, height, notes, probs, feats in rows:
+                for path, size, mtime_ns, quick, width, height, notes, probs, feats, known in rows:
                     s = by_path[path]
                     if (s.size, s.mtime_ns, s.quick) != (size, mtime_ns, quick):
                         continue  # changed since: computed again, and replaced when saved
@@ -238,15 +244,17 @@ class Library:
                         notes=tuple(json.loads(notes)),
                         probabilities=None if probs is None else np.frombuffer(probs, dtype=np.float32),
                         features=None if feats is None else np.frombuffer(feats, dtype=np.float32),
+                        known=known,
                     )
             return found
 
         return self._guard("read it", {}, run)
 
     def save(self, items: Iterable[tuple[FileStamp, ClassifyResult]], *, model: str | None,
-             backbone: str | None) -> None:
+             backbone: str | None, own_score: bool = False) -> None:
         """Keep each result (its probabilities, and its features where it has them), in one short
-        transaction; a file whose stamp changed loses what was stored for its old content."""
+        transaction; a file whose stamp changed loses what was stored for its old content.
+        ``own_score``: the results' ``known_score`` is the model's own open-set score, kept too."""
         rows = [(s, r) for s, r in items if r.ok]
         if not rows:
             return
@@ -256,8 +264,13 @@ class Library:
                 for stamp, r in rows:
                     file_id = _file_row(conn, stamp, r)
                     if model is not None and r.probabilities is not None:
-                        conn.execute("INSERT OR REPLACE INTO results(file_id, model, probabilities) VALUES (?, ?, ?)",
-                                     (file_id, model, _blob(r.probabilities)))
+                        # The same model's probabilities are the same numbers: a run that had no
+                        # own score to give keeps the one stored before.
+                        conn.execute("INSERT INTO results(file_id, model, probabilities, known) VALUES (?, ?, ?, ?) "
+                                     "ON CONFLICT(model, file_id) DO UPDATE SET "
+                                     "probabilities = excluded.probabilities, "
+                                     "known = coalesce(excluded.known, results.known)",
+                                     (file_id, model, _blob(r.probabilities), r.known_score if own_score else None))
                     if backbone is not None and r.features is not None:
                         conn.execute("INSERT OR REPLACE INTO features(file_id, backbone, data) VALUES (?, ?, ?)",
                                      (file_id, backbone, _blob(r.features)))

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from vit_desktop.core.errors import ModelError, caught_warnings, first_line, one_line, shown
-from vit_desktop.core.types import ModelCard
+from vit_desktop.core.types import ModelCard, OpenSetRule
 from vit_desktop.core.units import format_bytes
 
 from .hub_configs import (
@@ -52,7 +52,7 @@ from .hub_configs import (
 )
 from .layouts import default_labels, infer_architecture, shape_text, to_torchvision
 from .limits import as_float, as_int, check_architecture, check_model
-from .model_file import architecture_from_metadata, describe, head_from_metadata, is_project_file
+from .model_file import architecture_from_metadata, describe, head_from_metadata, is_project_file, open_set_from_file
 from .vit import ViT, at_resolution, build_module
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -196,6 +196,20 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     module.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in sd.items()}, strict=True, assign=True)
 
 
+def _check_rule(module: ViT, rule: OpenSetRule) -> None:
+    """ModelError when a stored open-set rule does not fit the model it came with."""
+    from .open_set import KnownScore
+    from .vit import feature_size
+
+    if rule.references is not None and (rule.references.ndim != 2 or rule.references.shape[1] != feature_size(module)):
+        raise ModelError(f"the open-set rule's features have shape {tuple(rule.references.shape)}; the model's "
+                         f"classifier reads {feature_size(module)}")
+    try:
+        KnownScore(module, rule)
+    except ValueError as exc:
+        raise ModelError(f"the open-set rule does not fit the model: {exc}") from None
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
     """Open a checkpoint file or folder as a torchvision ViT plus its card.
 
@@ -211,8 +225,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
     timm_cfg = None
     try:
         raw, meta = read_weights(weights)
-        sd, layout = to_torchvision(raw)
         ours = is_project_file(meta)
+        rule = open_set_from_file(meta, raw) if ours else None
+        sd, layout = to_torchvision(raw)
         head = None
         if ours:
             arch = architecture_from_metadata(meta)
@@ -268,6 +283,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
         with torch.device("meta"):
             module = build_module(arch, head)
         load_into(module, sd)
+        if rule is not None:
+            _check_rule(module, rule)
         if size != arch.image_size:
             module = at_resolution(module, size)
             arch = module.arch
@@ -289,6 +306,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ViT, ModelCard]:
         description=description,
         extra=extra,
         head=head,
+        open_set=rule,
     )
     return module, card
 

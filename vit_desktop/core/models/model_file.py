@@ -20,7 +20,15 @@ from torch import nn
 
 from vit_desktop.core.errors import ModelError, first_line, shown
 from vit_desktop.core.files import atomic_path
-from vit_desktop.core.types import IMAGENET_MEAN, IMAGENET_STD, Architecture, HeadSpec, ModelCard, Preprocess
+from vit_desktop.core.types import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Architecture,
+    HeadSpec,
+    ModelCard,
+    OpenSetRule,
+    Preprocess,
+)
 
 from .limits import MAX_HEAD_DEPTH, as_float, as_size, check_preprocess, labels_from
 from .vit import ViT, architecture_of, head_spec_of
@@ -32,8 +40,12 @@ META_NAME = META_PREFIX + "name"
 META_DESCRIPTION = META_PREFIX + "description"
 META_LABELS = META_PREFIX + "labels"
 META_HEAD = META_PREFIX + "head"
-#: Keys every file has (and "head", which files with a few-shot head have); the rest are extras.
-_CORE_META = {"format", "name", "description", "arch", "labels", "preprocess", "head"}
+#: The open-set rule the model was calibrated with (:class:`~vit_desktop.core.types.OpenSetRule`), JSON.
+META_OPEN_SET = META_PREFIX + "open_set"
+#: The tensor beside the weights that holds a ``nearest_photo`` rule's training features.
+REFERENCES_KEY = "vit_desktop.open_set.references"
+#: Keys every file has (and "head" and "open_set", which fine-tuned files have); the rest are extras.
+_CORE_META = {"format", "name", "description", "arch", "labels", "preprocess", "head", "open_set"}
 
 
 def is_project_file(meta: Mapping[str, str]) -> bool:
@@ -77,6 +89,16 @@ def architecture_from_metadata(meta: Mapping[str, str]) -> Architecture:
 def head_from_metadata(meta: Mapping[str, str]) -> HeadSpec | None:
     """The few-shot head a project file declares, or None for a linear head (every older file)."""
     return head_from_dict(_json_object(meta, META_HEAD)) if meta.get(META_HEAD) else None
+
+
+def open_set_from_file(meta: Mapping[str, str], tensors: dict[str, torch.Tensor]) -> OpenSetRule | None:
+    """The rule a project file stores, or None (files from before rules were stored). Takes the
+    rule's tensor out of ``tensors``: it is no weight of the module."""
+    references = tensors.pop(REFERENCES_KEY, None)
+    if not meta.get(META_OPEN_SET):
+        return None
+    refs = references.to(torch.float32).numpy() if references is not None else None
+    return OpenSetRule.from_json_dict(_json_object(meta, META_OPEN_SET), refs)
 
 
 def head_from_dict(d: Mapping[str, Any], depth: int = 1) -> HeadSpec:
@@ -170,6 +192,8 @@ def card_metadata(card: ModelCard, extra: Mapping[str, str] | None = None) -> di
     }
     if card.head is not None:
         meta[META_HEAD] = json.dumps(asdict(card.head))
+    if card.open_set is not None:
+        meta[META_OPEN_SET] = json.dumps(card.open_set.to_json_dict())
     for key, value in (*card.extra, *(extra or {}).items()):
         if key in _CORE_META:
             raise ValueError(f"metadata key {key!r} is reserved")
@@ -206,6 +230,9 @@ def save_model(
         raise ValueError("the card's head does not match the module's")
     # Plain contiguous fp32 CPU copies: safetensors refuses shared or strided storage.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in module.state_dict().items()}
+    rule = card.open_set
+    if rule is not None and rule.references is not None:
+        tensors[REFERENCES_KEY] = torch.as_tensor(rule.references, dtype=torch.float32).contiguous().clone()
     metadata = card_metadata(card, extra)
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -218,6 +245,8 @@ __all__ = [
     "META_DESCRIPTION",
     "META_LABELS",
     "META_NAME",
+    "META_OPEN_SET",
+    "REFERENCES_KEY",
     "FileDescription",
     "architecture_from_metadata",
     "card_metadata",
@@ -225,6 +254,7 @@ __all__ = [
     "describe",
     "head_from_metadata",
     "is_project_file",
+    "open_set_from_file",
     "preprocess_from_json",
     "save_model",
 ]

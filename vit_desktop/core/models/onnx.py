@@ -2,8 +2,11 @@
 
 The exported graph takes what the engine feeds its model, float32 ``(N, 3, H, W)`` normalised as
 ``(pixel * rescale - mean) / std`` after the model's resize and crop, with a dynamic batch, and
-returns ``(N, classes)`` logits or probabilities. Labels, preprocessing and architecture are in
-the file's metadata and in a JSON file beside it, so another program can run it without this one.
+returns ``(N, classes)`` logits or probabilities, and ``known_score`` ``(N,)``: the score of the
+model's open-set rule, which the metadata's ``open_set`` entry says how to read (a photo is none of
+the model's classes, or the model is not sure of it, when ``known_score < threshold``). Labels,
+preprocessing, architecture and that rule are in the file's metadata and in a JSON file beside it,
+so another program can run it without this one.
 
 After writing, the export runs in onnxruntime on sample photos and its top-5 and probabilities are
 compared with the model's own fp32 forward; only an export that agrees is moved into place. The
@@ -33,12 +36,15 @@ from vit_desktop.core.io.images import load_image
 from vit_desktop.core.types import ModelCard
 
 from . import vit
+from .open_set import KnownScore, model_rule
 from .preprocess import normalized_tensor
 
 #: The modules an export needs, and the extra that installs them.
 EXPORT_MODULES = ("onnx", "onnxruntime", "onnxscript")
 INSTALL_HINT = "pip install 'vit-desktop[export]'"
 OUTPUTS = ("logits", "probabilities")
+#: The second output: the model's open-set score per input.
+KNOWN_OUTPUT = "known_score"
 #: An export whose probabilities differ from the model's by more than this is refused.
 PROBABILITY_TOLERANCE = 1e-4
 
@@ -84,16 +90,21 @@ class ExportReport:
 
 
 class _Graph(nn.Module):
-    """What is exported: the model's one forward, optionally with the softmax."""
+    """What is exported: the model's one forward, optionally with the softmax, and with ``known``
+    the open-set score as a second output."""
 
-    def __init__(self, module: vit.ViT, probabilities: bool) -> None:
+    def __init__(self, module: vit.ViT, probabilities: bool, known: KnownScore | None = None) -> None:
         super().__init__()
         self.module = module
         self.probabilities = probabilities
+        self.known = known
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = vit.forward(self.module, x)
-        return logits.softmax(dim=-1) if self.probabilities else logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        pooled, logits = vit.forward_pooled(self.module, x)
+        out = logits.softmax(dim=-1) if self.probabilities else logits
+        if self.known is None:
+            return out
+        return out, self.known(pooled, logits)
 
 
 def metadata(card: ModelCard, outputs: str) -> dict[str, str]:
@@ -109,7 +120,9 @@ def metadata(card: ModelCard, outputs: str) -> dict[str, str]:
         "architecture": json.dumps(asdict(card.arch)),
         "input": f"pixel_values: float32 (N, 3, {size}, {size}), (pixel * rescale - mean) / std after the resize "
                  f"and centre crop in 'preprocess' ({pp.describe()})",
-        "output": f"{outputs}: float32 (N, {card.num_classes})",
+        "output": f"{outputs}: float32 (N, {card.num_classes}); {KNOWN_OUTPUT}: float32 (N,), see 'open_set'",
+        "open_set": json.dumps({**model_rule(card).to_json_dict(), "rule": f"uncertain when {KNOWN_OUTPUT} < threshold",
+                                "means": model_rule(card).describe()}, ensure_ascii=False),
     }
 
 
@@ -142,7 +155,8 @@ def export_onnx(
     say = progress or (lambda _text: None)
     started = time.perf_counter()
     # A float32 CPU copy: what is exported does not depend on where or how the model runs here.
-    graph = _Graph(copy.deepcopy(module).float().cpu().eval(), outputs == "probabilities").eval()
+    copied = copy.deepcopy(module).float().cpu().eval()
+    graph = _Graph(copied, outputs == "probabilities", KnownScore(copied, model_rule(card))).eval()
     size = card.arch.image_size
     inputs, n_photos = _sample_inputs(card, photos, say)
     with atomic_path(dest, overwrite=overwrite) as tmp:
@@ -158,7 +172,7 @@ def export_onnx(
         size_bytes = tmp.stat().st_size
     result = ExportReport(dest, sidecar, n_photos, len(inputs) - n_photos, *report, seconds=seconds,
                           size_bytes=size_bytes)
-    info = {key: (json.loads(value) if key in ("labels", "preprocess", "architecture") else value)
+    info = {key: (json.loads(value) if key in ("labels", "preprocess", "architecture", "open_set") else value)
             for key, value in metadata(card, outputs).items()}
     info["verification"] = {"photos": result.photos, "noise_pictures": result.noise, "top1_agree": result.top1_agree,
                             "top5_agree": result.top5_agree,
@@ -194,9 +208,10 @@ def _sample_inputs(
 def _export(graph: nn.Module, path: Path, size: int, outputs: str) -> None:
     # Batch 2: with a batch-1 example torch.export fixes the batch dimension to 1.
     example = torch.zeros(2, 3, size, size)
+    names = [outputs] + ([KNOWN_OUTPUT] if getattr(graph, "known", None) is not None else [])
     try:
         torch.onnx.export(
-            graph, (example,), str(path), dynamo=True, input_names=["pixel_values"], output_names=[outputs],
+            graph, (example,), str(path), dynamo=True, input_names=["pixel_values"], output_names=names,
             dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False,
         )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; all mean "could not export"
@@ -222,9 +237,11 @@ def _verify(graph: _Graph, path: Path, x: torch.Tensor, outputs: str) -> tuple[i
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     # Another batch size than the example's: the batch really is dynamic.
-    got = np.concatenate([session.run(None, {"pixel_values": x[i : i + 3].numpy()})[0] for i in range(0, len(x), 3)])
+    runs = [session.run(None, {"pixel_values": x[i : i + 3].numpy()}) for i in range(0, len(x), 3)]
+    got = np.concatenate([r[0] for r in runs])
     with torch.no_grad():
-        logits = vit.forward(graph.module, x)
+        pooled, logits = vit.forward_pooled(graph.module, x)
+        ref_known = graph.known(pooled, logits).numpy() if graph.known is not None else None
     ref_p = logits.softmax(dim=-1).numpy()
     got_p = got if outputs == "probabilities" else torch.from_numpy(got).softmax(dim=-1).numpy()
     max_p = float(np.abs(got_p - ref_p).max())
@@ -235,6 +252,14 @@ def _verify(graph: _Graph, path: Path, x: torch.Tensor, outputs: str) -> tuple[i
     if max_p > PROBABILITY_TOLERANCE or top1 != len(x):
         raise ExportError(f"the export disagrees with the model: top-1 the same on {top1} of {len(x)} inputs, "
                           f"probabilities differ by up to {max_p:.2e} (allowed {PROBABILITY_TOLERANCE:.0e}); not kept")
+    if ref_known is not None:
+        # The open-set score must agree as the probabilities do: it decides "none of these".
+        if len(runs[0]) < 2:
+            raise ExportError(f"the export has no {KNOWN_OUTPUT} output; not kept")
+        known_diff = float(np.abs(np.concatenate([r[1] for r in runs]) - ref_known).max())
+        if known_diff > PROBABILITY_TOLERANCE:
+            raise ExportError(f"the export's {KNOWN_OUTPUT} differs from the model's by up to {known_diff:.2e}; "
+                              "not kept")
     return top1, int(top5), max_p, max_logit
 
 
@@ -250,5 +275,5 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {k.removeprefix("vit_desktop."): v for k, v in meta.items() if k.startswith("vit_desktop.")}
 
 
-__all__ = ["EXPORT_MODULES", "INSTALL_HINT", "OUTPUTS", "ExportError", "ExportReport", "export_onnx",
+__all__ = ["EXPORT_MODULES", "INSTALL_HINT", "KNOWN_OUTPUT", "OUTPUTS", "ExportError", "ExportReport", "export_onnx",
            "missing_modules", "read_onnx_metadata"]

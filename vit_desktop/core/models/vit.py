@@ -102,6 +102,23 @@ class FewShotHead(nn.Module):
         return z
 
 
+    def known(self, f: torch.Tensor) -> torch.Tensor:
+        """(n, features) -> (n,) the base head's probability summed over every base class some
+        class of this head covers: how much of the photo is any of the user's classes.
+
+        :meth:`classify`'s softmax over the user's classes throws this away: a photo of none of
+        them still sums to one over them. Needs the mass term (the head is built on a hierarchy).
+        """
+        if not self.spec.mass:
+            raise ValueError("only a head with the mass term knows how much of a photo its classes hold")
+        with torch.autocast(f.device.type, enabled=False):
+            p = torch.softmax(self.base(f.float()).float(), dim=-1)
+            # (base, K) -> (base,): 1 where any class covers the base class
+            covered = self.masks.sum(dim=1).clamp(max=1.0)
+            out: torch.Tensor = p @ covered
+        return out
+
+
 def _normal_(t: torch.Tensor, std: float) -> torch.Tensor:
     """``normal_``, skipped on the meta device (a model built there is about to be loaded): on meta
     tensors torch routes it through its Python references, which import torch._dynamo (1.5 s)."""
@@ -280,6 +297,12 @@ def set_head(module: ViT, head: nn.Module) -> ViT:
     else:
         raise TypeError(f"not a classifier head: {type(head).__name__}")
     return module
+
+
+def head_features(module: ViT, pooled: torch.Tensor) -> torch.Tensor:
+    """(n, hidden) pooled token -> (n, features): what the classifier reads (after pre-logits, if any)."""
+    out: torch.Tensor = _pre_layers(module)(pooled)
+    return out
 
 
 def classifier(module: ViT) -> nn.Module:
@@ -510,6 +533,7 @@ __all__ = [
     "forward_head",
     "forward_pooled",
     "feature_size",
+    "head_features",
     "head_spec_of",
     "pooled",
     "pre_logits",

@@ -33,11 +33,12 @@ from PIL import Image
 
 from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.inference.devices import choose_precision, resolve_device
+from vit_desktop.core.inference.open_set import KEEP, NAMES_THRESHOLD, calibrate
 from vit_desktop.core.labels.categories import hierarchy_for, resolve_some
 from vit_desktop.core.labels.hierarchy import Hierarchy, ResolvedClass
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.vit import ViT, build_module
-from vit_desktop.core.types import ModelCard, Preprocess
+from vit_desktop.core.types import ModelCard, OpenSetRule, Preprocess
 
 from . import fewshot
 from .config import HEADS, MODES, ProgressFn, TrainConfig, TrainProgress
@@ -136,6 +137,12 @@ def finetune(
     train = cached(photos.train_images, "features (train)", photos.train_y)
     val = cached(photos.val_images, "features (validation)", photos.val_y) if photos.val_images else None
 
+    # An ambiguous name means what its photos show (crane: the bird or the machine).
+    if tree is not None and len(train):
+        evidence = [np.exp(train.log_p[train.y == c]).mean(axis=0) if (train.y == c).any() else None
+                    for c in range(len(classes))]
+        names = resolve_some(classes, tree, evidence=evidence)
+
     # 3. The head, chosen by cross-validation on the training photos.
     def report(step: int, steps: int, message: str) -> None:
         if progress is not None:
@@ -162,6 +169,7 @@ def finetune(
     )
     selection = _head_selection(choice, names, classes, photos)
     if config.mode == "head" or choice.cancelled:
+        card = replace(card, open_set=calibrated_rule(choice, train, val))
         if val is not None:  # an outside validation set: how the chosen head does there
             y_pred = choice.params.log_proba(val).argmax(axis=1)
             validation = Validation(classes, photos.val_y, y_pred.tolist(), photos.val_paths, "validation photos")
@@ -182,6 +190,9 @@ def finetune(
     loop = _backbone_training(module, device, precision, config, photos, pp, y_val,
                               (start_loss, start_pred.tolist()), progress, cancel)
     module.load_state_dict(loop.best_state)
+    # Not cancellable: a cancelled run still hands back its best model, and that needs its rule.
+    card = replace(card, open_set=_rule_after_training(module, fewshot.known_kind(choice.params, train), photos, pp,
+                                                       device, precision, config, progress))
     # Epoch 0 of the backbone training is the head-only model it starts from.
     start: Row = {"epoch": 0, "loss": None, "acc": None, "val_loss": start_loss,
                   "val_acc": float((start_pred == y_val.numpy()).mean())}
@@ -189,6 +200,54 @@ def finetune(
     return finish(module, card, config, validation, history=[start, *loop.history], best_epoch=loop.best_epoch,
                   skipped=photos.skipped, cancelled=loop.cancelled, started=started, n_train=len(photos.train_y),
                   selection=selection)
+
+
+def calibrated_rule(choice: fewshot.Choice, train: HeadData, val: HeadData | None) -> OpenSetRule | None:
+    """The open-set rule of a head fitted on ``train``: its score's threshold keeps :data:`KEEP`
+    of the held-out photos (outside validation photos when given, else cross-validation's)."""
+    kind = fewshot.known_kind(choice.params, train)
+    references = fewshot.unit(train.features).astype(np.float32) if kind == "nearest_photo" else None
+    if val is not None and len(val):
+        scores = fewshot.known_scores(choice.params, train, val, kind)
+        how = f"{len(val)} validation photos"
+    elif choice.held_out_known is not None:
+        scores = choice.held_out_known[kind]
+        how = f"{choice.folds}-fold cross-validation on {len(scores)} photos"
+    elif kind == "known_mass":  # names alone: the same measure as named categories, uncalibrated
+        return OpenSetRule("known_mass", NAMES_THRESHOLD, calibrated_on="no photos to hold out: the default for "
+                                                                        "named categories")
+    else:
+        return None  # nothing to calibrate a distance on: the program's default applies
+    return _rule(kind, scores, how, references)
+
+
+def _rule(kind: str, scores: np.ndarray, how: str, references: np.ndarray | None) -> OpenSetRule:
+    threshold = calibrate(scores, KEEP)
+    # What it really keeps of these photos (a few photos cannot keep exactly KEEP).
+    keeps = float((np.asarray(scores) >= threshold).mean())
+    return OpenSetRule(kind, round(threshold, 6), keeps=round(keeps, 4), calibrated_on=how, references=references)
+
+
+def _rule_after_training(module: ViT, kind: str, photos: Photos, pp: Preprocess, device: torch.device,
+                         precision: str, config: TrainConfig, progress: ProgressFn | None) -> OpenSetRule:
+    """The open-set rule of a model whose backbone trained: its features and probabilities moved,
+    so the scores are those of the final weights, calibrated on the validation photos."""
+
+    def feats(images: Sequence[Image.Image], what: str) -> torch.Tensor:
+        return features_of(module, (eval_tensor(im, pp) for im in images), len(images), device, precision, what,
+                           progress, None, max(8, config.batch_size))
+
+    f_val = feats(photos.val_images, "open-set scores (validation)")
+    how = f"{len(photos.val_images)} validation photos"
+    if kind == "known_mass":
+        head = module.heads
+        assert isinstance(head, vit.FewShotHead)
+        with torch.no_grad():
+            scores = head.known(f_val.to(device)).double().cpu().numpy()
+        return _rule(kind, scores, how, None)
+    refs = fewshot.unit(feats(photos.train_images, "open-set scores (training)").double().numpy())
+    scores = (fewshot.unit(f_val.double().numpy()) @ refs.T).max(axis=1)
+    return _rule(kind, scores, how, refs.astype(np.float32))
 
 
 def _allowed_heads(head: str) -> tuple[str, ...]:
@@ -220,6 +279,7 @@ def _head_selection(choice: fewshot.Choice, names: Sequence[ResolvedClass | None
     """How the head was chosen, for the saved file and for people."""
     counts = np.bincount(np.asarray(photos.train_y, dtype=int), minlength=len(classes)).tolist()
     nodes = choice.params.nodes or [[] for _ in classes]  # only hierarchy heads choose nodes
+    chosen = choice.params.chosen or [[] for _ in classes]
     return HeadSelection(
         head=choice.name,
         summary=choice.summary(),
@@ -227,8 +287,9 @@ def _head_selection(choice: fewshot.Choice, names: Sequence[ResolvedClass | None
         # Rounded here, not when written: what the window shows is what the file says.
         scores=tuple(fewshot.HeadScore(s.name, round(s.loss, 4), round(s.accuracy, 4)) for s in choice.scores),
         classes=tuple(
-            ClassBasis(c, f"{r.display} ({len(r.classes)} classes)" if r is not None else None, tuple(n), int(k))
-            for c, r, n, k in zip(classes, names, nodes, counts)
+            ClassBasis(c, f"{r.display} ({len(r.classes)} classes)" if r is not None else None, tuple(n), int(k),
+                       tuple(why))
+            for c, r, n, k, why in zip(classes, names, nodes, counts, chosen)
         ),
     )
 
@@ -362,6 +423,7 @@ __all__ = [
     "MODES",
     "HeadSelection",
     "TrainConfig",
+    "calibrated_rule",
     "TrainMetrics",
     "TrainProgress",
     "TrainResult",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -104,6 +105,7 @@ class NodeMatrix:
         self.A = np.zeros((hierarchy.num_classes, len(self.ids)), dtype=np.float32)
         for j, n in enumerate(self.ids):
             self.A[list(hierarchy.classes_under(n)), j] = 1.0
+        self.sizes = self.A.sum(axis=0)
         # Per base class, its ancestors' columns (itself included), narrowest first; nodes that
         # hold exactly the same classes are one candidate.
         same: dict[tuple[int, ...], int] = {}
@@ -116,6 +118,16 @@ class NodeMatrix:
                     cols.append(j)
             self.ancestors.append(np.array(cols, dtype=int))
 
+    def common_size(self, masks: np.ndarray) -> np.ndarray:
+        """(base, m) 0/1 sets of base classes -> (m,) base classes under the narrowest node that
+        holds each set whole (its lowest common ancestor in the hierarchy)."""
+        need = masks.sum(axis=0)
+        # (nodes, base) @ (base, m) -> (nodes, m): how much of each set a node holds
+        held = self.A.T @ masks
+        sizes = np.where(held >= need[None, :] - 0.5, self.sizes[:, None], np.inf)
+        out: np.ndarray = sizes.min(axis=0)
+        return out
+
 
 def name_masks(names: Sequence[ResolvedClass | None], num_base: int) -> list[np.ndarray | None]:
     out: list[np.ndarray | None] = []
@@ -127,6 +139,29 @@ def name_masks(names: Sequence[ResolvedClass | None], num_base: int) -> list[np.
         m[list(r.classes)] = 1.0
         out.append(m)
     return out
+
+
+@dataclass(frozen=True)
+class ChosenNode:
+    """A node a class's photos chose, and why: how many of them point there, what it gained."""
+
+    #: WordNet's name of the node ("dog.n.01").
+    name: str
+    #: The class's photos with one of their top predictions under the node, of all its photos.
+    photos: int
+    of: int
+    #: How much the node raised the class's fit on its photos (nats, judged leave-one-out).
+    gain: float
+
+    def __str__(self) -> str:
+        """"dog.n.01 (9 of 12 photos point there, +4.1 nats)"."""
+        return f"{self.name} ({self.photos} of {self.of} photos point there, +{self.gain:.1f} nats)"
+
+
+#: A node needs a top prediction under it in at least this share of the class's photos (and in two).
+SUPPORT_SHARE = 0.2
+#: A named class's node must share with the name a group at most this many times their classes together.
+NEAR = 2.0
 
 
 class Selection:
@@ -142,17 +177,47 @@ class Selection:
     """
 
     def __init__(self, nm: NodeMatrix, names: Sequence[np.ndarray | None], *, top: int = 5,
-                 min_gain: float = 1.0, max_nodes: int = 30) -> None:
+                 min_gain: float = 1.0, max_nodes: int = 30, min_share: float = SUPPORT_SHARE,
+                 near: float = NEAR) -> None:
         self.nm = nm
         self.names = names
         self.top = top
         self.min_gain = min_gain
         self.max_nodes = max_nodes
+        self.min_share = min_share
+        self.near = near
+        #: After :meth:`fit`: per class, the nodes chosen and why.
+        self.chosen: list[list[ChosenNode]] = []
+
+    def _supported(self, support: dict[int, int], photos: int) -> np.ndarray:
+        """The nodes class c may choose, from how many of its photos have a top prediction under
+        each (``support``): those enough of its photos point to."""
+        # Leave-one-out: a node only one photo supports counts for nobody.
+        least = max(2, math.ceil(self.min_share * photos))
+        return np.array(sorted(j for j, v in support.items() if v >= least), dtype=int)
+
+    def _allowed(self, cols: np.ndarray, anchor: np.ndarray | None, others: np.ndarray) -> np.ndarray:
+        """Which of the nodes ``cols`` a class may still choose: none that holds a whole item of
+        another class (``others`` (base, m): "entity" once "clothing" is taken means "anything but
+        clothing"), and once the class covers something (``anchor`` (base,): its name, the nodes
+        it chose) only nodes near it, sharing a group at most :data:`NEAR` times their classes
+        together. Either kind wins on the photos only because the other classes' photos never go
+        there ("clothing: fence.n.01"), and would call every photo of it this class."""
+        a = self.nm.A[:, cols]
+        ok = np.ones(len(cols), dtype=bool)
+        if others.shape[1]:
+            # (cols, base) @ (base, m) -> (cols, m): how much of each item a node holds
+            ok &= ~((a.T @ others) >= others.sum(axis=0)[None, :] - 0.5).any(axis=1)
+        if anchor is not None:
+            union = np.maximum(a, anchor[:, None])
+            ok &= self.nm.common_size(union) <= self.near * union.sum(axis=0)
+        return ok
 
     def fit(self, y: np.ndarray, log_p: np.ndarray, k: int,
             cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """(masks (base, K) to predict with, leave-one-out log-masses (n, K) to calibrate on, nodes)
-        from the photos' classes ``y`` (n,) and base log-probabilities ``log_p`` (n, base)."""
+        from the photos' classes ``y`` (n,) and base log-probabilities ``log_p`` (n, base); what
+        each node rests on is left in :attr:`chosen`."""
         n = len(y)
         p = np.exp(log_p).astype(np.float32)
         a = self.nm.A
@@ -160,14 +225,16 @@ class Selection:
         own = [y == c for c in range(k)]
         own_idx = [np.flatnonzero(o) for o in own]
         cand: list[np.ndarray] = []
+        support: list[dict[int, int]] = []
         for c in range(k):
             count: dict[int, int] = {}
             for x in own_idx[c]:
                 for col in {int(j) for t in topk[x] for j in self.nm.ancestors[t]}:
                     count[col] = count.get(col, 0) + 1
-            # Leave-one-out: a node only one photo supports counts for nobody.
-            cand.append(np.array(sorted(j for j, v in count.items() if v >= 2), dtype=int))
+            cand.append(self._supported(count, len(own_idx[c])))
+            support.append(count)
         held: list[list[int]] = [[] for _ in range(k)]
+        gained: list[list[float]] = [[] for _ in range(k)]
         every = np.arange(a.shape[0])
 
         def items(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,7 +293,13 @@ class Selection:
             for c in range(k):
                 if len(cand[c]) == 0 or not own[c].any():
                     continue
-                sub = a[:, cand[c]]
+                masks, _, _ = items(c)
+                others = [items(o)[0] for o in range(k) if o != c]
+                allowed = self._allowed(cand[c], masks.max(axis=1) if masks.shape[1] else None,
+                                        np.concatenate(others, axis=1) if others else masks[:, :0])
+                if not allowed.any():
+                    continue
+                sub = a[:, cand[c]] * allowed[None, :]  # a node it may not choose adds nothing
                 eff = effective(c, sub, sub.sum(axis=0))
                 valid = valid_for(c, eff, np.zeros(len(cand[c]), dtype=bool))
                 mass = (p * covers[c]).sum(axis=1)
@@ -236,10 +309,11 @@ class Selection:
                 j = int(np.argmax(gains))
                 if gains[j] > best[0]:
                     best = (float(gains[j]), c, j)
-            _, c, j = best
+            gain, c, j = best
             if c < 0:
                 break
             held[c].append(int(cand[c][j]))
+            gained[c].append(gain)
             cand[c] = np.delete(cand[c], j)
             covers = [cover(i) for i in range(k)]  # a narrower node can take classes from others
         final = []
@@ -248,5 +322,6 @@ class Selection:
             eff = effective(c, masks, sizes)
             final.append(eff.max(axis=1) if eff.shape[1] else np.zeros(len(every), np.float32))
         log_mass = np.log(np.stack([(p * covers[c]).sum(axis=1) for c in range(k)], axis=1) + EPS)
-        nodes = [[self.nm.hierarchy.node_name(self.nm.ids[j]) for j in h] for h in held]
-        return np.stack(final, axis=1), log_mass, nodes
+        self.chosen = [[ChosenNode(self.nm.hierarchy.node_name(self.nm.ids[j]), support[c].get(j, 0),
+                                   len(own_idx[c]), g) for j, g in zip(held[c], gained[c])] for c in range(k)]
+        return np.stack(final, axis=1), log_mass, [[node.name for node in chosen] for chosen in self.chosen]

@@ -22,6 +22,7 @@ from vit_desktop.core.types import ModelCard
 from .config import TrainConfig
 from .fewshot import HeadScore
 from .loop import Row
+from .nodes import ChosenNode
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class ClassBasis:
     nodes: tuple[str, ...]
     #: Training photos of the class (0 for a class known by its name alone).
     photos: int
+    #: The same nodes with what each rests on: how many of the class's photos point there, what it gained.
+    chosen: tuple[ChosenNode, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,15 @@ class Description:
     best_epoch: int | None
     cancelled: bool
     per_class: tuple[tuple[str, float], ...]
+    #: Per class with chosen nodes: "'clothing': the photos chose garment.n.01 (9 of 12 photos point there, +3.1 nats)".
+    chosen: tuple[str, ...] = ()
+    #: When a result of the model is uncertain (its open-set rule in words); None: the program's default.
+    uncertain: str | None = None
+
+    def details(self) -> list[str]:
+        """What the head rests on beyond the names, and when a result is uncertain: the lines the
+        command line prints after :meth:`lines`."""
+        return [*self.chosen, *([f"results: {self.uncertain}"] if self.uncertain else [])]
 
     @property
     def how(self) -> str:
@@ -219,6 +231,9 @@ def describe(result: TrainResult) -> Description:
         best_epoch=result.best_epoch if result.history else None,
         cancelled=result.cancelled,
         per_class=m.per_class_accuracy,
+        chosen=tuple(f"  {c.name!r}: the photos chose " + "; ".join(str(n) for n in c.chosen)
+                     for c in (selection.classes if selection is not None else ()) if c.chosen),
+        uncertain=result.card.open_set.describe() if result.card.open_set is not None else None,
     )
 
 
