@@ -39,6 +39,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("export_overlay", "Export &overlay PNG…", "Ctrl+Shift+E"),
     ActionSpec("copy_classes", "Copy images into class &folders…"),
     ActionSpec("export_model", "Export &model as ONNX…", tip="Write the model in use as ONNX, checked in onnxruntime"),
+    ActionSpec("write_keywords", "Write labels to &XMP sidecars",
+               tip="Each listed photo's label as a keyword in photo.jpg.xmp, where photo managers read it; the "
+                   "photos themselves are not touched"),
     ActionSpec("clear", "C&lear results", "Ctrl+Shift+Backspace"),
     ActionSpec("reclassify", "&Re-classify with the current model", "Ctrl+R",
                "Classify the listed photos again with the model in use now"),
@@ -60,6 +63,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("open_weights", "Open &weights file…", "Ctrl+Shift+M"),
     ActionSpec("reload_models", "&Refresh model list"),
     ActionSpec("finetune", "&Fine-tune…", "Ctrl+T"),
+    ActionSpec("library", "&Library…", tip="How much the store of results and features holds; empty it"),
     ActionSpec("about", "&About vit-desktop"),
     ActionSpec("download_default", "Download ViT-B/16"),
 )
@@ -67,12 +71,12 @@ ACTIONS: tuple[ActionSpec, ...] = (
 #: (menu title, action names; "-" is a separator). The Model menu is built by ``model_menu``.
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes",
-               "export_model", "-",
+               "export_model", "write_keywords", "-",
                "reclassify", "clear", "quit")),
     ("&Edit", ("undo_remove", "-", "copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
-    ("&Tools", ("finetune",)),
+    ("&Tools", ("finetune", "library")),
     ("&Help", ("about",)),
 )
 
@@ -87,6 +91,7 @@ class Actions:
     export_overlay: QAction
     copy_classes: QAction
     export_model: QAction
+    write_keywords: QAction
     clear: QAction
     reclassify: QAction
     quit: QAction
@@ -104,6 +109,7 @@ class Actions:
     open_weights: QAction
     reload_models: QAction
     finetune: QAction
+    library: QAction
     about: QAction
     download_default: QAction
 

@@ -118,6 +118,12 @@ class DetailPanel(QWidget):
         self.fit_button.setToolTip("Fit the photo in the view (double-click the photo, or press 0)")
 
         self.bars = TopKBars(self)
+        #: Why the photo counts as none of the model's classes (or why the model is not sure).
+        self.verdict = QLabel("", self)
+        self.verdict.setObjectName("detailVerdict")
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.PlainText)
+        self.verdict.hide()
         self.error = QLabel("", self)
         self.error.setObjectName("detailError")
         self.error.setWordWrap(True)
@@ -160,6 +166,7 @@ class DetailPanel(QWidget):
         layout.addLayout(row1)
         layout.addLayout(form)
         layout.addWidget(self.error)
+        layout.addWidget(self.verdict)
         layout.addWidget(self.bars)
 
         # Dragging the discard slider would ask for a rollout per pixel: wait until it rests.
@@ -182,6 +189,8 @@ class DetailPanel(QWidget):
         loader.preview_failed.connect(self._on_preview_failed)
         state.overlay_changed.connect(self._on_overlay_changed)
         state.categories_changed.connect(self._on_categories_changed)
+        state.threshold_changed.connect(self._show_verdict)
+        state.rule_changed.connect(self._show_verdict)
         controller.model_changed.connect(self._on_model_changed)
         self._show_overlay_settings(state.overlay)
         self._enable_rollout_controls()
@@ -249,6 +258,7 @@ class DetailPanel(QWidget):
             self.class_index = None
         self.bars.set_result(result)
         self.bars.set_checked_class(self.shown_class())
+        self._show_verdict()
         if result is None:
             self.title.setText("")
             self.error.hide()
@@ -341,6 +351,16 @@ class DetailPanel(QWidget):
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+
+    @Slot()
+    def _show_verdict(self, *_changed: object) -> None:
+        r = self.result
+        if r is None or not r.ok or r.top is None or not r.uncertain or self.stale:
+            self.verdict.hide()
+            return
+        why = self._state.why_uncertain(r.known_score, r.top.score)
+        self.verdict.setText(why[:1].upper() + why[1:] + ". The bars are the model's best guesses.")
+        self.verdict.show()
 
     def _update_showing(self, computing: bool = False) -> None:
         if self.result is None or self.result.error:

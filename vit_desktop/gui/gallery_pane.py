@@ -57,7 +57,12 @@ class GalleryPane(QWidget):
         self.threshold_spin.setDecimals(0)
         self.threshold_spin.setSuffix(" %")
         self.threshold_spin.setPrefix("Uncertain below ")
-        self.threshold_spin.setToolTip("Images whose best score is below this are marked uncertain")
+        # 0 % would mark nothing: at the bottom of the range, each model's own rule decides.
+        self.threshold_spin.setSpecialValueText("Uncertain: by model")
+        self.threshold_spin.setToolTip(
+            "As the model says: a photo is \"none of these\" when the model's own rule says so (a fine-tuned "
+            "model's rule was calibrated on your photos). Set a score to mark instead every photo whose best "
+            "score is below it.")
         self.categories_edit = QLineEdit(self)
         self.categories_edit.setPlaceholderText("Sort into my categories: dog, cat, car…")
         self.categories_edit.setClearButtonEnabled(True)
@@ -95,9 +100,10 @@ class GalleryPane(QWidget):
         self.filter_edit.textChanged.connect(self.proxy.set_text)
         self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
         self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
-        self.threshold_spin.setValue(round(state.threshold * 100))
+        self._show_threshold(state.threshold)
         self.threshold_spin.valueChanged.connect(self._on_threshold_spin)
         state.threshold_changed.connect(self._on_threshold_changed)
+        state.rule_changed.connect(self._on_rule_changed)
         state.categories_changed.connect(self._on_categories_changed)
         controller.run_started.connect(self._on_run_started)
         self.categories_edit.returnPressed.connect(self._on_categories)
@@ -211,15 +217,26 @@ class GalleryPane(QWidget):
 
     @Slot(float)
     def _on_threshold_spin(self, value: float) -> None:
-        self._state.set_threshold(value / 100.0)
+        self._state.set_threshold(value / 100.0 if value > 0 else None)
 
-    @Slot(float)
-    def _on_threshold_changed(self, fraction: float) -> None:
+    def _show_threshold(self, fraction: float | None) -> None:
         self.threshold_spin.blockSignals(True)
-        self.threshold_spin.setValue(round(fraction * 100))
+        self.threshold_spin.setValue(0 if fraction is None else round(fraction * 100))
         self.threshold_spin.blockSignals(False)
-        # Uncertainty is only "top score < threshold": re-derive it for what is already listed.
-        self.results_model.apply_threshold(fraction)
+
+    @Slot(object)
+    def _on_threshold_changed(self, fraction: float | None) -> None:
+        self._show_threshold(fraction)
+        self._judge_again()
+
+    @Slot(object)
+    def _on_rule_changed(self, _rule: object) -> None:
+        self._judge_again()
+
+    def _judge_again(self) -> None:
+        """The results already listed are marked again by the threshold or rule in force now."""
+        s = self._state
+        self.results_model.apply_rule(s.threshold, s.rule, s.verdict())
         self.refresh()
 
     @Slot(object)
@@ -260,7 +277,11 @@ class GalleryPane(QWidget):
     @Slot()
     def update_summary(self) -> None:
         n, errors, uncertain = self.results_model.counts()
-        self.summary.setText(f"{n} image{'s' if n != 1 else ''} · {uncertain} uncertain · {errors} errors" if n else "")
+        shown = self.proxy.rowCount()
+        of = f"{shown} of {n} shown · " if shown != n else ""
+        verdict = self.results_model.verdict
+        self.summary.setText(f"{of}{n} image{'s' if n != 1 else ''} · {uncertain} {verdict} · {errors} errors"
+                             if n else "")
         self.update_empty_text()
 
     @Slot()

@@ -38,6 +38,7 @@ from vit_desktop.gui.detail_panel import DetailPanel
 from vit_desktop.gui.exporting import Exporter
 from vit_desktop.gui.gallery_pane import GalleryPane
 from vit_desktop.gui.intake import Intake
+from vit_desktop.gui.library_part import LibraryPart
 from vit_desktop.gui.message_bar import MessageBar
 from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.model_switch import ModelSwitch
@@ -73,6 +74,8 @@ class MainWindow(QMainWindow):
         self._closing = False
         self.finetune_dialog: FinetuneDialog | None = None
         self._startup_done = False
+        #: How many photos of the last session are on their way back (said when their run starts).
+        self._restoring = 0
 
         self._build_widgets()
         self.run_status = RunStatus(self.statusBar(), self.controller, waiting=lambda: len(self.intake.pending),
@@ -80,6 +83,7 @@ class MainWindow(QMainWindow):
         self.intake = Intake(self, self.settings, self.controller, self.view_state, top_k=self.top_k,
                              batch_size=self.batch_size)
         self.exporter = Exporter(self, self.settings, self.controller.board, self.pool)
+        self.library = LibraryPart(self, self.controller.board, self.pool)
         self.commands = build_actions(self, self._handlers())
         menus = build_menus(self.menuBar(), self.commands)
         self.model_menu = ModelMenu(menus["Model"], self.commands.open_weights, self.commands.reload_models, self)
@@ -125,6 +129,8 @@ class MainWindow(QMainWindow):
             "export_overlay": lambda: e.export_overlay_dialog(d.result, d.current_heatmap, s.overlay),
             "copy_classes": lambda: e.copy_into_folders_dialog(self.results_model.results()),
             "export_model": lambda: e.export_model_dialog(self.controller, self.sample_paths()),
+            "write_keywords": lambda: self.library.write_keywords(self.results_model.results()),
+            "library": lambda: self.library.show_dialog(),
             "clear": self.clear_results,
             "reclassify": self.reclassify,
             "quit": self.close,
@@ -157,6 +163,10 @@ class MainWindow(QMainWindow):
         self.exporter.note.connect(status.say)
         self.exporter.problem.connect(bar.show_error)
         self.exporter.hint.connect(bar.show_info)
+        self.library.note.connect(status.say)
+        self.library.problem.connect(bar.show_error)
+        self.library.restore_requested.connect(self._on_restore)
+        self.controller.run_started.connect(self._on_run_started)
         self.models.demo_changed.connect(self._update_samples)
         self.pane.categories_entered.connect(self.labeller.apply)
         self.labeller.note.connect(status.say)
@@ -187,6 +197,26 @@ class MainWindow(QMainWindow):
         if not self._startup_done:
             self._startup_done = True
             self.models.start()
+            if self.results_model.rowCount() == 0:
+                self.library.restore()
+
+    @Slot(list)
+    def _on_restore(self, paths: list[str]) -> None:
+        """The photos listed when the window last closed, read back from the library."""
+        if self.results_model.rowCount() or self.intake.pending:
+            return  # photos given on the command line (or dropped already) come first
+        self._restoring = len(paths)
+        self.intake.add_paths(paths)
+
+    @Slot(object)
+    def _on_run_started(self, _job: object) -> None:
+        # Said once the restored photos' run starts: loading the model clears the bar before that.
+        n, self._restoring = self._restoring, 0
+        if n:
+            self.message_bar.show_message(
+                f"The {n} photo{'s' if n != 1 else ''} listed last time {'are' if n != 1 else 'is'} back "
+                "(from the library: nothing is classified again unless it changed).", kind="info",
+                action=self.commands.clear)
 
     # ------------------------------------------------------------------------------------------
     # Adding images and runs
@@ -311,6 +341,10 @@ class MainWindow(QMainWindow):
             self.settings.sync()
         except Exception:
             log.exception("could not save the window settings")
+        try:
+            self.library.save_session([r.path for r in self.results_model.results() if r.ok])
+        except Exception:
+            log.exception("could not remember the listed photos")
         self.exporter.cancel_all()
         self.controller.shutdown()
         self.loader.shutdown()

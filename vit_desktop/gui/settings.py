@@ -107,12 +107,17 @@ class AppSettings:
     # -- classification ------------------------------------------------------------------------
 
     @property
-    def threshold(self) -> float:
-        return _to_float(self.qsettings.value("classify/threshold", 0.5), 0.5)
+    def threshold(self) -> float | None:
+        """The "uncertain below" score the user set, or None: each model's own rule (the default).
+
+        A new key: the old ``classify/threshold`` held 0.5 for everyone, from before models
+        carried rules of their own, and would override them all."""
+        value = _to_float(self.qsettings.value("classify/uncertain_below", -1.0), -1.0)
+        return value if 0.0 < value <= 1.0 else None
 
     @threshold.setter
-    def threshold(self, value: float) -> None:
-        self.qsettings.setValue("classify/threshold", value)
+    def threshold(self, value: float | None) -> None:
+        self.qsettings.setValue("classify/uncertain_below", -1.0 if value is None else value)
 
     @property
     def class_maps_in_runs(self) -> bool:
