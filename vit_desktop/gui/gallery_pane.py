@@ -104,6 +104,7 @@ class GalleryPane(QWidget):
         self.threshold_spin.valueChanged.connect(self._on_threshold_spin)
         state.threshold_changed.connect(self._on_threshold_changed)
         state.rule_changed.connect(self._on_rule_changed)
+        self.results_model.verdict = state.verdict()
         state.categories_changed.connect(self._on_categories_changed)
         controller.run_started.connect(self._on_run_started)
         self.categories_edit.returnPressed.connect(self._on_categories)
