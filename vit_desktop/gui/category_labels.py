@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import QDialog, QWidget
 
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.inference import answers
@@ -27,6 +28,10 @@ class CategoryLabeller(QObject):
     note = Signal(str)
     problem = Signal(str)
     hint = Signal(str)
+    #: The categories' hint no longer holds (the names were cleared): the bar should not keep it.
+    hint_withdrawn = Signal()
+    #: The names box should read this (the names as edited in the coverage list).
+    names_edited = Signal(str)
 
     def __init__(self, results: ResultsModel, controller: Controller, state: ViewState, top_k: int,
                  parent: QObject | None = None) -> None:
@@ -58,12 +63,44 @@ class CategoryLabeller(QObject):
         self._state.set_categories(categories)
         self._update_rule()
         if categories is not None:
-            meanings = ", ".join(f"{n} = {m}" for n, m in zip(categories.names, categories.meanings))
-            self.hint.emit(f"Sorted {relabelled} photos into {len(categories.names)} categories ({meanings}). "
-                           + " ".join(categories.notes))
+            covered = ", ".join(f"{n} ({len(m)} classes)" for n, m in zip(categories.names, categories.members))
+            self.hint.emit(f"Sorted {relabelled} photos into {len(categories.names)} categories: {covered}. "
+                           "\"Classes…\" shows and edits what each name covers.")
+        else:
+            self.hint_withdrawn.emit()
         what = "your categories" if categories is not None else "the model's classes"
         self.note.emit(f"{relabelled} photos labelled with {what}")
         return True
+
+    @Slot(str)
+    def edit_coverage(self, text: str) -> None:
+        """Show what the names in ``text`` cover as a list to tick; OK puts the edited names in the
+        box and sorts into them."""
+        from vit_desktop.core.labels.categories import coverage
+        from vit_desktop.gui.name_coverage import CoverageDialog
+
+        names = parse_names(text)
+        card = self._controller.current_card
+        hierarchy = hierarchy_for(card) if card is not None else None
+        if not names:
+            self.hint.emit("Type the names of your categories first (\"dog, cat, car\"), then Classes… shows "
+                           "what each covers.")
+            return
+        if card is None or hierarchy is None:
+            reason = no_hierarchy_reason(card) if card is not None else "no model is loaded"
+            self.hint.emit(f"Cannot show what the names cover: {reason}.")
+            return
+        try:
+            covers = coverage(names, hierarchy)
+        except VitDesktopError as exc:
+            self.problem.emit(f"{exc}. Change the names and press Enter again.")
+            return
+        parent = self.parent()
+        dialog = CoverageDialog(covers, hierarchy, card.labels, parent if isinstance(parent, QWidget) else None)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            edited = ", ".join(dialog.lines())
+            self.names_edited.emit(edited)
+            self.apply(edited)
 
     @Slot(object)
     def _on_model_changed(self, loaded: LoadedModel) -> None:

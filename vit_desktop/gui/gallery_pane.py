@@ -11,7 +11,17 @@ from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from vit_desktop.core.types import ClassifyResult
 from vit_desktop.gui.compute import Controller, RunProgress
@@ -33,6 +43,8 @@ class GalleryPane(QWidget):
     note = Signal(str)
     #: The "my categories" box was confirmed: its text (empty: back to the model's own classes).
     categories_entered = Signal(str)
+    #: "Classes…" was clicked: the box's text, to show what its names cover.
+    coverage_requested = Signal(str)
     #: Whether Undo has a removal to put back.
     undo_available = Signal(bool)
 
@@ -71,6 +83,8 @@ class GalleryPane(QWidget):
             "classes). A photo's score is the model's probability summed over the category: photos of none "
             "of them score low and show as uncertain. Needs a model with ImageNet's classes.")
         self.categories_edit.setAcceptDrops(False)
+        self.coverage_button = QPushButton("Classes…", self)
+        self.coverage_button.setToolTip("Show what each name covers, and untick what you do not mean")
         # Text fields would swallow dropped files as text: drops belong to the window.
         self.filter_edit.setAcceptDrops(False)
         self.threshold_spin.setAcceptDrops(False)
@@ -89,7 +103,10 @@ class GalleryPane(QWidget):
         lv = QVBoxLayout(self)
         lv.setContentsMargins(6, 6, 0, 6)
         lv.addLayout(bar)
-        lv.addWidget(self.categories_edit)
+        names = QHBoxLayout()
+        names.addWidget(self.categories_edit, 1)
+        names.addWidget(self.coverage_button)
+        lv.addLayout(names)
         lv.addWidget(self.gallery, 1)
         lv.addWidget(self.summary)
         self._context_actions: list[QAction] = []
@@ -109,6 +126,7 @@ class GalleryPane(QWidget):
         controller.run_started.connect(self._on_run_started)
         self.categories_edit.returnPressed.connect(self._on_categories)
         self.categories_edit.textChanged.connect(self._on_categories_cleared)
+        self.coverage_button.clicked.connect(self._on_coverage_clicked)
         self.gallery.selectionModel().currentChanged.connect(self._on_current_changed)
         self.gallery.customContextMenuRequested.connect(self._on_context_menu)
         model.dataChanged.connect(self._on_data_changed)
@@ -252,6 +270,17 @@ class GalleryPane(QWidget):
     @Slot()
     def _on_categories(self) -> None:
         self.categories_entered.emit(self.categories_edit.text().strip())
+
+    @Slot()
+    def _on_coverage_clicked(self) -> None:
+        self.coverage_requested.emit(self.categories_edit.text().strip())
+
+    @Slot(str)
+    def set_names(self, text: str) -> None:
+        """The names box reads ``text`` (the names as edited elsewhere), without sorting again."""
+        self.categories_edit.blockSignals(True)
+        self.categories_edit.setText(text)
+        self.categories_edit.blockSignals(False)
 
     @Slot(str)
     def _on_categories_cleared(self, text: str) -> None:
