@@ -239,7 +239,10 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
           file=err)
     if args.model:
-        state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
+        # What resolves next time: a registry name as it is, anything else (a saved model's name,
+        # a relative path) as the file it stood for.
+        path = choice.source_path
+        state.set_last_model(model if choice.card.kind == "registry" or path is None else str(path))
     categories = _categories(args, choice.card, err)
     n_classes = len(categories.names) if categories is not None else choice.card.num_classes
     top_k = min(args.top_k, n_classes)

@@ -124,6 +124,13 @@ class DetailPanel(QWidget):
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.TextFormat.PlainText)
         self.verdict.hide()
+        #: Said on every result while the demo model is in use: its 10 classes are clothing only.
+        self.demo_note = QLabel("Labelled by the demo model: it knows 10 kinds of clothing only, so its labels of "
+                                "other photos mean nothing (Model menu: ViT-B/16 for everyday photos).", self)
+        self.demo_note.setObjectName("detailVerdict")
+        self.demo_note.setWordWrap(True)
+        self.demo_note.hide()
+        self._demo = False
         self.error = QLabel("", self)
         self.error.setObjectName("detailError")
         self.error.setWordWrap(True)
@@ -167,6 +174,7 @@ class DetailPanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.error)
         layout.addWidget(self.verdict)
+        layout.addWidget(self.demo_note)
         layout.addWidget(self.bars)
 
         # Dragging the discard slider would ask for a rollout per pixel: wait until it rests.
@@ -310,10 +318,12 @@ class DetailPanel(QWidget):
         if r is None or r.error:
             return
         if self.stale:
-            # Never mix two models: class indices and maps belong to the model that classified.
+            # Never mix two models: class indices and maps belong to the model that classified. Its
+            # own map is shown only when it is the kind the Map box names.
             self._recompute_timer.stop()
             self._drop_pending()
-            self.view.set_heatmap(r.heatmap, self.colormap.currentText())
+            kept = r.heatmap if r.heatmap is not None and self._is_wanted(r.heatmap) else None
+            self.view.set_heatmap(kept, self.colormap.currentText())
             return
         if r.heatmap is not None and self._is_wanted(r.heatmap):
             self._recompute_timer.stop()
@@ -352,8 +362,15 @@ class DetailPanel(QWidget):
             self._pending.cancel()
             self._pending = None
 
+    @Slot(bool)
+    def set_demo(self, demo: bool) -> None:
+        """The demo model is in use (or no longer is): every result it labels says so."""
+        self._demo = demo
+        self._show_verdict()
+
     @Slot()
     def _show_verdict(self, *_changed: object) -> None:
+        self.demo_note.setVisible(self._demo and self.result is not None and self.result.ok and not self.stale)
         r = self.result
         if r is None or not r.ok or r.top is None or not r.uncertain or self.stale:
             self.verdict.hide()

@@ -168,6 +168,7 @@ class MainWindow(QMainWindow):
         self.library.restore_requested.connect(self._on_restore)
         self.controller.run_started.connect(self._on_run_started)
         self.models.demo_changed.connect(self._update_samples)
+        self.models.demo_changed.connect(self.detail.set_demo)
         self.pane.categories_entered.connect(self.labeller.apply)
         self.labeller.note.connect(status.say)
         self.labeller.problem.connect(bar.show_error)

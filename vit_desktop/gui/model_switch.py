@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # the registry imports torch: the window must not wait for th
 
 log = logging.getLogger(__name__)
 
+#: What the banner about results of an earlier model says (and how it is recognised to withdraw it).
+STALE_TEXT = "classified by an earlier model"
+
 WEIGHT_FILTER = "Model weights (*.safetensors *.pth *.pt *.bin *.ckpt);;All files (*)"
 
 
@@ -41,6 +44,8 @@ class ModelListing(NamedTuple):
     infos: list[ModelInfo]
     devices: list[DeviceInfo]
     default: tuple[str, str] | None
+    #: Why the model used last was passed over, if it was.
+    passed_over: str | None = None
 
 
 class ModelSwitch(QObject):
@@ -62,12 +67,17 @@ class ModelSwitch(QObject):
         self._results = results
         self._commands = commands
         self._pool = pool
+        self._passed_over: str | None = None
         controller.model_changed.connect(self._on_model_changed)
         controller.models_changed.connect(self.refresh_models)
         menu.model_chosen.connect(self.load_model)
         menu.device_chosen.connect(self._on_device_chosen)
         menu.precision_chosen.connect(self._on_precision_chosen)
         menu.set_current(settings.last_model, settings.device, settings.precision)
+        # The earlier model's banner goes once no result of an earlier model is listed.
+        results.modelReset.connect(self._withdraw_stale_banner)
+        results.dataChanged.connect(self._withdraw_stale_banner)
+        results.rowsRemoved.connect(self._withdraw_stale_banner)
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -83,7 +93,8 @@ class ModelSwitch(QObject):
             from vit_desktop.core.inference.devices import available_devices
             from vit_desktop.core.models import registry
 
-            return ModelListing(registry.list_models(), available_devices(), registry.default_model())
+            return ModelListing(registry.list_models(), available_devices(), registry.default_model(),
+                                registry.last_model_problem())
 
         job = run_in_pool(self._controller.board, self._pool, "list models", work)
         job.returned.connect(self._on_models_listed_default if choose_default else self._on_models_listed)
@@ -101,6 +112,7 @@ class ModelSwitch(QObject):
             return
         if listing.default is not None:
             self.load_model(listing.default[0])
+            self._passed_over = listing.passed_over  # said once the replacement is ready
         else:
             self._status.say("")
             self._status.show_model(None)
@@ -174,10 +186,16 @@ class ModelSwitch(QObject):
         self._results.set_current_model(loaded.model_id)
         stale = self._results.stale_results()
         demo = self.demo_model_loaded()
-        if stale:
+        passed, self._passed_over = self._passed_over, None
+        if passed:  # loudly: a window that silently swapped the user's model for another misleads
+            instead = (f"the demo model ({loaded.card.num_classes} clothing classes only)" if demo
+                       else loaded.card.name)
+            self._bar.show_message(f"{passed[:1].upper()}{passed[1:]}: using {instead} instead. Pick a model "
+                                   "from the Model menu or open a weights file.", action=self._commands.open_weights)
+        elif stale:
             n, name = len(stale), loaded.card.name
             self._bar.show_message(
-                f"{n} photo{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} classified by an earlier model: "
+                f"{n} photo{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} {STALE_TEXT}: "
                 f"{'their' if n != 1 else 'its'} labels and maps are not {name}'s. "
                 f"Re-classify to see what {name} says.",
                 kind="info", action=self._commands.reclassify)
@@ -188,6 +206,11 @@ class ModelSwitch(QObject):
                 "for a model you have.",
                 kind="info", action=self._commands.download_default)
         self.demo_changed.emit(demo)
+
+    @Slot()
+    def _withdraw_stale_banner(self, *_args: object) -> None:
+        if STALE_TEXT in self._bar.text and not self._results.stale_results():
+            self._bar.hide()
 
     @Slot(object)
     def _on_model_failed(self, failure: Failure) -> None:
