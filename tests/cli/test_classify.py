@@ -330,4 +330,4 @@ def test_a_model_named_by_its_saved_name_is_remembered_as_its_file(tmp_path: Pat
     assert any(label in out for label in ("tabby", "siamese", "lion"))
     saved.unlink()
     code, _, err = run("classify", str(photo), "--device", "cpu")
-    assert "the model used last" in err and "is no longer there" in err
+    assert "the last model" in err and "is no longer there" in err

@@ -426,7 +426,7 @@ def default_model() -> tuple[str, str] | None:
 
 
 def last_model_problem() -> str | None:
-    """Why the model used last cannot be used now ("the model used last, cats.safetensors, is gone"),
+    """Why the model used last cannot be used now ("the last model, cats.safetensors, is no longer there"),
     or None when it can (or none was used)."""
     from vit_desktop.core import state
 
@@ -434,10 +434,10 @@ def last_model_problem() -> str | None:
     if not last:
         return None
     if last in REGISTRY:
-        return None if is_cached(last) else f"the model used last, {last}, is not downloaded (offline it cannot be)"
+        return None if is_cached(last) else f"the last model, {last}, is not downloaded (offline it cannot be)"
     if Path(last).is_file() or Path(last).is_dir():
         return None
-    return f"the model used last, {last}, is no longer there"
+    return f"the last model, {last}, is no longer there"
 
 
 def format_models_table(infos: Iterable[ModelInfo]) -> str:
