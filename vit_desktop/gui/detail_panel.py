@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,6 +47,16 @@ MAP_KINDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class ElidedLabel(QLabel):
+    """One line that shows a long text cut in the middle with "…" instead of clipped at the edge."""
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideMiddle, self.contentsRect().width())
+        painter.drawText(self.contentsRect(), int(self.alignment()), shown)
+
+
 class DetailPanel(QWidget):
     """Shows one result: photo, overlay (a class map or rollout), settings and top-k.
 
@@ -73,9 +83,9 @@ class DetailPanel(QWidget):
         self.current_model = ""
 
         self.view = ImageView(self)
-        self.title = QLabel("", self)
+        self.title = ElidedLabel("", self)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setObjectName("detailTitle")
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # A long file name must not widen the window: the label may be cut instead.
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.showing = QLabel("", self)

@@ -182,8 +182,11 @@ class GalleryView(QListView):
 
     def __init__(self, loader: ImageLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setObjectName("gallery")
         self.delegate = ResultDelegate(loader, self)
         self.setItemDelegate(self.delegate)
+        # Cards wrap into rows: a horizontal scroll bar only ever appeared as a stray after a relayout.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)

@@ -7,6 +7,7 @@ listed are marked again and counted again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, Slot
@@ -114,9 +115,9 @@ class GalleryPane(QWidget):
         self._removed: list[list[tuple[int, ClassifyResult]]] = []
         self._has_samples = False
 
-        self.filter_edit.textChanged.connect(self.proxy.set_text)
+        self.filter_edit.textChanged.connect(self._on_filter_text)
         self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
-        self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
+        self.sort_combo.currentIndexChanged.connect(self._on_sort)
         self._show_threshold(state.threshold)
         self.threshold_spin.valueChanged.connect(self._on_threshold_spin)
         state.threshold_changed.connect(self._on_threshold_changed)
@@ -229,9 +230,33 @@ class GalleryPane(QWidget):
 
     # -- slots ---------------------------------------------------------------------------------
 
+    def _keeping_current(self, change: Callable[[], None], *, to_top: bool) -> None:
+        """Apply a filter or sort ``change`` with the same photo current and selected after it (when
+        it still passes the filter): a new order starts at the top, a new filter at that photo."""
+        cur = self.gallery.currentIndex()
+        path = cur.data(Roles.PATH) if cur.isValid() else None
+        change()
+        again = self.proxy.index_of_path(path) if path is not None else QModelIndex()
+        if again.isValid():
+            self.gallery.selectionModel().setCurrentIndex(
+                again, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        if to_top or not again.isValid():
+            self.gallery.scrollToTop()
+        else:
+            self.gallery.scrollTo(again)
+        self.update_summary()
+
+    @Slot(str)
+    def _on_filter_text(self, text: str) -> None:
+        self._keeping_current(lambda: self.proxy.set_text(text), to_top=False)
+
+    @Slot(int)
+    def _on_sort(self, i: int) -> None:
+        self._keeping_current(lambda: self.proxy.set_sort_key(i), to_top=True)
+
     @Slot(int)
     def _on_filter_mode(self, i: int) -> None:
-        self.proxy.set_mode(FilterMode(self.filter_mode.itemData(i)))
+        self._keeping_current(lambda: self.proxy.set_mode(FilterMode(self.filter_mode.itemData(i))), to_top=False)
         self.update_empty_text()
 
     @Slot(float)

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.gui import help_dialogs
 from vit_desktop.gui.about import about_html
 from vit_desktop.gui.actions import build_actions, build_menus
 from vit_desktop.gui.category_labels import CategoryLabeller
@@ -86,7 +87,8 @@ class MainWindow(QMainWindow):
         self.library = LibraryPart(self, self.controller.board, self.pool)
         self.commands = build_actions(self, self._handlers())
         menus = build_menus(self.menuBar(), self.commands)
-        self.model_menu = ModelMenu(menus["Model"], self.commands.open_weights, self.commands.reload_models, self)
+        self.model_menu = ModelMenu(menus["Model"], self.commands.open_weights, self.commands.reload_models, self,
+                                    self.commands.open_model_folder)
         self.models = ModelSwitch(self, self.controller, self.settings, self.model_menu, self.message_bar,
                                   self.run_status, self.results_model, self.commands, self.pool)
         self.labeller = CategoryLabeller(self.results_model, self.controller, self.view_state, self.top_k, self)
@@ -128,6 +130,8 @@ class MainWindow(QMainWindow):
             "export": lambda: e.export_results_dialog(self.results_model.results(), self.top_k),
             "export_overlay": lambda: e.export_overlay_dialog(d.result, d.current_heatmap, s.overlay),
             "copy_classes": lambda: e.copy_into_folders_dialog(self.results_model.results()),
+            "overlay_caption": lambda: setattr(self.settings, "overlay_caption",
+                                               self.commands.overlay_caption.isChecked()),
             "export_model": lambda: e.export_model_dialog(self.controller, self.sample_paths()),
             "write_keywords": lambda: self.library.write_keywords(self.results_model.results()),
             "library": lambda: self.library.show_dialog(),
@@ -146,9 +150,12 @@ class MainWindow(QMainWindow):
             "zoom_in": lambda: d.view.zoom_by(1.25),
             "zoom_out": lambda: d.view.zoom_by(0.8),
             "open_weights": lambda: self.models.open_weights_dialog(),
+            "open_model_folder": lambda: self.models.open_folder_dialog(),
             "reload_models": lambda: self.models.refresh_models(),
             "finetune": self.open_finetune,
             "about": self.show_about,
+            "shortcuts": lambda: help_dialogs.shortcuts_dialog(self).exec(),
+            "files": lambda: help_dialogs.files_dialog(self.settings.qsettings, self).exec(),
             "download_default": lambda: self.models.load_model("vit_b_16"),
         }
 
@@ -181,6 +188,7 @@ class MainWindow(QMainWindow):
         self.pane.undo_available.connect(self.commands.undo_remove.setEnabled)
         self.commands.undo_remove.setEnabled(False)
         self.commands.class_maps_in_runs.setChecked(self.view_state.class_maps_in_runs)
+        self.commands.overlay_caption.setChecked(self.settings.overlay_caption)
         self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
 

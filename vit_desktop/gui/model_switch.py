@@ -74,6 +74,7 @@ class ModelSwitch(QObject):
         menu.device_chosen.connect(self._on_device_chosen)
         menu.precision_chosen.connect(self._on_precision_chosen)
         menu.set_current(settings.last_model, settings.device, settings.precision)
+        menu.set_recent(settings.recent_models)
         # The earlier model's banner goes once no result of an earlier model is listed.
         results.modelReset.connect(self._withdraw_stale_banner)
         results.dataChanged.connect(self._withdraw_stale_banner)
@@ -160,6 +161,14 @@ class ModelSwitch(QObject):
             self._settings.set_folder("weights", str(Path(path).parent))
             self.load_model(path)
 
+    def open_folder_dialog(self) -> None:
+        """A model that is a folder: timm's hub layout or Hugging Face's (weights and configs)."""
+        path = QFileDialog.getExistingDirectory(self._window, "Open a model folder (timm or Hugging Face)",
+                                                self._settings.folder("weights"))
+        if path:
+            self._settings.set_folder("weights", str(Path(path).parent))
+            self.load_model(path)
+
     @Slot(int)
     def on_queued(self, n: int) -> None:
         """Photos wait for a model: say whether one is coming."""
@@ -180,6 +189,7 @@ class ModelSwitch(QObject):
 
         if loaded.source in REGISTRY or (loaded.source and os.path.exists(loaded.source)):
             self._settings.last_model = loaded.source  # `vit-desktop classify` follows the window
+            self._menu.set_recent(self._settings.add_recent_model(loaded.source))
         log.info("%s ready on %s (%s)", loaded.card.name, loaded.device_name, loaded.precision)
         self._menu.set_current(loaded.source, self._settings.device, self._settings.precision)
         self._bar.hide_if(NO_MODEL_TEXT)
