@@ -71,6 +71,7 @@ class TableDialog(QDialog):
         self.table = QTableWidget(len(rows), 2, self)
         self.table.setHorizontalHeaderLabels(list(header))
         self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         for r, (a, b) in enumerate(rows):
             self.table.setItem(r, 0, QTableWidgetItem(a))
