@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
             status: int = args.run(args, out, err)
         return status
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=err)
+        from vit_desktop.core.paths import display_text
+
+        # One line, whatever a file or a model put into the message (a name with a line break, ESC).
+        print(f"{PROG}: error: {display_text(str(exc))}", file=err)
         return 2
     except (KeyboardInterrupt, Interrupted) as exc:
         remove_temporary_files()

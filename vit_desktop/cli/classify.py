@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.io.results_files import format_table
     from vit_desktop.core.library.store import Library
-    from vit_desktop.core.paths import display_path
+    from vit_desktop.core.paths import display_path, display_text
 
     line = ProgressLine(err, "downloading")
 
@@ -236,8 +236,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""
     why_precision = f": {choice.precision_why}" if choice.precision_why else ""
-    print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
-          file=err)
+    print(f"{PROG}: model {display_text(choice.card.name)} on {choice.device_name}, {choice.precision}"
+          f"{why_precision}{display_text(note)}", file=err)
     if args.model:
         state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
     categories = _categories(args, choice.card, err)
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                               threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
     # Maps need the photo itself: a run that writes them computes every photo (and stores the answers).
     folder_run = FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps))
-    print(f"{PROG}: {folder_run.rule.describe()}", file=err)
+    print(f"{PROG}: {display_text(folder_run.rule.describe())}", file=err)
     if folder_run.duplicates:
         twice = folder_run.duplicates
         print(f"{PROG}: {twice} duplicate{'s' if twice != 1 else ''} skipped "
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                     writer.submit(Path(r.path), folder_run.relative_path(r.path), r.heatmap, r.image)
                 for n in r.notes:
                     line.clear()
-                    print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
+                    print(f"{PROG}: {display_path(r.path)}: {display_text(n)}", file=err)
                 if sorter is not None:
                     sorter.copy(r, line)
                 if keywords is not None:
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             if folder_run.total:
                 line.bar(step.done, folder_run.total)
             if not args.output:
-                out.write(format_table([replace(r, path=display_path(r.path)) for r in batch], top_k=top_k))
+                out.write(format_table(batch, top_k=top_k))
                 out.flush()
         finished = True
     finally:

@@ -27,7 +27,7 @@ import torch
 
 from vit_desktop.core.errors import CancelToken, DownloadError, ModelError
 from vit_desktop.core.labels.imagenet import imagenet_classes
-from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
+from vit_desktop.core.paths import bundled_models_dir, display_text, hub_checkpoints_dir, user_models_dir
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess, ProgressCallback
 from vit_desktop.core.units import format_bytes
 
@@ -431,8 +431,9 @@ def format_models_table(infos: Iterable[ModelInfo]) -> str:
             status = "cached" if info.cached else "download"
         else:
             status = "file"
-        rows.append((info.name, info.kind, status, format_bytes(info.size_bytes), info.input or "-",
-                     info.description))
+        # A file's name and description are the file's to choose: no terminal codes, one line.
+        rows.append((display_text(info.name), info.kind, status, format_bytes(info.size_bytes), info.input or "-",
+                     display_text(info.description)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
