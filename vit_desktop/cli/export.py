@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for path in (dest, dest.with_suffix(".json")):
         if path.exists() and not args.overwrite:
             raise UsageError(f"{path} already exists; pass --overwrite to replace it")
-    problem = cannot_write(dest)
+    problem = cannot_write(dest) or cannot_write(dest.with_suffix(".json"))
     if problem:
         raise UsageError(f"--onnx: {problem}")
     photos = _photos(args.photos, err)
