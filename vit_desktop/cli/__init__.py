@@ -5,7 +5,8 @@ in the parsers alone. One module per command, each with ``add_parser(subparsers)
 ``run(args, out, err) -> exit status``.
 
 Exit status: 0 when the run completed (per-file errors are in the output), 1 when the results could
-not be written where asked (they are kept in a fallback file named on stderr), 2 for a usage error
+not be written where asked (they are kept in a fallback file named on stderr) or other files the run
+was asked to write could not be (heatmaps, copies, keywords), 2 for a usage error
 such as an unreadable model, with the reason on one line of stderr, 130 when interrupted (Ctrl-C),
 143 when terminated (SIGTERM), 141 when the output pipe closed (``| head``).
 """

@@ -19,13 +19,35 @@ from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
 
+#: The longest file name (in bytes) that common file systems take (ext4, XFS, Btrfs, APFS, NTFS).
+NAME_MAX = 255
+
+#: How much of a file's name its temporary file's name keeps: with the dot, the random part and the
+#: suffix (14 bytes) it stays within every file system's limit (eCryptfs: 143 bytes) however long
+#: the name is, so that any name that can be written can be written atomically.
+_TEMP_NAME_BYTES = 120
+
 _live: set[Path] = set()
 _live_lock = threading.Lock()
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut at a character boundary to at most ``limit`` bytes as a file name is stored."""
+    while len(os.fsencode(text)) > limit:
+        text = text[: -max(1, (len(os.fsencode(text)) - limit) // 4)]
+    return text
+
+
+def fit_name(stem: str, ending: str = "") -> str:
+    """``stem + ending`` as a file name of at most :data:`NAME_MAX` bytes: the stem is cut (at a
+    character boundary) so that the ending, such as ``" (1).jpg"`` or ``".png"``, is kept."""
+    return _cut(stem, NAME_MAX - len(os.fsencode(ending))) + ending
+
+
 def _temporary_file(path: Path, suffix: str = TEMP_SUFFIX) -> Path:
-    """A new empty file beside ``path`` with a unique name that starts with ``.<path's name>.``."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    """A new empty file beside ``path`` with a unique name that starts with ``.<path's name>.``
+    (cut, see :data:`_TEMP_NAME_BYTES`)."""
+    fd, name = tempfile.mkstemp(prefix=f".{_cut(path.name, _TEMP_NAME_BYTES)}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -182,6 +204,7 @@ def remove_temporary_files() -> int:
 
 
 __all__ = [
+    "NAME_MAX",
     "TEMP_SUFFIX",
     "atomic_path",
     "atomic_paths",
@@ -189,6 +212,7 @@ __all__ = [
     "atomic_write_text",
     "cannot_write",
     "file_mode",
+    "fit_name",
     "os_reason",
     "remove_temporary_files",
 ]

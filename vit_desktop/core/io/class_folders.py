@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.files import atomic_path
+from vit_desktop.core.files import atomic_path, fit_name
 from vit_desktop.core.types import ClassifyResult
 
 
@@ -41,7 +41,8 @@ def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | 
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
     while True:
-        target = folder / (src.name if n == 0 else f"{src.stem} ({n}){src.suffix}")
+        # A name of 255 bytes (the most a file system takes) still gets its number: the stem is cut.
+        target = folder / (src.name if n == 0 else fit_name(src.stem, f" ({n}){src.suffix}"))
         if not target.exists():
             try:
                 # Into a temporary file beside it first: a kill mid-copy leaves no half photo.
