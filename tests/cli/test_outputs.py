@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,30 @@ def test_heatmaps_that_cannot_be_written_are_exit_status_1(tmp_path: Path, tiny_
     assert len(out.splitlines()) == 6  # the results themselves are all there
     assert "heatmaps not written: no space left on device" in err
     assert "the heatmaps of 5 photos could not be written" in err
+
+
+def test_two_runs_that_fall_back_in_the_same_second_keep_both_results(tmp_path: Path, tiny_model_file: Path,
+                                                                      image_folder: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from vit_desktop.core import paths
+    from vit_desktop.core.io import results_files
+
+    target = tmp_path / "out" / "r.jsonl"
+    real = results_files.write_results
+
+    def full_disk(results, path, **kw):  # type: ignore[no-untyped-def]
+        if Path(path) == target:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(results, path, **kw)
+
+    monkeypatch.setattr(results_files, "write_results", full_disk)
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20250101-120000")  # the same second
+    said = []
+    for photos in (image_folder, image_folder / "sub"):
+        code, _, err = run_cli("classify", str(photos), "--model", str(tiny_model_file), "--output", str(target))
+        assert code == 1 and "the results are lost" not in err, err
+        said.append(err)
+    kept = sorted((paths.data_dir() / "unsaved results").iterdir())
+    assert [p.name for p in kept] == ["r-20250101-120000 (1).jsonl", "r-20250101-120000.jsonl"]
+    assert str(kept[1]) in said[0] and str(kept[0]) in said[1]
+    assert [len(p.read_text(encoding="utf-8").splitlines()) for p in kept] == [3, 6]

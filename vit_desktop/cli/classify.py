@@ -495,7 +495,7 @@ def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, o
     folder and say where: a run is never lost."""
     import time
 
-    from vit_desktop.core.files import os_reason
+    from vit_desktop.core.files import fit_name, os_reason
     from vit_desktop.core.io.results_files import write_results
     from vit_desktop.core.paths import data_dir
 
@@ -504,13 +504,20 @@ def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, o
         write_results(results, output, top_k=top_k, overwrite=overwrite)
     except OSError as exc:
         reason = os_reason(exc)
-        fallback = data_dir() / "unsaved results" / f"{output.stem}-{time.strftime('%Y%m%d-%H%M%S')}{output.suffix}"
-        try:
-            write_results(results, fallback, top_k=top_k)
-        except OSError as again:
-            print(f"{PROG}: error: could not write {output} ({reason}) nor {fallback} "
-                  f"({os_reason(again)}): the results are lost", file=err)
-            return 1
+        folder = data_dir() / "unsaved results"
+        stamp = f"-{time.strftime('%Y%m%d-%H%M%S')}"
+        # Never replaced: two runs failing in the same second each keep their own file.
+        for n in itertools.count():
+            fallback = folder / fit_name(output.stem, f"{stamp}{f' ({n})' if n else ''}{output.suffix}")
+            try:
+                write_results(results, fallback, top_k=top_k)
+                break
+            except FileExistsError:
+                continue
+            except OSError as again:
+                print(f"{PROG}: error: could not write {output} ({reason}) nor {fallback} "
+                      f"({os_reason(again)}): the results are lost", file=err)
+                return 1
         print(f"{PROG}: error: could not write {output} ({reason}); the {len(results)} results are in "
               f"{fallback}", file=err)
         return 1
