@@ -114,3 +114,30 @@ def test_two_runs_that_fall_back_in_the_same_second_keep_both_results(tmp_path: 
     assert [p.name for p in kept] == ["r-20250101-120000 (1).jsonl", "r-20250101-120000.jsonl"]
     assert str(kept[1]) in said[0] and str(kept[0]) in said[1]
     assert [len(p.read_text(encoding="utf-8").splitlines()) for p in kept] == [3, 6]
+
+
+def test_a_class_called_uncertain_keeps_its_own_folder(tmp_path: Path) -> None:
+    import torch
+
+    from tests.support import tiny_model
+    from vit_desktop.core.models.model_file import save_model
+
+    module, card = tiny_model(3, labels=("uncertain", "pear", "plum"))
+    with torch.no_grad():  # every photo is the class "uncertain", sure of it
+        module.heads.head.weight.zero_()
+        module.heads.head.bias.copy_(torch.tensor([8.0, 0.0, 0.0]))
+    model = save_model(tmp_path / "m.safetensors", module, card)
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_image(photos / f"p{i}.png", seed=i)
+    dest = tmp_path / "sorted"
+    code, _, err = run_cli("classify", str(photos), "--model", str(model), "--sort-into", str(dest))
+    assert code == 0, err
+    assert "copied 3 photos into 1 class folder" in err
+    # The same photos, not sure of anything: the uncertain ones go apart from the class's.
+    code, _, err = run_cli("classify", str(photos), "--model", str(model), "--sort-into", str(dest),
+                           "--threshold", "1")
+    assert code == 0, err
+    assert "(3 into uncertain/)" in err
+    assert files_in(dest) == sorted([*(f"uncertain (class)/p{i}.png" for i in range(3)),
+                                     *(f"uncertain/p{i}.png" for i in range(3))])

@@ -23,12 +23,23 @@ def safe_folder_name(label: str) -> str:
 #: "dog, cat" at 1 % is not a dog photo.
 UNCERTAIN_FOLDER = "uncertain"
 
+#: What the folder of a class that is itself called "uncertain" (in any case) gets after its name.
+_CLASS_MARK = " (class)"
+
+
+def class_folder_name(label: str) -> str:
+    """The folder of the class ``label``: its :func:`safe_folder_name`, except that a class called
+    "uncertain" (any case, as file systems that ignore case see it) gets ``uncertain (class)``, so
+    that its photos never mix with the uncertain ones."""
+    name = safe_folder_name(label)
+    return name + _CLASS_MARK if name.casefold() == UNCERTAIN_FOLDER else name
+
 
 def class_folder_of(result: ClassifyResult) -> str | None:
-    """The folder a classified photo is sorted into (its top label, or ``uncertain``); None for errors."""
+    """The folder a classified photo is sorted into (its top label's, or ``uncertain``); None for errors."""
     if not result.ok or result.top is None:
         return None
-    return UNCERTAIN_FOLDER if result.uncertain else result.top.label
+    return UNCERTAIN_FOLDER if result.uncertain else class_folder_name(result.top.label)
 
 
 def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | os.PathLike[str]) -> Path:
