@@ -169,6 +169,8 @@ class MainWindow(QMainWindow):
         self.commands.class_maps_in_runs.setChecked(self.view_state.class_maps_in_runs)
         self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
+        if self.settings.problem:  # a settings file that had to be cleaned
+            bar.show_info(self.settings.problem)
 
     def _restore_window(self) -> None:
         s = self.settings
