@@ -1,5 +1,6 @@
 """What the window reads at start-up is data, never code, and a bad value falls back with a note:
-a settings file holding a pickled object, numbers that are not numbers."""
+a settings file holding a pickled object, numbers that are not numbers, a state file nested too
+deep, a last model that is no longer a model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from PySide6.QtCore import QSettings
 
 from vit_desktop.gui.settings import AppSettings, unsafe_settings_lines
+
+LOAD_MS = 60_000
 
 
 class Planted:
@@ -82,3 +85,39 @@ def test_numbers_that_are_not_numbers_fall_back_to_the_defaults(settings_path: P
     settings_path.write_text("[classify]\nthreshold=inf\n[overlay]\nopacity=nan\ndiscard_ratio=-inf\n")
     s = AppSettings(QSettings(str(settings_path), QSettings.Format.IniFormat))
     assert s.threshold == 0.5 and s.overlay().opacity == 0.5 and s.overlay().discard_ratio == 0.0
+
+
+def test_a_state_file_nested_too_deep_is_taken_as_empty(qtbot, make_window) -> None:
+    from vit_desktop.core import paths, state
+
+    path = paths.data_dir() / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"last_model": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert state.last_model() is None
+    make_window()  # opens
+
+
+@pytest.mark.parametrize("last", ["/etc/passwd", "truncated"])
+def test_a_last_model_that_no_longer_loads_falls_back_with_a_note(qtbot, make_window, model_a: Path,
+                                                                   tmp_path: Path, monkeypatch, last: str) -> None:
+    from vit_desktop.core import state
+    from vit_desktop.core.models import registry
+
+    if last == "truncated":
+        cut = tmp_path / "cut.safetensors"
+        cut.write_bytes(model_a.read_bytes()[:3000])
+        last = str(cut)
+    elif not Path(last).is_file():
+        pytest.skip(f"no {last} here")
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "demo.safetensors").write_bytes(model_a.read_bytes())
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
+    state.set_last_model(last)
+    w = make_window()
+    with qtbot.waitSignal(w.controller.model_changed, timeout=LOAD_MS) as blocker:
+        w.start()
+    assert blocker.args[0].source == str(bundled / "demo.safetensors")
+    text = w.message_bar.text
+    assert f"The model used last, {last}, cannot be loaded (" in text
+    assert "falling back to the bundled demo model" in text

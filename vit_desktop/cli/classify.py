@@ -262,25 +262,36 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"{PROG}: {text}", file=err)
 
     library = Library.open(on_problem=say)
+    candidates: list[tuple[str, str]]  # (model, why it was chosen: "" when asked for)
     if args.model:
-        model, why = args.model, ""
+        candidates = [(args.model, "")]
     else:
         last = state.last_model()
         if last and library is not None and is_known(library, last, device=args.device, precision=args.precision):
-            model, why = last, "the model used last"
+            candidates = [(last, "the model used last")]
         else:
             from vit_desktop.core.models import registry
 
-            chosen = registry.default_model()
-            if chosen is None:
+            candidates = registry.default_models()
+            if not candidates:
                 raise UsageError(
                     "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
-            model, why = chosen
     try:
-        choice = choose_model(model, device=args.device, precision=args.precision, library=library,
-                              progress=line.bytes)
-    except VitDesktopError as exc:
-        raise UsageError(str(exc)) from None
+        for i, (model, why) in enumerate(candidates):
+            try:
+                choice = choose_model(model, device=args.device, precision=args.precision, library=library,
+                                      progress=line.bytes)
+                break
+            except VitDesktopError as exc:
+                if not why:
+                    raise UsageError(str(exc)) from None
+                # A model chosen for the user that does not load: said, and the next one tried.
+                from vit_desktop.core.models.registry import fallback_note
+
+                then = candidates[i + 1] if i + 1 < len(candidates) else None
+                if then is None:
+                    raise UsageError(fallback_note(model, why, str(exc), None)) from None
+                say(fallback_note(model, why, str(exc), then))
     finally:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""

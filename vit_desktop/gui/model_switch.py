@@ -36,11 +36,12 @@ WEIGHT_FILTER = "Model weights (*.safetensors *.pth *.pt *.bin *.ckpt);;All file
 
 
 class ModelListing(NamedTuple):
-    """What listing the models finds: every model, the devices, and the one to use by default."""
+    """What listing the models finds: every model, the devices, and the ones to use by default."""
 
     infos: list[ModelInfo]
     devices: list[DeviceInfo]
-    default: tuple[str, str] | None
+    #: (source, why) best first: the first that loads is used (registry.default_models).
+    defaults: list[tuple[str, str]]
 
 
 class ModelSwitch(QObject):
@@ -62,6 +63,10 @@ class ModelSwitch(QObject):
         self._results = results
         self._commands = commands
         self._pool = pool
+        #: The default models not tried yet, while the first one loads at start-up.
+        self._defaults: list[tuple[str, str]] = []
+        #: What the window said about a default model that did not load, until another one has.
+        self._fell_back = ""
         controller.model_changed.connect(self._on_model_changed)
         controller.models_changed.connect(self.refresh_models)
         menu.model_chosen.connect(self.load_model)
@@ -83,7 +88,7 @@ class ModelSwitch(QObject):
             from vit_desktop.core.inference.devices import available_devices
             from vit_desktop.core.models import registry
 
-            return ModelListing(registry.list_models(), available_devices(), registry.default_model())
+            return ModelListing(registry.list_models(), available_devices(), registry.default_models())
 
         job = run_in_pool(self._controller.board, self._pool, "list models", work)
         job.returned.connect(self._on_models_listed_default if choose_default else self._on_models_listed)
@@ -99,13 +104,38 @@ class ModelSwitch(QObject):
         self._on_models_listed(listing)
         if self._controller.current_card is not None or self._controller.loading:
             return
-        if listing.default is not None:
-            self.load_model(listing.default[0])
+        if listing.defaults:
+            self._defaults = list(listing.defaults)
+            self._load_default()
         else:
             self._status.say("")
             self._status.show_model(None)
             self._bar.show_message(f"{NO_MODEL_TEXT}: pick a torchvision ViT (downloaded once) or open a weights file.",
                                    kind="info", action=self._commands.open_weights)
+
+    def _load_default(self) -> None:
+        """Load the first default model not tried yet; if it fails, the next (see _on_default_failed)."""
+        source, _ = self._defaults[0]
+        job = self._controller.load_model(source, self._settings.device, self._settings.precision)
+        job.errored.connect(self._on_default_failed)
+        job.finished.connect(self._on_load_finished)
+
+    @Slot(object)
+    def _on_default_failed(self, failure: Failure) -> None:
+        """A model chosen at start-up does not load (the last one's file replaced by something else, a
+        truncated copy): say which and why, and fall back to the next."""
+        from vit_desktop.core.models.registry import fallback_note  # listing imported it already
+
+        source, why = self._defaults.pop(0)
+        then = self._defaults[0] if self._defaults else None
+        note = fallback_note(source, why, failure.message, then)
+        if then is None:
+            self._bar.show_message(f"{note[:1].upper()}{note[1:]}. Pick a model from the Model menu or open a "
+                                   "weights file.", action=self._commands.open_weights)
+            return
+        self._fell_back = f"{note[:1].upper()}{note[1:]}."
+        self._bar.show_message(self._fell_back, kind="info", action=self._commands.open_weights)
+        self._load_default()
 
     @Slot(object)
     def _on_models_list_failed(self, failure: Failure) -> None:
@@ -174,6 +204,7 @@ class ModelSwitch(QObject):
         self._results.set_current_model(loaded.model_id)
         stale = self._results.stale_results()
         demo = self.demo_model_loaded()
+        fell_back, self._fell_back = self._fell_back, ""
         if stale:
             n, name = len(stale), loaded.card.name
             self._bar.show_message(
@@ -183,7 +214,8 @@ class ModelSwitch(QObject):
                 kind="info", action=self._commands.reclassify)
         elif demo:
             self._bar.show_message(
-                f"Demo model: {loaded.card.num_classes} clothing classes (Fashion-MNIST). For everyday photos, "
+                f"{fell_back + ' ' if fell_back else ''}Demo model: {loaded.card.num_classes} clothing classes "
+                "(Fashion-MNIST). For everyday photos, "
                 "download ViT-B/16 (ImageNet, 1000 classes, about 330 MB), or use Model ▸ Open weights file… "
                 "for a model you have.",
                 kind="info", action=self._commands.download_default)

@@ -401,25 +401,46 @@ def find_model_file(name: str) -> Path | None:
     return None
 
 
-def default_model() -> tuple[str, str] | None:
-    """(source, why) of the model to use when none is named, or None when there is none.
+def default_models() -> list[tuple[str, str]]:
+    """(source, why) of the models to use when none is named, best first; empty when there is none.
 
     The one rule for the window and the command line: the model used last (here or there) if it
-    still loads offline, else a cached ImageNet model, else the bundled demo model.
+    still loads offline, else a cached ImageNet model, else the bundled demo model. Whether a file
+    loads is known only by loading it: a caller that cannot load one (a file replaced by something
+    else, a truncated copy) says so, naming it, and falls back to the next.
     """
     from vit_desktop.core import state
 
+    found: list[tuple[str, str]] = []
     last = state.last_model()
     if last and ((last in REGISTRY and is_cached(last)) or Path(last).is_file()):
-        return last, "the model used last"
+        found.append((last, "the model used last"))
     infos = list_models()
-    for info in infos:
-        if info.kind == "registry" and info.cached:
-            return info.source, "a cached ImageNet model"
-    for info in infos:
-        if info.kind == "bundled" and info.readable:
-            return info.source, "the bundled demo model"
-    return None
+    cached = next((info for info in infos if info.kind == "registry" and info.cached), None)
+    if cached is not None:
+        found.append((cached.source, "a cached ImageNet model"))
+    demo = next((info for info in infos if info.kind == "bundled" and info.readable), None)
+    if demo is not None:
+        found.append((demo.source, "the bundled demo model"))
+    # The model used last may be one of the others: try each once.
+    return [choice for i, choice in enumerate(found) if all(choice[0] != other[0] for other in found[:i])]
+
+
+def default_model() -> tuple[str, str] | None:
+    """The first of :func:`default_models`, or None when there is none."""
+    models = default_models()
+    return models[0] if models else None
+
+
+def fallback_note(source: str, why: str, reason: str, then: tuple[str, str] | None) -> str:
+    """One line for a model chosen by :func:`default_models` that could not be loaded: "the model
+    used last, /etc/passwd, cannot be loaded (...); falling back to the bundled demo model (...)"."""
+    from vit_desktop.core.paths import display_path, display_text
+
+    first = f"{why}, {display_path(source)}, cannot be loaded ({display_text(reason)})"
+    if then is None:
+        return f"{first}, and there is no other model to fall back to"
+    return f"{first}; falling back to {then[1]}, {display_path(then[0])}"
 
 
 def format_models_table(infos: Iterable[ModelInfo]) -> str:
@@ -446,6 +467,8 @@ __all__ = [
     "BASE_URL_ENV",
     "REGISTRY",
     "default_model",
+    "default_models",
+    "fallback_note",
     "ModelInfo",
     "RegistryEntry",
     "ensure_weights",
