@@ -229,3 +229,23 @@ def test_a_last_model_that_does_not_load_falls_back_with_one_line(tmp_path: Path
         code, _, err = run("classify", str(photo))
         assert code == 2 and len(err.splitlines()) == 1, err
         assert f"the model used last, {last}, cannot be loaded" in err and "no other model" in err
+
+
+def test_a_home_folder_that_does_not_exist_is_never_created(tmp_path: Path, tiny_model_file: Path) -> None:
+    home = tmp_path / "nonexistent"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIT_DESKTOP_DATA_DIR", "TORCH_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(REPO))
+    photo = write_image(tmp_path / "p.png")
+
+    def vit_desktop(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vit_desktop", *argv], env=env, text=True, capture_output=True,
+                              timeout=300)
+
+    done = vit_desktop("classify", str(photo), "--model", str(tiny_model_file), "--output", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())[0]["error"] is None
+    # Where it could not keep anything, once.
+    assert done.stderr.count(f"the home folder {home} does not exist") == 1, done.stderr
+    assert vit_desktop("models").returncode == 0
+    assert not home.exists()

@@ -121,3 +121,16 @@ def test_a_last_model_that_no_longer_loads_falls_back_with_a_note(qtbot, make_wi
     text = w.message_bar.text
     assert f"The model used last, {last}, cannot be loaded (" in text
     assert "falling back to the bundled demo model" in text
+
+
+def test_settings_under_a_home_folder_that_does_not_exist_do_not_create_it(tmp_path: Path, qapp,
+                                                                           monkeypatch) -> None:
+    home = tmp_path / "nonexistent"
+    monkeypatch.setenv("HOME", str(home))
+    settings = AppSettings(QSettings(str(home / ".config" / "vit-desktop" / "vit-desktop.conf"),
+                                     QSettings.Format.IniFormat))
+    assert settings.problem == f"the home folder {home} does not exist: the window's settings are not kept"
+    settings.device = "cpu"
+    settings.sync()
+    assert settings.device == "cpu"  # kept for this session
+    assert not home.exists()

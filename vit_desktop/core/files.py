@@ -11,6 +11,7 @@ still under way when the process is told to stop. Files that belong together go 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
@@ -52,6 +53,20 @@ def _temporary_file(path: Path, suffix: str = TEMP_SUFFIX) -> Path:
     return Path(name)
 
 
+def make_dirs(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` and the folders above it that are missing, but never a missing home folder:
+    a program run with HOME pointing nowhere (a service, a sandbox) must not make one. Raises
+    FileNotFoundError naming the home folder then, and OSError as ``mkdir`` does."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    home = Path.home()
+    if (folder == home or home in folder.parents) and not home.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"the home folder {home} does not exist", str(home))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def file_mode(path: Path) -> int:
     """The permissions a file written at ``path`` should get: those of the file it replaces, else
     rw-r--r-- (temporary files start as rw------- and would otherwise stay private)."""
@@ -65,7 +80,7 @@ def file_mode(path: Path) -> int:
 def _temporary(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` (its folder created if need be), removed on the way out
     unless it was renamed meanwhile, and by :func:`remove_temporary_files` while it lives."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = _temporary_file(path)
     with _live_lock:
         _live.add(tmp)
@@ -213,6 +228,7 @@ __all__ = [
     "cannot_write",
     "file_mode",
     "fit_name",
+    "make_dirs",
     "os_reason",
     "remove_temporary_files",
 ]

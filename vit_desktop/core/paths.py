@@ -56,7 +56,9 @@ def user_models_dir(*, create: bool = True) -> Path:
     """
     path = data_dir() / "models"
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        from .files import make_dirs
+
+        make_dirs(path)
     return path
 
 

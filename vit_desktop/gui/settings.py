@@ -98,13 +98,25 @@ def unsafe_settings_lines(data: bytes) -> list[int]:
     return unsafe
 
 
-def _without_unsafe_values(settings: QSettings) -> tuple[QSettings, str | None]:
-    """``settings`` with the lines :func:`unsafe_settings_lines` finds removed from its INI file (and
-    the file read again), and a note saying so when there were any. A file that cannot be cleaned
-    is not read at all: settings in a new temporary file stand in for it. Registry and property-list
-    stores (Windows, macOS) are not files this can read."""
+def _stand_in(name: str) -> QSettings:
+    """Settings in a new temporary folder (removed at exit), for a file the window must not use."""
+    import atexit
+    import shutil
     import tempfile
 
+    folder = tempfile.mkdtemp(prefix="vit-desktop-settings-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return QSettings(str(Path(folder) / name), QSettings.Format.IniFormat)
+
+
+def _usable(settings: QSettings) -> tuple[QSettings, str | None]:
+    """``settings`` ready to read, and a note when something had to be set right first.
+
+    The lines :func:`unsafe_settings_lines` finds are removed from its INI file (and the file read
+    again); a file that cannot be cleaned is not read at all, and one under a home folder that does
+    not exist is not written (Qt would create the home folder): settings in a temporary file stand
+    in for both. Registry and property-list stores (Windows, macOS) are not files this can read.
+    """
     from vit_desktop.core.files import atomic_write_bytes
     from vit_desktop.core.paths import display_path
 
@@ -113,6 +125,10 @@ def _without_unsafe_values(settings: QSettings) -> tuple[QSettings, str | None]:
                                                                                                         "darwin")):
         return settings, None
     path = Path(settings.fileName())
+    home = Path.home()
+    if home in path.parents and not home.is_dir():
+        return _stand_in(path.name), (f"the home folder {display_path(home)} does not exist: the window's settings "
+                                      "are not kept")
     try:
         data = path.read_bytes()
     except OSError:
@@ -126,10 +142,9 @@ def _without_unsafe_values(settings: QSettings) -> tuple[QSettings, str | None]:
     try:
         atomic_write_bytes(path, kept, overwrite=True)
     except OSError as exc:
-        stand_in = Path(tempfile.mkdtemp(prefix="vit-desktop-settings-")) / path.name
-        return (QSettings(str(stand_in), QSettings.Format.IniFormat),
-                f"{display_path(path)} holds {what} (Qt would have made a program object of it) and cannot be "
-                f"cleaned ({(exc.strerror or str(exc)).lower()}): the window uses its default settings")
+        return _stand_in(path.name), (f"{display_path(path)} holds {what} (Qt would have made a program object of "
+                                      f"it) and cannot be cleaned ({(exc.strerror or str(exc)).lower()}): the "
+                                      "window uses its default settings")
     settings.sync()  # read the cleaned file: no value was read from it yet
     return settings, (f"{display_path(path)}: {what} (Qt would have made a program object of it) was removed; "
                       "the defaults apply")
@@ -152,7 +167,7 @@ class AppSettings:
     def __init__(self, settings: QSettings | None = None) -> None:
         #: What was wrong with the settings file and has been set right, for the window to say.
         self.problem: str | None
-        self.qsettings, self.problem = _without_unsafe_values(settings if settings is not None else QSettings())
+        self.qsettings, self.problem = _usable(settings if settings is not None else QSettings())
 
     # -- model ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.files import atomic_path, fit_name
+from vit_desktop.core.files import atomic_path, fit_name, make_dirs
 from vit_desktop.core.types import ClassifyResult
 
 
@@ -49,7 +49,7 @@ def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | 
     folder = Path(dest) / safe_folder_name(label)
     # First, and on its own: a file where the folder should be raises here (FileExistsError, like
     # a taken name below would) instead of sending the loop after ever-higher numbers.
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     n = 0
     while True:
         # A name of 255 bytes (the most a file system takes) still gets its number: the stem is cut.
