@@ -41,6 +41,7 @@ from vit_desktop.gui.intake import Intake
 from vit_desktop.gui.message_bar import MessageBar
 from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.model_switch import ModelSwitch
+from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.results_model import ResultsModel
 from vit_desktop.gui.run_status import RunStatus
 from vit_desktop.gui.settings import AppSettings
@@ -295,7 +296,8 @@ class MainWindow(QMainWindow):
     def confirm_discard(self, lost: list[str]) -> bool:
         """Asks whether to quit although ``lost`` would be; True: quit."""
         text = "; ".join(lost) + "."
-        box = QMessageBox(QMessageBox.Icon.Warning, "Quit without saving?", text[:1].upper() + text[1:], parent=self)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Quit without saving?", as_plain(text[:1].upper() + text[1:]),
+                          parent=self)
         box.setInformativeText("Cancel goes back to the fine-tune dialog: Save model… and Save labels… keep them.")
         quit_button = box.addButton("Quit without saving", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)

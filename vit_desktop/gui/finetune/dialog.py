@@ -42,6 +42,7 @@ from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
 from vit_desktop.gui.finetune.results_view import ResultsView
 from vit_desktop.gui.jobs import Job
+from vit_desktop.gui.plain_text import as_plain, plain
 from vit_desktop.gui.settings import AppSettings
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class FinetuneDialog(QDialog):
         rv.addLayout(row)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        plain(self.base_label, self.status_label)  # model, class and file names: never HTML
         rv.addWidget(self.status_label)
         self.labels.status.connect(self.status_label.setText)
 
@@ -320,7 +322,7 @@ class FinetuneDialog(QDialog):
         state = "Cancelled; kept the best model so far" if r.cancelled else "Done"
         n_bad = len(r.skipped)
         skipped = f"; {n_bad} unreadable photo{'s' if n_bad != 1 else ''} skipped (hover for the list)" if n_bad else ""
-        self.status_label.setToolTip("\n".join(f"{p}: {why}" for p, why in r.skipped[:50]))
+        self.status_label.setToolTip(as_plain("\n".join(f"{p}: {why}" for p, why in r.skipped[:50])))
         self.status_label.setText(f"{state}: {describe(r).status()}{skipped}")
         if not r.history:  # head mode: no epochs to plot, the heads compared instead
             self.results.setCurrentIndex(self.results.heads_tab)
@@ -336,7 +338,7 @@ class FinetuneDialog(QDialog):
 
     def _ask_overwrite(self, path: Path) -> bool:
         return QMessageBox.question(
-            self, "Replace model?", f"{path.name} already exists. Replace it?"
+            self, "Replace model?", as_plain(f"{path.name} already exists. Replace it?")
         ) == QMessageBox.StandardButton.Yes
 
     def save_model_to(self, path: str | os.PathLike[str]) -> bool:
