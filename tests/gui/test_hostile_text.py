@@ -1,8 +1,10 @@
 """Text from files and models is shown as it is: a model, a label, a photo's or a class folder's name
-that looks like HTML is never rendered as HTML (``<img src=/local/file>`` would show that file)."""
+that looks like HTML is never rendered as HTML (``<img src=/local/file>`` would show that file), and
+a model whose name is megabytes long does not freeze the Model menu."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,6 +106,29 @@ def test_names_that_look_like_html_are_shown_as_text(qtbot, make_window, model_a
     assert not rendered_markup(w), rendered_markup(w)
     summary = dialog.results.head_summary.text()  # bold on purpose, class names escaped
     assert "<img" not in summary
+
+
+def test_a_model_named_with_megabytes_leaves_the_model_menu_fast(qtbot, make_window, tmp_path: Path) -> None:
+    from vit_desktop.core.models.model_file import save_model
+    from vit_desktop.core.paths import user_models_dir
+
+    module, card = tiny_model(3, name="N" * 10_000_000)
+    path = save_model(user_models_dir() / "huge.safetensors", module, replace(card, description="D" * 10_000_000))
+    w = make_window()
+    w.models.refresh_models()
+    qtbot.waitUntil(lambda: any(i.source == str(path) for i in w.model_menu.infos), timeout=MS)
+    start = time.perf_counter()
+    w.model_menu.rebuild()
+    took = time.perf_counter() - start
+    assert took < 0.5, f"building the Model menu took {took:.1f} s"
+    entry = next(a for a in w.model_menu.menu.actions() if a.data() == str(path))
+    assert len(entry.text()) < 200 and len(entry.toolTip()) < 1000
+    # Loaded, its name is cut too: the status bar and the About box stay a line.
+    start = time.perf_counter()
+    load(qtbot, w, path)
+    assert len(w.run_status.model_label.text()) < 1200
+    assert len(w.about_text()) < 3000
+    assert time.perf_counter() - start < 10
 
 
 @pytest.fixture(autouse=True)
