@@ -60,8 +60,11 @@ def make_dirs(folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     if folder.is_dir():
         return folder
-    home = Path.home()
-    if (folder == home or home in folder.parents) and not home.is_dir():
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no password entry: there is no home folder to spare
+        home = None
+    if home is not None and (folder == home or home in folder.parents) and not home.is_dir():
         raise FileNotFoundError(errno.ENOENT, f"the home folder {home} does not exist", str(home))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
