@@ -125,8 +125,11 @@ def _usable(settings: QSettings) -> tuple[QSettings, str | None]:
                                                                                                         "darwin")):
         return settings, None
     path = Path(settings.fileName())
-    home = Path.home()
-    if home in path.parents and not home.is_dir():
+    try:
+        home: Path | None = Path.home()
+    except RuntimeError:  # no HOME and no password entry
+        home = None
+    if home is not None and home in path.parents and not home.is_dir():
         return _stand_in(path.name), (f"the home folder {display_path(home)} does not exist: the window's settings "
                                       "are not kept")
     try:
