@@ -190,3 +190,62 @@ def test_pillow_warnings_become_the_photos_own_note(tmp_path: Path, tiny_model_f
     assert code == 0 and "odd.jpg" in out
     (note,) = [line for line in err.splitlines() if "damaged metadata" in line]
     assert "odd.jpg" in note and "UserWarning" not in err
+
+
+@pytest.mark.parametrize("last", ["/etc/passwd", "truncated", "deep state"])
+def test_a_last_model_that_does_not_load_falls_back_with_one_line(tmp_path: Path, tiny_model_file: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, last: str) -> None:
+    from vit_desktop.core import paths, state
+    from vit_desktop.core.models import registry
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    demo = bundled / "demo.safetensors"
+    demo.write_bytes(tiny_model_file.read_bytes())
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
+    if last == "deep state":  # a state file nested deeper than Python recurses: as if empty
+        (paths.data_dir()).mkdir(parents=True, exist_ok=True)
+        (paths.data_dir() / "state.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    else:
+        if last == "truncated":
+            cut = tmp_path / "cut.safetensors"
+            cut.write_bytes(tiny_model_file.read_bytes()[:3000])
+            last = str(cut)
+        elif not Path(last).is_file():
+            pytest.skip(f"no {last} here")
+        state.set_last_model(last)
+    photo = write_image(tmp_path / "p.png")
+    code, out, err = run("classify", str(photo))
+    assert code == 0, err
+    assert "p.png" in out and "Traceback" not in err
+    assert f"no --model given, so the bundled demo model: {demo}" in err
+    if last != "deep state":
+        (said,) = [line for line in err.splitlines() if "cannot be loaded" in line]
+        assert said.startswith(f"vit-desktop: the model used last, {last}, cannot be loaded (")
+        assert said.endswith(f"; falling back to the bundled demo model, {demo}")
+    # With nothing to fall back to, one line that names the model: a usage error.
+    demo.unlink()
+    if last != "deep state":
+        code, _, err = run("classify", str(photo))
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"the model used last, {last}, cannot be loaded" in err and "no other model" in err
+
+
+def test_a_home_folder_that_does_not_exist_is_never_created(tmp_path: Path, tiny_model_file: Path) -> None:
+    home = tmp_path / "nonexistent"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIT_DESKTOP_DATA_DIR", "TORCH_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(REPO))
+    photo = write_image(tmp_path / "p.png")
+
+    def vit_desktop(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vit_desktop", *argv], env=env, text=True, capture_output=True,
+                              timeout=300)
+
+    done = vit_desktop("classify", str(photo), "--model", str(tiny_model_file), "--output", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())[0]["error"] is None
+    # Where it could not keep anything, once.
+    assert done.stderr.count(f"the home folder {home} does not exist") == 1, done.stderr
+    assert vit_desktop("models").returncode == 0
+    assert not home.exists()

@@ -139,3 +139,63 @@ def test_real_deit_export_gives_the_engines_top1_on_every_shared_photo(deit_path
     got = run_onnx(report.path, x.numpy()).argmax(1)
     ours = [r.predictions[0].index for r in engine.classify(photos)]
     assert got.tolist() == ours
+
+
+def labels_of_pair(dest: Path) -> tuple[list[str] | None, list[str] | None]:
+    """The labels the export at ``dest`` and its sidecar describe (None for a file that is not there)."""
+    sidecar = dest.with_suffix(".json")
+    model = json.loads(read_onnx_metadata(dest)["labels"]) if dest.exists() else None
+    side = json.loads(sidecar.read_text(encoding="utf-8"))["labels"] if sidecar.exists() else None
+    return model, side
+
+
+def test_an_export_over_another_never_leaves_a_mismatched_pair(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between any two renames, or failing at any of them, the model and its sidecar agree."""
+    from vit_desktop.core import files
+
+    old_module, old_card = random_tiny()
+    dest = tmp_path / "m.onnx"
+    export_onnx(old_module, old_card, dest)
+    module, card = tiny_model(5)
+    real_replace = files.os.replace
+    seen: list[tuple[list[str] | None, list[str] | None]] = []
+
+    def watched(src, dst):  # what a kill right after this rename would leave
+        real_replace(src, dst)
+        seen.append(labels_of_pair(dest))
+
+    monkeypatch.setattr(files.os, "replace", watched)
+    export_onnx(module, card, dest, overwrite=True)
+    assert seen and all(a is None or b is None or a == b for a, b in seen), seen
+    assert labels_of_pair(dest) == (list(card.labels), list(card.labels))
+    new = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(new) == ["m.json", "m.onnx"]  # no temporary file or old copy left
+
+    # Each rename failing in turn (a full disk, a file held by another program): all as before.
+    for n in range(1, 5):
+        calls = 0
+
+        def failing(src, dst, n=n):
+            nonlocal calls
+            calls += 1
+            if calls == n:
+                raise OSError(5, "Input/output error")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(files.os, "replace", failing)
+        with pytest.raises(ExportError, match="could not write .* nothing kept"):
+            export_onnx(old_module, old_card, dest, overwrite=True)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == new, f"rename {n} failing"
+
+
+def test_a_sidecar_that_cannot_be_written_keeps_no_export(tmp_path: Path, tiny_model_file: Path) -> None:
+    module, card = random_tiny()
+    dest = tmp_path / "m.onnx"
+    dest.with_suffix(".json").mkdir()  # where the sidecar goes, a folder
+    with pytest.raises(ExportError, match="nothing kept"):
+        export_onnx(module, card, dest, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "tiny.safetensors"]
+    code, _, err = run_cli("export", str(tiny_model_file), "--onnx", str(dest), "--overwrite")
+    assert code == 2 and len(err.splitlines()) == 1 and "m.json is a folder" in err
+    assert not dest.exists()

@@ -79,3 +79,16 @@ def test_a_copy_that_fails_halfway_leaves_nothing_behind(tmp_path: Path, monkeyp
     assert class_folders.copy_into_class_folders([(str(src), "cat")], tmp_path / "out",
                                           on_error=lambda p, exc: failed.append(p)) == 0
     assert failed == [str(src)] and list((tmp_path / "out" / "cat").iterdir()) == []
+
+
+def test_a_class_called_uncertain_in_any_case_is_not_the_uncertain_folder() -> None:
+    from vit_desktop.core.io.class_folders import UNCERTAIN_FOLDER, class_folder_of
+
+    def sorted_as(label: str, uncertain: bool = False) -> str | None:
+        return class_folder_of(ClassifyResult(path="a.jpg", predictions=(Prediction(label, 0, 0.9),),
+                                              uncertain=uncertain))
+
+    assert sorted_as("cat", uncertain=True) == UNCERTAIN_FOLDER
+    assert sorted_as("uncertain") == "uncertain (class)"
+    assert sorted_as("Uncertain ") == "Uncertain (class)"  # one folder on a file system that ignores case
+    assert sorted_as("cat") == "cat"

@@ -302,3 +302,42 @@ def test_keys_edit_the_labelled_set(qtbot, dialog: FinetuneDialog, tmp_path: Pat
     qtbot.keyClick(dialog.epochs_spin, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
     assert LabelledSet.load(target)[0].counts() == {"green": 4, "red": 4}
     assert "(Del)" in labels.remove_photos_button.toolTip()
+
+
+def test_the_window_keeps_answering_while_training_runs(qtbot, dialog: FinetuneDialog, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding 2,005 photos at Train made Python collect every object of the process while holding
+    the GIL: the window stopped answering (0.3 s with DeiT-Tiny, seconds with a gallery of results).
+    Here such a collection happens in the job, over a heap the size of a long session's."""
+    import gc
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    from vit_desktop.core import training
+
+    dialog.labels.import_folder(_colour_folder(tmp_path / "data", per_class=4))
+    session = [[i] for i in range(1_500_000)]  # what a window with many results keeps alive
+    real = training.finetune
+    collections: list[float] = []
+
+    def finetune_collecting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        gc.collect()  # what thousands of decoded photos trigger, at a known moment
+        collections.append(time.perf_counter() - start)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "finetune", finetune_collecting)
+    ticks = [time.perf_counter()]
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    try:
+        with qtbot.waitSignal(dialog.trained, timeout=MS):
+            dialog.start_training()
+    finally:
+        timer.stop()
+        gc.unfreeze()
+    assert len(session) and collections
+    longest = max(b - a for a, b in zip(ticks, ticks[1:]))
+    assert longest < 0.15, f"the window did not answer for {longest:.2f} s (the collection took {collections[0]:.2f} s)"

@@ -64,7 +64,7 @@ def test_a_model_used_last_that_is_gone_is_said_and_the_demo_model_says_so_on_ev
     with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
         w.start()
     text = w.message_bar.text
-    assert "cats.safetensors" in text and "no longer there" in text and "demo model" in text
+    assert "cats.safetensors" in text and "no longer there" in text and "demo model" in text.lower()
     classify(qtbot, w, write_image(tmp_path / "p.png"))
     w.gallery.setCurrentIndex(w.proxy.index(0, 0))
     assert w.detail.demo_note.isVisible() and "demo model" in w.detail.demo_note.text()

@@ -5,7 +5,8 @@ in the parsers alone. One module per command, each with ``add_parser(subparsers)
 ``run(args, out, err) -> exit status``.
 
 Exit status: 0 when the run completed (per-file errors are in the output), 1 when the results could
-not be written where asked (they are kept in a fallback file named on stderr), 2 for a usage error
+not be written where asked (they are kept in a fallback file named on stderr) or other files the run
+was asked to write could not be (heatmaps, copies, keywords), 2 for a usage error
 such as an unreadable model, with the reason on one line of stderr, 130 when interrupted (Ctrl-C),
 143 when terminated (SIGTERM), 141 when the output pipe closed (``| head``).
 """
@@ -79,7 +80,10 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
             status: int = args.run(args, out, err)
         return status
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=err)
+        from vit_desktop.core.paths import display_text
+
+        # One line, whatever a file or a model put into the message (a name with a line break, ESC).
+        print(f"{PROG}: error: {display_text(str(exc))}", file=err)
         return 2
     except (KeyboardInterrupt, Interrupted) as exc:
         remove_temporary_files()

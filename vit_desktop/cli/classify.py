@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import itertools
 import math
+import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,7 +64,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="write each photo's label as a keyword into its XMP sidecar (photo.jpg.xmp, or an existing "
                         "photo.xmp), where photo managers read it; uncertain photos get none; the photo itself and "
                         "everything else the sidecar holds are left as they are")
-    c.add_argument("--overwrite", action="store_true", help="replace existing output and heatmap files")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace existing output and heatmap files (never one of the photos classified)")
     c.add_argument("--fresh", action="store_true",
                    help="classify every photo again instead of reading answers kept in the library (and refresh them)")
     return c
@@ -113,6 +117,10 @@ def _check_args(args: argparse.Namespace) -> None:
 class HeatmapWriter:
     """Writes ``<rel>.png`` + ``<rel>.npy`` per image in background threads, mirroring folders.
 
+    Every photo gets maps of its own: a name another photo of the run took gets a number
+    (``x (1).png``), and a name that is one of the run's photos is never written over, even with
+    ``--overwrite`` (a map of ``holiday.jpg`` beside the photos is not written over ``holiday.png``).
+
     At most ``max_pending`` images wait to be written: beyond that :meth:`submit` waits, so a
     fast GPU does not pile up a folder's worth of heatmaps in memory, and problems are reported
     as they happen rather than at the end.
@@ -120,26 +128,66 @@ class HeatmapWriter:
 
     max_pending = 32
 
-    def __init__(self, root: Path, *, overwrite: bool, err: IO[str]) -> None:
+    def __init__(self, root: Path, *, overwrite: bool, err: IO[str], photos: Sequence[Path] = ()) -> None:
         self.root = root
         self.overwrite = overwrite
         self.err = err
+        self.photos = photos
+        self._photo_ids: set[tuple[int, int]] | None = None
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="vit-heatmap")
         self.pending: deque[Future[str | None]] = deque()
         self.used: set[Path] = set()
         #: Problems already reported, and how many times each came back since.
         self.repeats: dict[str, int] = {}
+        #: Photos whose maps could not be written.
+        self.failed = 0
 
-    def target(self, rel: Path) -> Path:
-        base = self.root / rel.with_suffix("")
-        if base in self.used:  # photo.jpg and photo.png in one folder: keep both
-            base = self.root / rel
-        self.used.add(base)
-        return base
+    def _is_photo(self, path: Path) -> bool:
+        """True when ``path`` is one of the run's photos (the same file, by whatever name)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if self._photo_ids is None:  # only once a map's name is taken by some file
+            ids = set()
+            for photo in self.photos:
+                with contextlib.suppress(OSError):
+                    ps = os.stat(photo)
+                    ids.add((ps.st_dev, ps.st_ino))
+            self._photo_ids = ids
+        return (st.st_dev, st.st_ino) in self._photo_ids
+
+    def target(self, rel: Path, path: Path | None = None) -> Path:
+        """The maps' path without ``.png`` / ``.npy``: ``x`` for ``x.jpg``; ``x.jpg`` when ``x`` is
+        a photo's name or another photo's map (``x.png`` beside it); ``x (1)``, ``x (2)``... when
+        that is taken too (photos of the same name from several folders). Each name is at most
+        :data:`~vit_desktop.core.files.NAME_MAX` bytes with its suffix."""
+        from vit_desktop.core.files import fit_name
+        from vit_desktop.core.paths import display_path
+
+        folder = self.root / rel.parent
+        names = itertools.chain((fit_name(rel.stem, ".png"), fit_name(rel.name, ".png")),
+                                (fit_name(rel.stem, f" ({n}).png") for n in itertools.count(1)))
+        overlaps: list[Path] = []
+        for name in names:
+            base = folder / name.removesuffix(".png")
+            if base in self.used:
+                continue
+            photo = next((p for p in (base.with_name(base.name + ".png"), base.with_name(base.name + ".npy"))
+                          if self._is_photo(p)), None)
+            if photo is not None:
+                overlaps.append(photo)
+                continue
+            self.used.add(base)
+            for taken in overlaps:
+                print(f"{PROG}: {display_path(taken)} is one of the photos: the map of "
+                      f"{display_path(path or rel)} is {display_path(base.name)}.png instead", file=self.err)
+            return base
+        raise AssertionError("unreachable: the numbers never run out")
 
     def submit(self, path: Path, rel: Path, heatmap: Heatmap | None, image: Image.Image | None = None) -> None:
         """Queue one photo's files; ``image`` is the decoded photo when the engine kept it."""
-        self.pending.append(self.pool.submit(self._write, path, self.target(rel), heatmap, image))
+        self.pending.append(self.pool.submit(self._write, path, self.target(rel, path), heatmap, image))
         while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
             self._report(self.pending.popleft())
 
@@ -147,6 +195,7 @@ class HeatmapWriter:
         problem = future.result()
         if not problem:
             return
+        self.failed += 1
         if problem in self.repeats:  # a read-only or full folder: said once, counted after that
             self.repeats[problem] += 1
             return
@@ -204,7 +253,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.io.results_files import format_table
     from vit_desktop.core.library.store import Library
-    from vit_desktop.core.paths import display_path
+    from vit_desktop.core.paths import display_path, display_text
 
     line = ProgressLine(err, "downloading")
 
@@ -213,31 +262,45 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"{PROG}: {text}", file=err)
 
     library = Library.open(on_problem=say)
+    candidates: list[tuple[str, str]]  # (model, why it was chosen: "" when asked for)
     if args.model:
-        model, why = args.model, ""
+        candidates = [(args.model, "")]
     else:
         last = state.last_model()
         if last and library is not None and is_known(library, last, device=args.device, precision=args.precision):
-            model, why = last, "the model used last"
+            candidates = [(last, "the model used last")]
         else:
             from vit_desktop.core.models import registry
 
-            chosen = registry.default_model()
-            if chosen is None:
+            candidates = registry.default_models()
+            gone = registry.last_model_problem()
+            if gone:  # said, never a silent swap of the user's model for another
+                say(f"{gone}; using another")
+            if not candidates:
                 raise UsageError(
                     "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
-            model, why = chosen
     try:
-        choice = choose_model(model, device=args.device, precision=args.precision, library=library,
-                              progress=line.bytes)
-    except VitDesktopError as exc:
-        raise UsageError(str(exc)) from None
+        for i, (model, why) in enumerate(candidates):
+            try:
+                choice = choose_model(model, device=args.device, precision=args.precision, library=library,
+                                      progress=line.bytes)
+                break
+            except VitDesktopError as exc:
+                if not why:
+                    raise UsageError(str(exc)) from None
+                # A model chosen for the user that does not load: said, and the next one tried.
+                from vit_desktop.core.models.registry import fallback_note
+
+                then = candidates[i + 1] if i + 1 < len(candidates) else None
+                if then is None:
+                    raise UsageError(fallback_note(model, why, str(exc), None)) from None
+                say(fallback_note(model, why, str(exc), then))
     finally:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""
     why_precision = f": {choice.precision_why}" if choice.precision_why else ""
-    print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
-          file=err)
+    print(f"{PROG}: model {display_text(choice.card.name)} on {choice.device_name}, {choice.precision}"
+          f"{why_precision}{display_text(note)}", file=err)
     if args.model:
         # What resolves next time: a registry name as it is, anything else (a saved model's name,
         # a relative path) as the file it stood for.
@@ -256,12 +319,13 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                               threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
     # Maps need the photo itself: a run that writes them computes every photo (and stores the answers).
     folder_run = FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps))
-    print(f"{PROG}: {folder_run.rule.describe()}", file=err)
+    print(f"{PROG}: {display_text(folder_run.rule.describe())}", file=err)
     if folder_run.duplicates:
         twice = folder_run.duplicates
         print(f"{PROG}: {twice} duplicate{'s' if twice != 1 else ''} skipped "
               "(the same file given twice or reached through a link)", file=err)
-    writer = HeatmapWriter(Path(args.heatmaps), overwrite=args.overwrite, err=err) if args.heatmaps else None
+    writer = (HeatmapWriter(Path(args.heatmaps), overwrite=args.overwrite, err=err, photos=folder_run.files)
+              if args.heatmaps else None)
     sorter = Sorter(Path(args.sort_into), err) if args.sort_into else None
     keywords = KeywordWriter(err) if args.xmp else None
     results: list[ClassifyResult] = []
@@ -274,7 +338,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                     writer.submit(Path(r.path), folder_run.relative_path(r.path), r.heatmap, r.image)
                 for n in r.notes:
                     line.clear()
-                    print(f"{PROG}: {display_path(r.path)}: {n}", file=err)
+                    print(f"{PROG}: {display_path(r.path)}: {display_text(n)}", file=err)
                 if sorter is not None:
                     sorter.copy(r, line)
                 if keywords is not None:
@@ -285,7 +349,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             if folder_run.total:
                 line.bar(step.done, folder_run.total)
             if not args.output:
-                out.write(format_table([replace(r, path=display_path(r.path)) for r in batch], top_k=top_k))
+                out.write(format_table(batch, top_k=top_k))
                 out.flush()
         finished = True
     finally:
@@ -297,8 +361,13 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if library is not None and folder_run.files:
         print(f"{PROG}: {_sources(folder_run)}", file=err)
     status = 0
+    if writer is not None and writer.failed:
+        unwritten = writer.failed
+        print(f"{PROG}: error: the heatmaps of {unwritten} photo{'s' if unwritten != 1 else ''} could not be "
+              "written", file=err)
+        status = 1
     if sorter is not None:
-        status = sorter.report()
+        status = sorter.report() or status
     if keywords is not None:
         status = keywords.report() or status
     if args.output:
@@ -443,7 +512,7 @@ def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, o
     folder and say where: a run is never lost."""
     import time
 
-    from vit_desktop.core.files import os_reason
+    from vit_desktop.core.files import fit_name, os_reason
     from vit_desktop.core.io.results_files import write_results
     from vit_desktop.core.paths import data_dir
 
@@ -452,13 +521,20 @@ def _write_output(results: Sequence[ClassifyResult], output: Path, top_k: int, o
         write_results(results, output, top_k=top_k, overwrite=overwrite)
     except OSError as exc:
         reason = os_reason(exc)
-        fallback = data_dir() / "unsaved results" / f"{output.stem}-{time.strftime('%Y%m%d-%H%M%S')}{output.suffix}"
-        try:
-            write_results(results, fallback, top_k=top_k)
-        except OSError as again:
-            print(f"{PROG}: error: could not write {output} ({reason}) nor {fallback} "
-                  f"({os_reason(again)}): the results are lost", file=err)
-            return 1
+        folder = data_dir() / "unsaved results"
+        stamp = f"-{time.strftime('%Y%m%d-%H%M%S')}"
+        # Never replaced: two runs failing in the same second each keep their own file.
+        for n in itertools.count():
+            fallback = folder / fit_name(output.stem, f"{stamp}{f' ({n})' if n else ''}{output.suffix}")
+            try:
+                write_results(results, fallback, top_k=top_k)
+                break
+            except FileExistsError:
+                continue
+            except OSError as again:
+                print(f"{PROG}: error: could not write {output} ({reason}) nor {fallback} "
+                      f"({os_reason(again)}): the results are lost", file=err)
+                return 1
         print(f"{PROG}: error: could not write {output} ({reason}); the {len(results)} results are in "
               f"{fallback}", file=err)
         return 1

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for path in (dest, dest.with_suffix(".json")):
         if path.exists() and not args.overwrite:
             raise UsageError(f"{path} already exists; pass --overwrite to replace it")
-    problem = cannot_write(dest)
+    problem = cannot_write(dest) or cannot_write(dest.with_suffix(".json"))
     if problem:
         raise UsageError(f"--onnx: {problem}")
     photos = _photos(args.photos, err)
@@ -50,7 +50,9 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         engine = Engine.load(args.model, device="cpu", precision="fp32")
     except VitDesktopError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{PROG}: exporting {engine.card.name} ({engine.card.num_classes} classes, "
+    from vit_desktop.core.paths import display_text
+
+    print(f"{PROG}: exporting {display_text(engine.card.name)} ({engine.card.num_classes} classes, "
           f"{engine.card.preprocess.describe()})", file=err)
     try:
         report = export_onnx(engine.module, engine.card, dest, outputs=args.outputs, photos=photos,

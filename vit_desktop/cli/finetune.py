@@ -151,6 +151,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelToken) -> int:
     from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.paths import display_path, display_text
     from vit_desktop.core.training import finetune, train_from_scratch
     from vit_desktop.core.training.results import describe
 
@@ -167,10 +168,11 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         raise UsageError(f"{data_path}: no such folder")
     data, problems = _load_data(data_path)
     for path, reason in problems:
-        err.write(f"skipped {path}: {reason}\n")
+        err.write(f"skipped {display_path(path)}: {display_text(reason)}\n")
     if config.mode == "scratch":
         data.validate()  # the other modes know which class names the base model knows
-    counts = ", ".join(f"{c} {n}" for c, n in data.counts().items())
+    # Class names are folder names: shown as file names are (one line, no terminal codes).
+    counts = ", ".join(f"{display_text(c)} {n}" for c, n in data.counts().items())
     err.write(f"{len(data)} photos in {len(data.classes)} classes ({counts})\n")
 
     job: Callable[[_Reporter], TrainResult]
@@ -187,7 +189,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         from vit_desktop.core.inference.devices import choose_precision
 
         computing = choose_precision(config.precision, base.device, training=True)
-        err.write(f"base {base.card.name} on {base.device_name}, mode {config.mode}, training in "
+        err.write(f"base {display_text(base.card.name)} on {base.device_name}, mode {config.mode}, training in "
                   f"{computing}\n")
 
         def job(report: _Reporter) -> TrainResult:
@@ -197,7 +199,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
     result, stopped_by = _train_interruptibly(job, reporter, cancel, err)
 
     for path, reason in result.skipped:
-        err.write(f"skipped {path}: {reason}\n")
+        err.write(f"skipped {display_path(path)}: {display_text(reason)}\n")
     if result.skipped:
         err.write(f"{len(result.skipped)} unreadable {'photo' if len(result.skipped) == 1 else 'photos'} skipped\n")
     try:
@@ -206,7 +208,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], cancel: CancelTok
         raise UsageError(f"{output} already exists (use --force to replace it)") from None
     said = describe(result)
     for text in [*said.lines(), *said.details()]:
-        out.write(text + "\n")
+        out.write(display_text(text) + "\n")
     out.write(f"saved {output}\n")
     out.flush()
     if stopped_by is not None:

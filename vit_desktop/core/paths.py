@@ -56,7 +56,9 @@ def user_models_dir(*, create: bool = True) -> Path:
     """
     path = data_dir() / "models"
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        from .files import make_dirs
+
+        make_dirs(path)
     return path
 
 
@@ -108,15 +110,24 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"\\x{code:02x}"
 
 
-def display_path(path: str | Path | bytes) -> str:
-    """``path`` as text that is safe to print, log or show in a widget.
+def display_text(text: str) -> str:
+    """``text`` as one line that is safe to print on a terminal, log or show in a widget.
 
-    Bytes of a file name that are not valid UTF-8 (possible on Linux) and control characters are
-    written as ``\\xNN`` escapes; everything else is unchanged. Use it only for showing: the
-    original ``Path`` is still what opens the file.
+    Control characters (line breaks, BEL, ESC and with it every terminal escape sequence, C1 codes
+    such as CSI) and lone surrogates are written as ``\\xNN`` escapes, so that a model's name or a
+    label cannot set a terminal's title, erase lines or forge output; everything else is unchanged.
+    Use it only for showing: files (JSON, a model's metadata) keep the text itself.
     """
-    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
     return _UNPRINTABLE.sub(_escape_char, text)
+
+
+def display_path(path: str | Path | bytes) -> str:
+    """``path`` as text that is safe to print, log or show in a widget (:func:`display_text`).
+
+    Bytes of a file name that are not valid UTF-8 (possible on Linux) are written as ``\\xNN``
+    escapes too. Use it only for showing: the original ``Path`` is still what opens the file.
+    """
+    return display_text(os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path))
 
 
 __all__ = [
@@ -125,6 +136,7 @@ __all__ = [
     "bundled_models_dir",
     "data_dir",
     "display_path",
+    "display_text",
     "hub_checkpoints_dir",
     "platform_data_dir",
     "shipped_dir",

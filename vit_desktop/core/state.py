@@ -19,9 +19,14 @@ def _state_file() -> Path:
 
 
 def _read() -> dict[str, object]:
+    """What the file holds; empty when it is missing, unreadable or not what this program writes
+    (the state is a convenience: a bad file must never stop a run or the window)."""
+    path = _state_file()
+    if not path.is_file():  # missing, or a FIFO that would block the read
+        return {}
     try:
-        data = json.loads(_state_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
         return {}
     return data if isinstance(data, dict) else {}
 

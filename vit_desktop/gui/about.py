@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import platform
 import sys
 from typing import TYPE_CHECKING
@@ -27,8 +28,9 @@ def about_html(current: LoadedModel | None) -> str:
         vision = f" · torchvision {tv.__version__}" if tv is not None else ""
         lines.append(f"PyTorch {torch_mod.__version__}{vision}")
     if current is not None:
-        lines.append(f"Model: {current.card.name} on {current.device_name} "
-                     f"({current.device_key}, {current.precision})")
+        # The model's name is the file's to choose: shown as text, never as HTML.
+        lines.append(html.escape(f"Model: {current.card.name} on {current.device_name} "
+                                 f"({current.device_key}, {current.precision})"))
     else:
         lines.append("Model: none loaded")
     return "<br>".join(lines)

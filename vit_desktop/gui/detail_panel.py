@@ -27,6 +27,7 @@ from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, Heatmap
 from vit_desktop.gui.compute import Controller, HeatmapReply, LoadedModel
 from vit_desktop.gui.image_view import ImageView
 from vit_desktop.gui.jobs import Job
+from vit_desktop.gui.plain_text import as_plain, plain
 from vit_desktop.gui.settings import OverlaySettings
 from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.topk_bars import TopKBars
@@ -145,6 +146,7 @@ class DetailPanel(QWidget):
         self.error.setObjectName("detailError")
         self.error.setWordWrap(True)
         self.error.hide()
+        plain(self.title, self.showing, self.error)  # file names, labels, messages: never HTML
 
         row1 = QHBoxLayout()
         row1.addWidget(self.overlay_box)
@@ -286,7 +288,7 @@ class DetailPanel(QWidget):
             self._update_showing()
             return
         self.title.setText(Path(result.path).name)
-        self.title.setToolTip(result.path)
+        self.title.setToolTip(as_plain(result.path))
         if result.error:
             self.error.setText(f"Could not classify this file: {result.error}")
             self.error.show()

@@ -21,6 +21,7 @@ from vit_desktop.core.errors import CancelToken, Failure, VitDesktopError
 from vit_desktop.core.files import os_reason
 from vit_desktop.core.types import ClassifyResult, Heatmap
 from vit_desktop.gui.jobs import Job, JobBoard, JobContext, run_in_pool
+from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
 
 if TYPE_CHECKING:
@@ -161,8 +162,8 @@ class Exporter(QObject):
         sidecar = Path(path).with_suffix(".json")
         if sidecar.exists():
             answer = QMessageBox.question(
-                self._window, "Export model", f"{sidecar.name} already exists beside it: replace it with the "
-                "model's labels and preprocessing?")
+                self._window, "Export model", as_plain(f"{sidecar.name} already exists beside it: replace it with "
+                                                       "the model's labels and preprocessing?"))
             if answer != QMessageBox.StandardButton.Yes:
                 return
         # The save dialog already asked before replacing the .onnx file.
@@ -239,8 +240,9 @@ class Exporter(QObject):
                  "the class they barely lean to." if unsure else "")
         answer = QMessageBox.question(
             self._window, "Copy into class folders",
-            f"Copy {len(ok)} images into {folders} folder{'s' if folders != 1 else ''}, one per predicted class, "
-            f"under\n{dest}?{aside}\n\nThe originals stay where they are; nothing is moved or overwritten.")
+            as_plain(f"Copy {len(ok)} images into {folders} folder{'s' if folders != 1 else ''}, one per predicted "
+                     f"class, under\n{dest}?{aside}\n\nThe originals stay where they are; nothing is moved or "
+                     "overwritten."))
         if answer == QMessageBox.StandardButton.Yes:
             self._settings.set_folder("sorted", dest)
             self.copy_into_class_folders(results, dest)

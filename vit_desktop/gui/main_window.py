@@ -43,6 +43,7 @@ from vit_desktop.gui.library_part import LibraryPart
 from vit_desktop.gui.message_bar import MessageBar
 from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.model_switch import ModelSwitch
+from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.results_model import ResultsModel
 from vit_desktop.gui.run_status import RunStatus
 from vit_desktop.gui.settings import AppSettings
@@ -191,6 +192,8 @@ class MainWindow(QMainWindow):
         self.commands.overlay_caption.setChecked(self.settings.overlay_caption)
         self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
+        if self.settings.problem:  # a settings file that had to be cleaned
+            bar.show_info(self.settings.problem)
 
     def _restore_window(self) -> None:
         s = self.settings
@@ -335,7 +338,8 @@ class MainWindow(QMainWindow):
     def confirm_discard(self, lost: list[str]) -> bool:
         """Asks whether to quit although ``lost`` would be; True: quit."""
         text = "; ".join(lost) + "."
-        box = QMessageBox(QMessageBox.Icon.Warning, "Quit without saving?", text[:1].upper() + text[1:], parent=self)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Quit without saving?", as_plain(text[:1].upper() + text[1:]),
+                          parent=self)
         box.setInformativeText("Cancel goes back to the fine-tune dialog: Save model… and Save labels… keep them.")
         quit_button = box.addButton("Quit without saving", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)

@@ -17,6 +17,7 @@ class MessageBar(QFrame):
         self.setObjectName("messageBar")
         self.label = QLabel(self)
         self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)  # messages quote file and model names: never HTML
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.action_button = QPushButton(self)
         self.action_button.hide()

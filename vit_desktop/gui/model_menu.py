@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QMenu, QWidget
 
 from vit_desktop.core.types import DeviceInfo
 from vit_desktop.core.units import format_bytes
+from vit_desktop.gui.plain_text import as_plain
 
 if TYPE_CHECKING:  # the registry imports torch: the window must not wait for that at start-up
     from vit_desktop.core.models.registry import ModelInfo
@@ -117,7 +118,7 @@ class ModelMenu(QObject):
                 a.setCheckable(True)
                 a.setChecked(info.source == self._current)
                 a.setData(info.source)
-                a.setToolTip(f"{info.description}\nInput {info.input}" if info.input else info.description)
+                a.setToolTip(as_plain(f"{info.description}\nInput {info.input}" if info.input else info.description))
                 a.triggered.connect(self._on_model)
         listed = {i.source for i in self.infos}
         recent = [s for s in self.recent if s not in listed]

@@ -39,12 +39,13 @@ WEIGHT_FILTER = "Model weights (*.safetensors *.pth *.pt *.bin *.ckpt);;All file
 
 
 class ModelListing(NamedTuple):
-    """What listing the models finds: every model, the devices, and the one to use by default."""
+    """What listing the models finds: every model, the devices, and the ones to use by default."""
 
     infos: list[ModelInfo]
     devices: list[DeviceInfo]
-    default: tuple[str, str] | None
-    #: Why the model used last was passed over, if it was.
+    #: (source, why) best first: the first that loads is used (registry.default_models).
+    defaults: list[tuple[str, str]]
+    #: Why the model used last was passed over (gone, not downloaded), if it was.
     passed_over: str | None = None
 
 
@@ -67,7 +68,10 @@ class ModelSwitch(QObject):
         self._results = results
         self._commands = commands
         self._pool = pool
-        self._passed_over: str | None = None
+        #: The default models not tried yet, while the first one loads at start-up.
+        self._defaults: list[tuple[str, str]] = []
+        #: What the window said about a default model that did not load, until another one has.
+        self._fell_back = ""
         controller.model_changed.connect(self._on_model_changed)
         controller.models_changed.connect(self.refresh_models)
         menu.model_chosen.connect(self.load_model)
@@ -94,7 +98,7 @@ class ModelSwitch(QObject):
             from vit_desktop.core.inference.devices import available_devices
             from vit_desktop.core.models import registry
 
-            return ModelListing(registry.list_models(), available_devices(), registry.default_model(),
+            return ModelListing(registry.list_models(), available_devices(), registry.default_models(),
                                 registry.last_model_problem())
 
         job = run_in_pool(self._controller.board, self._pool, "list models", work)
@@ -111,14 +115,40 @@ class ModelSwitch(QObject):
         self._on_models_listed(listing)
         if self._controller.current_card is not None or self._controller.loading:
             return
-        if listing.default is not None:
-            self.load_model(listing.default[0])
-            self._passed_over = listing.passed_over  # said once the replacement is ready
+        if listing.defaults:
+            self._defaults = list(listing.defaults)
+            if listing.passed_over:  # said once a replacement is ready: loudly, never a silent swap
+                self._fell_back = f"{listing.passed_over[:1].upper()}{listing.passed_over[1:]}."
+            self._load_default()
         else:
             self._status.say("")
             self._status.show_model(None)
             self._bar.show_message(f"{NO_MODEL_TEXT}: pick a torchvision ViT (downloaded once) or open a weights file.",
                                    kind="info", action=self._commands.open_weights)
+
+    def _load_default(self) -> None:
+        """Load the first default model not tried yet; if it fails, the next (see _on_default_failed)."""
+        source, _ = self._defaults[0]
+        job = self._controller.load_model(source, self._settings.device, self._settings.precision)
+        job.errored.connect(self._on_default_failed)
+        job.finished.connect(self._on_load_finished)
+
+    @Slot(object)
+    def _on_default_failed(self, failure: Failure) -> None:
+        """A model chosen at start-up does not load (the last one's file replaced by something else, a
+        truncated copy): say which and why, and fall back to the next."""
+        from vit_desktop.core.models.registry import fallback_note  # listing imported it already
+
+        source, why = self._defaults.pop(0)
+        then = self._defaults[0] if self._defaults else None
+        note = fallback_note(source, why, failure.message, then)
+        if then is None:
+            self._bar.show_message(f"{note[:1].upper()}{note[1:]}. Pick a model from the Model menu or open a "
+                                   "weights file.", action=self._commands.open_weights)
+            return
+        self._fell_back = f"{note[:1].upper()}{note[1:]}."
+        self._bar.show_message(self._fell_back, kind="info", action=self._commands.open_weights)
+        self._load_default()
 
     @Slot(object)
     def _on_models_list_failed(self, failure: Failure) -> None:
@@ -196,13 +226,8 @@ class ModelSwitch(QObject):
         self._results.set_current_model(loaded.model_id)
         stale = self._results.stale_results()
         demo = self.demo_model_loaded()
-        passed, self._passed_over = self._passed_over, None
-        if passed:  # loudly: a window that silently swapped the user's model for another misleads
-            instead = (f"the demo model ({loaded.card.num_classes} clothing classes only)" if demo
-                       else loaded.card.name)
-            self._bar.show_message(f"{passed[:1].upper()}{passed[1:]}: using {instead} instead. Pick a model "
-                                   "from the Model menu or open a weights file.", action=self._commands.open_weights)
-        elif stale:
+        fell_back, self._fell_back = self._fell_back, ""
+        if stale:
             n, name = len(stale), loaded.card.name
             self._bar.show_message(
                 f"{n} photo{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} {STALE_TEXT}: "
@@ -211,10 +236,14 @@ class ModelSwitch(QObject):
                 kind="info", action=self._commands.reclassify)
         elif demo:
             self._bar.show_message(
-                f"Demo model: {loaded.card.num_classes} clothing classes (Fashion-MNIST). For everyday photos, "
+                f"{fell_back + ' ' if fell_back else ''}Demo model: {loaded.card.num_classes} clothing classes "
+                "(Fashion-MNIST). For everyday photos, "
                 "download ViT-B/16 (ImageNet, 1000 classes, about 330 MB), or use Model ▸ Open weights file… "
                 "for a model you have.",
                 kind="info", action=self._commands.download_default)
+        elif fell_back:  # loudly: a window that silently swapped the user's model for another misleads
+            self._bar.show_message(f"{fell_back} Using {loaded.card.name} instead: pick another from the Model "
+                                   "menu or open a weights file.", action=self._commands.open_weights)
         self.demo_changed.emit(demo)
 
     @Slot()

@@ -24,6 +24,7 @@ from PySide6.QtCore import (
 )
 
 from vit_desktop.core.types import ClassifyResult, OpenSetRule
+from vit_desktop.gui.plain_text import as_plain
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -70,7 +71,7 @@ class ResultsModel(QAbstractListModel):
             return Path(r.path).name
         if role == Qt.ItemDataRole.ToolTipRole:
             stale = "\nClassified by an earlier model: Model ▸ re-classify to compare" if self.is_stale(r) else ""
-            return tooltip(r, self.verdict) + stale
+            return as_plain(tooltip(r, self.verdict) + stale)
         if role == Roles.RESULT:
             return r
         if role == Roles.PATH:

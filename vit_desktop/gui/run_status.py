@@ -20,6 +20,7 @@ from vit_desktop.core.units import format_bytes, format_duration
 from vit_desktop.gui.compute import Controller, LoadedModel, RunProgress
 from vit_desktop.gui.compute.messages import NO_MODEL_TEXT
 from vit_desktop.gui.jobs import Job, Outcome
+from vit_desktop.gui.plain_text import as_plain, plain
 
 
 def _progress(job: Job) -> tuple[int, int]:
@@ -53,6 +54,7 @@ class RunStatus(QObject):
         self.cancel_button.clicked.connect(self.cancel)
         self.model_label = QLabel("", bar)
         self.model_label.setObjectName("modelLabel")
+        plain(self.status_label, self.model_label)  # model and file names: never HTML
         bar.addWidget(self.status_label, 1)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
@@ -100,8 +102,8 @@ class RunStatus(QObject):
         self.model_label.setText(f"{loaded.card.name} · {loaded.device_name} · {loaded.precision}")
         card = loaded.card
         why = f": {loaded.precision_why}" if loaded.precision_why else ""
-        self.model_label.setToolTip(f"{card.description or card.source}\nInput {card.arch.image_size} px: "
-                                    f"{card.preprocess.describe()}\nPrecision {loaded.precision}{why}")
+        self.model_label.setToolTip(as_plain(f"{card.description or card.source}\nInput {card.arch.image_size} px: "
+                                             f"{card.preprocess.describe()}\nPrecision {loaded.precision}{why}"))
 
     @Slot(object, str)
     def track_load(self, job: Job, source: str) -> None:

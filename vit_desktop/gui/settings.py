@@ -7,7 +7,9 @@ lives in core's one store (:mod:`vit_desktop.core.state`), which the command lin
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
@@ -34,6 +36,123 @@ def _to_bool(value: object, default: bool) -> bool:
     return bool(value)
 
 
+# -- values that are objects -------------------------------------------------------------------
+#
+# Qt reads an INI value written as "@Variant(...)" by deserialising whatever type it names, and
+# PySide registers one that unpickles (PySide::PyObjectWrapper): a settings file could run code as
+# the window reads it, or when saving the settings makes Qt parse every section. Reading with a
+# type (value(key, default, type=str)) does not help: the object is made first. The window writes
+# only plain values (text, numbers, true/false, @ByteArray for its geometry), so every line that
+# could hold a variant is removed from the file before Qt parses a value of it.
+
+#: Escapes of Qt's INI values that stand for one character.
+_INI_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", '"': '"',
+                "?": "?", "'": "'", "\\": "\\"}
+
+
+def _ini_text(line: str) -> str | None:
+    """``line`` of an INI file as Qt's reader decodes it (escapes decoded, quotes dropped), or None
+    when it holds what this reader does not follow (an unknown escape, a value continued on the next
+    line): such a line is not kept either."""
+    out: list[str] = []
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        i += 1
+        if ch == '"':
+            continue
+        if ch != "\\":
+            out.append(ch)
+            continue
+        if i == len(line):
+            return None
+        ch = line[i]
+        i += 1
+        if ch in _INI_ESCAPES:
+            out.append(_INI_ESCAPES[ch])
+            continue
+        digits, base = ("0123456789abcdefABCDEF", 16) if ch == "x" else ("01234567", 8)
+        if ch != "x":
+            if ch not in digits:
+                return None
+            i -= 1
+        start = i
+        while i < len(line) and line[i] in digits:
+            i += 1
+        code = int(line[start:i] or "0", base)
+        if code > sys.maxunicode:
+            return None
+        out.append(chr(code))
+    return "".join(out)
+
+
+def unsafe_settings_lines(data: bytes) -> list[int]:
+    """The indexes of the lines of an INI settings file that could hold a value Qt would make an
+    object of (``@Variant(...)``, written plainly, escaped or quoted)."""
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    unsafe = []
+    for i, line in enumerate(lines):
+        text = _ini_text(line.rstrip("\r"))
+        if text is None or "@variant(" in text.casefold():
+            unsafe.append(i)
+    return unsafe
+
+
+def _stand_in(name: str) -> QSettings:
+    """Settings in a new temporary folder (removed at exit), for a file the window must not use."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="vit-desktop-settings-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return QSettings(str(Path(folder) / name), QSettings.Format.IniFormat)
+
+
+def _usable(settings: QSettings) -> tuple[QSettings, str | None]:
+    """``settings`` ready to read, and a note when something had to be set right first.
+
+    The lines :func:`unsafe_settings_lines` finds are removed from its INI file (and the file read
+    again); a file that cannot be cleaned is not read at all, and one under a home folder that does
+    not exist is not written (Qt would create the home folder): settings in a temporary file stand
+    in for both. Registry and property-list stores (Windows, macOS) are not files this can read.
+    """
+    from vit_desktop.core.files import atomic_write_bytes
+    from vit_desktop.core.paths import display_path
+
+    fmt = settings.format()
+    if fmt != QSettings.Format.IniFormat and (fmt != QSettings.Format.NativeFormat or sys.platform in ("win32",
+                                                                                                        "darwin")):
+        return settings, None
+    path = Path(settings.fileName())
+    try:
+        home: Path | None = Path.home()
+    except RuntimeError:  # no HOME and no password entry
+        home = None
+    if home is not None and home in path.parents and not home.is_dir():
+        return _stand_in(path.name), (f"the home folder {display_path(home)} does not exist: the window's settings "
+                                      "are not kept")
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return settings, None
+    unsafe = set(unsafe_settings_lines(data))
+    if not unsafe:
+        return settings, None
+    kept = b"\n".join(line for i, line in enumerate(data.split(b"\n")) if i not in unsafe)
+    n = len(unsafe)
+    what = f"{n} setting{'s' if n != 1 else ''} that {'were' if n != 1 else 'was'} not a plain value"
+    try:
+        atomic_write_bytes(path, kept, overwrite=True)
+    except OSError as exc:
+        return _stand_in(path.name), (f"{display_path(path)} holds {what} (Qt would have made a program object of "
+                                      f"it) and cannot be cleaned ({(exc.strerror or str(exc)).lower()}): the "
+                                      "window uses its default settings")
+    settings.sync()  # read the cleaned file: no value was read from it yet
+    return settings, (f"{display_path(path)}: {what} (Qt would have made a program object of it) was removed; "
+                      "the defaults apply")
+
+
 @dataclass(frozen=True)
 class OverlaySettings:
     opacity: float = 0.5
@@ -49,7 +168,9 @@ class AppSettings:
     """Wraps a ``QSettings`` so that keys and types live in one place."""
 
     def __init__(self, settings: QSettings | None = None) -> None:
-        self.qsettings = settings if settings is not None else QSettings()
+        #: What was wrong with the settings file and has been set right, for the window to say.
+        self.problem: str | None
+        self.qsettings, self.problem = _usable(settings if settings is not None else QSettings())
 
     # -- model ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import QAbstractButton, QButtonGroup, QSizePolicy, QVBoxLayout, QWidget
 
 from vit_desktop.core.types import ClassifyResult
+from vit_desktop.gui.plain_text import as_plain
 
 
 class ClassBar(QAbstractButton):
@@ -19,7 +20,7 @@ class ClassBar(QAbstractButton):
         self.score = score
         self.setCheckable(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setToolTip(f"Show what “{label}” rests on (its class map)")
+        self.setToolTip(as_plain(f"Show what “{label}” rests on (its class map)"))
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def sizeHint(self) -> QSize:

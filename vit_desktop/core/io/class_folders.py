@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.files import atomic_path
+from vit_desktop.core.files import atomic_path, fit_name, make_dirs
 from vit_desktop.core.types import ClassifyResult
 
 
@@ -23,12 +23,23 @@ def safe_folder_name(label: str) -> str:
 #: "dog, cat" at 1 % is not a dog photo.
 UNCERTAIN_FOLDER = "uncertain"
 
+#: What the folder of a class that is itself called "uncertain" (in any case) gets after its name.
+_CLASS_MARK = " (class)"
+
+
+def class_folder_name(label: str) -> str:
+    """The folder of the class ``label``: its :func:`safe_folder_name`, except that a class called
+    "uncertain" (any case, as file systems that ignore case see it) gets ``uncertain (class)``, so
+    that its photos never mix with the uncertain ones."""
+    name = safe_folder_name(label)
+    return name + _CLASS_MARK if name.casefold() == UNCERTAIN_FOLDER else name
+
 
 def class_folder_of(result: ClassifyResult) -> str | None:
-    """The folder a classified photo is sorted into (its top label, or ``uncertain``); None for errors."""
+    """The folder a classified photo is sorted into (its top label's, or ``uncertain``); None for errors."""
     if not result.ok or result.top is None:
         return None
-    return UNCERTAIN_FOLDER if result.uncertain else result.top.label
+    return UNCERTAIN_FOLDER if result.uncertain else class_folder_name(result.top.label)
 
 
 def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | os.PathLike[str]) -> Path:
@@ -38,10 +49,11 @@ def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | 
     folder = Path(dest) / safe_folder_name(label)
     # First, and on its own: a file where the folder should be raises here (FileExistsError, like
     # a taken name below would) instead of sending the loop after ever-higher numbers.
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     n = 0
     while True:
-        target = folder / (src.name if n == 0 else f"{src.stem} ({n}){src.suffix}")
+        # A name of 255 bytes (the most a file system takes) still gets its number: the stem is cut.
+        target = folder / (src.name if n == 0 else fit_name(src.stem, f" ({n}){src.suffix}"))
         if not target.exists():
             try:
                 # Into a temporary file beside it first: a kill mid-copy leaves no half photo.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vit_desktop.core.files import atomic_write_text
-from vit_desktop.core.paths import display_path
+from vit_desktop.core.paths import display_path, display_text
 from vit_desktop.core.types import ClassifyResult
 
 FORMATS = (".csv", ".json", ".jsonl")
@@ -127,14 +127,16 @@ def write_results(
 
 
 def format_table(results: Sequence[ClassifyResult], *, top_k: int) -> str:
-    """A readable table for a terminal: one line per image, best label first."""
+    """A readable table for a terminal: one line per image, best label first (labels and errors
+    escaped as :func:`~vit_desktop.core.paths.display_text` does: one line each, no terminal codes)."""
     lines = []
     for r in results:
-        name = r.path if len(r.path) <= 48 else "…" + r.path[-47:]
+        path = display_path(r.path)
+        name = path if len(path) <= 48 else "…" + path[-47:]
         if r.error:
-            lines.append(f"{name:<48}  error: {r.error}")
+            lines.append(f"{name:<48}  error: {display_text(r.error)}")
             continue
-        preds = "  ".join(f"{p.label} {p.score:6.1%}" for p in r.predictions[:top_k])
+        preds = "  ".join(f"{display_text(p.label)} {p.score:6.1%}" for p in r.predictions[:top_k])
         flag = " (uncertain)" if r.uncertain else ""
         lines.append(f"{name:<48}  {preds}{flag}")
     return "\n".join(lines) + ("\n" if lines else "")

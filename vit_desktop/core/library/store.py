@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from vit_desktop.core.files import make_dirs
 from vit_desktop.core.paths import data_dir
 from vit_desktop.core.types import ClassifyResult, ModelCard
 
@@ -158,7 +159,7 @@ class Library:
         one line to ``on_problem``, when it cannot be used. A corrupt store is set aside first."""
         path = library_path(folder)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
         except OSError as exc:
             on_problem(f"library {path} cannot be created ({_reason(exc)}): this run goes on without it")
             return None

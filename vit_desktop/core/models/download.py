@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vit_desktop.core.errors import Cancelled, CancelToken, DownloadError
+from vit_desktop.core.files import make_dirs
 from vit_desktop.core.types import ProgressCallback
 
 PARTIAL_SUFFIX = ".partial"
@@ -78,7 +79,7 @@ def download_file(
     if cancel is not None:
         cancel.raise_if_cancelled()
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         # A unique temporary name in the destination folder: os.replace is then atomic (same
         # filesystem) and two downloads of the same file cannot write into one partial file.
         fd, tmp_name = tempfile.mkstemp(

@@ -18,6 +18,8 @@ machine:
 * labels: strings of 1 to :data:`MAX_LABEL_LENGTH` characters, something visible, no control
   characters (a label is one line in every table); the project's own files also have no two labels
   alike (foreign configs may: the Hub's ImageNet ``id2label`` names two classes "crane");
+* a name and a description: cut (not refused) to :data:`MAX_NAME_LENGTH` and
+  :data:`MAX_DESCRIPTION_LENGTH` characters;
 * numbers: finite; ``layer_norm_eps`` and a few-shot head's ``eps`` in (0, 1]; mean within
   +-:data:`MAX_NORMALISE`, std from :data:`MIN_STD` to :data:`MAX_NORMALISE`, rescale in (0, 1],
   a config's ``crop_pct`` from :data:`MIN_CROP_PCT` to :data:`MAX_CROP_PCT`;
@@ -44,6 +46,10 @@ MAX_WIDTH = 65536
 MAX_REGISTER_TOKENS = 256
 MAX_CLASSES = 100_000
 MAX_LABEL_LENGTH = 1000
+#: A model's name and description, as a file gives them, are cut to these many characters rather
+#: than refused: they are only shown, but a 10 MB name took seconds to lay out in every label.
+MAX_NAME_LENGTH = 1000
+MAX_DESCRIPTION_LENGTH = 10_000
 MAX_HEAD_DEPTH = 16
 MAX_NORMALISE = 1000.0
 MIN_STD = 1e-3
@@ -187,6 +193,11 @@ def check_preprocess(pp: Preprocess) -> None:
     _between(pp.rescale, "rescale factor", 0.0, 1.0, open_low=True)
 
 
+def cut_text(text: str, limit: int) -> str:
+    """``text`` (a name or description read from a file) cut to ``limit`` characters, with "…"."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def labels_from(values: object, what: str, *, unique: bool) -> tuple[str, ...]:
     """The labels ``values`` (read from ``what``) as a tuple, or ModelError naming the first bad one.
 
@@ -239,7 +250,9 @@ __all__ = [
     "MAX_HEAD_DEPTH",
     "MAX_IMAGE_SIZE",
     "MAX_LABEL_LENGTH",
+    "MAX_DESCRIPTION_LENGTH",
     "MAX_LAYERS",
+    "MAX_NAME_LENGTH",
     "MAX_NORMALISE",
     "MAX_PATCHES",
     "MAX_REGISTER_TOKENS",
@@ -255,6 +268,7 @@ __all__ = [
     "check_head",
     "check_model",
     "check_preprocess",
+    "cut_text",
     "labels_by_id",
     "labels_from",
 ]

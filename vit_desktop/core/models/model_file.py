@@ -30,7 +30,16 @@ from vit_desktop.core.types import (
     Preprocess,
 )
 
-from .limits import MAX_HEAD_DEPTH, as_float, as_size, check_preprocess, labels_from
+from .limits import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_HEAD_DEPTH,
+    MAX_NAME_LENGTH,
+    as_float,
+    as_size,
+    check_preprocess,
+    cut_text,
+    labels_from,
+)
 from .vit import ViT, architecture_of, head_spec_of
 
 FORMAT_KEY = "vit_desktop.format"
@@ -138,8 +147,8 @@ def describe(meta: Mapping[str, str], default_name: str) -> FileDescription:
         if k.startswith(META_PREFIX) and k[len(META_PREFIX) :] not in _CORE_META
     )
     return FileDescription(
-        name=meta.get(META_NAME) or default_name,
-        description=meta.get(META_DESCRIPTION, ""),
+        name=cut_text(meta.get(META_NAME) or default_name, MAX_NAME_LENGTH),
+        description=cut_text(meta.get(META_DESCRIPTION, ""), MAX_DESCRIPTION_LENGTH),
         labels=_labels(meta),
         preprocess=preprocess_from_json(meta[META_PREFIX + "preprocess"]),
         extra=extra,

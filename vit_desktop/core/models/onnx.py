@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from vit_desktop.core.errors import CancelToken, ImageError, ModelError, VitDesktopError
-from vit_desktop.core.files import atomic_path, atomic_write_text
+from vit_desktop.core.files import atomic_paths, os_reason
 from vit_desktop.core.io.images import load_image
 from vit_desktop.core.types import ModelCard
 
@@ -139,8 +139,8 @@ def export_onnx(
 ) -> ExportReport:
     """Write ``module`` as ONNX to ``dest`` (and ``dest`` with ``.json``), verified on ``photos``.
 
-    Raises ExportError (missing modules, an export that does not agree) or FileExistsError; on
-    every failure nothing is left at ``dest``.
+    Raises ExportError (missing modules, an export that does not agree, a file that cannot be
+    written) or FileExistsError; on every failure ``dest`` and its sidecar are as they were.
     """
     missing = missing_modules()
     if missing:
@@ -159,27 +159,37 @@ def export_onnx(
     graph = _Graph(copied, outputs == "probabilities", KnownScore(copied, model_rule(card))).eval()
     size = card.arch.image_size
     inputs, n_photos = _sample_inputs(card, photos, say)
-    with atomic_path(dest, overwrite=overwrite) as tmp:
-        say("exporting the graph")
-        _export(graph, tmp, size, outputs)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        say("writing metadata")
-        _add_metadata(tmp, metadata(card, outputs))
-        say(f"checking it in onnxruntime on {len(inputs)} inputs")
-        report = _verify(graph, tmp, inputs, outputs)
-        seconds = time.perf_counter() - started
-        size_bytes = tmp.stat().st_size
-    result = ExportReport(dest, sidecar, n_photos, len(inputs) - n_photos, *report, seconds=seconds,
-                          size_bytes=size_bytes)
+    # Both files are written in full before either is put in place, and then put in place together:
+    # a kill or a failure never leaves a new model beside an old description (or the reverse).
+    try:
+        with atomic_paths(dest, sidecar, overwrite=overwrite) as (tmp, tmp_sidecar):
+            say("exporting the graph")
+            _export(graph, tmp, size, outputs)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            say("writing metadata")
+            _add_metadata(tmp, metadata(card, outputs))
+            say(f"checking it in onnxruntime on {len(inputs)} inputs")
+            report = _verify(graph, tmp, inputs, outputs)
+            result = ExportReport(dest, sidecar, n_photos, len(inputs) - n_photos, *report,
+                                  seconds=time.perf_counter() - started, size_bytes=tmp.stat().st_size)
+            tmp_sidecar.write_bytes(_sidecar_text(card, outputs, result).encode("utf-8"))
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise ExportError(f"could not write {dest} and {sidecar.name}: {os_reason(exc)}; nothing kept") from None
+    return result
+
+
+def _sidecar_text(card: ModelCard, outputs: str, result: ExportReport) -> str:
+    """The JSON beside the export: its metadata, readable, and how it was verified."""
     info = {key: (json.loads(value) if key in ("labels", "preprocess", "architecture", "open_set") else value)
             for key, value in metadata(card, outputs).items()}
     info["verification"] = {"photos": result.photos, "noise_pictures": result.noise, "top1_agree": result.top1_agree,
                             "top5_agree": result.top5_agree,
                             "max_probability_diff": result.max_probability_diff,
                             "max_logit_diff": result.max_logit_diff}
-    atomic_write_text(sidecar, json.dumps(info, indent=2, ensure_ascii=False) + "\n", overwrite=True)
-    return result
+    return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
 
 
 def _sample_inputs(

@@ -27,7 +27,7 @@ import torch
 
 from vit_desktop.core.errors import CancelToken, DownloadError, ModelError
 from vit_desktop.core.labels.imagenet import imagenet_classes
-from vit_desktop.core.paths import bundled_models_dir, hub_checkpoints_dir, user_models_dir
+from vit_desktop.core.paths import bundled_models_dir, display_text, hub_checkpoints_dir, user_models_dir
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess, ProgressCallback
 from vit_desktop.core.units import format_bytes
 
@@ -401,28 +401,46 @@ def find_model_file(name: str) -> Path | None:
     return None
 
 
-def default_model() -> tuple[str, str] | None:
-    """(source, why) of the model to use when none is named, or None when there is none.
+def default_models() -> list[tuple[str, str]]:
+    """(source, why) of the models to use when none is named, best first; empty when there is none.
 
     The one rule for the window and the command line: the model used last (here or there) if it
-    still loads offline, else a cached ImageNet model, else the bundled demo model. When the model
-    used last was passed over, ``why`` says so first (:func:`last_model_problem`).
+    still loads offline, else a cached ImageNet model, else the bundled demo model. Whether a file
+    loads is known only by loading it: a caller that cannot load one (a file replaced by something
+    else, a truncated copy) says so, naming it, and falls back to the next.
     """
     from vit_desktop.core import state
 
+    found: list[tuple[str, str]] = []
     last = state.last_model()
-    problem = last_model_problem()
-    if last and problem is None:
-        return last, "the model used last"
-    passed = f"{problem}; so " if problem else ""
+    if last and ((last in REGISTRY and is_cached(last)) or Path(last).is_file()):
+        found.append((last, "the model used last"))
     infos = list_models()
-    for info in infos:
-        if info.kind == "registry" and info.cached:
-            return info.source, f"{passed}a cached ImageNet model"
-    for info in infos:
-        if info.kind == "bundled" and info.readable:
-            return info.source, f"{passed}the bundled demo model"
-    return None
+    cached = next((info for info in infos if info.kind == "registry" and info.cached), None)
+    if cached is not None:
+        found.append((cached.source, "a cached ImageNet model"))
+    demo = next((info for info in infos if info.kind == "bundled" and info.readable), None)
+    if demo is not None:
+        found.append((demo.source, "the bundled demo model"))
+    # The model used last may be one of the others: try each once.
+    return [choice for i, choice in enumerate(found) if all(choice[0] != other[0] for other in found[:i])]
+
+
+def default_model() -> tuple[str, str] | None:
+    """The first of :func:`default_models`, or None when there is none."""
+    models = default_models()
+    return models[0] if models else None
+
+
+def fallback_note(source: str, why: str, reason: str, then: tuple[str, str] | None) -> str:
+    """One line for a model chosen by :func:`default_models` that could not be loaded: "the model
+    used last, /etc/passwd, cannot be loaded (...); falling back to the bundled demo model (...)"."""
+    from vit_desktop.core.paths import display_path, display_text
+
+    first = f"{why}, {display_path(source)}, cannot be loaded ({display_text(reason)})"
+    if then is None:
+        return f"{first}, and there is no other model to fall back to"
+    return f"{first}; falling back to {then[1]}, {display_path(then[0])}"
 
 
 def last_model_problem() -> str | None:
@@ -449,8 +467,9 @@ def format_models_table(infos: Iterable[ModelInfo]) -> str:
             status = "cached" if info.cached else "download"
         else:
             status = "file"
-        rows.append((info.name, info.kind, status, format_bytes(info.size_bytes), info.input or "-",
-                     info.description))
+        # A file's name and description are the file's to choose: no terminal codes, one line.
+        rows.append((display_text(info.name), info.kind, status, format_bytes(info.size_bytes), info.input or "-",
+                     display_text(info.description)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
@@ -463,6 +482,8 @@ __all__ = [
     "BASE_URL_ENV",
     "REGISTRY",
     "default_model",
+    "default_models",
+    "fallback_note",
     "ModelInfo",
     "RegistryEntry",
     "ensure_weights",

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.training.labelled_set import PROJECT_SUFFIX, LabelledSet
+from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.settings import AppSettings
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
@@ -105,6 +106,7 @@ class LabelsEditor(QWidget):
         self.meaning_label = QLabel("")
         self.meaning_label.setWordWrap(True)
         self.meaning_label.setObjectName("classMeaning")
+        self.meaning_label.setTextFormat(Qt.TextFormat.PlainText)  # class names: never HTML
         bv.addWidget(self.meaning_label)
         row = QHBoxLayout()
         self.add_class_button = QPushButton("Add…")
@@ -235,7 +237,7 @@ class LabelsEditor(QWidget):
         for p in self.data.paths_of(name):
             item = QListWidgetItem(p.name)
             item.setData(Qt.ItemDataRole.UserRole, str(p))
-            item.setToolTip(str(p))
+            item.setToolTip(as_plain(str(p)))
             self.photo_list.addItem(item)
 
     def _edit(self, fn: Callable[[], LabelledSet], select: str | None = None) -> bool:
@@ -373,8 +375,8 @@ class LabelsEditor(QWidget):
             return
         n = self.data.counts().get(name, 0)
         if n and QMessageBox.question(
-            self, "Delete class", f"Delete class {name!r} and remove its {n} photos from the set?\n"
-            "(The files themselves are not touched.)"
+            self, "Delete class", as_plain(f"Delete class {name!r} and remove its {n} photos from the set?\n"
+                                           "(The files themselves are not touched.)")
         ) != QMessageBox.StandardButton.Yes:
             return
         self.delete_class(name)

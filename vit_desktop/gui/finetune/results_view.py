@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.training.results import CAVEAT
 from vit_desktop.gui.finetune.curves import CurveWidget
+from vit_desktop.gui.plain_text import as_plain, plain
 from vit_desktop.gui.qimage import rgb_to_qimage
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class ResultsView(QTabWidget):
         self.head_notes = QLabel("")
         self.head_notes.setWordWrap(True)
         self.head_notes.setObjectName("headNotes")
+        plain(self.mistake_view, self.head_notes)  # file and class names: never HTML
         hv.addWidget(self.head_summary)
         hv.addWidget(self.heads_table, 1)
         hv.addWidget(self.head_notes)
@@ -122,7 +125,7 @@ class ResultsView(QTabWidget):
         for path, true, predicted in r.misclassified:
             entry = QListWidgetItem(f"{Path(path).name}: {true} → {predicted}")
             entry.setData(Qt.ItemDataRole.UserRole, path)
-            entry.setToolTip(path)
+            entry.setToolTip(as_plain(path))
             self.mistake_list.addItem(entry)
         checked = r.metrics.val_images
         self.mistake_view.setPixmap(QPixmap())
@@ -139,7 +142,8 @@ class ResultsView(QTabWidget):
             self.heads_table.setRowCount(0)
             return
         chosen = f" (chosen on your photos by {selection.method})" if selection.method else ""
-        self.head_summary.setText(f"<b>{selection.summary}</b>{chosen}")
+        # Bold on purpose; the summary names the classes, which are the user's text.
+        self.head_summary.setText(f"<b>{html.escape(selection.summary)}</b>{html.escape(chosen)}")
         self.heads_table.setRowCount(len(selection.scores))
         bold = self.font()
         bold.setBold(True)
