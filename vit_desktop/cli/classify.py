@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS, PRECISIONS
 
+from .choosing import choose
 from .console import PROG, ProgressLine, UsageError
 
 if TYPE_CHECKING:
@@ -197,9 +198,6 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     _check_args(args)
     # Only what every run needs is imported here: a run answered from the library never imports
     # torch (the engine and the registry do), and ends in well under a second.
-    from vit_desktop.core import state
-    from vit_desktop.core.errors import VitDesktopError
-    from vit_desktop.core.inference.loading import choose_model, is_known
     from vit_desktop.core.inference.options import ClassifyOptions
     from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.io.results_files import format_table
@@ -213,33 +211,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"{PROG}: {text}", file=err)
 
     library = Library.open(on_problem=say)
-    if args.model:
-        model, why = args.model, ""
-    else:
-        last = state.last_model()
-        if last and library is not None and is_known(library, last, device=args.device, precision=args.precision):
-            model, why = last, "the model used last"
-        else:
-            from vit_desktop.core.models import registry
-
-            chosen = registry.default_model()
-            if chosen is None:
-                raise UsageError(
-                    "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
-            model, why = chosen
-    try:
-        choice = choose_model(model, device=args.device, precision=args.precision, library=library,
-                              progress=line.bytes)
-    except VitDesktopError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        line.close()
-    note = f"; no --model given, so {why}: {model}" if why else ""
-    why_precision = f": {choice.precision_why}" if choice.precision_why else ""
-    print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
-          file=err)
-    if args.model:
-        state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
+    choice = choose(args.model, device=args.device, precision=args.precision, library=library, err=err, line=line)
     categories = _categories(args, choice.card, err)
     n_classes = len(categories.names) if categories is not None else choice.card.num_classes
     top_k = min(args.top_k, n_classes)

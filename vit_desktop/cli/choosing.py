@@ -1,0 +1,57 @@
+"""Which model a command runs with: the one named, else the one used last, else a default; said on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from .console import PROG, ProgressLine, UsageError
+
+if TYPE_CHECKING:
+    from vit_desktop.core.inference.loading import ModelChoice
+    from vit_desktop.core.library.store import Library
+
+
+def choose(named: str | None, *, device: str, precision: str, library: Library | None, err: IO[str],
+           line: ProgressLine) -> ModelChoice:
+    """``named`` (``--model``), or without it the model used last (here or in the window) if the
+    library knows it on this machine, else a cached registry model, else the bundled demo model.
+
+    Says on stderr which model runs where, and why when none was named; a model given by name is
+    remembered as the one used last. ``line`` shows a download's progress and is closed here.
+    A model that cannot be used is a :class:`UsageError`.
+    """
+    from vit_desktop.core import state
+    from vit_desktop.core.errors import VitDesktopError
+    from vit_desktop.core.inference.loading import choose_model, is_known
+
+    if named:
+        model, why = named, ""
+    else:
+        last = state.last_model()
+        if last and library is not None and is_known(library, last, device=device, precision=precision):
+            model, why = last, "the model used last"
+        else:
+            from vit_desktop.core.models import registry
+
+            chosen = registry.default_model()
+            if chosen is None:
+                raise UsageError(
+                    "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
+            model, why = chosen
+    try:
+        choice = choose_model(model, device=device, precision=precision, library=library, progress=line.bytes)
+    except VitDesktopError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        line.close()
+    note = f"; no --model given, so {why}: {model}" if why else ""
+    why_precision = f": {choice.precision_why}" if choice.precision_why else ""
+    print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
+          file=err)
+    if named:
+        state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
+    return choice
+
+
+__all__ = ["choose"]
