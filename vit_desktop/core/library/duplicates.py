@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vit_desktop.core.errors import CancelToken
-from vit_desktop.core.io.image_hash import HASH_BITS, hamming, signs
+from vit_desktop.core.io.image_hash import HASH_BITS, hamming
 from vit_desktop.core.types import ProgressCallback
 
 from .prints import PhotoPrints
@@ -106,16 +106,18 @@ def _similarity(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def _block_matches(prints: PhotoPrints, rows: np.ndarray, cols: np.ndarray, rule: DuplicateRule,
-                   full_signs: np.ndarray, upper: bool) -> list[Match]:
-    """Matches between photos ``rows`` and ``cols`` (index arrays); with ``upper`` only pairs whose
-    column comes after the row (each pair once), else every pair but a photo with itself."""
+def _block_matches(prints: PhotoPrints, rows: slice, cols: slice, rule: DuplicateRule, upper: bool) -> list[Match]:
+    """Matches between photos ``rows`` and ``cols`` (contiguous, so that the arrays are read in
+    place); with ``upper`` only pairs whose column comes after the row (each pair once), else every
+    pair but a photo with itself."""
     hashes = prints.hashes
     assert hashes is not None
+    full_signs = prints.frame_signs()
+    row0, col0 = rows.start, cols.start
 
     def pairs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ri, ci = np.nonzero(mask)
-        a, b = rows[ri], cols[ci]
+        a, b = ri + row0, ci + col0
         keep = b > a if upper else b != a
         return a[keep], b[keep]
 
@@ -174,7 +176,6 @@ def duplicate_pairs(prints: PhotoPrints, rule: DuplicateRule = DEFAULT_RULE, *, 
     if prints.hashes is None:
         raise ValueError("duplicates need the photos' perceptual hashes")
     n = len(prints)
-    full_signs = signs(prints.hashes[:, 0])
     found: dict[tuple[int, int], Match] = {(m.a, m.b): m for m in _identical(prints)}
     block = max(1, _BLOCK_ENTRIES // max(1, n))
     start = 0
@@ -182,7 +183,7 @@ def duplicate_pairs(prints: PhotoPrints, rule: DuplicateRule = DEFAULT_RULE, *, 
         if cancel is not None:
             cancel.raise_if_cancelled()
         stop = min(n, start + block)
-        for m in _block_matches(prints, np.arange(start, stop), np.arange(start, n), rule, full_signs, upper=True):
+        for m in _block_matches(prints, slice(start, stop), slice(start, n), rule, upper=True):
             if (m.a, m.b) not in found:
                 found[(m.a, m.b)] = m
         start = stop
@@ -197,9 +198,8 @@ def duplicates_of(prints: PhotoPrints, path: str, rule: DuplicateRule = DEFAULT_
     if prints.hashes is None:
         raise ValueError("duplicates need the photos' perceptual hashes")
     row = prints.index(path)
-    full_signs = signs(prints.hashes[:, 0])
     matches = {m.b if m.a == row else m.a: m
-               for m in _block_matches(prints, np.array([row]), np.arange(len(prints)), rule, full_signs, upper=False)}
+               for m in _block_matches(prints, slice(row, row + 1), slice(0, len(prints)), rule, upper=False)}
     digest = prints.digests[row]
     if digest is not None:
         for i, d in enumerate(prints.digests):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vit_desktop.core.io.image_hash import CODES, HASH_BYTES
+from vit_desktop.core.io.image_hash import CODES, HASH_BYTES, signs
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +37,8 @@ class PhotoPrints:
     #: hash (a candidate byte-for-byte copy), else None.
     digests: tuple[bytes | None, ...]
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    #: (n,) bool: which photos have features (a row that is not all zeros); None without features.
+    has_features: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -50,6 +52,8 @@ class PhotoPrints:
         if len(self.digests) != n:
             raise ValueError(f"digests: one per photo ({n}), not {len(self.digests)}")
         object.__setattr__(self, "_index", {p: i for i, p in enumerate(self.paths)})
+        object.__setattr__(self, "has_features",
+                           None if self.features is None else np.any(self.features != 0, axis=1))
 
     @classmethod
     def of(cls, paths: Sequence[str], *, hashes: np.ndarray | None = None, features: np.ndarray | None = None,
@@ -69,6 +73,18 @@ class PhotoPrints:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def frame_signs(self) -> np.ndarray:
+        """(n, 64) float32 ±1 of each whole-frame hash (see :func:`~vit_desktop.core.io.image_hash.signs`),
+        made on first use and kept: one product with them compares a photo with all the others."""
+        if self.hashes is None:
+            raise ValueError("these prints have no hashes")
+        cached = self.__dict__.get("_frame_signs")
+        if cached is None:
+            cached = signs(self.hashes[:, 0])
+            object.__setattr__(self, "_frame_signs", cached)
+        out: np.ndarray = cached
+        return out
 
     def index(self, path: str) -> int:
         """The row of ``path``; KeyError when it is not one of the photos."""

@@ -27,28 +27,28 @@ class Neighbour:
     score: float
 
 
-def nearest(query: np.ndarray, features: np.ndarray, *, top_k: int,
-            exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
+def nearest(query: np.ndarray, features: np.ndarray, *, top_k: int, exclude: Iterable[int] = (),
+            usable: np.ndarray | None = None) -> list[tuple[int, float]]:
     """(row, cosine) of the ``top_k`` rows of ``features`` (unit rows, (n, d)) nearest ``query``
-    (d,), best first; rows in ``exclude`` and rows without features are never answered."""
+    (d,), best first; rows in ``exclude``, and rows that ``usable`` (n,) bool marks False (photos
+    without features), are never answered."""
     if top_k < 1:
         raise ValueError("top-k must be at least 1")
-    n = features.shape[0]
-    if n == 0:
+    if features.shape[0] == 0:
         return []
     q = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
     scores = features @ q  # (n, d) @ (d,) -> (n,)
-    usable = np.any(features != 0, axis=1)
-    for row in exclude:
-        usable[row] = False
-    rows = np.flatnonzero(usable)
-    if rows.size == 0:
+    # Left-out rows score below any cosine, so that one partition finds the best of the rest.
+    scores[list(exclude)] = -np.inf
+    if usable is not None:
+        scores[~usable] = -np.inf
+    k = min(top_k, int(np.count_nonzero(scores > -np.inf)))
+    if k == 0:
         return []
-    k = min(top_k, rows.size)
-    picked = rows[np.argpartition(-scores[rows], k - 1)[:k]] if k < rows.size else rows
+    picked = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
     # Best first; equal scores in the order of the photos, so that answers are stable.
-    order = sorted(picked.tolist(), key=lambda r: (-float(scores[r]), r))
-    return [(r, float(scores[r])) for r in order]
+    order = sorted((int(r) for r in picked if scores[r] > -np.inf), key=lambda r: (-float(scores[r]), r))
+    return [(r, float(scores[r])) for r in order[:k]]
 
 
 def similar_to(prints: PhotoPrints, path: str, *, top_k: int = 10) -> list[Neighbour]:
@@ -60,7 +60,8 @@ def similar_to(prints: PhotoPrints, path: str, *, top_k: int = 10) -> list[Neigh
     query = prints.features[row]
     if not np.any(query):
         return []
-    return [Neighbour(prints.paths[r], s) for r, s in nearest(query, prints.features, top_k=top_k, exclude=(row,))]
+    found = nearest(query, prints.features, top_k=top_k, exclude=(row,), usable=prints.has_features)
+    return [Neighbour(prints.paths[r], s) for r, s in found]
 
 
 __all__ = ["Neighbour", "nearest", "similar_to"]
