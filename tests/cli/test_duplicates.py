@@ -142,3 +142,20 @@ def test_no_duplicates_is_an_empty_answer(tmp_path: Path, tiny_model_file: Path)
     assert json.loads((tmp_path / "g.json").read_text(encoding="utf-8")) == []
     assert "broken.jpg: " in err and "1 could not be read" in err
     assert "0 groups of duplicates (0 photos) among 2 photos" in err
+
+
+def test_runs_answered_from_the_library_never_import_torch(album: Path, tiny_model_file: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    photo = album / "original.jpg"
+    script = ("import sys\nfrom vit_desktop.cli import main\n"
+              f"codes = [main(['duplicates', {str(album)!r}, '--model', {str(tiny_model_file)!r}]),\n"
+              f"         main(['similar', {str(photo)!r}, {str(album)!r}, '--model', {str(tiny_model_file)!r}])]\n"
+              "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', codes)\n")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ},
+                           timeout=120) for _ in range(2)]
+    assert runs[0].stdout.strip().endswith("TORCH [0, 0]") and "NO TORCH" not in runs[0].stdout
+    assert runs[1].stdout.strip().endswith("NO TORCH [0, 0]"), runs[1].stdout + runs[1].stderr
+    assert "13 from the library, 0 classified; hashes: 13 from the library, 0 computed" in runs[1].stderr
