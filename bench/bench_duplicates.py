@@ -125,7 +125,22 @@ def pairs_of_groups(groups: list[tuple[str, ...]]) -> set[frozenset[str]]:
     return {frozenset(pair) for g in groups for pair in itertools.combinations(g, 2)}
 
 
-def evaluate(corpus: list[Photo], predicted: list[tuple[str, ...]]) -> dict[str, object]:
+@dataclass(frozen=True)
+class Scores:
+    pairs: int  # true pairs
+    found: int  # pairs found
+    precision: float
+    recall: float
+    #: Per edit kind: (copies found with their original, copies, precision of the pairs they are in).
+    per_kind: dict[str, tuple[int, int, float]]
+    bursts: tuple[int, int]  # burst pairs grouped, of all
+    #: Burst pairs grouped by how far apart their shots are (a share of the frame).
+    bursts_by_offset: dict[float, tuple[int, int]]
+    same_category: tuple[int, int]  # pairs of different photos of one category grouped, of all
+    false: list[tuple[str, ...]]  # the pairs found that are not one picture
+
+
+def evaluate(corpus: list[Photo], predicted: list[tuple[str, ...]]) -> Scores:
     by_name = {p.name: p for p in corpus}
     truth_groups: dict[str, list[str]] = {}
     for p in corpus:
@@ -133,11 +148,6 @@ def evaluate(corpus: list[Photo], predicted: list[tuple[str, ...]]) -> dict[str,
     truth = pairs_of_groups([tuple(g) for g in truth_groups.values()])
     pred = pairs_of_groups(predicted)
     hit = truth & pred
-    out: dict[str, object] = {
-        "pairs": len(truth), "found": len(pred),
-        "precision": len(hit) / len(pred) if pred else 1.0,
-        "recall": len(hit) / len(truth) if truth else 1.0,
-    }
     originals = {p.group: p.name for p in corpus if p.kind == "original"}
     per_kind = {}
     for kind in KINDS:
@@ -146,7 +156,6 @@ def evaluate(corpus: list[Photo], predicted: list[tuple[str, ...]]) -> dict[str,
         involving = [q for q in pred if any(by_name[n].kind == kind for n in q)]
         right = sum(q in truth for q in involving)
         per_kind[kind] = (found, len(edited), right / len(involving) if involving else 1.0)
-    out["per_kind"] = per_kind
     bursts: dict[str, list[Photo]] = {}
     for p in corpus:
         if p.kind == "burst":
@@ -156,34 +165,32 @@ def evaluate(corpus: list[Photo], predicted: list[tuple[str, ...]]) -> dict[str,
         for a, b in itertools.combinations(shots, 2):
             steps = abs(int(a.group.rsplit("_", 1)[1]) - int(b.group.rsplit("_", 1)[1]))
             apart.setdefault(steps, []).append(frozenset((a.name, b.name)))
-    out["bursts"] = (sum(q in pred for v in apart.values() for q in v), sum(len(v) for v in apart.values()))
-    out["bursts_by_offset"] = {round(OFFSETS[k], 2): (sum(q in pred for q in v), len(v)) for k, v in sorted(apart.items())}
     same_cat = [frozenset((a.name, b.name)) for a, b in itertools.combinations(corpus, 2)
                 if a.category and a.category == b.category and a.source != b.source]
-    out["same_category"] = (sum(q in pred for q in same_cat), len(same_cat))
-    out["false"] = sorted(tuple(sorted(q)) for q in pred - truth)
-    return out
+    return Scores(
+        pairs=len(truth), found=len(pred),
+        precision=len(hit) / len(pred) if pred else 1.0,
+        recall=len(hit) / len(truth) if truth else 1.0,
+        per_kind=per_kind,
+        bursts=(sum(q in pred for v in apart.values() for q in v), sum(len(v) for v in apart.values())),
+        bursts_by_offset={round(OFFSETS[k], 2): (sum(q in pred for q in v), len(v)) for k, v in sorted(apart.items())},
+        same_category=(sum(q in pred for q in same_cat), len(same_cat)),
+        false=sorted(tuple(sorted(q)) for q in pred - truth),
+    )
 
 
-def report(title: str, result: dict[str, object]) -> None:
+def report(title: str, result: Scores) -> None:
     print(f"\n{title}")
-    print(f"  pairs: {result['found']} found of {result['pairs']} true; "
-          f"precision {result['precision']:.4f}, recall {result['recall']:.4f}")
+    print(f"  pairs: {result.found} found of {result.pairs} true; "
+          f"precision {result.precision:.4f}, recall {result.recall:.4f}")
     print(f"  {'edit':<10} {'found':>9}  precision of the pairs it is in")
-    per_kind = result["per_kind"]
-    assert isinstance(per_kind, dict)
-    for kind, (found, total, precision) in per_kind.items():
+    for kind, (found, total, precision) in result.per_kind.items():
         print(f"  {kind:<10} {found:>4}/{total:<4}  {precision:.4f}")
-    b, bt = result["bursts"]  # type: ignore[misc]  # a tuple put there by evaluate()
-    s, st = result["same_category"]  # type: ignore[misc]  # likewise
-    offsets = result["bursts_by_offset"]
-    assert isinstance(offsets, dict)
-    apart = ", ".join(f"{round(100 * k)} % apart {n}/{t}" for k, (n, t) in offsets.items())
-    print(f"  near misses grouped: burst shots {b}/{bt} ({apart}), two photos of one category {s}/{st}")
-    false = result["false"]
-    assert isinstance(false, list)
-    if false:
-        print(f"  false pairs ({len(false)}): " + ", ".join(" + ".join(q) for q in false[:8]))
+    apart = ", ".join(f"{round(100 * k)} % apart {n}/{t}" for k, (n, t) in result.bursts_by_offset.items())
+    print(f"  near misses grouped: burst shots {result.bursts[0]}/{result.bursts[1]} ({apart}), two photos of one "
+          f"category {result.same_category[0]}/{result.same_category[1]}")
+    if result.false:
+        print(f"  false pairs ({len(result.false)}): " + ", ".join(" + ".join(q) for q in result.false[:8]))
 
 
 def main() -> None:
@@ -251,9 +258,8 @@ def main() -> None:
                 rule = replace(DEFAULT_RULE, **{field: v})
                 r = evaluate(corpus, [tuple(Path(p).name for p in g.paths) for g in duplicate_groups(prints, rule)])
                 mark = " (default)" if getattr(DEFAULT_RULE, field) == v else ""
-                b, bt = r["bursts"]  # type: ignore[misc]  # a tuple put there by evaluate()
-                s, st = r["same_category"]  # type: ignore[misc]  # likewise
-                print(f"  {field}={v:<5} {r['precision']:.4f} / {r['recall']:.4f} / {b}/{bt} / {s}/{st}{mark}")
+                (b, bt), (c, ct) = r.bursts, r.same_category
+                print(f"  {field}={v:<5} {r.precision:.4f} / {r.recall:.4f} / {b}/{bt} / {c}/{ct}{mark}")
         no_features = replace(prints, features=None)
         report("hashes alone (no features: light crops are not looked for)",
                evaluate(corpus, [tuple(Path(p).name for p in g.paths) for g in duplicate_groups(no_features)]))
@@ -293,12 +299,9 @@ def main() -> None:
             a, b = np.nonzero(np.triu(cos >= t, 1))
             matches = [Match(int(i), int(j), CROPPED, 1.0) for i, j in zip(a, b)]
             r = evaluate(corpus, [tuple(Path(p).name for p in g.paths) for g in group_matches(prints, matches)])
-            bb, bt = r["bursts"]  # type: ignore[misc]  # a tuple put there by evaluate()
-            ss, st = r["same_category"]  # type: ignore[misc]  # likewise
-            per_kind = r["per_kind"]
-            assert isinstance(per_kind, dict)
-            thumbs = per_kind["thumb160"]
-            print(f"  t={t}: precision {r['precision']:.4f}, recall {r['recall']:.4f}, thumbnails {thumbs[0]}/{thumbs[1]}, "
+            (bb, bt), (ss, st) = r.bursts, r.same_category
+            thumbs = r.per_kind["thumb160"]
+            print(f"  t={t}: precision {r.precision:.4f}, recall {r.recall:.4f}, thumbnails {thumbs[0]}/{thumbs[1]}, "
                   f"bursts {bb}/{bt}, same category {ss}/{st}")
         print("\nfeatures alone: cosine of each edited copy with its original (min / median)")
         for kind in KINDS:
