@@ -129,3 +129,24 @@ def test_similar_ranks_photos_of_the_same_category_first(deit_path: Path) -> Non
     choice = choose_model(str(deit_path), device="cpu")
     answer, _ = find_similar(choice, query, [*others, *kin], top_k=6)
     assert {n.path for n in answer.neighbours[:2]} == {str(p) for p in kin}, answer.neighbours
+
+
+@pytest.mark.parametrize(("stage", "after"), [(HASHING, 1), (FEATURES, 1), (FEATURES, 3)])
+def test_a_cancelled_run_raises_instead_of_answering_with_half(album: Path, tiny_model_file: Path, stage: str,
+                                                               after: int) -> None:
+    from vit_desktop.core.errors import Cancelled, CancelToken
+
+    token = CancelToken()
+    choice = choose_model(str(tiny_model_file), device="cpu")
+    run = PrintsRun([album], model=choice, hashes=True, cancel=token, batch_size=2)
+    seen: list[str] = []
+
+    def progress(step) -> None:  # cancels at the stage's first step, or in the middle of classifying
+        seen.append(step.stage)
+        if seen.count(stage) == after:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_to_end(run, progress)
+    with pytest.raises(RuntimeError):
+        run.prints()

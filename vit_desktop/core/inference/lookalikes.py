@@ -62,8 +62,9 @@ class PrintsRun:
     """The prints of the photos under ``paths``: hashes when ``hashes``, features when ``model``.
 
     ``library`` (optional) is read for what is stored and written with what is computed.
-    ``first``: a photo scanned before ``paths`` (the one similar photos are asked for), wherever it is.
-    Raises :class:`~vit_desktop.core.errors.Cancelled` when ``cancel`` is set during the scan.
+    ``first``: the photo similar photos are asked for; listed where the scan finds it under ``paths``,
+    or first when it is elsewhere. Raises :class:`~vit_desktop.core.errors.Cancelled` when ``cancel``
+    is set during the scan.
     """
 
     def __init__(self, paths: Sequence[str | Path], *, model: ModelChoice | None, hashes: bool,
@@ -94,7 +95,7 @@ class PrintsRun:
         self.scan_errors: tuple[tuple[str, str], ...] = tuple(errors)
         #: Files found twice (given twice, inside a folder given too, through a link): listed once.
         self.repeated = found.duplicates
-        #: (path, reason) of each photo that could not be read, in the order found.
+        #: Why each photo that could not be read could not be, by path, in the order found.
         self.unreadable: dict[str, str] = {}
         #: How the prints were had: hashes read from the library or computed; features read from
         #: the library or computed by classifying.
@@ -111,8 +112,13 @@ class PrintsRun:
     # -- the steps -----------------------------------------------------------------------------------
 
     def steps(self) -> Iterator[PrintsProgress]:
-        """Hashing (where asked), then features (where a model is given), a batch at a time."""
-        for path in self.files:
+        """Hashing (where asked), then features (where a model is given), a batch at a time.
+
+        Raises :class:`~vit_desktop.core.errors.Cancelled` between batches once ``cancel`` is set.
+        """
+        for i, path in enumerate(self.files):
+            if self.cancel is not None and i % 256 == 0:
+                self.cancel.raise_if_cancelled()
             stamp = FileStamp.of(path)
             if stamp is None:
                 self.unreadable[path] = "cannot be read"
@@ -198,6 +204,8 @@ class PrintsRun:
                 yield PrintsProgress(FEATURES, len(paths) - len(missing) + step.done, len(paths))
         finally:
             run.close()
+        if self.cancel is not None:  # a folder run ends early when cancelled: prints are not half made
+            self.cancel.raise_if_cancelled()
 
     # -- the answer ----------------------------------------------------------------------------------
 
