@@ -10,9 +10,9 @@ A corpus is built in a temporary folder from the shared photos (nothing is writt
   byte copy, a re-encode (JPEG quality 60-90), resized to 50 % and 25 %, a 160-pixel thumbnail,
   a light crop (5-10 % off each side, anywhere), brightness +15 % and -15 %;
 - near misses: 40 photos (not in the corpus themselves) give three shots each, 80 % of the frame
-  a tenth of it apart (a burst where the camera moved: shots a tenth and a fifth apart), which
-  must not be grouped; and every two different photos of one fewshot-dev category (two guitars),
-  which must not be either;
+  a tenth of it apart (a burst where the camera moved: shots a tenth and a fifth apart; the middle
+  shot at three quarters of the size, as a shared copy of it would be), which must not be grouped;
+  and every two different photos of one fewshot-dev category (two guitars), which must not be either;
 - distractors: all the other photos.
 
 The product's own path runs on it (:func:`vit_desktop.core.inference.lookalikes.find_duplicates`,
@@ -85,7 +85,10 @@ def build(root: Path, photos: Path, data: Path, seed: int) -> list[Photo]:
             for k, off in enumerate(OFFSETS):
                 x0, y0 = (round(w * off), round(h * 0.05)) if sideways else (round(w * 0.05), round(h * off))
                 name = f"b{i:03d}_{k}.jpg"
-                img.crop((x0, y0, x0 + cw, y0 + ch)).save(root / name, quality=90)
+                shot = img.crop((x0, y0, x0 + cw, y0 + ch))
+                if k == 1:  # the middle shot as a shared copy: three quarters of the size
+                    shot = shot.resize((cw * 3 // 4, ch * 3 // 4), Image.Resampling.LANCZOS)
+                shot.save(root / name, quality=90)
                 out.append(Photo(name, f"burst{i}_{k}", "burst", cat, p.name))
             continue
         group = f"g{i}"

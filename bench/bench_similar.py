@@ -159,7 +159,7 @@ def duplicates_speed(n: int, groups: list[int]) -> None:
         for i in range(0, m - 1, 100):
             hashes[i + 1], features[i + 1] = hashes[i], features[i]
         return PhotoPrints.of([f"/p/{i}.jpg" for i in range(m)], hashes=hashes, features=features,
-                              pixels=np.full(m, 12_000_000), sizes=np.arange(m), mtimes=np.arange(m))
+                              shapes=np.full((m, 2), 4000), sizes=np.arange(m), mtimes=np.arange(m))
 
     prints = prints_of(n)
     rows = np.arange(20) * 7919 % n

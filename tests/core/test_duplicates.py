@@ -39,15 +39,15 @@ KINDS = ("reencode", "resize50", "resize25", "thumb160", "crop", "bright+15", "b
 def prints_of(paths: list[Path], features: dict[str, np.ndarray] | None = None,
               digests: dict[str, bytes] | None = None) -> PhotoPrints:
     """Prints of ``paths`` as the library would have them, with the features given by file name."""
-    hashes, pixels = [], []
+    hashes, shapes = [], []
     for p in paths:
-        codes, (w, h) = photo_hashes(p)
+        codes, size = photo_hashes(p)
         hashes.append(codes)
-        pixels.append(w * h)
+        shapes.append(size)
     feats = None
     if features is not None:
         feats = np.stack([features.get(p.name, np.zeros(8, np.float32)) for p in paths])
-    return PhotoPrints.of([str(p) for p in paths], hashes=np.stack(hashes), features=feats, pixels=pixels,
+    return PhotoPrints.of([str(p) for p in paths], hashes=np.stack(hashes), features=feats, shapes=shapes,
                           sizes=[p.stat().st_size for p in paths], mtimes=[p.stat().st_mtime_ns for p in paths],
                           digests=[(digests or {}).get(p.name) for p in paths])
 
@@ -127,10 +127,16 @@ def test_shots_of_a_burst_are_not_duplicates_even_where_the_features_agree(tmp_p
     hidden.crop((0, 30, 640, 570)).save(first, quality=90)
     hidden.crop((160, 30, 800, 570)).save(second, quality=90)
     same = vector(0)
-    prints = prints_of([first, second], {first.name: same, second.name: same})
-    assert duplicate_groups(prints) == []
-    # The same rule with a looser crop limit would take them for one: the limit is what keeps them apart.
-    assert duplicate_groups(prints, DuplicateRule(crop_bits=30)) != []
+    features = {first.name: same, second.name: same}
+    assert duplicate_groups(prints_of([first, second], features)) == []
+    # Frames of one size that differ by a shift are never taken for a crop, however loose the limit ...
+    assert duplicate_groups(prints_of([first, second], features), DuplicateRule(crop_bits=30)) == []
+    # ... and a smaller copy of the second shot is kept apart by the limit on the windows' bits.
+    small = tmp_path / "shot2 small.jpg"
+    hidden.crop((160, 30, 800, 570)).resize((480, 405)).save(small, quality=90)
+    features[small.name] = same
+    assert duplicate_groups(prints_of([first, small], features)) == []
+    assert duplicate_groups(prints_of([first, small], features), DuplicateRule(crop_bits=30)) != []
 
 
 def test_byte_for_byte_copies_are_identical_and_the_oldest_comes_first(tmp_path: Path) -> None:

@@ -233,7 +233,7 @@ class PrintsRun:
         sizes = [self._sizes.get(p) for p in paths]
         return PhotoPrints.of(
             paths, hashes=hashes, features=features,
-            pixels=[s[0] * s[1] if s is not None else 0 for s in sizes],
+            shapes=[s if s is not None else (0, 0) for s in sizes],
             sizes=[s.size for s in stamps], mtimes=[s.mtime_ns for s in stamps],
             digests=_digests(stamps, self.cancel) if self.want_hashes else None,
         )

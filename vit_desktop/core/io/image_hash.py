@@ -9,11 +9,11 @@ a 5x5 grid of positions from corner to corner): a light crop of a photo (5-10 % 
 hashes within a few bits of one of the original's windows, while its whole-frame hash can be 20
 bits away, as far as a different shot of the same scene.
 
-Measured on the shared photos (bench/bench_duplicates.py, 134 copies of each kind): re-encodes
-(JPEG quality 60-90), resizes to 50 % and 25 %, 160-pixel thumbnails and brightness ±15 % are
-within 4 bits of the original's frame, light crops within 6 bits of one of its windows; two
-different photos are 14 bits or more apart either way, and two shots of a scene a tenth of the
-frame apart 22 bits (frames) and 10 bits (windows) or more.
+Measured on the shared photos (bench/bench_duplicates.py, 134 copies of each kind, two draws):
+re-encodes (JPEG quality 60-90), resizes to 50 % and 25 %, 160-pixel thumbnails and brightness
+±15 % are within 4 bits of the original's frame, light crops within 8 bits of one of its windows;
+two different photos are 14 bits (frames) and 12 bits (windows) or more apart, and two shots of a
+scene a tenth of the frame apart 22 bits (frames) and 8 bits (windows) or more.
 
 Photos are decoded small (Pillow's JPEG draft mode, at least 256 pixels on the shorter side), at a
 fraction of the time: the whole-frame hash is the full-size photo's for 186 of the 187 shared

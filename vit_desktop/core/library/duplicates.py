@@ -6,8 +6,10 @@ Two photos are duplicates when one is the other
 - re-encoded, resized (a thumbnail too) or with its brightness changed: their whole-frame perceptual
   hashes differ in at most :attr:`DuplicateRule.same_bits` of 64 bits;
 - lightly cropped (up to about a tenth off each side): the one's whole frame is within
-  :attr:`DuplicateRule.crop_bits` of one of the other's crop windows *and* their features agree
-  (cosine at least :attr:`DuplicateRule.crop_cosine`).
+  :attr:`DuplicateRule.crop_bits` of one of the other's crop windows, their features agree
+  (cosine at least :attr:`DuplicateRule.crop_cosine`), and their sizes differ: two frames of the
+  same width and height that differ by a shift are two shots of a burst (one camera), while a
+  crop changes the size.
 
 Anything else is not a duplicate, however alike: a second shot of a burst (the camera moved), two
 photos of the same thing. Features alone cannot make that call: a thumbnail's features can be
@@ -134,6 +136,9 @@ def _block_matches(prints: PhotoPrints, rows: slice, cols: slice, rule: Duplicat
     near = features[rows] @ features[cols].T >= rule.crop_cosine
     near &= ~same
     a, b = pairs(near)
+    shapes = prints.shapes
+    resized = np.any(shapes[a] != shapes[b], axis=1) | ~np.all(shapes[a] > 0, axis=1)
+    a, b = a[resized], b[resized]
     if a.size:
         window = np.minimum(hamming(hashes[a, :1], hashes[b, 1:]).min(axis=1),
                             hamming(hashes[b, :1], hashes[a, 1:]).min(axis=1))

@@ -27,8 +27,8 @@ class PhotoPrints:
     #: (n, hidden) float32 of unit length: the pooled features of one backbone; a row of zeros for a
     #: photo without them. None where they were not asked for.
     features: np.ndarray | None
-    #: (n,) int64: width x height of each photo as shown (0 where unknown).
-    pixels: np.ndarray
+    #: (n, 2) int64: (width, height) of each photo as shown, (0, 0) where unknown.
+    shapes: np.ndarray
     #: (n,) int64: file sizes in bytes.
     sizes: np.ndarray
     #: (n,) int64: modification times (ns).
@@ -42,9 +42,11 @@ class PhotoPrints:
 
     def __post_init__(self) -> None:
         n = len(self.paths)
-        for name in ("pixels", "sizes", "mtimes"):
+        for name in ("sizes", "mtimes"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name}: one value per photo ({n}), not {getattr(self, name).shape}")
+        if self.shapes.shape != (n, 2):
+            raise ValueError(f"shapes: (width, height) per photo ({n}) expected, not {self.shapes.shape}")
         if self.hashes is not None and self.hashes.shape != (n, CODES, HASH_BYTES):
             raise ValueError(f"hashes: ({n}, {CODES}, {HASH_BYTES}) expected, not {self.hashes.shape}")
         if self.features is not None and (self.features.ndim != 2 or self.features.shape[0] != n):
@@ -57,7 +59,7 @@ class PhotoPrints:
 
     @classmethod
     def of(cls, paths: Sequence[str], *, hashes: np.ndarray | None = None, features: np.ndarray | None = None,
-           pixels: Sequence[int] | None = None, sizes: Sequence[int] | None = None,
+           shapes: Sequence[tuple[int, int]] | np.ndarray | None = None, sizes: Sequence[int] | None = None,
            mtimes: Sequence[int] | None = None, digests: Sequence[bytes | None] | None = None) -> PhotoPrints:
         """Prints of ``paths``; features are scaled to unit length here (zero rows stay zero)."""
         n = len(paths)
@@ -68,11 +70,18 @@ class PhotoPrints:
         return cls(tuple(paths),
                    None if hashes is None else np.ascontiguousarray(hashes, dtype=np.uint8),
                    None if features is None else unit_rows(features),
-                   ints(pixels), ints(sizes), ints(mtimes),
+                   np.zeros((n, 2), np.int64) if shapes is None else np.asarray(shapes, dtype=np.int64).reshape(n, 2),
+                   ints(sizes), ints(mtimes),
                    tuple(digests) if digests is not None else (None,) * n)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """(n,) int64: width x height of each photo (0 where unknown)."""
+        out: np.ndarray = self.shapes[:, 0] * self.shapes[:, 1]
+        return out
 
     def frame_signs(self) -> np.ndarray:
         """(n, 64) float32 ±1 of each whole-frame hash (see :func:`~vit_desktop.core.io.image_hash.signs`),
