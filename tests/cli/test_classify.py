@@ -311,3 +311,23 @@ def test_a_fine_tuned_models_own_rule_is_the_default_and_threshold_overrides_it(
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "asked.jsonl").read_text().splitlines()]
     assert all(r["uncertain"] is False for r in rows)
+
+
+def test_a_model_named_by_its_saved_name_is_remembered_as_its_file(tmp_path: Path) -> None:
+    """`--model cats` stores the file it stood for: the next run without --model finds it again
+    (it stored "cats", which nothing resolved, and fell back to the demo model)."""
+    from tests.support import save_tiny_model, write_image
+    from vit_desktop.core import state
+    from vit_desktop.core.paths import user_models_dir
+
+    saved = save_tiny_model(user_models_dir() / "cats.safetensors", ("tabby", "siamese", "lion"), "cats")
+    photo = write_image(tmp_path / "p.png")
+    code, _, err = run("classify", str(photo), "--model", "cats", "--device", "cpu")
+    assert code == 0, err
+    assert state.last_model() == str(saved.resolve())
+    code, out, err = run("classify", str(photo), "--device", "cpu")
+    assert code == 0 and "model cats" in err and "the model used last" in err
+    assert any(label in out for label in ("tabby", "siamese", "lion"))
+    saved.unlink()
+    code, _, err = run("classify", str(photo), "--device", "cpu")
+    assert "the last model" in err and "is no longer there" in err

@@ -93,3 +93,37 @@ def test_use_without_training_makes_a_model_from_the_names(qtbot, make_window, c
     assert result.metrics.selection.head == "names" and result.card.labels == ("warm", "cool")
     assert "not validated" in dialog.status_label.text()
     assert dialog.use_button.isEnabled()
+
+
+def test_what_a_name_covers_is_shown_and_unticking_a_class_edits_the_name(qtbot, make_window, colours_model,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QDialog
+
+    from vit_desktop.gui.name_coverage import CoverageDialog
+
+    w = make_window()
+    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
+        w.models.load_model(str(colours_model))
+    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
+        w.intake.add_paths([str(write_image(tmp_path / f"i{i}.png", seed=i)) for i in range(3)])
+    seen: list[list[str]] = []
+
+    def untick_the_first(dialog: CoverageDialog) -> int:
+        warm = dialog.tree.topLevelItem(0)
+        seen.append([warm.child(i).text(0) for i in range(warm.childCount())])
+        warm.child(0).setCheckState(0, Qt.CheckState.Unchecked)
+        return int(QDialog.DialogCode.Accepted)
+
+    monkeypatch.setattr(CoverageDialog, "exec", untick_the_first)
+    w.pane.categories_edit.setText("warm, cool")
+    w.pane.coverage_button.click()
+    assert seen == [list(SUBTYPES[:4])]  # "warm" offers its four classes, by their labels
+    text = w.pane.categories_edit.text()
+    assert text.startswith("warm = warm - ") and text.endswith(", cool")
+    categories = w.view_state.categories
+    assert categories is not None and len(categories.members[0]) == 3 and len(categories.members[1]) == 4
+    assert "Sorted 3 photos into 2 categories" in w.message_bar.text
+    # Clearing the names takes their hint away with them.
+    w.pane.categories_edit.clear()
+    assert w.view_state.categories is None and w.message_bar.text == ""

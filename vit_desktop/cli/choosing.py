@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from .console import PROG, ProgressLine, UsageError
@@ -50,7 +49,10 @@ def choose(named: str | None, *, device: str, precision: str, library: Library |
     print(f"{PROG}: model {choice.card.name} on {choice.device_name}, {choice.precision}{why_precision}{note}",
           file=err)
     if named:
-        state.set_last_model(str(Path(model).resolve()) if Path(model).exists() else model)
+        # What resolves next time: a registry name as it is, anything else (a saved model's name,
+        # a relative path) as the file it stood for.
+        path = choice.source_path
+        state.set_last_model(model if choice.card.kind == "registry" or path is None else str(path))
     return choice
 
 

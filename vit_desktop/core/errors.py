@@ -90,7 +90,9 @@ class Failure:
             (VitDesktopError, FailureKind.EXPECTED),
         )
         kind = next((k for t, k in kinds if isinstance(exc, t)), FailureKind.INTERNAL)
-        return cls(kind, one_line(exc))
+        # Whole: a message ends in what to do ("Put vit_b_16-c867db91.pth into /home/...") and the
+        # window wraps it; cutting it at 200 characters lost the folder it named.
+        return cls(kind, one_line(exc, limit=2000))
 
     def __str__(self) -> str:
         return self.message

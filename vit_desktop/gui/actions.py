@@ -37,8 +37,14 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("samples", "Open &sample photos"),
     ActionSpec("export", "&Export results…", "Ctrl+E"),
     ActionSpec("export_overlay", "Export &overlay PNG…", "Ctrl+Shift+E"),
+    ActionSpec("overlay_caption", "Caption overlay PNGs with the &label",
+               tip="An exported overlay gets a strip under the photo saying which map of which class it shows",
+               checkable=True),
     ActionSpec("copy_classes", "Copy images into class &folders…"),
     ActionSpec("export_model", "Export &model as ONNX…", tip="Write the model in use as ONNX, checked in onnxruntime"),
+    ActionSpec("write_keywords", "Write labels to &XMP sidecars",
+               tip="Each listed photo's label as a keyword in photo.jpg.xmp, where photo managers read it; the "
+                   "photos themselves are not touched"),
     ActionSpec("clear", "C&lear results", "Ctrl+Shift+Backspace"),
     ActionSpec("reclassify", "&Re-classify with the current model", "Ctrl+R",
                "Classify the listed photos again with the model in use now"),
@@ -58,22 +64,28 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("zoom_in", "Zoom &in", _K.ZoomIn),
     ActionSpec("zoom_out", "Zoom &out", _K.ZoomOut),
     ActionSpec("open_weights", "Open &weights file…", "Ctrl+Shift+M"),
+    ActionSpec("open_model_folder", "Open model &folder…",
+               tip="A timm hub folder (config.json) or a Hugging Face folder (config.json, preprocessor_config.json)"),
     ActionSpec("reload_models", "&Refresh model list"),
     ActionSpec("finetune", "&Fine-tune…", "Ctrl+T"),
+    ActionSpec("library", "&Library…", tip="How much the store of results and features holds; empty it"),
+    ActionSpec("shortcuts", "&Keyboard shortcuts", _K.HelpContents),
+    ActionSpec("files", "&Where files live"),
     ActionSpec("about", "&About vit-desktop"),
     ActionSpec("download_default", "Download ViT-B/16"),
 )
 
 #: (menu title, action names; "-" is a separator). The Model menu is built by ``model_menu``.
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "copy_classes",
-               "export_model", "-",
+    ("&File", ("open", "open_folder", "paste", "samples", "-", "export", "export_overlay", "overlay_caption",
+               "copy_classes",
+               "export_model", "write_keywords", "-",
                "reclassify", "clear", "quit")),
     ("&Edit", ("undo_remove", "-", "copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
-    ("&Tools", ("finetune",)),
-    ("&Help", ("about",)),
+    ("&Tools", ("finetune", "library")),
+    ("&Help", ("shortcuts", "files", "-", "about")),
 )
 
 
@@ -85,8 +97,10 @@ class Actions:
     samples: QAction
     export: QAction
     export_overlay: QAction
+    overlay_caption: QAction
     copy_classes: QAction
     export_model: QAction
+    write_keywords: QAction
     clear: QAction
     reclassify: QAction
     quit: QAction
@@ -102,8 +116,12 @@ class Actions:
     zoom_in: QAction
     zoom_out: QAction
     open_weights: QAction
+    open_model_folder: QAction
     reload_models: QAction
     finetune: QAction
+    library: QAction
+    shortcuts: QAction
+    files: QAction
     about: QAction
     download_default: QAction
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,6 +47,16 @@ MAP_KINDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class ElidedLabel(QLabel):
+    """One line that shows a long text cut in the middle with "…" instead of clipped at the edge."""
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideMiddle, self.contentsRect().width())
+        painter.drawText(self.contentsRect(), int(self.alignment()), shown)
+
+
 class DetailPanel(QWidget):
     """Shows one result: photo, overlay (a class map or rollout), settings and top-k.
 
@@ -73,9 +83,9 @@ class DetailPanel(QWidget):
         self.current_model = ""
 
         self.view = ImageView(self)
-        self.title = QLabel("", self)
+        self.title = ElidedLabel("", self)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setObjectName("detailTitle")
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # A long file name must not widen the window: the label may be cut instead.
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.showing = QLabel("", self)
@@ -118,6 +128,19 @@ class DetailPanel(QWidget):
         self.fit_button.setToolTip("Fit the photo in the view (double-click the photo, or press 0)")
 
         self.bars = TopKBars(self)
+        #: Why the photo counts as none of the model's classes (or why the model is not sure).
+        self.verdict = QLabel("", self)
+        self.verdict.setObjectName("detailVerdict")
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.PlainText)
+        self.verdict.hide()
+        #: Said on every result while the demo model is in use: its 10 classes are clothing only.
+        self.demo_note = QLabel("Labelled by the demo model: it knows 10 kinds of clothing only, so its labels of "
+                                "other photos mean nothing (Model menu: ViT-B/16 for everyday photos).", self)
+        self.demo_note.setObjectName("detailVerdict")
+        self.demo_note.setWordWrap(True)
+        self.demo_note.hide()
+        self._demo = False
         self.error = QLabel("", self)
         self.error.setObjectName("detailError")
         self.error.setWordWrap(True)
@@ -160,6 +183,8 @@ class DetailPanel(QWidget):
         layout.addLayout(row1)
         layout.addLayout(form)
         layout.addWidget(self.error)
+        layout.addWidget(self.verdict)
+        layout.addWidget(self.demo_note)
         layout.addWidget(self.bars)
 
         # Dragging the discard slider would ask for a rollout per pixel: wait until it rests.
@@ -182,6 +207,8 @@ class DetailPanel(QWidget):
         loader.preview_failed.connect(self._on_preview_failed)
         state.overlay_changed.connect(self._on_overlay_changed)
         state.categories_changed.connect(self._on_categories_changed)
+        state.threshold_changed.connect(self._show_verdict)
+        state.rule_changed.connect(self._show_verdict)
         controller.model_changed.connect(self._on_model_changed)
         self._show_overlay_settings(state.overlay)
         self._enable_rollout_controls()
@@ -249,6 +276,7 @@ class DetailPanel(QWidget):
             self.class_index = None
         self.bars.set_result(result)
         self.bars.set_checked_class(self.shown_class())
+        self._show_verdict()
         if result is None:
             self.title.setText("")
             self.error.hide()
@@ -300,10 +328,12 @@ class DetailPanel(QWidget):
         if r is None or r.error:
             return
         if self.stale:
-            # Never mix two models: class indices and maps belong to the model that classified.
+            # Never mix two models: class indices and maps belong to the model that classified. Its
+            # own map is shown only when it is the kind the Map box names.
             self._recompute_timer.stop()
             self._drop_pending()
-            self.view.set_heatmap(r.heatmap, self.colormap.currentText())
+            kept = r.heatmap if r.heatmap is not None and self._is_wanted(r.heatmap) else None
+            self.view.set_heatmap(kept, self.colormap.currentText())
             return
         if r.heatmap is not None and self._is_wanted(r.heatmap):
             self._recompute_timer.stop()
@@ -341,6 +371,23 @@ class DetailPanel(QWidget):
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+
+    @Slot(bool)
+    def set_demo(self, demo: bool) -> None:
+        """The demo model is in use (or no longer is): every result it labels says so."""
+        self._demo = demo
+        self._show_verdict()
+
+    @Slot()
+    def _show_verdict(self, *_changed: object) -> None:
+        self.demo_note.setVisible(self._demo and self.result is not None and self.result.ok and not self.stale)
+        r = self.result
+        if r is None or not r.ok or r.top is None or not r.uncertain or self.stale:
+            self.verdict.hide()
+            return
+        why = self._state.why_uncertain(r.known_score, r.top.score)
+        self.verdict.setText(why[:1].upper() + why[1:] + ". The bars are the model's best guesses.")
+        self.verdict.show()
 
     def _update_showing(self, computing: bool = False) -> None:
         if self.result is None or self.result.error:

@@ -119,15 +119,17 @@ class Exporter(QObject):
 
     def export_overlay(self, result: ClassifyResult, heatmap: Heatmap, overlay: OverlaySettings,
                        path: str | os.PathLike[str], *, overwrite: bool = False) -> Job:
-        """Save the photo with its overlay as a PNG (in the background)."""
+        """Save the photo with its overlay as a PNG (in the background); with the caption setting on,
+        a strip under it says what the map shows ("Class map for “jay” 89.5 %")."""
         src, dest = result.path, str(path)
+        caption = _caption(result, heatmap) if self._settings.overlay_caption else None
 
         def work(_ctx: JobContext) -> object:
             from vit_desktop.core.io.heatmap import save_overlay_png
             from vit_desktop.core.io.images import load_image
 
             return str(save_overlay_png(dest, load_image(src), heatmap, colormap=overlay.colormap,
-                                        opacity=overlay.opacity, overwrite=overwrite))
+                                        opacity=overlay.opacity, overwrite=overwrite, caption=caption))
 
         return self._start("save overlay", work, self._on_overlay_saved)
 
@@ -223,19 +225,22 @@ class Exporter(QObject):
         if not ok:
             self.hint.emit("There are no classified images to sort yet.")
             return
+        # Qt's own folder dialog: it has "Create New Folder" on every desktop (some native ones do not).
+        own = QFileDialog.Option.ShowDirsOnly | QFileDialog.Option.DontUseNativeDialog
         dest = QFileDialog.getExistingDirectory(self._window, "Copy images into one folder per class",
-                                                self._settings.folder("sorted"))
+                                                self._settings.folder("sorted"), own)
         if not dest:
             return
-        from vit_desktop.core.io.class_folders import UNCERTAIN_FOLDER
+        from vit_desktop.core.io.class_folders import UNCERTAIN_FOLDER, class_folder_of
 
         unsure = sum(1 for r in ok if r.uncertain)
-        aside = (f"\n\n{unsure} uncertain one{'s' if unsure != 1 else ''} (best score under the threshold) go "
-                 f"into “{UNCERTAIN_FOLDER}”, not into the class they barely lean to." if unsure else "")
+        folders = len({class_folder_of(r) for r in ok})
+        aside = (f"\n\n{unsure} uncertain one{'s' if unsure != 1 else ''} go into “{UNCERTAIN_FOLDER}”, not into "
+                 "the class they barely lean to." if unsure else "")
         answer = QMessageBox.question(
             self._window, "Copy into class folders",
-            f"Copy {len(ok)} images into one folder per predicted class under\n{dest}?{aside}\n\n"
-            "The originals stay where they are; nothing is moved or overwritten.")
+            f"Copy {len(ok)} images into {folders} folder{'s' if folders != 1 else ''}, one per predicted class, "
+            f"under\n{dest}?{aside}\n\nThe originals stay where they are; nothing is moved or overwritten.")
         if answer == QMessageBox.StandardButton.Yes:
             self._settings.set_folder("sorted", dest)
             self.copy_into_class_folders(results, dest)
@@ -268,6 +273,18 @@ class Exporter(QObject):
             self.problem.emit(f"{len(failed)} image{'s' if len(failed) != 1 else ''} could not be copied "
                               f"(first: {Path(src).name}: {os_reason(exc)}); the others were.")
         self.files_copied.emit(n)
+
+
+def _caption(result: ClassifyResult, heatmap: Heatmap) -> str:
+    """What an overlay shows, in words, for its caption."""
+    preds = {p.index: p for p in result.predictions}
+    shown = preds.get(heatmap.class_index) if heatmap.class_index is not None else None
+    if shown is None:
+        top = result.top
+        best = f" (best: {top.label} {top.score:.1%})" if top is not None else ""
+        return f"Attention rollout{best} — {Path(result.path).name}"
+    kind = "Refined class map" if heatmap.method == "refined" else "Class map"
+    return f"{kind} for {shown.label} {shown.score:.1%} — {Path(result.path).name}"
 
 
 __all__ = ["Exporter"]

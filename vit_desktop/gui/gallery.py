@@ -63,7 +63,8 @@ class ResultDelegate(QStyledItemDelegate):
         # A card only changes with its result, its thumbnail or its selection: render it once
         # into a pixmap and blit it afterwards. Text layout is the expensive part of a repaint.
         stale = bool(index.data(Roles.STALE))
-        key = (result.path, id(result), selected, stale, pix is not None and pix.cacheKey(),
+        verdict = str(index.data(Roles.VERDICT) or "uncertain") if result.uncertain else ""
+        key = (result.path, id(result), selected, stale, verdict, pix is not None and pix.cacheKey(),
                self._loader.thumbnail_error(result.path) is not None, size.width(), size.height(),
                option.font.key(), option.palette.cacheKey())
         cached = self._cards.get(key)
@@ -74,7 +75,7 @@ class ResultDelegate(QStyledItemDelegate):
             card.fill(Qt.GlobalColor.transparent)
             card_painter = QPainter(card)
             self._paint_card(card_painter, QRect(0, 0, size.width(), size.height()), option, result, pix,
-                             selected, index.data(Roles.NAME) or "", stale)
+                             selected, index.data(Roles.NAME) or "", stale, verdict)
             card_painter.end()
             # The result rides along: its id is part of the key, so it must outlive the entry.
             self._cards[key] = (card, result)
@@ -86,7 +87,7 @@ class ResultDelegate(QStyledItemDelegate):
         painter.drawPixmap(option.rect.topLeft(), card)
 
     def _paint_card(self, painter: QPainter, area: QRect, option: QStyleOptionViewItem, result: ClassifyResult,
-                    pix: QPixmap | None, selected: bool, name: str, stale: bool = False) -> None:
+                    pix: QPixmap | None, selected: bool, name: str, stale: bool = False, verdict: str = "") -> None:
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         rect = area.adjusted(3, 3, -3, -3)
@@ -150,6 +151,8 @@ class ResultDelegate(QStyledItemDelegate):
             label = f"{label} (earlier model)"
         else:
             painter.setPen(UNCERTAIN_COLOR if result.uncertain else text_color)
+            if verdict:  # "none of these (dog?)", never a bare "dog 3 %"
+                label = f"{verdict} ({label}?)"
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft,
                          bold_fm.elidedText(label, Qt.TextElideMode.ElideRight, text_rect.width()))
         painter.setFont(font)
@@ -179,8 +182,11 @@ class GalleryView(QListView):
 
     def __init__(self, loader: ImageLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setObjectName("gallery")
         self.delegate = ResultDelegate(loader, self)
         self.setItemDelegate(self.delegate)
+        # Cards wrap into rows: a horizontal scroll bar only ever appeared as a stray after a relayout.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)

@@ -7,11 +7,22 @@ listed are marked again and counted again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from vit_desktop.core.types import ClassifyResult
 from vit_desktop.gui.compute import Controller, RunProgress
@@ -33,6 +44,8 @@ class GalleryPane(QWidget):
     note = Signal(str)
     #: The "my categories" box was confirmed: its text (empty: back to the model's own classes).
     categories_entered = Signal(str)
+    #: "Classes…" was clicked: the box's text, to show what its names cover.
+    coverage_requested = Signal(str)
     #: Whether Undo has a removal to put back.
     undo_available = Signal(bool)
 
@@ -57,7 +70,12 @@ class GalleryPane(QWidget):
         self.threshold_spin.setDecimals(0)
         self.threshold_spin.setSuffix(" %")
         self.threshold_spin.setPrefix("Uncertain below ")
-        self.threshold_spin.setToolTip("Images whose best score is below this are marked uncertain")
+        # 0 % would mark nothing: at the bottom of the range, each model's own rule decides.
+        self.threshold_spin.setSpecialValueText("Uncertain: by model")
+        self.threshold_spin.setToolTip(
+            "As the model says: a photo is \"none of these\" when the model's own rule says so (a fine-tuned "
+            "model's rule was calibrated on your photos). Set a score to mark instead every photo whose best "
+            "score is below it.")
         self.categories_edit = QLineEdit(self)
         self.categories_edit.setPlaceholderText("Sort into my categories: dog, cat, car…")
         self.categories_edit.setClearButtonEnabled(True)
@@ -66,6 +84,8 @@ class GalleryPane(QWidget):
             "classes). A photo's score is the model's probability summed over the category: photos of none "
             "of them score low and show as uncertain. Needs a model with ImageNet's classes.")
         self.categories_edit.setAcceptDrops(False)
+        self.coverage_button = QPushButton("Classes…", self)
+        self.coverage_button.setToolTip("Show what each name covers, and untick what you do not mean")
         # Text fields would swallow dropped files as text: drops belong to the window.
         self.filter_edit.setAcceptDrops(False)
         self.threshold_spin.setAcceptDrops(False)
@@ -84,7 +104,10 @@ class GalleryPane(QWidget):
         lv = QVBoxLayout(self)
         lv.setContentsMargins(6, 6, 0, 6)
         lv.addLayout(bar)
-        lv.addWidget(self.categories_edit)
+        names = QHBoxLayout()
+        names.addWidget(self.categories_edit, 1)
+        names.addWidget(self.coverage_button)
+        lv.addLayout(names)
         lv.addWidget(self.gallery, 1)
         lv.addWidget(self.summary)
         self._context_actions: list[QAction] = []
@@ -92,16 +115,19 @@ class GalleryPane(QWidget):
         self._removed: list[list[tuple[int, ClassifyResult]]] = []
         self._has_samples = False
 
-        self.filter_edit.textChanged.connect(self.proxy.set_text)
+        self.filter_edit.textChanged.connect(self._on_filter_text)
         self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
-        self.sort_combo.currentIndexChanged.connect(self.proxy.set_sort_key)
-        self.threshold_spin.setValue(round(state.threshold * 100))
+        self.sort_combo.currentIndexChanged.connect(self._on_sort)
+        self._show_threshold(state.threshold)
         self.threshold_spin.valueChanged.connect(self._on_threshold_spin)
         state.threshold_changed.connect(self._on_threshold_changed)
+        state.rule_changed.connect(self._on_rule_changed)
+        self.results_model.verdict = state.verdict()
         state.categories_changed.connect(self._on_categories_changed)
         controller.run_started.connect(self._on_run_started)
         self.categories_edit.returnPressed.connect(self._on_categories)
         self.categories_edit.textChanged.connect(self._on_categories_cleared)
+        self.coverage_button.clicked.connect(self._on_coverage_clicked)
         self.gallery.selectionModel().currentChanged.connect(self._on_current_changed)
         self.gallery.customContextMenuRequested.connect(self._on_context_menu)
         model.dataChanged.connect(self._on_data_changed)
@@ -204,22 +230,57 @@ class GalleryPane(QWidget):
 
     # -- slots ---------------------------------------------------------------------------------
 
+    def _keeping_current(self, change: Callable[[], None], *, to_top: bool) -> None:
+        """Apply a filter or sort ``change`` with the same photo current and selected after it (when
+        it still passes the filter): a new order starts at the top, a new filter at that photo."""
+        cur = self.gallery.currentIndex()
+        path = cur.data(Roles.PATH) if cur.isValid() else None
+        change()
+        again = self.proxy.index_of_path(path) if path is not None else QModelIndex()
+        if again.isValid():
+            self.gallery.selectionModel().setCurrentIndex(
+                again, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        if to_top or not again.isValid():
+            self.gallery.scrollToTop()
+        else:
+            self.gallery.scrollTo(again)
+        self.update_summary()
+
+    @Slot(str)
+    def _on_filter_text(self, text: str) -> None:
+        self._keeping_current(lambda: self.proxy.set_text(text), to_top=False)
+
+    @Slot(int)
+    def _on_sort(self, i: int) -> None:
+        self._keeping_current(lambda: self.proxy.set_sort_key(i), to_top=True)
+
     @Slot(int)
     def _on_filter_mode(self, i: int) -> None:
-        self.proxy.set_mode(FilterMode(self.filter_mode.itemData(i)))
+        self._keeping_current(lambda: self.proxy.set_mode(FilterMode(self.filter_mode.itemData(i))), to_top=False)
         self.update_empty_text()
 
     @Slot(float)
     def _on_threshold_spin(self, value: float) -> None:
-        self._state.set_threshold(value / 100.0)
+        self._state.set_threshold(value / 100.0 if value > 0 else None)
 
-    @Slot(float)
-    def _on_threshold_changed(self, fraction: float) -> None:
+    def _show_threshold(self, fraction: float | None) -> None:
         self.threshold_spin.blockSignals(True)
-        self.threshold_spin.setValue(round(fraction * 100))
+        self.threshold_spin.setValue(0 if fraction is None else round(fraction * 100))
         self.threshold_spin.blockSignals(False)
-        # Uncertainty is only "top score < threshold": re-derive it for what is already listed.
-        self.results_model.apply_threshold(fraction)
+
+    @Slot(object)
+    def _on_threshold_changed(self, fraction: float | None) -> None:
+        self._show_threshold(fraction)
+        self._judge_again()
+
+    @Slot(object)
+    def _on_rule_changed(self, _rule: object) -> None:
+        self._judge_again()
+
+    def _judge_again(self) -> None:
+        """The results already listed are marked again by the threshold or rule in force now."""
+        s = self._state
+        self.results_model.apply_rule(s.threshold, s.rule, s.verdict())
         self.refresh()
 
     @Slot(object)
@@ -234,6 +295,17 @@ class GalleryPane(QWidget):
     @Slot()
     def _on_categories(self) -> None:
         self.categories_entered.emit(self.categories_edit.text().strip())
+
+    @Slot()
+    def _on_coverage_clicked(self) -> None:
+        self.coverage_requested.emit(self.categories_edit.text().strip())
+
+    @Slot(str)
+    def set_names(self, text: str) -> None:
+        """The names box reads ``text`` (the names as edited elsewhere), without sorting again."""
+        self.categories_edit.blockSignals(True)
+        self.categories_edit.setText(text)
+        self.categories_edit.blockSignals(False)
 
     @Slot(str)
     def _on_categories_cleared(self, text: str) -> None:
@@ -260,7 +332,11 @@ class GalleryPane(QWidget):
     @Slot()
     def update_summary(self) -> None:
         n, errors, uncertain = self.results_model.counts()
-        self.summary.setText(f"{n} image{'s' if n != 1 else ''} · {uncertain} uncertain · {errors} errors" if n else "")
+        shown = self.proxy.rowCount()
+        of = f"{shown} of {n} shown · " if shown != n else ""
+        verdict = self.results_model.verdict
+        self.summary.setText(f"{of}{n} image{'s' if n != 1 else ''} · {uncertain} {verdict} · {errors} errors"
+                             if n else "")
         self.update_empty_text()
 
     @Slot()

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vit_desktop.gui import help_dialogs
 from vit_desktop.gui.about import about_html
 from vit_desktop.gui.actions import build_actions, build_menus
 from vit_desktop.gui.category_labels import CategoryLabeller
@@ -38,6 +39,7 @@ from vit_desktop.gui.detail_panel import DetailPanel
 from vit_desktop.gui.exporting import Exporter
 from vit_desktop.gui.gallery_pane import GalleryPane
 from vit_desktop.gui.intake import Intake
+from vit_desktop.gui.library_part import LibraryPart
 from vit_desktop.gui.message_bar import MessageBar
 from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.model_switch import ModelSwitch
@@ -73,6 +75,8 @@ class MainWindow(QMainWindow):
         self._closing = False
         self.finetune_dialog: FinetuneDialog | None = None
         self._startup_done = False
+        #: How many photos of the last session are on their way back (said when their run starts).
+        self._restoring = 0
 
         self._build_widgets()
         self.run_status = RunStatus(self.statusBar(), self.controller, waiting=lambda: len(self.intake.pending),
@@ -80,9 +84,11 @@ class MainWindow(QMainWindow):
         self.intake = Intake(self, self.settings, self.controller, self.view_state, top_k=self.top_k,
                              batch_size=self.batch_size)
         self.exporter = Exporter(self, self.settings, self.controller.board, self.pool)
+        self.library = LibraryPart(self, self.controller.board, self.pool)
         self.commands = build_actions(self, self._handlers())
         menus = build_menus(self.menuBar(), self.commands)
-        self.model_menu = ModelMenu(menus["Model"], self.commands.open_weights, self.commands.reload_models, self)
+        self.model_menu = ModelMenu(menus["Model"], self.commands.open_weights, self.commands.reload_models, self,
+                                    self.commands.open_model_folder)
         self.models = ModelSwitch(self, self.controller, self.settings, self.model_menu, self.message_bar,
                                   self.run_status, self.results_model, self.commands, self.pool)
         self.labeller = CategoryLabeller(self.results_model, self.controller, self.view_state, self.top_k, self)
@@ -124,7 +130,11 @@ class MainWindow(QMainWindow):
             "export": lambda: e.export_results_dialog(self.results_model.results(), self.top_k),
             "export_overlay": lambda: e.export_overlay_dialog(d.result, d.current_heatmap, s.overlay),
             "copy_classes": lambda: e.copy_into_folders_dialog(self.results_model.results()),
+            "overlay_caption": lambda: setattr(self.settings, "overlay_caption",
+                                               self.commands.overlay_caption.isChecked()),
             "export_model": lambda: e.export_model_dialog(self.controller, self.sample_paths()),
+            "write_keywords": lambda: self.library.write_keywords(self.results_model.results()),
+            "library": lambda: self.library.show_dialog(),
             "clear": self.clear_results,
             "reclassify": self.reclassify,
             "quit": self.close,
@@ -140,9 +150,12 @@ class MainWindow(QMainWindow):
             "zoom_in": lambda: d.view.zoom_by(1.25),
             "zoom_out": lambda: d.view.zoom_by(0.8),
             "open_weights": lambda: self.models.open_weights_dialog(),
+            "open_model_folder": lambda: self.models.open_folder_dialog(),
             "reload_models": lambda: self.models.refresh_models(),
             "finetune": self.open_finetune,
             "about": self.show_about,
+            "shortcuts": lambda: help_dialogs.shortcuts_dialog(self).exec(),
+            "files": lambda: help_dialogs.files_dialog(self.settings.qsettings, self).exec(),
             "download_default": lambda: self.models.load_model("vit_b_16"),
         }
 
@@ -157,16 +170,25 @@ class MainWindow(QMainWindow):
         self.exporter.note.connect(status.say)
         self.exporter.problem.connect(bar.show_error)
         self.exporter.hint.connect(bar.show_info)
+        self.library.note.connect(status.say)
+        self.library.problem.connect(bar.show_error)
+        self.library.restore_requested.connect(self._on_restore)
+        self.controller.run_started.connect(self._on_run_started)
         self.models.demo_changed.connect(self._update_samples)
+        self.models.demo_changed.connect(self.detail.set_demo)
         self.pane.categories_entered.connect(self.labeller.apply)
         self.labeller.note.connect(status.say)
         self.labeller.problem.connect(bar.show_error)
         self.labeller.hint.connect(bar.show_info)
+        self.labeller.hint_withdrawn.connect(bar.hide_info)
+        self.labeller.names_edited.connect(self.pane.set_names)
+        self.pane.coverage_requested.connect(self.labeller.edit_coverage)
         self.pane.current_changed.connect(self.detail.show_result)
         self.pane.note.connect(status.say)
         self.pane.undo_available.connect(self.commands.undo_remove.setEnabled)
         self.commands.undo_remove.setEnabled(False)
         self.commands.class_maps_in_runs.setChecked(self.view_state.class_maps_in_runs)
+        self.commands.overlay_caption.setChecked(self.settings.overlay_caption)
         self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
 
@@ -187,6 +209,26 @@ class MainWindow(QMainWindow):
         if not self._startup_done:
             self._startup_done = True
             self.models.start()
+            if self.results_model.rowCount() == 0:
+                self.library.restore()
+
+    @Slot(list)
+    def _on_restore(self, paths: list[str]) -> None:
+        """The photos listed when the window last closed, read back from the library."""
+        if self.results_model.rowCount() or self.intake.pending:
+            return  # photos given on the command line (or dropped already) come first
+        self._restoring = len(paths)
+        self.intake.add_paths(paths)
+
+    @Slot(object)
+    def _on_run_started(self, _job: object) -> None:
+        # Said once the restored photos' run starts: loading the model clears the bar before that.
+        n, self._restoring = self._restoring, 0
+        if n:
+            self.message_bar.show_message(
+                f"The {n} photo{'s' if n != 1 else ''} listed last time {'are' if n != 1 else 'is'} back "
+                "(from the library: nothing is classified again unless it changed).", kind="info",
+                action=self.commands.clear)
 
     # ------------------------------------------------------------------------------------------
     # Adding images and runs
@@ -311,6 +353,10 @@ class MainWindow(QMainWindow):
             self.settings.sync()
         except Exception:
             log.exception("could not save the window settings")
+        try:
+            self.library.save_session([r.path for r in self.results_model.results() if r.ok])
+        except Exception:
+            log.exception("could not remember the listed photos")
         self.exporter.cancel_all()
         self.controller.shutdown()
         self.loader.shutdown()

@@ -60,6 +60,12 @@ class MessageBar(QFrame):
     def show_info(self, text: str) -> None:
         self.show_message(text, "info")
 
+    @Slot()
+    def hide_info(self) -> None:
+        """An information that no longer holds goes; an error stays until dismissed."""
+        if self.isVisible() and self.property("kind") == "info":
+            self.hide()
+
     def hide_if(self, fragment: str) -> None:
         """Hide the bar when the message it shows contains ``fragment``."""
         if self.isVisible() and fragment in self.label.text():

@@ -7,6 +7,7 @@ what the user chose through signals; it never loads anything itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -51,11 +52,15 @@ class ModelMenu(QObject):
     device_chosen = Signal(str)
     precision_chosen = Signal(str)
 
-    def __init__(self, menu: QMenu, open_weights: QAction, refresh: QAction, parent: QWidget) -> None:
+    def __init__(self, menu: QMenu, open_weights: QAction, refresh: QAction, parent: QWidget,
+                 open_folder: QAction | None = None) -> None:
         super().__init__(parent)
         self.menu = menu
         self._open_weights = open_weights
+        self._open_folder = open_folder
         self._refresh = refresh
+        #: Models opened lately (files and folders too), newest first.
+        self.recent: list[str] = []
         self.infos: list[ModelInfo] = []
         self.devices: list[DeviceInfo] = []
         self._current = ""
@@ -79,6 +84,10 @@ class ModelMenu(QObject):
     def set_models(self, infos: Sequence[ModelInfo], devices: Sequence[DeviceInfo]) -> None:
         self.infos = list(infos)
         self.devices = list(devices)
+        self.rebuild()
+
+    def set_recent(self, sources: Sequence[str]) -> None:
+        self.recent = list(sources)
         self.rebuild()
 
     def set_current(self, source: str, device: str, precision: str) -> None:
@@ -110,8 +119,21 @@ class ModelMenu(QObject):
                 a.setData(info.source)
                 a.setToolTip(f"{info.description}\nInput {info.input}" if info.input else info.description)
                 a.triggered.connect(self._on_model)
+        listed = {i.source for i in self.infos}
+        recent = [s for s in self.recent if s not in listed]
+        if recent:  # files and folders opened lately: the lists above only hold the models folders
+            m.addSection("Recently used")
+            for source in recent:
+                a = m.addAction(Path(source).name or source)
+                a.setCheckable(True)
+                a.setChecked(source == self._current)
+                a.setData(source)
+                a.setToolTip(source)
+                a.triggered.connect(self._on_model)
         m.addSeparator()
         m.addAction(self._open_weights)
+        if self._open_folder is not None:
+            m.addAction(self._open_folder)
         m.addSeparator()
         self.device_menu.clear()
         for a in self.device_group.actions():

@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # the registry imports torch: the window must not wait for th
 
 log = logging.getLogger(__name__)
 
+#: What the banner about results of an earlier model says (and how it is recognised to withdraw it).
+STALE_TEXT = "classified by an earlier model"
+
 WEIGHT_FILTER = "Model weights (*.safetensors *.pth *.pt *.bin *.ckpt);;All files (*)"
 
 
@@ -41,6 +44,8 @@ class ModelListing(NamedTuple):
     infos: list[ModelInfo]
     devices: list[DeviceInfo]
     default: tuple[str, str] | None
+    #: Why the model used last was passed over, if it was.
+    passed_over: str | None = None
 
 
 class ModelSwitch(QObject):
@@ -62,12 +67,18 @@ class ModelSwitch(QObject):
         self._results = results
         self._commands = commands
         self._pool = pool
+        self._passed_over: str | None = None
         controller.model_changed.connect(self._on_model_changed)
         controller.models_changed.connect(self.refresh_models)
         menu.model_chosen.connect(self.load_model)
         menu.device_chosen.connect(self._on_device_chosen)
         menu.precision_chosen.connect(self._on_precision_chosen)
         menu.set_current(settings.last_model, settings.device, settings.precision)
+        menu.set_recent(settings.recent_models)
+        # The earlier model's banner goes once no result of an earlier model is listed.
+        results.modelReset.connect(self._withdraw_stale_banner)
+        results.dataChanged.connect(self._withdraw_stale_banner)
+        results.rowsRemoved.connect(self._withdraw_stale_banner)
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -83,7 +94,8 @@ class ModelSwitch(QObject):
             from vit_desktop.core.inference.devices import available_devices
             from vit_desktop.core.models import registry
 
-            return ModelListing(registry.list_models(), available_devices(), registry.default_model())
+            return ModelListing(registry.list_models(), available_devices(), registry.default_model(),
+                                registry.last_model_problem())
 
         job = run_in_pool(self._controller.board, self._pool, "list models", work)
         job.returned.connect(self._on_models_listed_default if choose_default else self._on_models_listed)
@@ -101,6 +113,7 @@ class ModelSwitch(QObject):
             return
         if listing.default is not None:
             self.load_model(listing.default[0])
+            self._passed_over = listing.passed_over  # said once the replacement is ready
         else:
             self._status.say("")
             self._status.show_model(None)
@@ -148,6 +161,14 @@ class ModelSwitch(QObject):
             self._settings.set_folder("weights", str(Path(path).parent))
             self.load_model(path)
 
+    def open_folder_dialog(self) -> None:
+        """A model that is a folder: timm's hub layout or Hugging Face's (weights and configs)."""
+        path = QFileDialog.getExistingDirectory(self._window, "Open a model folder (timm or Hugging Face)",
+                                                self._settings.folder("weights"))
+        if path:
+            self._settings.set_folder("weights", str(Path(path).parent))
+            self.load_model(path)
+
     @Slot(int)
     def on_queued(self, n: int) -> None:
         """Photos wait for a model: say whether one is coming."""
@@ -168,16 +189,23 @@ class ModelSwitch(QObject):
 
         if loaded.source in REGISTRY or (loaded.source and os.path.exists(loaded.source)):
             self._settings.last_model = loaded.source  # `vit-desktop classify` follows the window
+            self._menu.set_recent(self._settings.add_recent_model(loaded.source))
         log.info("%s ready on %s (%s)", loaded.card.name, loaded.device_name, loaded.precision)
         self._menu.set_current(loaded.source, self._settings.device, self._settings.precision)
         self._bar.hide_if(NO_MODEL_TEXT)
         self._results.set_current_model(loaded.model_id)
         stale = self._results.stale_results()
         demo = self.demo_model_loaded()
-        if stale:
+        passed, self._passed_over = self._passed_over, None
+        if passed:  # loudly: a window that silently swapped the user's model for another misleads
+            instead = (f"the demo model ({loaded.card.num_classes} clothing classes only)" if demo
+                       else loaded.card.name)
+            self._bar.show_message(f"{passed[:1].upper()}{passed[1:]}: using {instead} instead. Pick a model "
+                                   "from the Model menu or open a weights file.", action=self._commands.open_weights)
+        elif stale:
             n, name = len(stale), loaded.card.name
             self._bar.show_message(
-                f"{n} photo{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} classified by an earlier model: "
+                f"{n} photo{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} {STALE_TEXT}: "
                 f"{'their' if n != 1 else 'its'} labels and maps are not {name}'s. "
                 f"Re-classify to see what {name} says.",
                 kind="info", action=self._commands.reclassify)
@@ -188,6 +216,11 @@ class ModelSwitch(QObject):
                 "for a model you have.",
                 kind="info", action=self._commands.download_default)
         self.demo_changed.emit(demo)
+
+    @Slot()
+    def _withdraw_stale_banner(self, *_args: object) -> None:
+        if STALE_TEXT in self._bar.text and not self._results.stale_results():
+            self._bar.hide()
 
     @Slot(object)
     def _on_model_failed(self, failure: Failure) -> None:

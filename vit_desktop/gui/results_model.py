@@ -23,7 +23,7 @@ from PySide6.QtCore import (
     QUrl,
 )
 
-from vit_desktop.core.types import ClassifyResult
+from vit_desktop.core.types import ClassifyResult, OpenSetRule
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -38,6 +38,8 @@ class Roles(IntEnum):
     NAME = RESULT + 6
     #: True when an earlier model made the result (its labels are not the current model's).
     STALE = RESULT + 7
+    #: What an uncertain result is called now ("none of these", "not sure", "uncertain").
+    VERDICT = RESULT + 8
 
 
 class ResultsModel(QAbstractListModel):
@@ -52,6 +54,8 @@ class ResultsModel(QAbstractListModel):
         self._row_of: dict[str, int] = {}
         #: The model in use now (``LoadedModel.model_id``); results of another one are stale.
         self.current_model = ""
+        #: What an uncertain result is called: "none of these", "not sure", "uncertain".
+        self.verdict = "uncertain"
 
     # -- Qt API --------------------------------------------------------------------------------
 
@@ -66,7 +70,7 @@ class ResultsModel(QAbstractListModel):
             return Path(r.path).name
         if role == Qt.ItemDataRole.ToolTipRole:
             stale = "\nClassified by an earlier model: Model ▸ re-classify to compare" if self.is_stale(r) else ""
-            return tooltip(r) + stale
+            return tooltip(r, self.verdict) + stale
         if role == Roles.RESULT:
             return r
         if role == Roles.PATH:
@@ -80,6 +84,8 @@ class ResultsModel(QAbstractListModel):
             return r.error or ""
         if role == Roles.UNCERTAIN:
             return r.uncertain
+        if role == Roles.VERDICT:
+            return self.verdict
         if role == Roles.STALE:
             return self.is_stale(r)
         return None
@@ -133,15 +139,24 @@ class ResultsModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx)
 
-    def apply_threshold(self, threshold: float) -> int:
-        """Mark each result uncertain when its best score is below ``threshold``; how many changed."""
-        changed = [i for i, r in enumerate(self._rows)
-                   if r.top is not None and r.uncertain != (r.top.score < threshold)]
+    def apply_rule(self, threshold: float | None, rule: OpenSetRule, verdict: str) -> int:
+        """Mark each result uncertain by the user's ``threshold`` on its best score, or without one
+        by ``rule`` on the score the run judged it by; ``verdict`` names them ("none of these").
+        Returns how many changed."""
+        self.verdict = verdict
+
+        def uncertain(r: ClassifyResult) -> bool:
+            if threshold is not None:
+                return r.top is not None and r.top.score < threshold
+            return r.known_score is not None and r.known_score < rule.threshold
+
+        changed = [i for i, r in enumerate(self._rows) if r.top is not None and r.uncertain != uncertain(r)]
         for i in changed:
             r = self._rows[i]
             self._rows[i] = dataclasses.replace(r, uncertain=not r.uncertain)
-        if changed:  # one signal for the span: views repaint once, not once per card
-            self.dataChanged.emit(self.index(changed[0]), self.index(changed[-1]))
+        if self._rows:  # one signal for the span: views repaint once, not once per card
+            first, last = (changed[0], changed[-1]) if changed else (0, len(self._rows) - 1)
+            self.dataChanged.emit(self.index(first), self.index(last))
         return len(changed)
 
     def remove_paths(self, paths: Iterable[str]) -> list[tuple[int, ClassifyResult]]:
@@ -234,13 +249,13 @@ class ResultsModel(QAbstractListModel):
         return len(self._rows), errors, uncertain
 
 
-def tooltip(r: ClassifyResult) -> str:
+def tooltip(r: ClassifyResult, verdict: str = "uncertain") -> str:
     if r.error:
         return f"{r.path}\n{r.error}"
     lines = [r.path]
-    lines += [f"{p.label}: {p.score:.1%}" for p in r.predictions]
     if r.uncertain:
-        lines.append("Uncertain: the best score is below the threshold")
+        lines.append(f"{verdict[:1].upper()}{verdict[1:]}: the best guesses are")
+    lines += [f"{p.label}: {p.score:.1%}" for p in r.predictions]
     lines += r.notes
     return "\n".join(lines)
 

@@ -65,6 +65,21 @@ class AppSettings:
 
         state.set_last_model(source)
 
+    #: How many models the Model menu's "Recently used" remembers.
+    RECENT = 8
+
+    @property
+    def recent_models(self) -> list[str]:
+        """Models opened lately, newest first (plain strings only; anything else is dropped)."""
+        value = self.qsettings.value("model/recent", [])
+        items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        return [v for v in items if isinstance(v, str) and v][: self.RECENT]
+
+    def add_recent_model(self, source: str) -> list[str]:
+        recent = [source] + [s for s in self.recent_models if s != source]
+        self.qsettings.setValue("model/recent", recent[: self.RECENT])
+        return recent[: self.RECENT]
+
     @property
     def device(self) -> str:
         return str(self.qsettings.value("model/device", "auto") or "auto")
@@ -107,12 +122,26 @@ class AppSettings:
     # -- classification ------------------------------------------------------------------------
 
     @property
-    def threshold(self) -> float:
-        return _to_float(self.qsettings.value("classify/threshold", 0.5), 0.5)
+    def threshold(self) -> float | None:
+        """The "uncertain below" score the user set, or None: each model's own rule (the default).
+
+        A new key: the old ``classify/threshold`` held 0.5 for everyone, from before models
+        carried rules of their own, and would override them all."""
+        value = _to_float(self.qsettings.value("classify/uncertain_below", -1.0), -1.0)
+        return value if 0.0 < value <= 1.0 else None
 
     @threshold.setter
-    def threshold(self, value: float) -> None:
-        self.qsettings.setValue("classify/threshold", value)
+    def threshold(self, value: float | None) -> None:
+        self.qsettings.setValue("classify/uncertain_below", -1.0 if value is None else value)
+
+    @property
+    def overlay_caption(self) -> bool:
+        """Overlay PNGs carry a caption strip saying which map of which class they show."""
+        return _to_bool(self.qsettings.value("export/overlay_caption", False), False)
+
+    @overlay_caption.setter
+    def overlay_caption(self, on: bool) -> None:
+        self.qsettings.setValue("export/overlay_caption", on)
 
     @property
     def class_maps_in_runs(self) -> bool:

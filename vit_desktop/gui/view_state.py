@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
 
-from vit_desktop.core.types import ExplainOptions
+from vit_desktop.core.types import BASE_RULE, ExplainOptions, OpenSetRule
 from vit_desktop.gui.settings import AppSettings, OverlaySettings
 
 if TYPE_CHECKING:
@@ -25,8 +25,10 @@ class ViewState(QObject):
 
     #: The overlay settings changed: an :class:`OverlaySettings`.
     overlay_changed = Signal(object)
-    #: The "uncertain below" threshold changed: a fraction in [0, 1].
-    threshold_changed = Signal(float)
+    #: The "uncertain below" threshold changed: a fraction in (0, 1], or None for the model's own rule.
+    threshold_changed = Signal(object)
+    #: The open-set rule results are judged by when no threshold is set changed: an OpenSetRule.
+    rule_changed = Signal(object)
     #: The categories results are labelled with changed: a Categories, or None for the model's classes.
     categories_changed = Signal(object)
     #: Whether folder runs compute every photo's class map changed.
@@ -39,6 +41,7 @@ class ViewState(QObject):
         self._threshold = settings.threshold
         self._class_maps_in_runs = settings.class_maps_in_runs
         self._categories: Categories | None = None
+        self._rule: OpenSetRule = BASE_RULE
 
     # -- the overlay ---------------------------------------------------------------------------
 
@@ -70,14 +73,38 @@ class ViewState(QObject):
     # -- classification ------------------------------------------------------------------------
 
     @property
-    def threshold(self) -> float:
+    def threshold(self) -> float | None:
+        """The user's "uncertain below" score; None: the model's own rule decides (:attr:`rule`)."""
         return self._threshold
 
-    def set_threshold(self, fraction: float) -> None:
+    def set_threshold(self, fraction: float | None) -> None:
         if fraction != self._threshold:
             self._threshold = fraction
             self._settings.threshold = fraction
             self.threshold_changed.emit(fraction)
+
+    @property
+    def rule(self) -> OpenSetRule:
+        """What makes a result "none of these" (or "not sure") for the model in use and the
+        categories: its own calibrated rule, named categories' mass, or the default."""
+        return self._rule
+
+    def set_rule(self, rule: OpenSetRule) -> None:
+        if rule != self._rule:
+            self._rule = rule
+            self.rule_changed.emit(rule)
+
+    def verdict(self) -> str:
+        """What an uncertain result is called now: "none of these", "not sure", or with a
+        threshold of the user's, "uncertain"."""
+        return "uncertain" if self._threshold is not None else self._rule.verdict
+
+    def why_uncertain(self, known_score: float | None, best: float) -> str:
+        """Why a result is (or is not) uncertain, in a few words."""
+        if self._threshold is not None:
+            side = "under" if best < self._threshold else "at or above"
+            return f"best score {best:.0%}, {side} your {self._threshold:.0%}"
+        return self._rule.explain(known_score)
 
     @property
     def categories(self) -> Categories | None:

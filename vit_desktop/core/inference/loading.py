@@ -25,8 +25,10 @@ class ModelChoice:
     """A model to run with: its card and keys now, its engine on first need."""
 
     def __init__(self, card: ModelCard, keys: ModelKeys | None, compute: KnownCompute,
-                 load: Callable[[], Engine], engine: Engine | None = None) -> None:
+                 load: Callable[[], Engine], engine: Engine | None = None, source_path: Path | None = None) -> None:
         self.card = card
+        #: The file or folder the weights are in (a registry model's cached file); None in memory.
+        self.source_path = source_path if engine is None else engine.source_path
         #: Where the library files this model's rows; None when no library is used.
         self.keys = keys
         self.device_name = compute.device_name
@@ -79,9 +81,9 @@ def choose_model(
     if library is not None:
         known = _known(library, source, request)
         if known is not None:
-            card, tensors, compute = known
+            card, tensors, compute, path = known
             return ModelChoice(card, model_keys(tensors, compute_key(compute.device_type, compute.precision)),
-                               compute, load)
+                               compute, load, source_path=path)
     engine = load()
     if library is None:
         return ModelChoice.of(engine, keys=False)
@@ -94,7 +96,8 @@ def is_known(library: Library, source: str, *, device: str = "auto", precision: 
     return _known(library, source, f"{device}|{precision}") is not None
 
 
-def _known(library: Library, source: str, request: str) -> tuple[ModelCard, tuple[str, str], KnownCompute] | None:
+def _known(library: Library, source: str,
+           request: str) -> tuple[ModelCard, tuple[str, str], KnownCompute, Path] | None:
     path = Path(source).expanduser()
     if not path.exists():
         aliased = library.alias(source)
@@ -108,7 +111,7 @@ def _known(library: Library, source: str, request: str) -> tuple[ModelCard, tupl
     compute = library.known_compute(request, machine_fingerprint()) if model is not None else None
     if model is None or compute is None:
         return None
-    return model.card, model.tensors, compute
+    return model.card, model.tensors, compute, path.resolve()
 
 
 def remember_model(library: Library, source: str, engine: Engine, *, device: str, precision: str) -> None:

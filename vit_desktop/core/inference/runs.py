@@ -106,7 +106,7 @@ class FolderRun:
     def steps(self) -> Iterator[RunProgress]:
         """First the scan's errors (possibly none), then the photos in order, a batch at a time."""
         self.done = len(self.scan_errors)
-        yield self._progress(self.scan_errors)
+        yield self.progress(self.scan_errors)
         if self.cancel is not None and self.cancel.cancelled:
             return
         paths = [str(f) for f in self.files]
@@ -132,15 +132,16 @@ class FolderRun:
                 out = tuple(answered.pop(p) for p in paths[pending:last])
                 pending = last
                 self.done += len(out)
-                yield self._progress(out)
+                yield self.progress(out)
             if self.cancel is not None and self.cancel.cancelled:
                 return
         for start in range(pending, len(paths), STORED_STEP):
             out = tuple(answered.pop(p) for p in paths[start : start + STORED_STEP])
             self.done += len(out)
-            yield self._progress(out)
+            yield self.progress(out)
 
-    def _progress(self, results: tuple[ClassifyResult, ...]) -> RunProgress:
+    def progress(self, results: tuple[ClassifyResult, ...] = ()) -> RunProgress:
+        """Where the run stands, with these results as its latest step."""
         return RunProgress(results, self.done, self.total, self.from_library, self.from_features, self.classified)
 
     def close(self) -> None:

@@ -144,7 +144,33 @@ def save_overlay_png(
     opacity: float = 0.5,
     transparent_low: bool = False,
     overwrite: bool = False,
+    caption: str | None = None,
 ) -> Path:
-    """Render the overlay and save it as PNG, atomically; never replaces a file unless asked."""
+    """Render the overlay and save it as PNG, atomically; never replaces a file unless asked.
+    ``caption``: a strip under the photo with this line of text."""
     overlay = render_overlay(image, heatmap, colormap=colormap, opacity=opacity, transparent_low=transparent_low)
+    if caption:
+        overlay = with_caption(overlay, caption)
     return atomic_write_bytes(path, encode_png(overlay), overwrite=overwrite)
+
+
+def with_caption(image: Image.Image, text: str) -> Image.Image:
+    """``image`` above a white strip holding ``text`` in dark grey, sized to the image's width."""
+    from PIL import ImageDraw, ImageFont
+
+    w, h = image.size
+    size = max(10, min(48, w // 40))
+    try:
+        font: ImageFont.FreeTypeFont | ImageFont.ImageFont = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow before 10.1 has only its fixed bitmap font
+        font = ImageFont.load_default()
+    # One line, cut with an ellipsis to the image's width.
+    draw = ImageDraw.Draw(image)
+    line = text
+    while len(line) > 1 and draw.textlength(line, font=font) > w - 2 * size:
+        line = line[:-2] + "…"
+    strip = int(size * 1.8)
+    out = Image.new("RGB", (w, h + strip), (255, 255, 255))
+    out.paste(image, (0, 0))
+    ImageDraw.Draw(out).text((size, h + (strip - size) // 2), line, fill=(40, 40, 40), font=font)
+    return out

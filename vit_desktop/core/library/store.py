@@ -460,7 +460,9 @@ class Library:
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     # isolation_level None: transactions are begun explicitly (BEGIN IMMEDIATE takes the write
     # lock at once, so a busy store waits at the start instead of failing at the commit).
-    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    # One thread at a time uses a connection, but not always the one that opened it: the window
+    # closes its compute thread's connection once that thread has been joined.
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")

@@ -48,6 +48,26 @@ def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
     )
 
 
+# Rename tables, timm's way (a name without .weight/.bias is a layer,
+# both move; a tensor of its own, such as a token, is listed in _BARE).
+
+#: Tensors that are neither a weight nor a bias.
+_BARE = frozenset({"cls_token", "reg_token", "pos_embed", "embeddings.cls_token", "embeddings.position_embeddings",
+                   "gamma_1", "gamma_2", "ls1.gamma", "ls2.gamma"})
+
+_TIMM_OPTIONAL = (("cls_token", "class_token"), ("reg_token", "reg_token"))
+_TIMM_STEM = (("pos_embed", "encoder.pos_embedding"), ("patch_embed.proj", "conv_proj"))
+_TIMM_BLOCK = (("norm1", "ln_1"), ("attn.proj", "self_attention.out_proj"), ("norm2", "ln_2"),
+               ("mlp.fc1", "mlp.0"), ("mlp.fc2", "mlp.3"))
+_TIMM_LAYER_SCALE = (("ls1.gamma", "ls1"), ("gamma_1", "ls1"), ("ls2.gamma", "ls2"), ("gamma_2", "ls2"))
+_TIMM_NORMS = (("norm", "encoder.ln"), ("fc_norm", "fc_norm"))
+
+_HF_STEM = (("embeddings.cls_token", "class_token"), ("embeddings.position_embeddings", "encoder.pos_embedding"),
+            ("embeddings.patch_embeddings.projection", "conv_proj"))
+_HF_BLOCK = (("layernorm_before", "ln_1"), ("attention.output.dense", "self_attention.out_proj"),
+             ("layernorm_after", "ln_2"), ("intermediate.dense", "mlp.0"), ("output.dense", "mlp.3"))
+
+
 class _Converter:
     """Moves tensors from a source dict to torchvision names, remembering what was not used."""
 
@@ -60,6 +80,17 @@ class _Converter:
             self.out[dst] = self.src.pop(src)
         elif required:
             raise ModelError(f"missing key {src}")
+
+    def rename(self, table: tuple[tuple[str, str], ...], src: str = "", dst: str = "", *,
+               required: bool = True) -> None:
+        """Take every ``(source, destination)`` pair of ``table``, prefixed; a name without a
+        ``.weight``/``.bias`` of its own stands for a layer and moves both."""
+        for a, b in table:
+            if a.endswith((".weight", ".bias")) or a in _BARE:
+                self.take(src + a, dst + b, required=required)
+            else:
+                for part in (".weight", ".bias"):
+                    self.take(src + a + part, dst + b + part, required=required)
 
     def drop(self, pattern: str) -> None:
         for k in [k for k in self.src if re.fullmatch(pattern, k)]:
@@ -99,42 +130,23 @@ def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if key in sd:
             raise ModelError(f"unsupported timm variant: {feature}")
     c = _Converter(sd)
-    c.take("cls_token", "class_token", required=False)
-    c.take("reg_token", "reg_token", required=False)
-    c.take("pos_embed", "encoder.pos_embedding")
-    c.take("patch_embed.proj.weight", "conv_proj.weight")
-    c.take("patch_embed.proj.bias", "conv_proj.bias")
+    c.rename(_TIMM_OPTIONAL, required=False)
+    c.rename(_TIMM_STEM)
     dim = c.out["conv_proj.weight"].shape[0]
     for i in _layer_indices(sd, r"blocks\.(\d+)\."):
         s, d = f"blocks.{i}.", f"encoder.layers.encoder_layer_{i}."
-        c.take(s + "norm1.weight", d + "ln_1.weight")
-        c.take(s + "norm1.bias", d + "ln_1.bias")
+        c.rename(_TIMM_BLOCK, s, d)
         c.take(s + "attn.qkv.weight", d + "self_attention.in_proj_weight")
         if s + "attn.qkv.bias" in c.src:
             c.take(s + "attn.qkv.bias", d + "self_attention.in_proj_bias")
         else:  # qkv_bias=False models
             c.out[d + "self_attention.in_proj_bias"] = torch.zeros(3 * dim)
-        c.take(s + "attn.proj.weight", d + "self_attention.out_proj.weight")
-        c.take(s + "attn.proj.bias", d + "self_attention.out_proj.bias")
-        c.take(s + "norm2.weight", d + "ln_2.weight")
-        c.take(s + "norm2.bias", d + "ln_2.bias")
-        c.take(s + "mlp.fc1.weight", d + "mlp.0.weight")
-        c.take(s + "mlp.fc1.bias", d + "mlp.0.bias")
-        c.take(s + "mlp.fc2.weight", d + "mlp.3.weight")
-        c.take(s + "mlp.fc2.bias", d + "mlp.3.bias")
         # Layer scale (DeiT III); the original DeiT III files call it gamma_1 / gamma_2.
-        for new, old, dst in (("ls1.gamma", "gamma_1", "ls1"), ("ls2.gamma", "gamma_2", "ls2")):
-            c.take(s + new, d + dst, required=False)
-            c.take(s + old, d + dst, required=False)
-    c.take("norm.weight", "encoder.ln.weight", required=False)
-    c.take("norm.bias", "encoder.ln.bias", required=False)
-    c.take("fc_norm.weight", "fc_norm.weight", required=False)
-    c.take("fc_norm.bias", "fc_norm.bias", required=False)
+        c.rename(_TIMM_LAYER_SCALE, s, d, required=False)
+    c.rename(_TIMM_NORMS, required=False)
     if "pre_logits.fc.weight" in c.src:
-        c.take("pre_logits.fc.weight", "heads.pre_logits.weight")
-        c.take("pre_logits.fc.bias", "heads.pre_logits.bias")
-    c.take("head.weight", "heads.head.weight")
-    c.take("head.bias", "heads.head.bias")
+        c.rename((("pre_logits.fc", "heads.pre_logits"),))
+    c.rename((("head", "heads.head"),))
     return c.finish("timm")
 
 
@@ -150,20 +162,15 @@ def _from_huggingface(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "cls_classifier.weight" in sd or "distillation_classifier.weight" in sd:
         raise ModelError("DeiT with a distillation head (DeiTForImageClassificationWithTeacher, two heads "
                          "averaged) is not supported: use DeiTForImageClassification")
-    c.take(p + "embeddings.cls_token", "class_token")
+    c.rename(_HF_STEM, p)
     # DeiTForImageClassification: the distillation token runs through the blocks, but only the
     # class token is classified: a register token, as far as the forward is concerned.
     c.take(p + "embeddings.distillation_token", "reg_token", required=False)
-    c.take(p + "embeddings.position_embeddings", "encoder.pos_embedding")
-    c.take(p + "embeddings.patch_embeddings.projection.weight", "conv_proj.weight")
-    c.take(p + "embeddings.patch_embeddings.projection.bias", "conv_proj.bias")
     c.drop(re.escape(p) + r"embeddings\.mask_token")
     c.drop(re.escape(p) + r"pooler\..*")  # ViTForImageClassification ignores the pooler
     dim = c.out["conv_proj.weight"].shape[0]
     for i in _layer_indices(sd, re.escape(p) + r"encoder\.layer\.(\d+)\."):
         s, d = f"{p}encoder.layer.{i}.", f"encoder.layers.encoder_layer_{i}."
-        c.take(s + "layernorm_before.weight", d + "ln_1.weight")
-        c.take(s + "layernorm_before.bias", d + "ln_1.bias")
         qkv_w, qkv_b = [], []
         for part in ("query", "key", "value"):
             w = c.src.pop(s + f"attention.attention.{part}.weight", None)
@@ -174,18 +181,9 @@ def _from_huggingface(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # torchvision's in_proj packs query, key, value in that order along dim 0.
         c.out[d + "self_attention.in_proj_weight"] = torch.cat(qkv_w, 0)
         c.out[d + "self_attention.in_proj_bias"] = torch.cat(qkv_b, 0)
-        c.take(s + "attention.output.dense.weight", d + "self_attention.out_proj.weight")
-        c.take(s + "attention.output.dense.bias", d + "self_attention.out_proj.bias")
-        c.take(s + "layernorm_after.weight", d + "ln_2.weight")
-        c.take(s + "layernorm_after.bias", d + "ln_2.bias")
-        c.take(s + "intermediate.dense.weight", d + "mlp.0.weight")
-        c.take(s + "intermediate.dense.bias", d + "mlp.0.bias")
-        c.take(s + "output.dense.weight", d + "mlp.3.weight")
-        c.take(s + "output.dense.bias", d + "mlp.3.bias")
-    c.take(p + "layernorm.weight", "encoder.ln.weight")
-    c.take(p + "layernorm.bias", "encoder.ln.bias")
-    c.take("classifier.weight", "heads.head.weight")
-    c.take("classifier.bias", "heads.head.bias")
+        c.rename(_HF_BLOCK, s, d)
+    c.rename((("layernorm", "encoder.ln"),), p)
+    c.rename((("classifier", "heads.head"),))
     return c.finish("Hugging Face")
 
 

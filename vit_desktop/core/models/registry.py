@@ -405,21 +405,39 @@ def default_model() -> tuple[str, str] | None:
     """(source, why) of the model to use when none is named, or None when there is none.
 
     The one rule for the window and the command line: the model used last (here or there) if it
-    still loads offline, else a cached ImageNet model, else the bundled demo model.
+    still loads offline, else a cached ImageNet model, else the bundled demo model. When the model
+    used last was passed over, ``why`` says so first (:func:`last_model_problem`).
     """
     from vit_desktop.core import state
 
     last = state.last_model()
-    if last and ((last in REGISTRY and is_cached(last)) or Path(last).is_file()):
+    problem = last_model_problem()
+    if last and problem is None:
         return last, "the model used last"
+    passed = f"{problem}; so " if problem else ""
     infos = list_models()
     for info in infos:
         if info.kind == "registry" and info.cached:
-            return info.source, "a cached ImageNet model"
+            return info.source, f"{passed}a cached ImageNet model"
     for info in infos:
         if info.kind == "bundled" and info.readable:
-            return info.source, "the bundled demo model"
+            return info.source, f"{passed}the bundled demo model"
     return None
+
+
+def last_model_problem() -> str | None:
+    """Why the model used last cannot be used now ("the last model, cats.safetensors, is no longer there"),
+    or None when it can (or none was used)."""
+    from vit_desktop.core import state
+
+    last = state.last_model()
+    if not last:
+        return None
+    if last in REGISTRY:
+        return None if is_cached(last) else f"the last model, {last}, is not downloaded (offline it cannot be)"
+    if Path(last).is_file() or Path(last).is_dir():
+        return None
+    return f"the last model, {last}, is no longer there"
 
 
 def format_models_table(infos: Iterable[ModelInfo]) -> str:

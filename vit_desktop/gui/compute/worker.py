@@ -25,7 +25,6 @@ from .messages import (
     LoadedModel,
     LoadRequest,
     Request,
-    RunProgress,
     RunRequest,
     TaskRequest,
     UseModuleRequest,
@@ -171,7 +170,7 @@ class ComputeWorker(QObject):
             if run.ctx.cancelled:
                 run.ctx.stopped()
             else:
-                run.ctx.done(RunProgress((), run.run.done, run.run.total))
+                run.ctx.done(run.run.progress())
             return
         run.ctx.report(step)
 
