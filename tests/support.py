@@ -112,3 +112,55 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(list(argv), out=out, err=err)
     return code, out.getvalue(), err.getvalue()
+
+
+def scene(size: tuple[int, int] = (192, 144), *, seed: int = 0):
+    """A made-up photo with structure (a smooth sky-to-ground gradient, a few shapes, a little
+    grain): perceptual hashes and features behave on it as on photos, unlike on pure noise.
+    Returns a Pillow RGB image; different per seed."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0.0, 1.0, h)[:, None, None]
+    arr = (top * (1 - t) + bottom * t).repeat(w, axis=1)
+    img = Image.fromarray(arr.astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, w * 3 // 4), rng.integers(0, h * 3 // 4)
+        x1, y1 = x0 + rng.integers(w // 8, w // 2), y0 + rng.integers(h // 8, h // 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((int(x0), int(y0), int(x1), int(y1)), fill=colour)
+    img = img.filter(ImageFilter.GaussianBlur(1.5))
+    grain = rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(np.asarray(img, np.float32) + grain, 0, 255).astype(np.uint8), "RGB")
+
+
+def edited_copies(original, folder: Path, stem: str = "copy", *, seed: int = 0) -> dict[str, Path]:
+    """Copies of ``original`` (a Pillow image) as people make them, by edit kind: re-encoded,
+    resized to 50 % and 25 %, a 160-pixel thumbnail, lightly cropped (8 % off), brightened and
+    darkened by 15 %. JPEG at quality 85 unless the kind says otherwise."""
+    from PIL import ImageEnhance
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = original.size
+    cw, ch = round(w * 0.92), round(h * 0.92)
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    thumb = original.copy()
+    thumb.thumbnail((160, 160))
+    edits = {
+        "reencode": (original, 60),
+        "resize50": (original.resize((w // 2, h // 2)), 85),
+        "resize25": (original.resize((w // 4, h // 4)), 85),
+        "thumb160": (thumb, 85),
+        "crop": (original.crop((x0, y0, x0 + cw, y0 + ch)), 90),
+        "bright+15": (ImageEnhance.Brightness(original).enhance(1.15), 90),
+        "bright-15": (ImageEnhance.Brightness(original).enhance(0.85), 90),
+    }
+    out = {}
+    for kind, (img, quality) in edits.items():
+        out[kind] = folder / f"{stem}-{kind}.jpg"
+        img.save(out[kind], quality=quality)
+    return out

@@ -126,3 +126,46 @@ def test_a_read_only_store_is_one_line(tmp_path: Path) -> None:
         assert len(said) == 1 and "without it" in said[0]
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_hashes_are_kept_per_photo_and_algorithm_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    lib = Library.open(tmp_path)
+    assert lib is not None
+    a = write_image(tmp_path / "p" / "a.png", seed=1)
+    b = write_image(tmp_path / "p" / "b.png", seed=2)
+    lib.save_hashes("algo 1", [(stamp(a), b"\x01" * 16, (48, 40)), (stamp(b), b"\x02" * 16, None)])
+    got = lib.hashes("algo 1", [stamp(a), stamp(b)])
+    assert got[str(a)].data == b"\x01" * 16 and got[str(a)].image_size == (48, 40)
+    assert got[str(b)].data == b"\x02" * 16 and got[str(b)].image_size is None
+    assert lib.hashes("algo 2", [stamp(a)]) == {}  # another hash is never read as this one
+    # A photo classified since keeps its hashes; a photo whose file changed loses them.
+    lib.save([(stamp(a), result(a))], model="m", backbone="b")
+    assert str(a) in lib.hashes("algo 1", [stamp(a)])
+    write_image(b, seed=3)
+    assert lib.hashes("algo 1", [stamp(b)]) == {}
+    lib.save([(stamp(b), result(b))], model="m", backbone="b")
+    conn = sqlite3.connect(str(tmp_path / "library.sqlite3"))
+    assert conn.execute("SELECT count(*) FROM hashes").fetchone()[0] == 1  # b's old hashes went with its old content
+    conn.close()
+    lib.clear()
+    assert lib.hashes("algo 1", [stamp(a)]) == {}
+    lib.close()
+
+
+def test_a_store_made_before_the_hashes_table_gets_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    lib = Library.open(tmp_path)
+    assert lib is not None
+    photo = write_image(tmp_path / "a.png")
+    lib.save([(stamp(photo), result(photo))], model="m", backbone="b")
+    lib.close()
+    conn = sqlite3.connect(str(tmp_path / "library.sqlite3"), isolation_level=None)
+    conn.execute("DROP TABLE hashes")  # as a store of the first version 1 was
+    conn.close()
+    said: list[str] = []
+    lib = Library.open(tmp_path, on_problem=said.append)
+    assert lib is not None and said == []
+    assert not [p for p in tmp_path.iterdir() if ".broken-" in p.name]
+    assert str(photo) in lib.lookup([stamp(photo)], model="m", backbone="b")  # nothing was lost
+    lib.save_hashes("algo", [(stamp(photo), b"\x07" * 8, (48, 40))])
+    assert lib.hashes("algo", [stamp(photo)])[str(photo)].data == b"\x07" * 8
+    lib.close()

@@ -23,11 +23,11 @@ from typing import IO
 
 from vit_desktop import __version__
 
-from . import classify, export, finetune, library, models
+from . import classify, duplicates, export, finetune, library, models, similar
 from .console import PROG, Interrupted, UsageError
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = (classify, models, finetune, export, library)
+COMMANDS = (classify, similar, duplicates, models, finetune, export, library)
 
 
 def build_parser() -> argparse.ArgumentParser:

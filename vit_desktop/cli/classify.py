@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING
 
 from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS, PRECISIONS
 
+from .choosing import choose
 from .console import PROG, ProgressLine, UsageError
 
 if TYPE_CHECKING:
@@ -246,9 +247,6 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     _check_args(args)
     # Only what every run needs is imported here: a run answered from the library never imports
     # torch (the engine and the registry do), and ends in well under a second.
-    from vit_desktop.core import state
-    from vit_desktop.core.errors import VitDesktopError
-    from vit_desktop.core.inference.loading import choose_model, is_known
     from vit_desktop.core.inference.options import ClassifyOptions
     from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.io.results_files import format_table
@@ -262,50 +260,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"{PROG}: {text}", file=err)
 
     library = Library.open(on_problem=say)
-    candidates: list[tuple[str, str]]  # (model, why it was chosen: "" when asked for)
-    if args.model:
-        candidates = [(args.model, "")]
-    else:
-        last = state.last_model()
-        if last and library is not None and is_known(library, last, device=args.device, precision=args.precision):
-            candidates = [(last, "the model used last")]
-        else:
-            from vit_desktop.core.models import registry
-
-            candidates = registry.default_models()
-            gone = registry.last_model_problem()
-            if gone:  # said, never a silent swap of the user's model for another
-                say(f"{gone}; using another")
-            if not candidates:
-                raise UsageError(
-                    "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
-    try:
-        for i, (model, why) in enumerate(candidates):
-            try:
-                choice = choose_model(model, device=args.device, precision=args.precision, library=library,
-                                      progress=line.bytes)
-                break
-            except VitDesktopError as exc:
-                if not why:
-                    raise UsageError(str(exc)) from None
-                # A model chosen for the user that does not load: said, and the next one tried.
-                from vit_desktop.core.models.registry import fallback_note
-
-                then = candidates[i + 1] if i + 1 < len(candidates) else None
-                if then is None:
-                    raise UsageError(fallback_note(model, why, str(exc), None)) from None
-                say(fallback_note(model, why, str(exc), then))
-    finally:
-        line.close()
-    note = f"; no --model given, so {why}: {model}" if why else ""
-    why_precision = f": {choice.precision_why}" if choice.precision_why else ""
-    print(f"{PROG}: model {display_text(choice.card.name)} on {choice.device_name}, {choice.precision}"
-          f"{why_precision}{display_text(note)}", file=err)
-    if args.model:
-        # What resolves next time: a registry name as it is, anything else (a saved model's name,
-        # a relative path) as the file it stood for.
-        path = choice.source_path
-        state.set_last_model(model if choice.card.kind == "registry" or path is None else str(path))
+    choice = choose(args.model, device=args.device, precision=args.precision, library=library, err=err, line=line)
     categories = _categories(args, choice.card, err)
     n_classes = len(categories.names) if categories is not None else choice.card.num_classes
     top_k = min(args.top_k, n_classes)

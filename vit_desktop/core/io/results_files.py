@@ -41,7 +41,7 @@ def result_to_dict(result: ClassifyResult) -> dict[str, Any]:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _json(obj: object, **options: Any) -> str:
+def json_text(obj: object, **options: Any) -> str:
     """JSON text that is valid UTF-8 (RFC 8259) whatever the file names are.
 
     Non-ASCII text stays readable; a byte of a file name that is not UTF-8 is written as the
@@ -53,11 +53,11 @@ def _json(obj: object, **options: Any) -> str:
 
 
 def to_jsonl(results: Sequence[ClassifyResult]) -> str:
-    return "".join(_json(result_to_dict(r)) + "\n" for r in results)
+    return "".join(json_text(result_to_dict(r)) + "\n" for r in results)
 
 
 def to_json(results: Sequence[ClassifyResult]) -> str:
-    return _json([result_to_dict(r) for r in results], indent=2) + "\n"
+    return json_text([result_to_dict(r) for r in results], indent=2) + "\n"
 
 
 def csv_header(top_k: int) -> list[str]:
@@ -124,6 +124,12 @@ def write_results(
 ) -> Path:
     """Write ``results`` in the format named by ``path``'s suffix, atomically."""
     return atomic_write_text(path, render(results, format_of(path), top_k=top_k), overwrite=overwrite)
+
+
+def table_path(path: str, width: int = 48) -> str:
+    """A path for a terminal table's column of ``width``: shown safely, its start cut off when long."""
+    shown = display_path(path)
+    return shown if len(shown) <= width else "…" + shown[-(width - 1):]
 
 
 def format_table(results: Sequence[ClassifyResult], *, top_k: int) -> str:

@@ -83,7 +83,18 @@ CREATE TABLE IF NOT EXISTS computes (
     why TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS session (position INTEGER PRIMARY KEY, path BLOB NOT NULL);
+-- Perceptual hashes (duplicates): per photo and algorithm (which names the hash and its windows).
+CREATE TABLE IF NOT EXISTS hashes (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    algorithm TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (algorithm, file_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hashes_of_file ON hashes(file_id);
 """
+#: Tables added since version 1 without changing the others: a store that lacks one gets it when
+#: opened (every statement of the schema is "IF NOT EXISTS"), and keeps everything else.
+_ADDED_TABLES = ("hashes",)
 
 T = TypeVar("T")
 
@@ -106,6 +117,14 @@ class StoredPhoto:
     #: The model's own open-set score (a nearest-photo similarity, a mass before the head's softmax),
     #: where a run that applies it stored it with the answer.
     known: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredHashes:
+    """A photo's stored perceptual hashes, and its size where a decode found it."""
+
+    data: bytes
+    image_size: tuple[int, int] | None
 
 
 @dataclass(frozen=True)
@@ -294,6 +313,43 @@ class Library:
 
         return self._guard("read it", {}, run)
 
+    def hashes(self, algorithm: str, stamps: Sequence[FileStamp]) -> dict[str, StoredHashes]:
+        """The stored hashes of ``algorithm`` by path, for the photos whose file has not changed since."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, StoredHashes]:
+            found: dict[str, StoredHashes] = {}
+            by_path = {os.fsencode(s.path): s for s in stamps}
+            for chunk in _chunks(list(by_path), _CHUNK):
+                rows = conn.execute(
+                    "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, h.data "
+                    "FROM files f JOIN hashes h ON h.file_id = f.id AND h.algorithm = ? "
+                    f"WHERE f.path IN ({','.join('?' * len(chunk))})",
+                    (algorithm, *chunk),
+                )
+                for path, size, mtime_ns, quick, width, height, data in rows:
+                    s = by_path[path]
+                    if (s.size, s.mtime_ns, s.quick) == (size, mtime_ns, quick):
+                        found[s.path] = StoredHashes(bytes(data), (width, height) if width is not None else None)
+            return found
+
+        return self._guard("read it", {}, run)
+
+    def save_hashes(self, algorithm: str, items: Iterable[tuple[FileStamp, bytes, tuple[int, int] | None]]) -> None:
+        """Keep each photo's hashes (and its size), in one short transaction; a file whose stamp
+        changed loses what was stored for its old content, as :meth:`save` does."""
+        rows = list(items)
+        if not rows:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                for stamp, data, size in rows:
+                    file_id = _file_row_of(conn, stamp, size)
+                    conn.execute("INSERT OR REPLACE INTO hashes(file_id, algorithm, data) VALUES (?, ?, ?)",
+                                 (file_id, algorithm, data))
+
+        self._guard("write to it", None, run)
+
     # -- models and machines ------------------------------------------------------------------------
 
     def known_model(self, path: Path, stamp: tuple[int, int]) -> KnownModel | None:
@@ -390,7 +446,7 @@ class Library:
 
         def run(conn: sqlite3.Connection) -> None:
             with _Transaction(conn):
-                for table in ("results", "features", "files", "models", "aliases", "computes", "session"):
+                for table in ("results", "features", "hashes", "files", "models", "aliases", "computes", "session"):
                     conn.execute(f"DELETE FROM {table}")
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -422,10 +478,25 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
         elif version != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"file is not a database of this version (schema {version}, "
                                         f"this program writes {SCHEMA_VERSION})")
+        elif _missing_tables(conn):
+            try:
+                with _Transaction(conn):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                # A read-only or busy store still answers what it holds; what needs the new table
+                # says so when it is asked for, and goes on without the store.
+                log.info("library %s: tables not added (%s)", path, exc)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _missing_tables(conn: sqlite3.Connection) -> bool:
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return not names.issuperset(_ADDED_TABLES)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:
@@ -474,11 +545,37 @@ def _file_row(conn: sqlite3.Connection, stamp: FileStamp, r: ClassifyResult) -> 
         return cur.lastrowid
     file_id = int(row[0])
     if (row[1], row[2], row[3]) != (stamp.size, stamp.mtime_ns, stamp.quick):
-        conn.execute("DELETE FROM results WHERE file_id = ?", (file_id,))
-        conn.execute("DELETE FROM features WHERE file_id = ?", (file_id,))
+        _forget_content(conn, file_id)
     conn.execute("UPDATE files SET size = ?, mtime_ns = ?, quick = ?, width = ?, height = ?, notes = ? WHERE id = ?",
                  (stamp.size, stamp.mtime_ns, stamp.quick, width, height, notes, file_id))
     return file_id
+
+
+def _file_row_of(conn: sqlite3.Connection, stamp: FileStamp, image_size: tuple[int, int] | None) -> int:
+    """Like :func:`_file_row`, for what is known of a photo without classifying it (its size); the
+    notes a classification kept stay while the file is unchanged."""
+    path = os.fsencode(stamp.path)
+    width, height = image_size if image_size is not None else (None, None)
+    row = conn.execute("SELECT id, size, mtime_ns, quick FROM files WHERE path = ?", (path,)).fetchone()
+    if row is None:
+        cur = conn.execute("INSERT INTO files(path, size, mtime_ns, quick, width, height) VALUES (?, ?, ?, ?, ?, ?)",
+                           (path, stamp.size, stamp.mtime_ns, stamp.quick, width, height))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+    file_id = int(row[0])
+    if (row[1], row[2], row[3]) != (stamp.size, stamp.mtime_ns, stamp.quick):
+        _forget_content(conn, file_id)
+        conn.execute("UPDATE files SET size = ?, mtime_ns = ?, quick = ?, notes = '[]' WHERE id = ?",
+                     (stamp.size, stamp.mtime_ns, stamp.quick, file_id))
+    if width is not None:
+        conn.execute("UPDATE files SET width = ?, height = ? WHERE id = ?", (width, height, file_id))
+    return file_id
+
+
+def _forget_content(conn: sqlite3.Connection, file_id: int) -> None:
+    """What was stored for an older content of a file."""
+    for table in ("results", "features", "hashes"):
+        conn.execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
 
 
 def _blob(array: np.ndarray) -> bytes:
@@ -533,6 +630,7 @@ __all__ = [
     "KnownModel",
     "Library",
     "LibraryStats",
+    "StoredHashes",
     "StoredPhoto",
     "library_path",
 ]
