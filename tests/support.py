@@ -164,3 +164,65 @@ def edited_copies(original, folder: Path, stem: str = "copy", *, seed: int = 0) 
         out[kind] = folder / f"{stem}-{kind}.jpg"
         img.save(out[kind], quality=quality)
     return out
+
+
+# A colour task over a tiny hierarchy: eight colour classes grouped into warm and cool, as ImageNet's
+# classes are grouped by WordNet; the few-shot and names tests run on it.
+SUBTYPES = ["red", "orange", "yellow", "pink", "blue", "green", "cyan", "purple"]
+
+
+def tiny_hierarchy():  # -> Hierarchy
+    from vit_desktop.core.labels.hierarchy import Hierarchy
+
+    nodes: dict[str, tuple[list[str], list[str]]] = {
+        "colour": (["colour"], []),
+        "warm": (["warm", "warm colour"], ["colour"]),
+        "cool": (["cool", "cool colour"], ["colour"]),
+    }
+    for i, name in enumerate(SUBTYPES):
+        nodes[name] = ([name], ["warm" if i < 4 else "cool"])
+    return Hierarchy.from_edges(SUBTYPES, nodes)
+
+
+def tiny_base():  # -> Engine
+    import torch
+    from torchvision.models import VisionTransformer
+
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.types import Architecture, ModelCard, Preprocess
+
+    torch.manual_seed(0)
+    module = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                               num_classes=len(SUBTYPES))
+    torch.nn.init.normal_(module.heads.head.weight, std=0.5)
+    card = ModelCard("tiny colours", "file", "", Architecture(32, 8, 2, 2, 16, 32, len(SUBTYPES)), tuple(SUBTYPES),
+                     Preprocess(crop_size=32, resize_size=36))
+    return Engine.from_module(module, card, device="cpu")
+
+
+def warm_cool_folder(folder: Path) -> Path:
+    """Two classes of plain colour photos, warm and cool, six each."""
+    from PIL import Image
+
+    for name, colour in (("warm", (230, 60, 30)), ("cool", (30, 80, 230))):
+        (folder / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (40, 40), tuple(max(0, v - 8 * i) for v in colour)).save(folder / name / f"{i}.png")
+    return folder
+
+
+#: How long a window test waits for a load or a run: the first load imports torch on a busy 2-core machine.
+WAIT_MS = 60_000
+
+
+def load(qtbot, window, path) -> None:  # type: ignore[no-untyped-def]  # pytest-qt's qtbot and the window
+    """Load the model at ``path`` in ``window`` and wait until it is the window's model."""
+    with qtbot.waitSignal(window.controller.model_changed, timeout=WAIT_MS):
+        window.models.load_model(str(path))
+
+
+def classify(qtbot, window, *paths):  # type: ignore[no-untyped-def]  # likewise
+    """Classify ``paths`` in ``window`` and wait for the run to end; returns its Outcome."""
+    with qtbot.waitSignal(window.run_status.run_finished, timeout=WAIT_MS) as blocker:
+        window.intake.add_paths([str(p) for p in paths])
+    return blocker.args[0]

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.core.test_fewshot import SUBTYPES, tiny_hierarchy
-from tests.support import save_tiny_model, write_image
-from vit_desktop import cli
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import vit_desktop.core.labels.categories as categories
-
-    tree = tiny_hierarchy()
-    monkeypatch.setattr(categories, "hierarchy_for", lambda card: tree if card.labels == tuple(SUBTYPES) else None)
-    return save_tiny_model(tmp_path / "colours.safetensors", tuple(SUBTYPES), "colours")
+from tests.support import run_cli as run
+from tests.support import write_image
 
 
 def test_categories_are_the_predictions_with_unrenormalised_scores(colours_model: Path, tmp_path: Path) -> None:

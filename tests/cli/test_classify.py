@@ -13,13 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vit_desktop.cli import main
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+from tests.support import run_cli as run
 
 
 def test_jsonl_has_one_object_per_image_and_errors_inline(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
@@ -287,13 +281,13 @@ def test_every_result_says_whether_it_is_one_of_the_models_classes(tiny_model_fi
 def test_a_fine_tuned_models_own_rule_is_the_default_and_threshold_overrides_it(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from tests.core.test_fewshot import _warm_cool_folder, tiny_base, tiny_hierarchy
+    from tests.support import tiny_base, tiny_hierarchy, warm_cool_folder
     from vit_desktop.core.models.model_file import save_model
     from vit_desktop.core.training import TrainConfig, finetune
     from vit_desktop.core.training.labelled_set import LabelledSet
     from vit_desktop.core.types import OpenSetRule
 
-    folder = _warm_cool_folder(tmp_path / "data")
+    folder = warm_cool_folder(tmp_path / "data")
     result = finetune(tiny_base(), LabelledSet.from_folder(folder), TrainConfig(mode="head", head="hierarchy"),
                       hierarchy=tiny_hierarchy())
     # A rule no photo passes: every result is "none of these", unless --threshold says otherwise.

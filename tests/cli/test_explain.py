@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -10,18 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli.test_classes import colours_model  # noqa: F401 - a fixture
-from vit_desktop.cli import main
+from tests.support import run_cli as run
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.types import ExplainOptions
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def top1(results: Path) -> dict[str, int]:
@@ -75,8 +67,8 @@ def test_explain_needs_heatmaps_and_rollout_options_are_said_to_be_ignored(
     assert code == 0 and "shape rollout only" in err
 
 
-def test_with_classes_the_map_is_the_top_categorys(colours_model: Path, tmp_path: Path) -> None:  # noqa: F811
-    from tests.core.test_fewshot import SUBTYPES
+def test_with_classes_the_map_is_the_top_categorys(colours_model: Path, tmp_path: Path) -> None:
+    from tests.support import SUBTYPES
 
     photo = tmp_path / "in" / "p.png"
     photo.parent.mkdir()

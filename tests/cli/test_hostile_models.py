@@ -20,14 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.support import REPO, tiny_model, write_image
-from vit_desktop import cli
+from tests.support import run_cli as run
 from vit_desktop.core.models.model_file import save_model
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def with_metadata(model: Path, key: str, text: str) -> Path:
@@ -90,7 +84,7 @@ def processor_not_an_object(tmp: Path, model: Path) -> Path:
 def timm_input_of_99984_pixels(tmp: Path, model: Path) -> Path:
     from torchvision.models import VisionTransformer
 
-    from tests.core.test_checkpoints import ARCH, to_timm
+    from tests.reference import ARCH, to_timm
 
     folder = tmp / "timm"
     folder.mkdir()

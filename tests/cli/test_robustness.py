@@ -4,7 +4,6 @@ names, closed pipes, photos given instead of a command. Real subprocesses where 
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import signal
@@ -16,13 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import REPO, colour_folder, write_image
+from tests.support import run_cli as run
 from vit_desktop import cli
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def spawn(*argv: str, **kw: object) -> subprocess.Popen[str]:

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import VisionTransformer
 
+from tests.reference import ARCH, to_hf, to_timm
 from vit_desktop.core.errors import ModelError
 from vit_desktop.core.models.checkpoints import load_checkpoint
 from vit_desktop.core.models.model_file import save_model
 
 # hidden 128 with 2 heads: the standard 64-wide heads, so files without metadata infer it right.
-ARCH = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=96, num_classes=4)
 
 
 @pytest.fixture
@@ -34,67 +34,6 @@ def logits(m: torch.nn.Module, seed: int = 0) -> torch.Tensor:
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return m(x)
-
-
-def to_timm(m: VisionTransformer) -> dict[str, torch.Tensor]:
-    """Written independently of the loader: torchvision names -> timm names."""
-    sd = m.state_dict()
-    out = {
-        "cls_token": sd["class_token"],
-        "pos_embed": sd["encoder.pos_embedding"],
-        "patch_embed.proj.weight": sd["conv_proj.weight"],
-        "patch_embed.proj.bias": sd["conv_proj.bias"],
-        "norm.weight": sd["encoder.ln.weight"],
-        "norm.bias": sd["encoder.ln.bias"],
-        "head.weight": sd["heads.head.weight"],
-        "head.bias": sd["heads.head.bias"],
-    }
-    names = {
-        "ln_1": "norm1",
-        "ln_2": "norm2",
-        "self_attention.in_proj": "attn.qkv",
-        "self_attention.out_proj": "attn.proj",
-        "mlp.0": "mlp.fc1",
-        "mlp.3": "mlp.fc2",
-    }
-    for i in range(ARCH["num_layers"]):
-        for tv, timm in names.items():
-            for kind in ("weight", "bias"):
-                src = f"encoder.layers.encoder_layer_{i}.{tv}{'_' if tv.endswith('in_proj') else '.'}{kind}"
-                out[f"blocks.{i}.{timm}.{kind}"] = sd[src]
-    return {k: v.clone() for k, v in out.items()}
-
-
-def to_hf(m: VisionTransformer) -> dict[str, torch.Tensor]:
-    sd = m.state_dict()
-    d = ARCH["hidden_dim"]
-    out = {
-        "vit.embeddings.cls_token": sd["class_token"],
-        "vit.embeddings.position_embeddings": sd["encoder.pos_embedding"],
-        "vit.embeddings.patch_embeddings.projection.weight": sd["conv_proj.weight"],
-        "vit.embeddings.patch_embeddings.projection.bias": sd["conv_proj.bias"],
-        "vit.layernorm.weight": sd["encoder.ln.weight"],
-        "vit.layernorm.bias": sd["encoder.ln.bias"],
-        "classifier.weight": sd["heads.head.weight"],
-        "classifier.bias": sd["heads.head.bias"],
-    }
-    for i in range(ARCH["num_layers"]):
-        s, h = f"encoder.layers.encoder_layer_{i}.", f"vit.encoder.layer.{i}."
-        w, b = sd[s + "self_attention.in_proj_weight"], sd[s + "self_attention.in_proj_bias"]
-        for j, part in enumerate(("query", "key", "value")):
-            out[h + f"attention.attention.{part}.weight"] = w[j * d : (j + 1) * d]
-            out[h + f"attention.attention.{part}.bias"] = b[j * d : (j + 1) * d]
-        pairs = {
-            "layernorm_before": "ln_1",
-            "layernorm_after": "ln_2",
-            "attention.output.dense": "self_attention.out_proj",
-            "intermediate.dense": "mlp.0",
-            "output.dense": "mlp.3",
-        }
-        for hf, tv in pairs.items():
-            out[h + hf + ".weight"] = sd[s + tv + ".weight"]
-            out[h + hf + ".bias"] = sd[s + tv + ".bias"]
-    return {k: v.clone().contiguous() for k, v in out.items()}
 
 
 def test_torchvision_pth_loads_with_inferred_architecture(tmp_path: Path, reference: VisionTransformer) -> None:

@@ -262,7 +262,7 @@ def test_real_deit_knows_the_shared_photos(deit_path: Path, photos_dir: Path) ->
 
 
 def test_real_deit_rollout_matches_plain_implementation(deit_path: Path, photos_dir: Path) -> None:
-    from tests.core.test_rollout import attention_by_hooks, plain_rollout
+    from tests.reference import attention_by_hooks, plain_rollout
 
     eng = Engine.load(deit_path, device="cpu")
     paths = sorted(photos_dir.glob("*.JPEG"))[:3]

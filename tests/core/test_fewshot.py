@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.models import VisionTransformer
 
-from tests.support import write_image
+from tests.support import SUBTYPES, tiny_base, tiny_hierarchy, warm_cool_folder, write_image
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
@@ -30,18 +30,6 @@ from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
 # Eight base classes, two per sub-type, in two broad groups: warm (red, orange, yellow, pink) and
 # cool (blue, green, cyan, purple).
-SUBTYPES = ["red", "orange", "yellow", "pink", "blue", "green", "cyan", "purple"]
-
-
-def tiny_hierarchy() -> Hierarchy:
-    nodes: dict[str, tuple[list[str], list[str]]] = {
-        "colour": (["colour"], []),
-        "warm": (["warm", "warm colour"], ["colour"]),
-        "cool": (["cool", "cool colour"], ["colour"]),
-    }
-    for i, name in enumerate(SUBTYPES):
-        nodes[name] = ([name], ["warm" if i < 4 else "cool"])
-    return Hierarchy.from_edges(SUBTYPES, nodes)
 
 
 def synthetic(seed: int, per_subtype: int = 6) -> tuple[HeadData, np.ndarray]:
@@ -122,16 +110,6 @@ def _resolved(h: Hierarchy, name: str):  # type: ignore[no-untyped-def]
 # The whole path: a tiny ViT whose 8 classes the tiny hierarchy groups
 
 
-def tiny_base() -> Engine:
-    torch.manual_seed(0)
-    module = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
-                               num_classes=len(SUBTYPES))
-    torch.nn.init.normal_(module.heads.head.weight, std=0.5)
-    card = ModelCard("tiny colours", "file", "", Architecture(32, 8, 2, 2, 16, 32, len(SUBTYPES)), tuple(SUBTYPES),
-                     Preprocess(crop_size=32, resize_size=36))
-    return Engine.from_module(module, card, device="cpu")
-
-
 def test_names_alone_make_a_model_whose_scores_are_the_base_models_mass(tmp_path: Path) -> None:
     base = tiny_base()
     data = LabelledSet(("warm", "cool"))  # no photos at all
@@ -209,7 +187,7 @@ def test_a_class_without_photos_needs_a_name_the_model_knows(tmp_path: Path) -> 
 
 def test_partial_training_goes_on_through_a_few_shot_head(tmp_path: Path) -> None:
     base = tiny_base()
-    folder = _warm_cool_folder(tmp_path / "data")
+    folder = warm_cool_folder(tmp_path / "data")
     data = LabelledSet.from_folder(folder)
     result = finetune(base, data, TrainConfig(mode="partial", epochs=2, batch_size=4, head="hierarchy"),
                       hierarchy=tiny_hierarchy())
@@ -217,16 +195,6 @@ def test_partial_training_goes_on_through_a_few_shot_head(tmp_path: Path) -> Non
     assert [h["epoch"] for h in result.history][:2] == [0, 1]
     path = result.save(tmp_path / "p.safetensors")
     assert Engine.load(path, device="cpu").classify([folder / "warm" / "0.png"])[0].ok
-
-
-def _warm_cool_folder(folder: Path) -> Path:
-    from PIL import Image
-
-    for name, colour in (("warm", (230, 60, 30)), ("cool", (30, 80, 230))):
-        (folder / name).mkdir(parents=True)
-        for i in range(6):
-            Image.new("RGB", (40, 40), tuple(max(0, v - 8 * i) for v in colour)).save(folder / name / f"{i}.png")
-    return folder
 
 
 #: The training metadata of a saved model, key by key, in order, with the type of each value: other
@@ -249,7 +217,7 @@ def _kinds(d: dict[str, object]) -> list[tuple[str, type]]:
 def test_the_saved_training_metadata_keeps_its_keys_and_types(tmp_path: Path) -> None:
     import json
 
-    data = LabelledSet.from_folder(_warm_cool_folder(tmp_path / "data"))
+    data = LabelledSet.from_folder(warm_cool_folder(tmp_path / "data"))
     result = finetune(tiny_base(), data, TrainConfig(mode="partial", epochs=2, batch_size=4, head="hierarchy"),
                       hierarchy=tiny_hierarchy())
     extra = dict(Engine.load(result.save(tmp_path / "p.safetensors"), device="cpu").card.extra)

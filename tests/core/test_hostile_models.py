@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torchvision.models import VisionTransformer
 
-from tests.core.test_checkpoints import ARCH, to_hf, to_timm
+from tests.reference import ARCH, to_hf, to_timm
 from tests.support import tiny_model
 from vit_desktop.core.errors import ModelError
 from vit_desktop.core.models import checkpoints

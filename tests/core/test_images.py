@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.support import SHARED
 from vit_desktop.core.errors import Cancelled, CancelToken, ImageError
 from vit_desktop.core.io import images
 from vit_desktop.core.io import scan as scan_module
 from vit_desktop.core.io.images import IMAGE_SUFFIXES, load_image, load_image_with_size, to_rgb
 from vit_desktop.core.io.scan import ScanResult, scan
 from vit_desktop.core.paths import display_path
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
 
 def _save(img: Image.Image, path: Path, **params: object) -> Path:

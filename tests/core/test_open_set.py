@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.core.test_fewshot import SUBTYPES, _warm_cool_folder, tiny_base, tiny_hierarchy
-from tests.support import tiny_model, write_image
+from tests.support import SUBTYPES, tiny_base, tiny_hierarchy, tiny_model, warm_cool_folder, write_image
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.open_set import KEEP, NAMES_THRESHOLD, calibrate
 from vit_desktop.core.inference.options import ClassifyOptions
@@ -32,7 +31,7 @@ def _photos(tmp_path: Path, n: int = 4) -> list[Path]:
 @pytest.fixture(scope="module")
 def warm_cool(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A model fine-tuned (head mode) on warm and cool photos over the tiny colour hierarchy."""
-    folder = _warm_cool_folder(tmp_path_factory.mktemp("data") / "d")
+    folder = warm_cool_folder(tmp_path_factory.mktemp("data") / "d")
     return finetune(tiny_base(), LabelledSet.from_folder(folder), TrainConfig(mode="head", head="hierarchy"),
                     hierarchy=tiny_hierarchy())
 
@@ -105,7 +104,7 @@ def test_fine_tuning_stores_its_calibrated_rule_and_classify_applies_it(warm_coo
 
 
 def test_a_features_head_remembers_its_training_photos(tmp_path: Path) -> None:
-    folder = _warm_cool_folder(tmp_path / "d")
+    folder = warm_cool_folder(tmp_path / "d")
     result = finetune(tiny_base(), LabelledSet.from_folder(folder), TrainConfig(mode="head", head="features"),
                       hierarchy=tiny_hierarchy())
     rule = result.card.open_set
@@ -183,7 +182,7 @@ def test_a_mass_that_does_not_describe_the_photos_gives_way_to_the_nearest_photo
 
 
 def test_a_model_whose_backbone_trained_is_calibrated_on_its_validation_photos(tmp_path: Path) -> None:
-    folder = _warm_cool_folder(tmp_path / "d")
+    folder = warm_cool_folder(tmp_path / "d")
     result = finetune(tiny_base(), LabelledSet.from_folder(folder),
                       TrainConfig(mode="partial", epochs=1, batch_size=4, head="hierarchy"), hierarchy=tiny_hierarchy())
     rule = result.card.open_set

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torchvision.models import VisionTransformer
 
+from tests.reference import attention_by_hooks, plain_rollout
 from vit_desktop.core.inference.faithfulness import faithfulness
 from vit_desktop.core.inference.rollout import (
     REFINE_FRACTION,
@@ -17,54 +18,6 @@ from vit_desktop.core.inference.rollout import (
     relevance,
 )
 from vit_desktop.core.models.vit import forward
-
-
-def attention_by_hooks(module: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """Per-layer attention probabilities from torchvision's own MultiheadAttention (need_weights=True)."""
-    maps: list[np.ndarray] = []
-    handles = []
-    for block in module.encoder.layers:
-        mha = block.self_attention
-
-        def pre(mod, args, kwargs):
-            kwargs = dict(kwargs, need_weights=True, average_attn_weights=False)
-            return args, kwargs
-
-        def post(mod, args, kwargs, output):
-            maps.append(output[1].detach().double().numpy())
-
-        handles.append(mha.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(mha.register_forward_hook(post, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = VisionTransformer.forward(module, x)  # torchvision's own forward, through its MHA
-    finally:
-        for h in handles:
-            h.remove()
-    return out, maps
-
-
-def plain_rollout(maps: list[np.ndarray], fusion: str = "mean", discard: float = 0.0) -> np.ndarray:
-    """Abnar & Zuidema, written loop by loop, one sample at a time."""
-    n, _, t, _ = maps[0].shape
-    out = []
-    for s in range(n):
-        r = np.eye(t)
-        for layer in maps:
-            a = {"mean": layer[s].mean(0), "max": layer[s].max(0), "min": layer[s].min(0)}[fusion]
-            if discard > 0:
-                a = a.copy()
-                order = [(a[i, j], i, j) for i in range(t) for j in range(t) if j != 0]
-                order.sort()
-                for _, i, j in order[: int(t * t * discard)]:
-                    a[i, j] = 0.0
-            a = 0.5 * a + 0.5 * np.eye(t)
-            a = a / a.sum(axis=1, keepdims=True)
-            r = a @ r
-        row = r[0, 1:]
-        g = int(round(len(row) ** 0.5))
-        out.append((row / row.max()).reshape(g, g))
-    return np.stack(out)
 
 
 @pytest.fixture

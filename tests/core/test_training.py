@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.models import VisionTransformer
 
+from tests.support import SHARED
 from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
@@ -24,8 +25,6 @@ from vit_desktop.core.training import (
 )
 from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.types import Architecture, ModelCard, Preprocess
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220)}
 

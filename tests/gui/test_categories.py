@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.core.test_fewshot import SUBTYPES, tiny_hierarchy
-from tests.support import save_tiny_model, write_image
+from tests.support import SUBTYPES, save_tiny_model, tiny_hierarchy, write_image
 
 MS = 60_000
 

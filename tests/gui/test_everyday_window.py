@@ -9,21 +9,15 @@ import numpy as np
 from PIL import Image
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from tests.support import write_image
+from tests.support import classify, load, write_image
 from vit_desktop.gui.actions import ACTIONS
 from vit_desktop.gui.help_dialogs import file_rows, shortcut_rows
 
 MS = 60_000
 
 
-def load(qtbot, w, path: Path | str) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.models.load_model(str(path))
 
 
-def classify(qtbot, w, *paths: Path) -> None:
-    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.intake.add_paths([str(p) for p in paths])
 
 
 def test_help_lists_every_shortcut_and_where_files_live(qtbot, make_window) -> None:

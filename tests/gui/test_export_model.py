@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.gui.test_main_window import RUN_MS, load
-from tests.support import write_image
+from tests.support import WAIT_MS as RUN_MS
+from tests.support import load, write_image
 
 pytest.importorskip("onnxruntime")
 

@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtGui import Qt
 from PySide6.QtWidgets import QLabel, QListWidget, QWidget
 
-from tests.support import colour_folder, tiny_model, write_image
+from tests.support import classify, colour_folder, load, tiny_model, write_image
 
 MS = 60_000
 IMG = '<img src="/etc/vit-desktop-test.png">'
@@ -30,14 +30,8 @@ def hostile_model(path: Path) -> Path:
     return save_model(path, module, replace(card, description=DESCRIPTION))
 
 
-def load(qtbot, window, path: Path) -> None:
-    with qtbot.waitSignal(window.controller.model_changed, timeout=MS):
-        window.models.load_model(str(path))
 
 
-def classify(qtbot, window, *paths: Path) -> None:
-    with qtbot.waitSignal(window.run_status.run_finished, timeout=MS):
-        window.intake.add_paths([str(p) for p in paths])
 
 
 def rendered_markup(widget: QWidget) -> list[str]:

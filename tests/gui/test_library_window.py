@@ -8,20 +8,14 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from tests.support import write_image
+from tests.support import classify, load, write_image
 from vit_desktop.core.io.xmp import read_keywords
 
 MS = 60_000
 
 
-def load(qtbot, w, path: Path) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.models.load_model(str(path))
 
 
-def classify(qtbot, w, *paths: Path) -> None:
-    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.intake.add_paths([str(p) for p in paths])
 
 
 def test_the_last_photos_come_back_from_the_library_at_the_next_start(qtbot, make_window, model_a,

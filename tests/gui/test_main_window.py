@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import QMimeData, QUrl
 from PySide6.QtGui import QColor, QImage
 
-from tests.support import write_image
+from tests.support import load, write_image
 from vit_desktop.gui.jobs import Outcome
 from vit_desktop.gui.results_model import FilterMode, Roles
 
@@ -24,9 +24,6 @@ def url_mime(*paths: Path) -> QMimeData:
     return mime
 
 
-def load(qtbot, window, path: Path) -> None:
-    with qtbot.waitSignal(window.controller.model_changed, timeout=LOAD_MS):
-        window.models.load_model(str(path))
 
 
 def run(qtbot, window, mime: QMimeData) -> Outcome:

@@ -15,21 +15,14 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.support import REPO, colour_folder, write_image
+from tests.support import REPO, classify, colour_folder, load, write_image
 from vit_desktop.gui.jobs import Outcome
 
 MS = 60_000
 
 
-def load(qtbot, window, path: Path) -> None:
-    with qtbot.waitSignal(window.controller.model_changed, timeout=MS):
-        window.models.load_model(str(path))
 
 
-def classify(qtbot, window, *paths: Path) -> Outcome:
-    with qtbot.waitSignal(window.run_status.run_finished, timeout=MS) as blocker:
-        window.intake.add_paths([str(p) for p in paths])
-    return blocker.args[0]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")

@@ -6,20 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import write_image
+from tests.support import classify, load, write_image
 from vit_desktop.core.errors import DownloadError, Failure
 
 MS = 60_000
 
 
-def load(qtbot, w, path: Path | str) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.models.load_model(str(path))
 
 
-def classify(qtbot, w, *paths: Path) -> None:
-    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.intake.add_paths([str(p) for p in paths])
 
 
 def test_the_earlier_model_banner_goes_with_the_earlier_results(qtbot, make_window, model_a, model_b,

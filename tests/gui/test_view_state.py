@@ -6,13 +6,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from tests.support import write_image
+from tests.support import load, write_image
 from vit_desktop.core.types import ExplainOptions
-
-
-def load(qtbot, w, path: Path) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=60000):
-        w.models.load_model(str(path))
 
 
 def test_the_overlay_set_anywhere_moves_the_controls_and_is_remembered(qtbot, make_window) -> None:
