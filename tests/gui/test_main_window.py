@@ -388,6 +388,11 @@ def test_device_and_precision_choices_reload_and_persist(qtbot, make_window, mod
     assert blocker.args[0].precision == "bf16"
     assert "bf16" in w.run_status.model_label.text()
     assert (w.settings.device, w.settings.precision) == ("cpu", "bf16")
+    int8 = next(a for a in w.model_menu.precision_group.actions() if a.data() == "int8")
+    with qtbot.waitSignal(w.controller.model_changed, timeout=LOAD_MS) as blocker:
+        int8.trigger()
+    assert blocker.args[0].precision == "int8" and "int8" in w.run_status.model_label.text()
+    assert w.settings.precision == "int8"
 
 
 def test_about_names_versions_and_device(qtbot, make_window, model_a) -> None:

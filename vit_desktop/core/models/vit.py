@@ -501,8 +501,9 @@ def _attention(
     """One block's attention; ``block`` is torchvision's (unannotated) ``EncoderBlock``."""
     mha: nn.MultiheadAttention = block.self_attention
     y: torch.Tensor = block.ln_1(h)
-    # (n, t, d) -> (n, t, 3d)
-    qkv = F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
+    # (n, t, d) -> (n, t, 3d); an int8 copy has the projection as a linear of its own (models.quantize)
+    own = getattr(block, "qkv", None)
+    qkv = own(y) if own is not None else F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
     projected: torch.Tensor = mha.out_proj(_heads(qkv, mha.num_heads, index, on_attention))
     return projected
 
