@@ -525,8 +525,8 @@ def _heads(
         probs = scores.float().softmax(dim=-1)
         on_attention(index, probs)
         # The block's output is the fused kernel's, as without a map: a photo gets the same scores
-        # to the last digit whether or not its map was computed (the window computes rollout with
-        # every photo, the command line only when asked, and both share the library's answers).
+        # to the last digit whether or not its map was computed (maps are computed when asked for,
+        # in runs or for one photo, and every run shares the library's answers).
         out = F.scaled_dot_product_attention(q, k, v)
         if probs.requires_grad:
             # Class maps: the same value, with the gradient flowing through the probabilities.
