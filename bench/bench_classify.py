@@ -134,10 +134,13 @@ with open(sys.argv[3], "w") as out, torch.no_grad():
 
 
 def whole_process(argv: list[str]) -> float:
-    """Seconds of one whole process, interpreter start-up included."""
-    started = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT)
-    return time.perf_counter() - started
+    """Seconds of one whole process, interpreter start-up included, in an empty data folder: the
+    library keeps answers between runs, and a run that read them would not classify anything."""
+    with tempfile.TemporaryDirectory() as data:
+        env = dict(os.environ, VIT_DESKTOP_DATA_DIR=data)
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+        return time.perf_counter() - started
 
 
 def whole_processes(model: str, photos: list[Path], n: int, repeats: int, tmp: Path) -> None:
@@ -155,12 +158,12 @@ def whole_processes(model: str, photos: list[Path], n: int, repeats: int, tmp: P
         runs = {
             "naive script": [sys.executable, str(script), model, str(folder), str(tmp / "naive.txt")],
             "vit-desktop classify": [sys.executable, "-m", "vit_desktop", "classify", str(folder), "--model", model,
-                                     "--device", "cpu", "--output", str(out), "--overwrite"],
+                                     "--device", "cpu", "--output", str(out), "--overwrite", "--fresh"],
             "classify --heatmaps": [sys.executable, "-m", "vit_desktop", "classify", str(folder), "--model", model,
-                                    "--device", "cpu", "--output", str(out), "--overwrite", "--heatmaps", str(maps)],
+                                    "--device", "cpu", "--output", str(out), "--overwrite", "--fresh", "--heatmaps", str(maps)],
             # What a CPU without native bf16 gets ('auto' picks fp32 there).
             "classify fp32": [sys.executable, "-m", "vit_desktop", "classify", str(folder), "--model", model,
-                              "--device", "cpu", "--output", str(out), "--overwrite", "--precision", "fp32"],
+                              "--device", "cpu", "--output", str(out), "--overwrite", "--fresh", "--precision", "fp32"],
         }
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(repeats):
@@ -238,7 +241,7 @@ def naive_run(model: str, device: str, folder: Path) -> None:
 def cli_run(model: str, folder: Path, out: Path, device: str, batch: int, heatmaps: Path | None) -> float:
     """`vit-desktop classify` end to end in this process: model load, scan, decode, write."""
     args = ["classify", str(folder), "--model", model, "--device", device, "--batch-size", str(batch),
-            "--output", str(out), "--overwrite"]
+            "--output", str(out), "--overwrite", "--fresh"]
     if heatmaps is not None:
         args += ["--heatmaps", str(heatmaps), "--overwrite"]
     n = len(scan([folder]).files)

@@ -9,6 +9,12 @@ Also measured: start-up, from launching a fresh interpreter to the window being 
 
     python bench/bench_gui_latency.py [--images 200] [--model PATH] [--size 640x480]
     python bench/bench_gui_latency.py --gallery 5000   # the gallery alone: insert + scroll
+    python bench/bench_gui_latency.py --photos ../shared/photos --images 400 --precision fp32 --cli --repeats 3
+
+``--photos DIR`` runs copies of the photos in DIR instead of made-up JPEGs; ``--precision`` is the
+window's Precision menu; ``--cli`` also times ``vit-desktop classify --fresh`` on the same photos at
+the same precision and batch size (in a process that has imported torch and loaded the model once,
+as the window has), interleaved with the window's runs, so that the two read alike.
 
 ``--gallery N`` skips the model: it streams N ready-made results into the gallery in batches of
 16 (as a run would) while scrolling it continuously, so that thumbnail decoding, sorting and
@@ -131,7 +137,17 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny random ViT: the GUI's own overhead at high rates")
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--gallery", type=int, default=0, metavar="N")
+    parser.add_argument("--photos", default=None, metavar="DIR", help="copies of these photos instead of made-up ones")
+    parser.add_argument("--precision", default="auto", help="the window's precision (and the command line's)")
+    parser.add_argument("--cli", action="store_true", help="also classify the same photos on the command line")
+    parser.add_argument("--repeats", type=int, default=1, help="window runs (each in a fresh process with --cli)")
+    parser.add_argument("--one-window-run", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one-cli-run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_cli_run:
+        return cli_runs(Path(args.one_cli_run), args.model or str(SHARED_DEIT), args.precision, args.repeats)
+    if args.cli or args.repeats > 1:
+        return compare(args)
     if args.gallery:
         return bench_gallery(args.gallery)
 
@@ -151,9 +167,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         os.environ["VIT_DESKTOP_DATA_DIR"] = str(tmpdir / "data")
-        folder = tmpdir / "images"
-        folder.mkdir()
-        make_images(folder, args.images, (w_px, h_px))
+        if args.one_window_run:
+            folder = Path(args.one_window_run)
+        else:
+            folder = tmpdir / "images"
+            folder.mkdir()
+            fill_folder(folder, args.images, args.photos, (w_px, h_px))
         if args.tiny or (not args.model and not SHARED_DEIT.is_file()):
             model = str(tiny_model(tmpdir / "tiny.safetensors"))
         else:
@@ -161,7 +180,9 @@ def main() -> int:
 
         app = QApplication([sys.argv[0]])
         apply_style(app)
-        window = MainWindow(settings=QSettings(str(tmpdir / "s.ini"), QSettings.Format.IniFormat))
+        qsettings = QSettings(str(tmpdir / "s.ini"), QSettings.Format.IniFormat)
+        qsettings.setValue("model/precision", args.precision)
+        window = MainWindow(settings=qsettings)
         window.resize(1280, 800)
         window.show()
 
@@ -178,7 +199,8 @@ def main() -> int:
             clock.restart()
 
         def loaded(_m: object) -> None:
-            print(f"model: {window.controller.current_card.name} on {window.controller.current_model.device_name}")
+            current = window.controller.current_model
+            print(f"model: {window.controller.current_card.name} on {current.device_name}, {current.precision}")
             state["recording"] = True
             clock.restart()
             state["t_run"] = time.perf_counter()
@@ -212,6 +234,83 @@ def main() -> int:
     print(f"event-loop lateness over {len(lateness)} ticks of {PERIOD_MS} ms: "
           f"p50 {percentile(lateness, 0.5):.1f} ms, p95 {percentile(lateness, 0.95):.1f} ms, "
           f"p99 {percentile(lateness, 0.99):.1f} ms, max {max(lateness, default=float('nan')):.1f} ms")
+    return 0
+
+
+def fill_folder(folder: Path, n: int, photos: str | None, size: tuple[int, int]) -> None:
+    """``n`` made-up JPEGs of ``size``, or copies of the photos in ``photos``."""
+    import shutil
+
+    if photos is None:
+        make_images(folder, n, size)
+        return
+    from vit_desktop.core.io.images import IMAGE_SUFFIXES
+
+    sources = sorted(p for p in Path(photos).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for i in range(n):
+        shutil.copy(sources[i % len(sources)], folder / f"{i:04d}_{sources[i % len(sources)].name}")
+
+
+def cli_runs(folder: Path, model: str, precision: str, repeats: int) -> int:
+    """``vit-desktop classify --fresh`` on ``folder`` in this process, after one warm-up run (torch
+    imported, as the window has it); prints images/s of each run."""
+    import io
+
+    from vit_desktop import cli
+
+    n = len(list(folder.iterdir()))
+    argv = ["classify", str(folder), "--model", model, "--precision", precision, "--fresh", "--output",
+            str(folder.parent / "out.jsonl"), "--overwrite"]
+    cli.main([*argv[:1], str(next(folder.iterdir())), *argv[2:]], out=io.StringIO(), err=io.StringIO())
+    for _ in range(repeats):
+        started = time.perf_counter()
+        if cli.main(argv, out=io.StringIO(), err=io.StringIO()) != 0:
+            return 1
+        print(f"cli {n / (time.perf_counter() - started):.2f}", flush=True)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Window runs and command-line runs on the same photos, interleaved, each window run in a fresh process."""
+    import statistics
+
+    w_px, h_px = (int(v) for v in args.size.lower().split("x"))
+    window: list[float] = []
+    cli: list[float] = []
+    late: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        fill_folder(folder, args.images, args.photos, (w_px, h_px))
+        model = args.model or str(SHARED_DEIT)
+        base = [sys.executable, __file__, "--model", model, "--precision", args.precision]
+        for _ in range(args.repeats):
+            out = subprocess.run([*base, "--no-startup", "--one-window-run", str(folder)], capture_output=True,
+                                 text=True, env=dict(os.environ, VIT_DESKTOP_DATA_DIR=str(Path(tmp) / "d1")))
+            for line in out.stdout.splitlines():
+                if line.startswith("folder run:"):
+                    window.append(float(line.split("(")[1].split()[0]))
+                elif line.startswith("event-loop"):
+                    late.append(line.split(": ", 1)[1])
+                elif line.startswith("model:"):
+                    print(line)
+            if args.cli:
+                out = subprocess.run([*base, "--one-cli-run", str(folder)], capture_output=True, text=True,
+                                     env=dict(os.environ, VIT_DESKTOP_DATA_DIR=str(Path(tmp) / "d2")))
+                cli += [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("cli ")]
+            print(f"  window {window[-1] if window else float('nan'):.1f} img/s"
+                  + (f", classify {cli[-1]:.1f} img/s" if cli else "") + f"; load average {os.getloadavg()[0]:.2f}",
+                  flush=True)
+
+    def spread(v: list[float]) -> str:
+        return f"median {statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "failed"
+
+    print(f"{args.images} photos, precision {args.precision}, {args.repeats} interleaved runs, images/s:")
+    print(f"  window folder run      {spread(window)}")
+    if args.cli:
+        print(f"  vit-desktop classify   {spread(cli)}")
+    for line in late:
+        print(f"  window lateness: {line}")
     return 0
 
 

@@ -55,7 +55,8 @@ def test_drop_files_and_folder_fills_the_gallery(qtbot, make_window, model_a, tm
     good = [r for r in results if r.ok]
     assert len(good) == 5
     assert all(r.top.label in ("apple", "pear", "plum") for r in good)
-    assert all(r.heatmap is not None and r.heatmap.grid.shape == (4, 4) for r in good)
+    # No maps in a run unless asked for: the shown photo's map is computed when it is selected.
+    assert all(r.heatmap is None for r in good)
     broken = next(r for r in results if r.path.endswith("broken.jpg"))
     assert broken.error and not broken.predictions
     # Filtering by state shows exactly the failed file, with its reason in the tooltip.
@@ -233,8 +234,8 @@ def test_selected_image_shows_its_top1_class_map_and_rollout_one_choice_away(qtb
     with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
         run(qtbot, w, url_mime(img))
     assert d.result is not None and d.result.path == str(img)
-    # The run computed rollout (free with classifying); the class map came on selection.
-    assert d.result.heatmap is not None and d.result.heatmap.method == "rollout"
+    # The run computed no map (a map with every photo slows a run); the class map came on selection.
+    assert d.result.heatmap is None
     hm = d.current_heatmap
     top = d.result.predictions[0]
     assert hm is not None and hm.method == "class" and hm.class_index == top.index
@@ -260,9 +261,10 @@ def test_selected_image_shows_its_top1_class_map_and_rollout_one_choice_away(qtb
     with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
         w.commands.next_map.trigger()
     assert d.current_heatmap.method == "refined" and d.current_heatmap.class_index == second.class_index
-    w.commands.next_map.trigger()
+    with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
+        w.commands.next_map.trigger()
     assert d.map_method == "rollout" and d.fusion.isEnabled()
-    assert d.current_heatmap is d.result.heatmap  # the run's own rollout: nothing recomputed
+    assert d.current_heatmap.method == "rollout"  # computed on the switch: the run kept no map
     assert not any(b.isChecked() for b in d.bars.bars)
     assert "Attention rollout" in d.showing.text()
     with qtbot.waitSignal(d.heatmap_shown, timeout=RUN_MS):
@@ -385,6 +387,11 @@ def test_device_and_precision_choices_reload_and_persist(qtbot, make_window, mod
     assert blocker.args[0].precision == "bf16"
     assert "bf16" in w.run_status.model_label.text()
     assert (w.settings.device, w.settings.precision) == ("cpu", "bf16")
+    int8 = next(a for a in w.model_menu.precision_group.actions() if a.data() == "int8")
+    with qtbot.waitSignal(w.controller.model_changed, timeout=LOAD_MS) as blocker:
+        int8.trigger()
+    assert blocker.args[0].precision == "int8" and "int8" in w.run_status.model_label.text()
+    assert w.settings.precision == "int8"
 
 
 def test_about_names_versions_and_device(qtbot, make_window, model_a) -> None:

@@ -22,9 +22,9 @@ def test_the_overlay_set_anywhere_moves_the_controls_and_is_remembered(qtbot, ma
     # A control writes the state; runs take their map from it.
     d.map_kind.setCurrentIndex(d.map_kind.findData("class"))
     assert state.overlay.map_method == "class" and not d.fusion.isEnabled()
-    assert state.run_explain == ExplainOptions("max", 0.3, "rollout")  # class maps in runs are off
+    assert state.run_explain is None  # maps in runs are off: a photo's map comes when it is shown
     w.commands.class_maps_in_runs.trigger()
-    assert state.run_explain.method == "class"
+    assert state.run_explain == ExplainOptions("max", 0.3, "class")
 
 
 def test_results_replaced_in_place_are_counted_again(qtbot, make_window, model_a, tmp_path: Path) -> None:

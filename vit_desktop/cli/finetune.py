@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from vit_desktop.core.errors import Cancelled
-from vit_desktop.core.types import HEAD_CHOICES, PRECISIONS, TRAINING_MODES
+from vit_desktop.core.types import HEAD_CHOICES, TRAINING_MODES, TRAINING_PRECISIONS
 from vit_desktop.core.units import format_clock
 
 from .console import PROG, Interrupted, ProgressLine, UsageError
@@ -44,7 +44,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="fraction of each class held out for validation (default: automatic, 20%%)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split and training (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=TRAINING_PRECISIONS, default="auto",
                    help="autocast precision (default auto: bf16 on GPUs that have it and on CPUs that compute it "
                         "natively, else fp16 on GPUs and fp32 on CPUs)")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")

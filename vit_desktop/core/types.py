@@ -18,8 +18,12 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
-#: Compute precisions: "auto" is decided per machine (:func:`vit_desktop.core.inference.devices.choose_precision`).
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+#: What training may compute in: "auto" is decided per machine
+#: (:func:`vit_desktop.core.inference.devices.choose_precision`).
+TRAINING_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+#: What classification may compute in: training's, and int8 on the CPU (the blocks' linears
+#: dynamically quantised: faster, and less accurate; :mod:`vit_desktop.core.models.quantize`).
+PRECISIONS: tuple[str, ...] = (*TRAINING_PRECISIONS, "int8")
 #: The maps: attention rollout (where the model looked, whatever it answered), the class map
 #: (what the answer rests on: gradient-weighted rollout) and the refined class map (two passes).
 EXPLAIN_METHODS: tuple[str, ...] = ("rollout", "class", "refined")
@@ -423,6 +427,7 @@ __all__ = [
     "EXPLAIN_METHODS",
     "HEAD_FUSIONS",
     "PRECISIONS",
+    "TRAINING_PRECISIONS",
     "FEW_SHOT_HEADS",
     "HEAD_CHOICES",
     "HeadSpec",

@@ -58,8 +58,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("overlay", "Toggle &overlay", "H"),
     ActionSpec("next_map", "Next &map kind", "M", "Switch between class map, refined class map and attention rollout"),
     ActionSpec("class_maps_in_runs", "Class maps in folder &runs",
-               tip="Compute every photo's class map while classifying (slower); otherwise a photo's class map "
-                   "is computed when it is selected", checkable=True),
+               tip="Compute every photo's map while classifying (slower); otherwise a photo's map is computed "
+                   "when it is selected", checkable=True),
     ActionSpec("fit", "&Fit photo", "0"),
     ActionSpec("zoom_in", "Zoom &in", _K.ZoomIn),
     ActionSpec("zoom_out", "Zoom &out", _K.ZoomOut),

@@ -8,7 +8,6 @@ widget's sliders. It remembers itself in the settings as it changes.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
@@ -62,13 +61,13 @@ class ViewState(QObject):
         return ExplainOptions(head_fusion=o.head_fusion, discard_ratio=o.discard_ratio, method=o.map_method)
 
     @property
-    def run_explain(self) -> ExplainOptions:
-        """The map a folder run computes with each photo: rollout comes free with classification;
-        class maps need a backward pass, so runs compute them only when asked to."""
-        opts = self.explain
-        if opts.class_specific and not self._class_maps_in_runs:
-            return dataclasses.replace(opts, method="rollout")
-        return opts
+    def run_explain(self) -> ExplainOptions | None:
+        """The map a folder run computes with each photo: none unless asked to ("Class maps in
+        folder runs"); the detail view computes the shown photo's map when it is selected, as for
+        answers read from the library. Even rollout is not free: computing it with every photo
+        made a DeiT-Tiny folder run on 2 cores 18 % slower than the command line's
+        (bench/bench_gui_latency.py --cli)."""
+        return self.explain if self._class_maps_in_runs else None
 
     # -- classification ------------------------------------------------------------------------
 

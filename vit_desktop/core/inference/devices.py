@@ -21,7 +21,7 @@ from typing import TypeVar
 import torch
 
 from vit_desktop.core.errors import ModelError, VitDesktopError
-from vit_desktop.core.types import PRECISIONS, DeviceInfo
+from vit_desktop.core.types import PRECISIONS, TRAINING_PRECISIONS, DeviceInfo
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,20 @@ class PrecisionChoice:
         return f"{self.precision}: {self.why}"
 
 
+#: "auto" takes int8 only where it costs at most this many points of top-1 against fp32 (the
+#: bound bf16 is held to).
+INT8_MAX_TOP1_LOSS = 0.5
+#: What int8 costs, measured (bench/bench_cpu.py): DeiT-Tiny on the 187 labelled shared photos,
+#: 81.3 % top-1 against fp32's 83.4 % (top-1 the same on 96.8 % of them). The one measurement
+#: there is, so auto applies it to every model.
+INT8_TOP1_LOSS = 2.1
+
+
+def int8_within_bound(loss: float | None = None) -> bool:
+    """Whether int8's measured top-1 cost (:data:`INT8_TOP1_LOSS` unless given) is within the bound."""
+    return (INT8_TOP1_LOSS if loss is None else loss) <= INT8_MAX_TOP1_LOSS
+
+
 def choose_precision(precision: str, device: torch.device, *, training: bool = False) -> PrecisionChoice:
     """The compute precision for ``precision`` ("auto" or an explicit one) on ``device``, and why.
 
@@ -105,13 +119,19 @@ def choose_precision(precision: str, device: torch.device, *, training: bool = F
     needed); on the CPU bf16 where the CPU computes it natively (AVX512-BF16 or AMX, about 1.4x
     fp32 for DeiT-Tiny at a 0.3-point top-1 cost), fp32 elsewhere, where bf16 is emulated and
     several times slower. A CPU that torch cannot tell about (not x86) is timed once and the
-    verdict kept (:func:`cpu_bf16`).
+    verdict kept (:func:`cpu_bf16`). int8 (classification on the CPU only) is faster than fp32
+    but is taken by "auto" only within :data:`INT8_MAX_TOP1_LOSS` of fp32's top-1, which it is not.
     """
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    allowed = TRAINING_PRECISIONS if training else PRECISIONS
+    if precision not in allowed:
+        if precision in PRECISIONS:
+            raise ModelError(f"{precision} is for classifying only: train in {', '.join(TRAINING_PRECISIONS)}")
+        raise ModelError(f"unknown precision {precision!r}: use {', '.join(allowed)}")
     if precision != "auto":
         if precision == "fp16" and device.type == "cpu":
             raise ModelError("fp16 is not supported on the CPU: use fp32 or bf16")
+        if precision == "int8" and device.type != "cpu":
+            raise ModelError("int8 runs on the CPU only: use --device cpu, or fp16 on the GPU")
         return PrecisionChoice(precision, "as asked")
     if device.type == "cuda":
         if training:
@@ -122,7 +142,12 @@ def choose_precision(precision: str, device: torch.device, *, training: bool = F
     if device.type == "mps":
         return PrecisionChoice("fp16", "half precision on the Apple GPU")
     fast, why = cpu_bf16()
-    return PrecisionChoice("bf16" if fast else "fp32", why)
+    if fast:
+        return PrecisionChoice("bf16", why)
+    if not training and int8_within_bound():
+        return PrecisionChoice("int8", f"{why}; int8 costs {INT8_TOP1_LOSS:g} points of top-1, within the "
+                                       f"{INT8_MAX_TOP1_LOSS:g} allowed")
+    return PrecisionChoice("fp32", why)
 
 
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
@@ -178,8 +203,9 @@ def _time_bf16(size: int = 384, repeats: int = 5) -> float:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
-    """The autocast context for a resolved ``precision``; fp32 computes as it is."""
-    if precision == "fp32":
+    """The autocast context for a resolved ``precision``; fp32 computes as it is, and so does int8
+    (its quantised linears are int8 whatever the context, everything else fp32)."""
+    if precision in ("fp32", "int8"):
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
@@ -314,7 +340,10 @@ __all__ = [
     "free_cached_memory",
     "is_out_of_memory",
     "resolve_device",
+    "INT8_MAX_TOP1_LOSS",
+    "INT8_TOP1_LOSS",
     "PrecisionChoice",
+    "int8_within_bound",
     "choose_precision",
     "cpu_bf16",
     "tune_allocator",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vit_desktop.core.errors import VitDesktopError
-from vit_desktop.core.types import HEAD_CHOICES, PRECISIONS, Architecture
+from vit_desktop.core.types import HEAD_CHOICES, TRAINING_PRECISIONS, Architecture
 from vit_desktop.core.types import TRAINING_MODES as MODES
 
 HEADS = HEAD_CHOICES
@@ -54,8 +54,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise VitDesktopError(f"unknown training mode {self.mode!r} (choose {', '.join(MODES)})")
-        if self.precision not in PRECISIONS:
-            raise VitDesktopError(f"unknown precision {self.precision!r} (choose {', '.join(PRECISIONS)})")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise VitDesktopError(f"unknown precision {self.precision!r} for training (choose "
+                                  f"{', '.join(TRAINING_PRECISIONS)})")
         if self.head not in HEAD_CHOICES:
             raise VitDesktopError(f"unknown head {self.head!r} (choose {', '.join(HEAD_CHOICES)})")
         if self.epochs is not None and self.epochs < 1:
