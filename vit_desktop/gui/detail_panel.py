@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QImage, QPainter, QPaintEvent
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,35 +27,14 @@ from vit_desktop.core.types import HEAD_FUSIONS, ClassifyResult, Heatmap
 from vit_desktop.gui.compute import Controller, HeatmapReply, LoadedModel
 from vit_desktop.gui.image_view import ImageView
 from vit_desktop.gui.jobs import Job
-from vit_desktop.gui.plain_text import as_plain, plain
+from vit_desktop.gui.plain_text import ElidedLabel, as_plain, plain
 from vit_desktop.gui.settings import OverlaySettings
 from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.topk_bars import TopKBars
-from vit_desktop.gui.view_state import ViewState
+from vit_desktop.gui.view_state import MAP_KINDS, ViewState
 
 if TYPE_CHECKING:
     from vit_desktop.core.labels.categories import Categories
-
-
-#: (key, menu text, tooltip): the maps the panel offers, the default first.
-MAP_KINDS: tuple[tuple[str, str, str], ...] = (
-    ("class", "Class map",
-     "What the answer rests on: gradient-weighted rollout for the class shown (click a bar for another class)"),
-    ("refined", "Class map, refined",
-     "A class map in two passes: the second finds what the answer still rests on once the strongest "
-     "evidence is removed. More faithful; twice the time"),
-    ("rollout", "Attention rollout", "Where the model looked, whatever it answered: the same for every class"),
-)
-
-
-class ElidedLabel(QLabel):
-    """One line that shows a long text cut in the middle with "…" instead of clipped at the edge."""
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        painter = QPainter(self)
-        painter.setPen(self.palette().color(self.foregroundRole()))
-        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideMiddle, self.contentsRect().width())
-        painter.drawText(self.contentsRect(), int(self.alignment()), shown)
 
 
 class DetailPanel(QWidget):
@@ -130,23 +109,14 @@ class DetailPanel(QWidget):
 
         self.bars = TopKBars(self)
         #: Why the photo counts as none of the model's classes (or why the model is not sure).
-        self.verdict = QLabel("", self)
-        self.verdict.setObjectName("detailVerdict")
-        self.verdict.setWordWrap(True)
-        self.verdict.setTextFormat(Qt.TextFormat.PlainText)
-        self.verdict.hide()
+        self.verdict = self._note("detailVerdict")
         #: Said on every result while the demo model is in use: its 10 classes are clothing only.
-        self.demo_note = QLabel("Labelled by the demo model: it knows 10 kinds of clothing only, so its labels of "
-                                "other photos mean nothing (Model menu: ViT-B/16 for everyday photos).", self)
-        self.demo_note.setObjectName("detailVerdict")
-        self.demo_note.setWordWrap(True)
-        self.demo_note.hide()
+        self.demo_note = self._note("detailVerdict", "Labelled by the demo model: it knows 10 kinds of clothing "
+                                    "only, so its labels of other photos mean nothing (Model menu: ViT-B/16 for "
+                                    "everyday photos).")
         self._demo = False
-        self.error = QLabel("", self)
-        self.error.setObjectName("detailError")
-        self.error.setWordWrap(True)
-        self.error.hide()
-        plain(self.title, self.showing, self.error)  # file names, labels, messages: never HTML
+        self.error = self._note("detailError")
+        plain(self.title, self.showing)  # file names, labels, messages: never HTML
 
         row1 = QHBoxLayout()
         row1.addWidget(self.overlay_box)
@@ -215,6 +185,15 @@ class DetailPanel(QWidget):
         self._show_overlay_settings(state.overlay)
         self._enable_rollout_controls()
         self._update_showing()
+
+    def _note(self, name: str, text: str = "") -> QLabel:
+        """A hidden, wrapping plain-text line under the photo (object ``name`` for the style sheet)."""
+        label = QLabel(text, self)
+        label.setObjectName(name)
+        label.setWordWrap(True)
+        plain(label)
+        label.hide()
+        return label
 
     # -- options -------------------------------------------------------------------------------
 
@@ -510,4 +489,4 @@ class DetailPanel(QWidget):
         return self.view.heatmap
 
 
-__all__ = ["MAP_KINDS", "DetailPanel"]
+__all__ = ["DetailPanel"]

@@ -8,7 +8,7 @@ tooltips and message boxes, which have no format of their own, get :func:`as_pla
 
 from __future__ import annotations
 
-from PySide6.QtGui import Qt
+from PySide6.QtGui import QPainter, QPaintEvent, Qt
 from PySide6.QtWidgets import QLabel
 
 
@@ -26,4 +26,14 @@ def as_plain(text: str) -> str:
     return Qt.convertFromPlainText(text, Qt.WhiteSpaceMode.WhiteSpaceNormal)
 
 
-__all__ = ["as_plain", "plain"]
+class ElidedLabel(QLabel):
+    """One line that shows a long text cut in the middle with "…" instead of clipped at the edge."""
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideMiddle, self.contentsRect().width())
+        painter.drawText(self.contentsRect(), int(self.alignment()), shown)
+
+
+__all__ = ["ElidedLabel", "as_plain", "plain"]

@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from vit_desktop.core.labels.categories import Categories
 
 
+#: (key, menu text, tooltip): the maps the detail panel offers, the default first.
+MAP_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("class", "Class map",
+     "What the answer rests on: gradient-weighted rollout for the class shown (click a bar for another class)"),
+    ("refined", "Class map, refined",
+     "A class map in two passes: the second finds what the answer still rests on once the strongest "
+     "evidence is removed. More faithful; twice the time"),
+    ("rollout", "Attention rollout", "Where the model looked, whatever it answered: the same for every class"),
+)
+
+
 class ViewState(QObject):
     """One instance per window. Each setter emits its signal only when the value really changed."""
 
@@ -125,4 +136,4 @@ class ViewState(QObject):
             self.class_maps_in_runs_changed.emit(on)
 
 
-__all__ = ["ViewState"]
+__all__ = ["MAP_KINDS", "ViewState"]

@@ -26,7 +26,6 @@ from PIL import Image
 
 from vit_desktop.core.errors import Cancelled, CancelToken, ImageError, ModelError, first_line
 from vit_desktop.core.io import images
-from vit_desktop.core.labels.categories import Categories
 from vit_desktop.core.library.keys import ModelKeys, compute_key, model_keys, tensor_keys
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.checkpoints import load_checkpoint
@@ -39,7 +38,7 @@ from . import answers
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
 from .open_set import run_rule
 from .options import ClassifyOptions
-from .rollout import RolloutAccumulator, class_relevance, class_targets
+from .rollout import RolloutAccumulator, TopPicker, class_relevance, class_targets
 
 ImageSource = str | os.PathLike[str] | Image.Image
 
@@ -210,7 +209,7 @@ class Engine:
         if explain is not None and explain.class_specific:
             # Gradients are needed: autograd, not inference mode, for this one pass.
             picked: list[int | None] = []
-            pick = _TopPicker(want.categories, picked)
+            pick = TopPicker(want.categories, picked)
             seen: list[torch.Tensor] = []
             own = self._own_rule_in_pass(want)
             with self._autocast():
@@ -438,7 +437,7 @@ class Engine:
         prepared = self._prepare_source(source)
         arr, size = prepared.pixels, prepared.size
         x = self._to_batch([arr])
-        target: torch.Tensor | _TopPicker
+        target: torch.Tensor | TopPicker
         if members is not None:
             target = torch.zeros(1, n, device=self.device)
             target[0, list(members)] = 1.0
@@ -446,7 +445,7 @@ class Engine:
             target = class_targets(torch.tensor([class_index]), n).to(self.device)
         else:
             picked: list[int | None] = []
-            target = _TopPicker(None, picked)
+            target = TopPicker(None, picked)
         with self._autocast():
             _, targets, grids = class_relevance(self.module, x, target, refine=options.method == "refined")
         if class_index is None and members is None:
@@ -466,26 +465,6 @@ class Engine:
         """The class map for ``class_index`` (see :meth:`explain`). Raises ImageError."""
         return self.explain(source, ExplainOptions(method="refined" if refine else "class"), class_index,
                             members=members)
-
-
-class _TopPicker:
-    """Targets each sample's best class, or with ``categories`` its best category's members, from
-    the logits of the pass itself; appends to ``picked`` what each map explains."""
-
-    def __init__(self, categories: Categories | None, picked: list[int | None]) -> None:
-        self.categories = categories
-        self.picked = picked
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.categories is None:
-            best = logits.argmax(dim=1)
-            self.picked.extend(best.tolist())
-            return class_targets(best, logits.shape[1]).to(logits.device)
-        # (classes, categories) 0/1: a category's probability is its members' summed mass
-        m = torch.from_numpy(self.categories.matrix()).to(logits.device)
-        best = (logits.float().softmax(dim=1) @ m).argmax(dim=1)
-        self.picked.extend(best.tolist())
-        return m.T[best]
 
 
 class _Pass(NamedTuple):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_desktop.core.errors import CancelToken
+from vit_desktop.core.labels.categories import Categories
 from vit_desktop.core.models.vit import Readout, ViT, forward_features, pooled, readout
 
 
@@ -108,6 +109,26 @@ def top1_target(logits: torch.Tensor) -> torch.Tensor:
 def class_targets(class_indices: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(n,) class indices -> (n, classes) 0/1 target rows."""
     return F.one_hot(class_indices.long(), num_classes).float()
+
+
+class TopPicker:
+    """Targets each sample's best class, or with ``categories`` its best category's members, from
+    the logits of the pass itself; appends to ``picked`` what each map explains."""
+
+    def __init__(self, categories: Categories | None, picked: list[int | None]) -> None:
+        self.categories = categories
+        self.picked = picked
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.categories is None:
+            best = logits.argmax(dim=1)
+            self.picked.extend(best.tolist())
+            return class_targets(best, logits.shape[1]).to(logits.device)
+        # (classes, categories) 0/1: a category's probability is its members' summed mass
+        m = torch.from_numpy(self.categories.matrix()).to(logits.device)
+        best = (logits.float().softmax(dim=1) @ m).argmax(dim=1)
+        self.picked.extend(best.tolist())
+        return m.T[best]
 
 
 def class_relevance(

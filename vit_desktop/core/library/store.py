@@ -13,8 +13,7 @@ import json
 import logging
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -26,75 +25,16 @@ from vit_desktop.core.paths import data_dir
 from vit_desktop.core.types import ClassifyResult, ModelCard
 
 from .keys import FileStamp, card_from_json, card_to_json
+from .sqlite_file import Transaction, chunks, connect, is_corrupt, reason, set_aside, size_on_disk
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "library.sqlite3"
-#: Bumped when the tables change; a store of another version is set aside and started anew (it is a cache).
-SCHEMA_VERSION = 1
 #: How long a writer waits for another process's transaction before the run goes on without the store.
 BUSY_TIMEOUT_S = 10.0
 #: Paths per query: well under SQLite's limit on bound parameters.
 _CHUNK = 500
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    path BLOB NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    quick BLOB NOT NULL,
-    width INTEGER,
-    height INTEGER,
-    notes TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS features (
-    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    backbone TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (backbone, file_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (
-    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    model TEXT NOT NULL,
-    probabilities BLOB NOT NULL,
-    -- the model's own open-set score, where it reads the pooled token (not the probabilities)
-    known REAL,
-    PRIMARY KEY (model, file_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS features_of_file ON features(file_id);
-CREATE INDEX IF NOT EXISTS results_of_file ON results(file_id);
-CREATE TABLE IF NOT EXISTS models (
-    path BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    tensors TEXT NOT NULL,
-    backbone TEXT NOT NULL,
-    card TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS aliases (source TEXT PRIMARY KEY, path BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS computes (
-    request TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    device TEXT NOT NULL,
-    device_name TEXT NOT NULL,
-    precision TEXT NOT NULL,
-    why TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS session (position INTEGER PRIMARY KEY, path BLOB NOT NULL);
--- Perceptual hashes (duplicates): per photo and algorithm (which names the hash and its windows).
-CREATE TABLE IF NOT EXISTS hashes (
-    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    algorithm TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (algorithm, file_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS hashes_of_file ON hashes(file_id);
-"""
-#: Tables added since version 1 without changing the others: a store that lacks one gets it when
-#: opened (every statement of the schema is "IF NOT EXISTS"), and keeps everything else.
-_ADDED_TABLES = ("hashes",)
 
 T = TypeVar("T")
 
@@ -180,20 +120,20 @@ class Library:
         try:
             make_dirs(path.parent)
         except OSError as exc:
-            on_problem(f"library {path} cannot be created ({_reason(exc)}): this run goes on without it")
+            on_problem(f"library {path} cannot be created ({reason(exc)}): this run goes on without it")
             return None
         for attempt in (1, 2):
             try:
-                return cls(path, _connect(path, timeout), on_problem)
+                return cls(path, connect(path, timeout), on_problem)
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc) and attempt == 1:
-                    aside = _set_aside(path)
-                    on_problem(f"library {path} is damaged ({_reason(exc)}): kept as {aside.name}, starting a new one")
+                if is_corrupt(exc) and attempt == 1:
+                    aside = set_aside(path)
+                    on_problem(f"library {path} is damaged ({reason(exc)}): kept as {aside.name}, starting a new one")
                     continue
-                on_problem(f"library {path} cannot be used ({_reason(exc)}): this run goes on without it")
+                on_problem(f"library {path} cannot be used ({reason(exc)}): this run goes on without it")
                 return None
             except OSError as exc:
-                on_problem(f"library {path} cannot be used ({_reason(exc)}): this run goes on without it")
+                on_problem(f"library {path} cannot be used ({reason(exc)}): this run goes on without it")
                 return None
         return None  # pragma: no cover - the loop returns
 
@@ -225,11 +165,11 @@ class Library:
                 conn.close()
             except sqlite3.Error:
                 pass
-        corrupt = isinstance(exc, sqlite3.DatabaseError) and _is_corrupt(exc)
+        corrupt = isinstance(exc, sqlite3.DatabaseError) and is_corrupt(exc)
         where = self.path
         if corrupt:
-            where = _set_aside(self.path)
-        self.problem = _reason(exc)
+            where = set_aside(self.path)
+        self.problem = reason(exc)
         kept = f"; kept as {where.name}, the next run starts a new one" if corrupt else ""
         self._on_problem(f"library {self.path}: could not {what} ({self.problem}){kept}: "
                          "this run goes on without it")
@@ -243,7 +183,7 @@ class Library:
         def run(conn: sqlite3.Connection) -> dict[str, StoredPhoto]:
             found: dict[str, StoredPhoto] = {}
             by_path = {os.fsencode(s.path): s for s in stamps}
-            for chunk in _chunks(list(by_path), _CHUNK):
+            for chunk in chunks(list(by_path), _CHUNK):
                 rows = conn.execute(
                     "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data, "
                     "r.known "
@@ -280,7 +220,7 @@ class Library:
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 for stamp, r in rows:
                     file_id = _file_row(conn, stamp, r)
                     if model is not None and r.probabilities is not None:
@@ -306,7 +246,7 @@ class Library:
             if paths is None:
                 rows: Iterable[tuple[bytes, bytes]] = conn.execute(query, (backbone,))
             else:
-                rows = (row for chunk in _chunks([os.fsencode(p) for p in paths], _CHUNK)
+                rows = (row for chunk in chunks([os.fsencode(p) for p in paths], _CHUNK)
                         for row in conn.execute(f"{query} AND f.path IN ({','.join('?' * len(chunk))})",
                                                 (backbone, *chunk)))
             return {os.fsdecode(p): np.frombuffer(d, dtype=np.float32) for p, d in rows}
@@ -319,7 +259,7 @@ class Library:
         def run(conn: sqlite3.Connection) -> dict[str, StoredHashes]:
             found: dict[str, StoredHashes] = {}
             by_path = {os.fsencode(s.path): s for s in stamps}
-            for chunk in _chunks(list(by_path), _CHUNK):
+            for chunk in chunks(list(by_path), _CHUNK):
                 rows = conn.execute(
                     "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, h.data "
                     "FROM files f JOIN hashes h ON h.file_id = f.id AND h.algorithm = ? "
@@ -342,7 +282,7 @@ class Library:
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 for stamp, data, size in rows:
                     file_id = _file_row_of(conn, stamp, size)
                     conn.execute("INSERT OR REPLACE INTO hashes(file_id, algorithm, data) VALUES (?, ?, ?)",
@@ -369,7 +309,7 @@ class Library:
 
     def remember_model(self, path: Path, stamp: tuple[int, int], card: ModelCard, tensors: tuple[str, str]) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 conn.execute("INSERT OR REPLACE INTO models(path, size, mtime_ns, tensors, backbone, card) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
                              (os.fsencode(str(path)), stamp[0], stamp[1], tensors[0], tensors[1], card_to_json(card)))
@@ -387,7 +327,7 @@ class Library:
 
     def set_alias(self, source: str, path: Path) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 conn.execute("INSERT OR REPLACE INTO aliases(source, path) VALUES (?, ?)",
                              (source, os.fsencode(str(path))))
 
@@ -405,7 +345,7 @@ class Library:
 
     def remember_compute(self, request: str, fingerprint: str, compute: KnownCompute) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 conn.execute("INSERT OR REPLACE INTO computes VALUES (?, ?, ?, ?, ?, ?)",
                              (request, fingerprint, compute.device_type, compute.device_name, compute.precision,
                               compute.why))
@@ -424,7 +364,7 @@ class Library:
 
     def set_session(self, paths: Sequence[str]) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 conn.execute("DELETE FROM session")
                 conn.executemany("INSERT INTO session(position, path) VALUES (?, ?)",
                                  ((i, os.fsencode(p)) for i, p in enumerate(paths)))
@@ -437,7 +377,7 @@ class Library:
         def run(conn: sqlite3.Connection) -> LibraryStats:
             counts = [conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                       for table in ("files", "results", "features", "models")]
-            return LibraryStats(self.path, _size_on_disk(self.path), *counts)
+            return LibraryStats(self.path, size_on_disk(self.path), *counts)
 
         return self._guard("read it", None, run)
 
@@ -445,7 +385,7 @@ class Library:
         """Empty the store (every photo, model and machine it knew) and give the space back."""
 
         def run(conn: sqlite3.Connection) -> None:
-            with _Transaction(conn):
+            with Transaction(conn):
                 for table in ("results", "features", "hashes", "files", "models", "aliases", "computes", "session"):
                     conn.execute(f"DELETE FROM {table}")
             conn.execute("VACUUM")
@@ -455,79 +395,7 @@ class Library:
 
 
 # ------------------------------------------------------------------------------------------------
-# Plumbing
-
-
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
-    # isolation_level None: transactions are begun explicitly (BEGIN IMMEDIATE takes the write
-    # lock at once, so a busy store waits at the start instead of failing at the commit).
-    # One thread at a time uses a connection, but not always the one that opened it: the window
-    # closes its compute thread's connection once that thread has been joined.
-    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        version = _schema_version(conn)
-        if version is None:
-            with _Transaction(conn):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"file is not a database of this version (schema {version}, "
-                                        f"this program writes {SCHEMA_VERSION})")
-        elif _missing_tables(conn):
-            try:
-                with _Transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-            except sqlite3.OperationalError as exc:
-                # A read-only or busy store still answers what it holds; what needs the new table
-                # says so when it is asked for, and goes on without the store.
-                log.info("library %s: tables not added (%s)", path, exc)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _missing_tables(conn: sqlite3.Connection) -> bool:
-    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return not names.issuperset(_ADDED_TABLES)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int | None:
-    has_meta = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-    if not has_meta:
-        return None
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    try:
-        return int(row[0]) if row else None
-    except ValueError:
-        return -1
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any way out that is not a success."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
-        if kind is None:
-            self.conn.execute("COMMIT")
-        else:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+# Rows
 
 
 def _file_row(conn: sqlite3.Connection, stamp: FileStamp, r: ClassifyResult) -> int:
@@ -580,47 +448,6 @@ def _forget_content(conn: sqlite3.Connection, file_id: int) -> None:
 
 def _blob(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=np.float32).tobytes()
-
-
-def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    """A damaged or foreign file, as opposed to a lock, a full disk or a read-only folder."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return False
-    text = str(exc).lower()
-    return any(word in text for word in ("not a database", "malformed", "corrupt", "of this version"))
-
-
-def _set_aside(path: Path) -> Path:
-    """Rename a damaged store (and its WAL files) out of the way; returns the new name."""
-    aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-        except OSError:
-            pass
-    return aside
-
-
-def _size_on_disk(path: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            total += os.stat(f"{path}{suffix}").st_size
-        except OSError:
-            pass
-    return total
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return text[:1].lower() + text[1:]
 
 
 __all__ = [

@@ -2,9 +2,9 @@
 
 torch's dynamic quantisation swaps ``nn.Linear`` modules for int8 ones (weights quantised once,
 per output channel; activations quantised on the fly). On its own it reaches only the MLP:
-attention's input projection is a bare ``in_proj_weight`` that :func:`vit._attention` multiplies
+attention's input projection is a bare ``in_proj_weight`` that :func:`blocks.attention` multiplies
 with ``F.linear``, and its ``out_proj`` is a type the swap skips. :func:`int8_module` gives each
-block a ``qkv`` linear holding the same weights (which :func:`vit._attention` uses when a block
+block a ``qkv`` linear holding the same weights (which :func:`blocks.attention` uses when a block
 has one) and a plain ``out_proj``, so that all four of a block's products run in int8. The patch
 embedding and the classifier stay fp32: they are a few percent of the work, and a head keeps
 reading fp32 features the way stored features are read.

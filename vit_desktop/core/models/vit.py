@@ -18,10 +18,8 @@ Numerically both are the module's own forward in eval mode (torchvision's dropou
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,92 +30,8 @@ from torch import nn
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.types import Architecture, HeadSpec
 
-#: Called with (layer index, attention probabilities (n, heads, tokens, tokens)).
-AttentionCallback = Callable[[int, torch.Tensor], None]
-
-
-class FewShotHead(nn.Module):
-    """The user's classes from what a base head knows: see :class:`~vit_desktop.core.types.HeadSpec`.
-
-    ``z_k = s·log(P·M_k + eps) + W_p·(log P - μ_p)/σ_p + W_f·(f - μ_f)/σ_f + b_k``, with ``f`` the
-    features after ``pre`` (torchvision's pre-logits layer, when the model has one) and
-    ``P = softmax(base(f))``. Plain differentiable tensor maths: rollout, class maps and training
-    the backbone all go through it like through a linear head.
-    """
-
-    # Buffers (registered in __init__ when their term is used).
-    masks: torch.Tensor
-    logprob_mean: torch.Tensor
-    logprob_std: torch.Tensor
-    feature_mean: torch.Tensor
-    feature_std: torch.Tensor
-
-    def __init__(self, spec: HeadSpec, features: int, num_classes: int, *, pre: nn.Module | None = None,
-                 base: nn.Module | None = None) -> None:
-        super().__init__()
-        self.spec = spec
-        self.num_classes = num_classes
-        self.pre = pre if pre is not None else nn.Identity()
-        if base is None:
-            base = (FewShotHead(spec.base, features, spec.base_classes) if spec.base is not None
-                    else nn.Linear(features, spec.base_classes))
-        self.base = base
-        cb = spec.base_classes
-        self.bias = nn.Parameter(torch.zeros(num_classes))
-        if spec.mass:
-            self.register_buffer("masks", torch.zeros(cb, num_classes))  # 0/1: base class under class k
-            self.mass_scale = nn.Parameter(torch.ones(()))
-        if spec.logprob:
-            self.logprob_weight = nn.Parameter(torch.zeros(num_classes, cb))
-            self.register_buffer("logprob_mean", torch.zeros(cb))
-            self.register_buffer("logprob_std", torch.ones(cb))
-        if spec.features:
-            self.feature_weight = nn.Parameter(torch.zeros(num_classes, features))
-            self.register_buffer("feature_mean", torch.zeros(features))
-            self.register_buffer("feature_std", torch.ones(features))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) class token -> (n, features) before any classifier."""
-        out: torch.Tensor = self.pre(x)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
-
-    def classify(self, f: torch.Tensor) -> torch.Tensor:
-        """(n, features) -> (n, classes) logits."""
-        # fp32 whatever the autocast: log-masses of small probabilities do not survive half precision.
-        with torch.autocast(f.device.type, enabled=False):
-            f = f.float()
-            z = self.bias.expand(f.shape[0], -1)
-            if self.spec.mass or self.spec.logprob:
-                # (n, features) -> (n, base classes)
-                logp = torch.log_softmax(self.base(f).float(), dim=-1)
-                if self.spec.mass:
-                    # (n, base) @ (base, K) -> (n, K): probability mass each class owns
-                    z = z + self.mass_scale * torch.log(logp.exp() @ self.masks + self.spec.eps)
-                if self.spec.logprob:
-                    z = z + ((logp - self.logprob_mean) / self.logprob_std) @ self.logprob_weight.T
-            if self.spec.features:
-                z = z + ((f - self.feature_mean) / self.feature_std) @ self.feature_weight.T
-        return z
-
-
-    def known(self, f: torch.Tensor) -> torch.Tensor:
-        """(n, features) -> (n,) the base head's probability summed over every base class some
-        class of this head covers: how much of the photo is any of the user's classes.
-
-        :meth:`classify`'s softmax over the user's classes throws this away: a photo of none of
-        them still sums to one over them. Needs the mass term (the head is built on a hierarchy).
-        """
-        if not self.spec.mass:
-            raise ValueError("only a head with the mass term knows how much of a photo its classes hold")
-        with torch.autocast(f.device.type, enabled=False):
-            p = torch.softmax(self.base(f.float()).float(), dim=-1)
-            # (base, K) -> (base,): 1 where any class covers the base class
-            covered = self.masks.sum(dim=1).clamp(max=1.0)
-            out: torch.Tensor = p @ covered
-        return out
+from .blocks import AttentionCallback, attention, fusable, fusable_block, fused_block, fused_cpu_available
+from .heads import ClassifyFeatures, FewShotHead
 
 
 def _normal_(t: torch.Tensor, std: float) -> torch.Tensor:
@@ -310,18 +224,9 @@ def classifier(module: ViT) -> nn.Module:
     """What maps :func:`features` to logits: the final Linear, or a FewShotHead's ``classify``."""
     heads = module.heads
     if isinstance(heads, FewShotHead):
-        return _Classify(heads)
+        return ClassifyFeatures(heads)
     head: nn.Module = heads.head
     return head
-
-
-class _Classify(nn.Module):
-    def __init__(self, head: FewShotHead) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head.classify(f)
 
 
 def head_spec_of(module: ViT) -> HeadSpec | None:
@@ -396,14 +301,14 @@ def forward_features(
     if arch.pos_embed_prefix:
         h = h + pos
     encoder = module.encoder
-    fuse = fused and _fusable(h)
+    fuse = fused and fusable(h)
     for i, block in enumerate(encoder.layers):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        if fuse and _fusable_block(block):
-            h = _fused_block(block, h, i, on_attention, arch.layer_scale)
+        if fuse and fusable_block(block):
+            h = fused_block(block, h, i, on_attention, arch.layer_scale)
             continue
-        a = _attention(block, h, i, on_attention)
+        a = attention(block, h, i, on_attention)
         h = h + (a * block.ls1 if arch.layer_scale else a)
         m = block.mlp(block.ln_2(h))
         h = h + (m * block.ls2 if arch.layer_scale else m)
@@ -493,127 +398,6 @@ class Readout:
 def readout(module: ViT) -> Readout:
     arch = _variant_fields(module)
     return Readout(arch.prefix_tokens, arch.pool)
-
-
-def _attention(
-    block: Any, h: torch.Tensor, index: int, on_attention: AttentionCallback | None
-) -> torch.Tensor:
-    """One block's attention; ``block`` is torchvision's (unannotated) ``EncoderBlock``."""
-    mha: nn.MultiheadAttention = block.self_attention
-    y: torch.Tensor = block.ln_1(h)
-    # (n, t, d) -> (n, t, 3d); an int8 copy has the projection as a linear of its own (models.quantize)
-    own = getattr(block, "qkv", None)
-    qkv = own(y) if own is not None else F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
-    projected: torch.Tensor = mha.out_proj(_heads(qkv, mha.num_heads, index, on_attention))
-    return projected
-
-
-def _heads(
-    qkv: torch.Tensor, heads: int, index: int, on_attention: AttentionCallback | None
-) -> torch.Tensor:
-    """(n, t, 3d) projected queries, keys and values -> (n, t, d) attention output, before ``out_proj``."""
-    n, t, d3 = qkv.shape
-    d = d3 // 3
-    # (n, t, 3d) -> 3 x (n, heads, t, d / heads)
-    q, k, v = qkv.view(n, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-    if on_attention is None:
-        out = F.scaled_dot_product_attention(q, k, v)
-    else:
-        # Scaling q (t x d/heads) rather than the scores (t x t) is the cheaper of the two.
-        scores = (q * (1.0 / math.sqrt(d // heads))) @ k.transpose(-2, -1)
-        # Softmax in fp32 even under autocast: rollout multiplies these a dozen times.
-        probs = scores.float().softmax(dim=-1)
-        on_attention(index, probs)
-        # The block's output is the fused kernel's, as without a map: a photo gets the same scores
-        # to the last digit whether or not its map was computed (maps are computed when asked for,
-        # in runs or for one photo, and every run shares the library's answers).
-        out = F.scaled_dot_product_attention(q, k, v)
-        if probs.requires_grad:
-            # Class maps: the same value, with the gradient flowing through the probabilities.
-            # (n, heads, t, t) @ (n, heads, t, dh) -> (n, heads, t, dh)
-            explicit = probs.to(v.dtype) @ v
-            out = out.detach() + (explicit - explicit.detach())
-    # (n, heads, t, dh) -> (n, t, d)
-    return out.transpose(1, 2).reshape(n, t, d)
-
-
-# --------------------------------------------------------------------------------------------
-# The fused CPU block
-#
-# Eager PyTorch runs a block's linears as ``addmm``, which first copies the bias into every row
-# of the output and only then multiplies (DeiT-Tiny fp32 on 2 cores: 16 % of the forward), and
-# GELU and the residual adds as separate passes over memory (another 13 %). oneDNN's linear
-# (``torch.ops.mkldnn._linear_pointwise``, what torch.compile's CPU backend calls) adds the bias,
-# GELU or the residual while each tile of the product is still in cache. Same weights, same
-# order of operations; only the matrix multiply's summation order differs (a few 1e-6 in the
-# logits). Inference only: these ops have no gradients.
-
-
-@functools.lru_cache(maxsize=1)
-def fused_cpu_available() -> bool:
-    """Whether this torch has oneDNN's fused linear and it computes what ``F.linear`` computes here
-    (checked once on a small product, so a build or CPU where it misbehaves falls back)."""
-    try:
-        if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-            return False
-        op = torch.ops.mkldnn._linear_pointwise
-        g = torch.Generator().manual_seed(0)
-        x, w, b, r = (torch.randn(*shape, generator=g) for shape in ((5, 3, 16), (24, 16), (24,), (5, 3, 24)))
-        with torch.inference_mode():
-            plain = F.linear(x, w, b)
-            ok = torch.allclose(op(x, w, b, "none", [], ""), plain, atol=1e-4)
-            ok = ok and torch.allclose(op(x, w, b, "gelu", [], "none"), F.gelu(plain), atol=1e-4)
-            ok = ok and torch.allclose(op.binary(x, r, w, b, "add"), plain + r, atol=1e-4)
-        return bool(ok)
-    except (AttributeError, RuntimeError, NotImplementedError):  # no oneDNN, or an op it lacks
-        return False
-
-
-def _autocast_on() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled()
-
-
-def _fusable(h: torch.Tensor) -> bool:
-    """Whether this pass may use the fused block: fp32 on the CPU, no gradients, no autocast."""
-    return (h.device.type == "cpu" and h.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not _autocast_on() and fused_cpu_available())
-
-
-def _fusable_block(block: Any) -> bool:
-    """A block of plain float linears and exact GELU (a quantised or altered block runs as it is)."""
-    mlp = block.mlp
-    out_proj = block.self_attention.out_proj
-    return (block.self_attention.in_proj_weight is not None
-            and block.self_attention.in_proj_weight.dtype == torch.float32
-            and len(mlp) == 5 and type(mlp[0]) is nn.Linear and type(mlp[3]) is nn.Linear
-            and isinstance(mlp[1], nn.GELU) and mlp[1].approximate == "none"
-            and isinstance(out_proj, nn.Linear) and out_proj.weight.dtype == torch.float32)
-
-
-def _fused_block(block: Any, h: torch.Tensor, index: int, on_attention: AttentionCallback | None,
-                 layer_scale: bool) -> torch.Tensor:
-    """One encoder block, as :func:`forward_features` runs it, with oneDNN's fused linears."""
-    linear = torch.ops.mkldnn._linear_pointwise
-    mha = block.self_attention
-    y = block.ln_1(h)
-    # (n, t, d) -> (n, t, 3d) -> (n, t, d)
-    a = _heads(linear(y, mha.in_proj_weight, mha.in_proj_bias, "none", [], ""), mha.num_heads, index, on_attention)
-    out_proj = mha.out_proj
-    if layer_scale:
-        h = h + linear(a, out_proj.weight, out_proj.bias, "none", [], "") * block.ls1
-    else:
-        h = linear.binary(a, h, out_proj.weight, out_proj.bias, "add")  # h + out_proj(a)
-    fc1, fc2 = block.mlp[0], block.mlp[3]
-    # (n, t, d) -> (n, t, mlp) -> (n, t, d)
-    z = linear(block.ln_2(h), fc1.weight, fc1.bias, "gelu", [], "none")
-    if layer_scale:
-        out: torch.Tensor = h + linear(z, fc2.weight, fc2.bias, "none", [], "") * block.ls2
-    else:
-        out = linear.binary(z, h, fc2.weight, fc2.bias, "add")  # h + fc2(gelu(fc1(ln_2(h))))
-    return out
 
 
 __all__ = [
