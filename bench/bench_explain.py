@@ -123,7 +123,7 @@ def gradsam_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor)
     probs, _, pgrads, _ = _grads(module, x, targets)
     # (n, heads, t, t) per layer -> mean over layers and heads of relu(grad) * A, the CLS row
     total = sum((g.clamp(min=0) * p.detach()).mean(dim=1) for p, g in zip(probs, pgrads))
-    return cls_row_to_grid(total.clamp_min(0))  # type: ignore[union-attr]
+    return cls_row_to_grid(total.clamp_min(0))
 
 
 def last_layer_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -186,7 +186,7 @@ def main() -> int:
     return 0
 
 
-def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> None:  # type: ignore[no-untyped-def]
+def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> None:
     print(f"2. fine-tuned on 3 of the 5 categories (half their photos); the other 2 and {other.sum()} unrelated photos "
           f"are 'none of these'; rule kept {KEEP:.0%} of held-out photos; 10 left-out pairs x {len(seeds)} seeds")
     stats: dict[str, dict[str, list[float]]] = {}
@@ -258,7 +258,7 @@ def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> 
           f"{statistics.mean(k for k, _ in product):.1%}, unknown marked {statistics.mean(u for _, u in product):.1%}\n")
 
 
-def by_names(tree, probs, cats, other, seeds) -> None:  # type: ignore[no-untyped-def]
+def by_names(tree, probs, cats, other, seeds) -> None:
     print("3. the same categories by name (--classes): uncertain when the mass on all of them is under the threshold")
     sweep = (0.1, 0.15, NAMES_THRESHOLD, 0.25, 0.3, 0.4)
     res: dict[float, list[tuple[float, float]]] = {t: [] for t in sweep}
@@ -309,7 +309,7 @@ def hue(image: Image.Image, turn: float) -> Image.Image:
     return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
-def mine_and_hers(engine: Engine, rows, tmp: Path, task: str) -> None:  # type: ignore[no-untyped-def]
+def mine_and_hers(engine: Engine, rows, tmp: Path, task: str) -> None:
     """Two classes of one kind: each is crops of one photo; unknown are crops of a third (near) and
     every other shared photo (far)."""
     photos = {p.name.split("_", 1)[1].rsplit(".", 1)[0]: p for p, _, c in rows if c == "photos"}

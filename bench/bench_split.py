@@ -39,11 +39,11 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
     engine_init = engine_module.Engine.__init__
     writer_init = classify_command.HeatmapWriter.__init__
 
-    def with_decoders(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def with_decoders(self, *args, **kwargs):
         engine_init(self, *args, **kwargs)
         self.decode_workers = decoders
 
-    def with_writers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def with_writers(self, *args, **kwargs):
         writer_init(self, *args, **kwargs)
         self.pool.shutdown()
         self.pool = ThreadPoolExecutor(writers, thread_name_prefix="vit-heatmap")

@@ -215,13 +215,13 @@ def warm_cool_folder(folder: Path) -> Path:
 WAIT_MS = 60_000
 
 
-def load(qtbot, window, path) -> None:  # type: ignore[no-untyped-def]  # pytest-qt's qtbot and the window
+def load(qtbot, window, path) -> None:
     """Load the model at ``path`` in ``window`` and wait until it is the window's model."""
     with qtbot.waitSignal(window.controller.model_changed, timeout=WAIT_MS):
         window.models.load_model(str(path))
 
 
-def classify(qtbot, window, *paths):  # type: ignore[no-untyped-def]  # likewise
+def classify(qtbot, window, *paths):
     """Classify ``paths`` in ``window`` and wait for the run to end; returns its Outcome."""
     with qtbot.waitSignal(window.run_status.run_finished, timeout=WAIT_MS) as blocker:
         window.intake.add_paths([str(p) for p in paths])

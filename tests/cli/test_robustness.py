@@ -105,7 +105,7 @@ def test_a_full_disk_at_the_end_keeps_the_results_in_the_data_folder(tmp_path: P
     target = tmp_path / "out" / "r.jsonl"
     real = results_files.write_results
 
-    def full_disk(results, path, **kw):  # type: ignore[no-untyped-def]
+    def full_disk(results, path, **kw):
         if Path(path) == target:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(results, path, **kw)
@@ -150,7 +150,12 @@ def test_photos_instead_of_a_command_open_the_window_with_them(tmp_path: Path,
     import vit_desktop.gui.app as app
 
     opened: list[list[str]] = []
-    monkeypatch.setattr(app, "main", lambda argv: opened.append(list(argv)) or 0)
+
+    def main(argv: list[str]) -> int:
+        opened.append(list(argv))
+        return 0
+
+    monkeypatch.setattr(app, "main", main)
     photo = write_image(tmp_path / "photo.jpg")
     assert cli.main([str(photo), str(tmp_path)]) == 0
     assert opened == [[str(photo), str(tmp_path)]]

@@ -101,7 +101,7 @@ def test_a_node_that_separates_perfectly_is_chosen_and_the_numbers_stay_finite()
     assert separating > prior + 2.0 and separating > noise
 
 
-def _resolved(h: Hierarchy, name: str):  # type: ignore[no-untyped-def]
+def _resolved(h: Hierarchy, name: str):
     (r,) = h.resolve_classes([name])
     return r
 

@@ -472,7 +472,7 @@ def test_scan_reports_folder_the_system_refuses_to_list(
     real_scandir = os.scandir
     locked = tree / "a"
 
-    def scandir(path: str):  # type: ignore[no-untyped-def]
+    def scandir(path: str):
         if Path(path) == locked:
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)

@@ -21,7 +21,7 @@ def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     tree = tiny_hierarchy()
 
-    def known(card):  # type: ignore[no-untyped-def]
+    def known(card):
         return tree if card.labels == tuple(SUBTYPES) else None
 
     monkeypatch.setattr(sorting, "hierarchy_for", known)

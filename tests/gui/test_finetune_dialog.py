@@ -145,7 +145,12 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     # Saving again asks first; "No" keeps the file.
     before = target.read_bytes()
     asked: list[Path] = []
-    monkeypatch.setattr(dialog, "_ask_overwrite", lambda p: asked.append(p) or False)
+
+    def ask_overwrite(p: Path) -> bool:
+        asked.append(p)
+        return False
+
+    monkeypatch.setattr(dialog, "_ask_overwrite", ask_overwrite)
     assert not dialog.save_model_to(target)
     assert asked == [target] and target.read_bytes() == before
     monkeypatch.setattr(dialog, "_ask_overwrite", lambda p: True)
@@ -321,7 +326,7 @@ def test_the_window_keeps_answering_while_training_runs(qtbot, dialog: FinetuneD
     real = training.finetune
     collections: list[float] = []
 
-    def finetune_collecting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def finetune_collecting(*args, **kwargs):
         start = time.perf_counter()
         gc.collect()  # what thousands of decoded photos trigger, at a known moment
         collections.append(time.perf_counter() - start)
