@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch and the project load lazily, inside the helpers that need them
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.labels.hierarchy import Hierarchy
+    from vit_desktop.core.models.vit import ViT
+    from vit_desktop.core.types import ModelCard
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -29,7 +36,7 @@ def write_image(path: Path, size: tuple[int, int] = (48, 40), *, seed: int = 0, 
 
 
 def tiny_card(num_classes: int = 3, *, image_size: int = 32, patch_size: int = 8, name: str = "tiny",
-              labels: tuple[str, ...] | None = None):
+              labels: tuple[str, ...] | None = None) -> ModelCard:
     from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
     arch = Architecture(
@@ -46,7 +53,7 @@ def tiny_card(num_classes: int = 3, *, image_size: int = 32, patch_size: int = 8
     return ModelCard(name=name, kind="file", source="", arch=arch, labels=labels, preprocess=pp)
 
 
-def tiny_model(num_classes: int = 3, *, seed: int = 0, **kw):
+def tiny_model(num_classes: int = 3, *, seed: int = 0, **kw) -> tuple[ViT, ModelCard]:
     """A small random ViT (non-zero head, so predictions differ between images) and its card."""
     import torch
 
@@ -171,7 +178,7 @@ def edited_copies(original, folder: Path, stem: str = "copy", *, seed: int = 0) 
 SUBTYPES = ["red", "orange", "yellow", "pink", "blue", "green", "cyan", "purple"]
 
 
-def tiny_hierarchy():  # -> Hierarchy
+def tiny_hierarchy() -> Hierarchy:
     from vit_desktop.core.labels.hierarchy import Hierarchy
 
     nodes: dict[str, tuple[list[str], list[str]]] = {
@@ -184,7 +191,7 @@ def tiny_hierarchy():  # -> Hierarchy
     return Hierarchy.from_edges(SUBTYPES, nodes)
 
 
-def tiny_base():  # -> Engine
+def tiny_base() -> Engine:
     import torch
     from torchvision.models import VisionTransformer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import platform
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def cpu(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(devices, "cpu_bf16", cpu_bf16)  # the real decision, not the tests' fp32
 
     def make(machine: str, *, avx512_bf16: bool = False, amx: bool = False) -> None:
-        monkeypatch.setattr(devices.platform, "machine", lambda: machine)
+        monkeypatch.setattr(platform, "machine", lambda: machine)  # what devices asks
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         cpu_bf16.cache_clear()
