@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,14 @@ SHARED = REPO.parent / "shared"
 DEIT = SHARED / "weights" / "deit_tiny_patch16_224.safetensors"
 PHOTOS = SHARED / "photos"
 FEWSHOT = SHARED / "fewshot-dev"
+
+T = TypeVar("T")
+
+
+def kept(value: T | None) -> T:
+    """What a run was asked to keep (probabilities, features, a score): the test fails where it is missing."""
+    assert value is not None, "not kept"
+    return value
 
 
 def write_image(path: Path, size: tuple[int, int] = (48, 40), *, seed: int = 0, mode: str = "RGB") -> Path:

@@ -61,7 +61,9 @@ def test_other_cpus_are_timed_once_per_machine_and_remembered(cpu, monkeypatch: 
     cpu_bf16.cache_clear()  # a new process: the state file remembers
     again = choose_precision("auto", CPU)
     assert again.precision == "bf16" and "measured once" in again.why and timings == [1]
-    key = state._read()["cpu_bf16"]["key"]
+    remembered = state._read()["cpu_bf16"]
+    assert isinstance(remembered, dict)
+    key = remembered["key"]
     state.set_cpu_bf16_verdict(key, 0.3)  # a CPU that emulates it
     cpu_bf16.cache_clear()
     assert choose_precision("auto", CPU).precision == "fp32"

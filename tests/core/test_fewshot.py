@@ -114,7 +114,7 @@ def test_names_alone_make_a_model_whose_scores_are_the_base_models_mass(tmp_path
     base = tiny_base()
     data = LabelledSet(("warm", "cool"))  # no photos at all
     result = finetune(base, data, TrainConfig(mode="head"), hierarchy=tiny_hierarchy())
-    assert result.metrics.selection.head == "names"
+    assert result.metrics.selection is not None and result.metrics.selection.head == "names"
     assert result.card.head is not None and result.card.head.mass
     photo = write_image(tmp_path / "p.png", size=(40, 40))
     base_p = np.zeros(len(SUBTYPES))

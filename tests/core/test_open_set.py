@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.support import SUBTYPES, tiny_base, tiny_hierarchy, tiny_model, warm_cool_folder, write_image
+from tests.support import SUBTYPES, kept, tiny_base, tiny_hierarchy, tiny_model, warm_cool_folder, write_image
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.open_set import KEEP, NAMES_THRESHOLD, calibrate
 from vit_desktop.core.inference.options import ClassifyOptions
@@ -160,7 +160,7 @@ def test_an_onnx_export_carries_the_rule_and_its_score(warm_cool, tmp_path: Path
     x = torch.stack([engine.preprocess_image(Image.open(p)) for p in photos]).numpy()
     session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
     _, known = session.run(None, {"pixel_values": x})
-    ours = [r.known_score for r in engine.classify(photos)]
+    ours = [kept(r.known_score) for r in engine.classify(photos)]
     np.testing.assert_allclose(known, ours, atol=1e-4)
 
 
