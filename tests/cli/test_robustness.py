@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,10 @@ from tests.support import run_cli as run
 from vit_desktop import cli
 
 
-def spawn(*argv: str, **kw: object) -> subprocess.Popen[str]:
+def spawn(*argv: str, **kw: Any) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "vit_desktop", *argv], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def wait_for(proc: subprocess.Popen[str], condition, timeout: float = 120) -> None:
