@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
+from torchvision.models import VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,17 +46,18 @@ from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.io import images
 from vit_desktop.core.io.scan import scan
-from vit_desktop.core.types import ExplainOptions
+from vit_desktop.core.types import ExplainOptions, ModelCard
 
 SHARED = ROOT.parent / "shared"
 
 
-def random_vit_b_16() -> tuple[torch.nn.Module, object]:
+def random_vit_b_16() -> tuple[VisionTransformer, ModelCard]:
+    """torchvision's vit_b_16, untrained: the project's ViT keeps its layout, so the engine runs it as is."""
     from torchvision.models import vit_b_16
 
     from vit_desktop.core.models.layouts import default_labels
     from vit_desktop.core.models.vit import architecture_of
-    from vit_desktop.core.types import ModelCard, Preprocess
+    from vit_desktop.core.types import Preprocess
 
     module = vit_b_16()
     arch = architecture_of(module)
@@ -65,7 +67,7 @@ def random_vit_b_16() -> tuple[torch.nn.Module, object]:
 def load_engine(model: str, device: str, precision: str = "auto") -> Engine:
     if model == "vit_b_16-random":
         module, card = random_vit_b_16()
-        return Engine.from_module(module, card, device=device, precision=precision)  # type: ignore[arg-type]
+        return Engine.from_module(module, card, device=device, precision=precision)
     return Engine.load(model, device=device, precision=precision)
 
 
@@ -98,7 +100,7 @@ def flops_per_image(engine: Engine) -> float:
     return float(counter.get_total_flops())
 
 
-def load_module(model: str, device: str) -> tuple[torch.nn.Module, object, torch.device]:
+def load_module(model: str, device: str) -> tuple[torch.nn.Module, ModelCard, torch.device]:
     """The bare torchvision module and its card, without an Engine (a script's own loading)."""
     from vit_desktop.core.models import registry
     from vit_desktop.core.models.checkpoints import load_checkpoint
@@ -216,7 +218,7 @@ def naive_loop(model: str, device: str, paths: list[Path]) -> float:
 
 def naive_run(model: str, device: str, folder: Path) -> None:
     module, card, dev = load_module(model, device)
-    pp = card.preprocess  # type: ignore[attr-defined]
+    pp = card.preprocess
     interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}.get(
         pp.interpolation, T.InterpolationMode.BILINEAR
     )

@@ -87,10 +87,10 @@ def model_inputs(engine: Engine, paths: list[Path]) -> torch.Tensor:
 # ---- the paths -----------------------------------------------------------------------------
 
 
-def torch_path(module: torch.nn.Module, *, fused: bool = False, bf16: bool = False) -> Callable[[torch.Tensor], np.ndarray]:
+def torch_path(module: vit.ViT, *, fused: bool = False, bf16: bool = False) -> Callable[[torch.Tensor], np.ndarray]:
     def run(x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return vit.forward(module, x, fused=fused).float().numpy()  # type: ignore[arg-type]
+            return vit.forward(module, x, fused=fused).float().numpy()
 
     return run
 
@@ -112,12 +112,12 @@ def ort_paths(engine: Engine, tmp: Path, threads: int) -> dict[str, Callable[[to
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    out = {}
+    out: dict[str, Callable[[torch.Tensor], np.ndarray]] = {}
     for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8", int8)):
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         def run(x: torch.Tensor, s: ort.InferenceSession = session) -> np.ndarray:
-            return s.run(None, {"pixel_values": x.numpy()})[0]  # type: ignore[no-any-return]
+            return s.run(None, {"pixel_values": x.numpy()})[0]
 
         out[name] = run
     return out

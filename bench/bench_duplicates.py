@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -255,8 +256,10 @@ def main() -> None:
         print(f"  groups led by their original (most pixels, then the oldest): {best_first}/{len(groups)}")
 
         print("\nthe rule's settings one at a time (precision / recall / bursts grouped / same category grouped)")
-        for field, values in (("same_bits", (4, 6, 8, 10, 12, 14)), ("crop_bits", (6, 8, 10, 12, 14)),
-                              ("crop_cosine", (0.4, 0.5, 0.6, 0.7, 0.8))):
+        settings: tuple[tuple[str, tuple[Any, ...]], ...] = (
+            ("same_bits", (4, 6, 8, 10, 12, 14)), ("crop_bits", (6, 8, 10, 12, 14)),
+            ("crop_cosine", (0.4, 0.5, 0.6, 0.7, 0.8)))
+        for field, values in settings:
             for v in values:
                 rule = replace(DEFAULT_RULE, **{field: v})
                 r = evaluate(corpus, [tuple(Path(p).name for p in g.paths) for g in duplicate_groups(prints, rule)])
@@ -292,15 +295,15 @@ def main() -> None:
                      if abs(int(a.group.rsplit("_", 1)[1]) - int(b.group.rsplit("_", 1)[1])) == steps]
             print(f"  burst shots {round(100 * OFFSETS[steps])} % apart: min {min(frame_bits(a, b) for a, b in pairs)} / "
                   f"{min(window_bits(a, b) for a, b in pairs)}")
-        names = [p.name for p in corpus if p.kind == "original"]
-        print(f"  two different originals: min {min(frame_bits(a, b) for a, b in itertools.combinations(names, 2))} / "
-              f"{min(window_bits(a, b) for a, b in itertools.combinations(names, 2))}")
+        original_names = [p.name for p in corpus if p.kind == "original"]
+        print(f"  two different originals: min {min(frame_bits(a, b) for a, b in itertools.combinations(original_names, 2))} / "
+              f"{min(window_bits(a, b) for a, b in itertools.combinations(original_names, 2))}")
 
         print("\nfeatures alone (photos grouped where the cosine of their features is at least t)")
         cos = feats @ feats.T
         for t in (0.5, 0.6, 0.7, 0.8, 0.9):
-            a, b = np.nonzero(np.triu(cos >= t, 1))
-            matches = [Match(int(i), int(j), CROPPED, 1.0) for i, j in zip(a, b)]
+            rows, cols = np.nonzero(np.triu(cos >= t, 1))
+            matches = [Match(int(i), int(j), CROPPED, 1.0) for i, j in zip(rows, cols)]
             r = evaluate(corpus, [tuple(Path(p).name for p in g.paths) for g in group_matches(prints, matches)])
             (bb, bt), (ss, st) = r.bursts, r.same_category
             thumbs = r.per_kind["thumb160"]

@@ -59,56 +59,57 @@ from vit_desktop.core.types import ExplainOptions
 SHARED = ROOT / ".." / "shared"
 
 #: (module, x, targets) -> (n, g, g) relevance
-MapFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+MapFn = Callable[[vit.ViT, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def random_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    g = module.image_size // module.patch_size  # type: ignore[operator]
+def random_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    g = module.image_size // module.patch_size
     gen = torch.Generator().manual_seed(int(targets.sum()) + x.shape[0])
     return torch.rand(x.shape[0], g, g, generator=gen)
 
 
 def rollout_map(fusion: str, discard: float) -> MapFn:
-    def fn(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def fn(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         acc = RolloutAccumulator(fusion, discard)
         with torch.inference_mode():
-            vit.forward(module, x, acc)  # type: ignore[arg-type]
+            vit.forward(module, x, acc)
         return acc.grid()
 
     return fn
 
 
-def class_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    n = module.heads.head.out_features  # type: ignore[union-attr]
-    return class_relevance(module, x, class_targets(targets, n).to(x.device))[2]  # type: ignore[arg-type]
+def class_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    n = module.heads.head.out_features
+    return class_relevance(module, x, class_targets(targets, n).to(x.device))[2]
 
 
-def refined_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    n = module.heads.head.out_features  # type: ignore[union-attr]
-    return class_relevance(module, x, class_targets(targets, n).to(x.device), refine=True)[2]  # type: ignore[arg-type]
+def refined_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    n = module.heads.head.out_features
+    return class_relevance(module, x, class_targets(targets, n).to(x.device), refine=True)[2]
 
 
-def class_logit_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def class_logit_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     probs, _, pgrads, _ = _grads(module, x, targets, logprob=False)
     return cls_row_to_grid(relevance(probs, pgrads))
 
 
-def _traced(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def _traced(module: vit.ViT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Logits, every layer's attention probabilities and every block's input tokens, in a graph."""
     probs: list[torch.Tensor] = []
     tokens: list[torch.Tensor] = []
     m = module
-    h = m._process_input(x)  # type: ignore[operator]
-    h = torch.cat([m.class_token.expand(h.shape[0], -1, -1), h], dim=1) + m.encoder.pos_embedding  # type: ignore[union-attr]
-    for i, block in enumerate(m.encoder.layers):  # type: ignore[union-attr]
+    h = m.conv_proj(x).flatten(2).transpose(1, 2)  # the patch tokens, as vit.forward_features makes them
+    assert m.class_token is not None  # the plain layout (DeiT, torchvision's ViT): class token, then patches
+    h = torch.cat([m.class_token.expand(h.shape[0], -1, -1), h], dim=1) + m.encoder.pos_embedding
+    for i, block in enumerate(m.encoder.layers):
         tokens.append(h)
         h = h + vit._attention(block, h, i, lambda _, p: probs.append(p))
         h = h + block.mlp(block.ln_2(h))
-    logits = m.heads(m.encoder.ln(h)[:, 0])  # type: ignore[operator,union-attr]
+    logits = m.heads(m.encoder.ln(h)[:, 0])
     return logits, probs, tokens
 
 
-def _grads(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, *, logprob: bool = False):
+def _grads(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor, *, logprob: bool = False):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits, probs, tokens = _traced(module, x)
@@ -119,20 +120,20 @@ def _grads(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, *, l
     return probs, tokens, list(grads[:n]), list(grads[n:])
 
 
-def gradsam_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def gradsam_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     probs, _, pgrads, _ = _grads(module, x, targets)
     # (n, heads, t, t) per layer -> mean over layers and heads of relu(grad) * A, the CLS row
     total = sum((g.clamp(min=0) * p.detach()).mean(dim=1) for p, g in zip(probs, pgrads))
-    return cls_row_to_grid(total.clamp_min(0))  # type: ignore[union-attr]
+    return cls_row_to_grid(total.clamp_min(0))
 
 
-def last_layer_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def last_layer_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     probs, _, pgrads, _ = _grads(module, x, targets)
     cam = (pgrads[-1] * probs[-1].detach()).clamp(min=0).mean(dim=1)
     return cls_row_to_grid(cam)
 
 
-def attcat_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def attcat_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     probs, tokens, _, tgrads = _grads(module, x, targets)
     total = torch.zeros(x.shape[0], tokens[0].shape[1])
     for p, h, g in zip(probs, tokens, tgrads):
@@ -145,7 +146,7 @@ def attcat_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) 
     return grid / grid.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
 
 
-def class_smooth_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def class_smooth_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     gen = torch.Generator(device=x.device).manual_seed(0)
     total = class_map(module, x, targets)
     for _ in range(2):
@@ -154,35 +155,35 @@ def class_smooth_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Te
     return total / total.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
 
 
-def _mask_grads(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, alphas: list[float]) -> torch.Tensor:
+def _mask_grads(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor, alphas: list[float]) -> torch.Tensor:
     """Integrated gradient of the target's log-probability along a patch mask scaled by alpha."""
-    g = module.image_size // module.patch_size  # type: ignore[operator]
+    g = module.image_size // module.patch_size
     p = module.patch_size
     total = torch.zeros(x.shape[0], g, g)
     for a in alphas:
         with torch.enable_grad():
             mask = torch.full((x.shape[0], 1, g, g), a, requires_grad=True)
             full = mask.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
-            logits = vit.forward(module, x.detach() * full)  # type: ignore[arg-type]
+            logits = vit.forward(module, x.detach() * full)
             target = logits.float().log_softmax(1).gather(1, targets.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(target, mask)
         total += grad[:, 0].detach()
     return total / len(alphas)
 
 
-def mask_grad_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def mask_grad_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return _mask_grads(module, x, targets, [1.0]).clamp_min(0)
 
 
-def mask_ig3_map(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def mask_ig3_map(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return _mask_grads(module, x, targets, [5 / 6, 1 / 2, 1 / 6]).clamp_min(0)
 
 
 def iterative_map(rounds: int, fraction: float) -> MapFn:
     """``rounds`` class maps, each with the top ``fraction`` of the patches so far removed."""
 
-    def fn(module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        g = module.image_size // module.patch_size  # type: ignore[operator]
+    def fn(module: vit.ViT, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        g = module.image_size // module.patch_size
         p = module.patch_size
         n = x.shape[0]
         keep = torch.ones(n, g * g)
@@ -230,7 +231,7 @@ def photo_set(name: str) -> list[Path]:
         return [folder / row["file"] for row in csv.DictReader(f)]
 
 
-def per_map_ms(fn: MapFn, module: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, batch: int) -> float:
+def per_map_ms(fn: MapFn, module: vit.ViT, x: torch.Tensor, targets: torch.Tensor, batch: int) -> float:
     fn(module, x[:batch], targets[:batch])  # warm-up
     n, started = 0, time.perf_counter()
     for start in range(0, min(len(x), 32 if batch > 1 else 8), batch):

@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -199,8 +200,9 @@ def main() -> int:
             clock.restart()
 
         def loaded(_m: object) -> None:
-            current = window.controller.current_model
-            print(f"model: {window.controller.current_card.name} on {current.device_name}, {current.precision}")
+            current, card = window.controller.current_model, window.controller.current_card
+            assert current is not None and card is not None  # model_changed: a model is loaded
+            print(f"model: {card.name} on {current.device_name}, {current.precision}")
             state["recording"] = True
             clock.restart()
             state["t_run"] = time.perf_counter()
@@ -347,7 +349,7 @@ def bench_gallery(n: int) -> int:
         window.pane.sort_combo.setCurrentIndex(3)  # score, high first: every batch re-sorts
         lateness: list[float] = []
         clock = QElapsedTimer()
-        state = {"next": 0, "t0": time.perf_counter()}
+        state: dict[str, Any] = {"next": 0, "t0": time.perf_counter()}
 
         def tick() -> None:
             lateness.append(max(0.0, clock.nsecsElapsed() / 1e6 - PERIOD_MS))

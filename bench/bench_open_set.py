@@ -59,6 +59,7 @@ from vit_desktop.core.models.preprocess import normalized_tensor
 from vit_desktop.core.training import TrainConfig, calibrated_rule, finetune
 from vit_desktop.core.training.fewshot import HEADS, HeadData, candidates, known_scores, select_head
 from vit_desktop.core.training.labelled_set import LabelledSet
+from vit_desktop.core.types import ClassifyResult
 
 SHARED = ROOT / ".." / "shared"
 CATEGORIES = ("clothing", "food", "furniture", "musical instrument", "vehicle")
@@ -186,7 +187,7 @@ def main() -> int:
     return 0
 
 
-def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> None:  # type: ignore[no-untyped-def]
+def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> None:
     print(f"2. fine-tuned on 3 of the 5 categories (half their photos); the other 2 and {other.sum()} unrelated photos "
           f"are 'none of these'; rule kept {KEEP:.0%} of held-out photos; 10 left-out pairs x {len(seeds)} seeds")
     stats: dict[str, dict[str, list[float]]] = {}
@@ -235,7 +236,7 @@ def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> 
                                                            float((s_away < t).mean())))
         # The product end to end: photos decoded, finetune(), the saved rule applied by the engine.
         tr, te = split_half(y, seeds[0])
-        data = LabelledSet(tuple(known), tuple((str(paths[inside[i]]), known[y[i]]) for i in tr))
+        data = LabelledSet(tuple(known), tuple((Path(paths[inside[i]]), known[y[i]]) for i in tr))
         result = finetune(engine, data, TrainConfig(mode="head", seed=seeds[0]))
         trained = Engine.from_module(result.module, result.card, device=str(engine.device))
         got_k = trained.classify([paths[inside[i]] for i in te], ClassifyOptions(top_k=1))
@@ -258,7 +259,7 @@ def fine_tuned(engine: Engine, tree, f, z, probs, cats, other, paths, seeds) -> 
           f"{statistics.mean(k for k, _ in product):.1%}, unknown marked {statistics.mean(u for _, u in product):.1%}\n")
 
 
-def by_names(tree, probs, cats, other, seeds) -> None:  # type: ignore[no-untyped-def]
+def by_names(tree, probs, cats, other, seeds) -> None:
     print("3. the same categories by name (--classes): uncertain when the mass on all of them is under the threshold")
     sweep = (0.1, 0.15, NAMES_THRESHOLD, 0.25, 0.3, 0.4)
     res: dict[float, list[tuple[float, float]]] = {t: [] for t in sweep}
@@ -309,7 +310,7 @@ def hue(image: Image.Image, turn: float) -> Image.Image:
     return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
-def mine_and_hers(engine: Engine, rows, tmp: Path, task: str) -> None:  # type: ignore[no-untyped-def]
+def mine_and_hers(engine: Engine, rows, tmp: Path, task: str) -> None:
     """Two classes of one kind: each is crops of one photo; unknown are crops of a third (near) and
     every other shared photo (far)."""
     photos = {p.name.split("_", 1)[1].rsplit(".", 1)[0]: p for p, _, c in rows if c == "photos"}
@@ -326,13 +327,14 @@ def mine_and_hers(engine: Engine, rows, tmp: Path, task: str) -> None:  # type: 
         print("   'my dog' vs 'her dog': a Border collie and an otterhound (two breeds: the hierarchy can tell "
               "them apart); unknown: a bull mastiff (near) and every other shared photo (far)")
     folder = tmp / task
-    items, tests = [], []
+    items: list[tuple[Path, str]] = []
+    tests: list[tuple[Path, str]] = []
     for seed, (label, image) in enumerate(classes, start=1):
         (folder / label).mkdir(parents=True)
         for i, im in enumerate(variants(image, 24, seed)):
             path = folder / label / f"{i}.png"
             im.save(path)
-            (items if i < 12 else tests).append((str(path), label))
+            (items if i < 12 else tests).append((path, label))
     near = []
     for i, im in enumerate(variants(third, 12, 3)):
         im.save(folder / f"third{i}.png")
@@ -346,7 +348,10 @@ def mine_and_hers(engine: Engine, rows, tmp: Path, task: str) -> None:  # type: 
     n_, f_ = trained.classify(near, ClassifyOptions(top_k=1)), trained.classify(far, ClassifyOptions(top_k=1))
     right = np.array([r.top is not None and r.top.label == label for r, (_, label) in zip(k, tests)])
     kept = np.array([not r.uncertain for r in k])
-    score = lambda rs: np.array([r.known_score for r in rs])  # noqa: E731
+
+    def score(rs: list[ClassifyResult]) -> np.ndarray:
+        return np.array([r.known_score for r in rs])
+
     print(f"   12 crops per class to train, 12 more to test; head {result.metrics.selection.head}; {rule.describe()}")
     print(f"   known: right {right.mean():.0%}, right and kept {(right & kept).mean():.0%}; "
           f"near unknown marked {np.mean([r.uncertain for r in n_]):.0%} (AUROC {auroc(score(k), score(n_)):.3f}); "

@@ -139,7 +139,7 @@ def speed(n: int, dim: int, threads: int) -> None:
         u.add(np.arange(n), x, threads=threads)
         build = time.perf_counter() - t0
         for ef in EFS:
-            u.expansion_search = ef
+            u.expansion_search = ef  # type: ignore[misc]  # usearch's setter is not next to its getter, so mypy misses it
             ans = timed(lambda q: u.search(q, K), queries)
             report(f"usearch (HNSW, M 16, ef {ef})", build, ans, [set(u.search(q, K).keys.tolist()) for q in queries])
     except ImportError:
@@ -159,7 +159,7 @@ def duplicates_speed(n: int, groups: list[int]) -> None:
         for i in range(0, m - 1, 100):
             hashes[i + 1], features[i + 1] = hashes[i], features[i]
         return PhotoPrints.of([f"/p/{i}.jpg" for i in range(m)], hashes=hashes, features=features,
-                              shapes=np.full((m, 2), 4000), sizes=np.arange(m), mtimes=np.arange(m))
+                              shapes=np.full((m, 2), 4000), sizes=range(m), mtimes=range(m))
 
     prints = prints_of(n)
     rows = np.arange(20) * 7919 % n

@@ -39,11 +39,11 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
     engine_init = engine_module.Engine.__init__
     writer_init = classify_command.HeatmapWriter.__init__
 
-    def with_decoders(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def with_decoders(self, *args, **kwargs):
         engine_init(self, *args, **kwargs)
         self.decode_workers = decoders
 
-    def with_writers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def with_writers(self, *args, **kwargs):
         writer_init(self, *args, **kwargs)
         self.pool.shutdown()
         self.pool = ThreadPoolExecutor(writers, thread_name_prefix="vit-heatmap")
@@ -51,8 +51,8 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
     argv = ["classify", str(folder), "--model", model, "--output", str(out), "--overwrite"]
     if maps is not None:
         argv += ["--heatmaps", str(maps)]
-    engine_module.Engine.__init__ = with_decoders  # type: ignore[method-assign]
-    classify_command.HeatmapWriter.__init__ = with_writers  # type: ignore[method-assign]
+    engine_module.Engine.__init__ = with_decoders  # type: ignore[method-assign]  # the split, in the engine the command makes
+    classify_command.HeatmapWriter.__init__ = with_writers  # type: ignore[method-assign]  # and in its heatmap writer
     try:
         with open(os.devnull, "w") as sink:
             started = time.perf_counter()
@@ -60,8 +60,8 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
                 raise SystemExit("classify failed")
             elapsed = time.perf_counter() - started
     finally:
-        engine_module.Engine.__init__ = engine_init  # type: ignore[method-assign]
-        classify_command.HeatmapWriter.__init__ = writer_init  # type: ignore[method-assign]
+        engine_module.Engine.__init__ = engine_init  # type: ignore[method-assign]  # the real one back
+        classify_command.HeatmapWriter.__init__ = writer_init  # type: ignore[method-assign]  # likewise
     return len(list(folder.iterdir())) / elapsed
 
 

@@ -43,7 +43,8 @@ from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.inference.rollout import RolloutAccumulator
 from vit_desktop.core.models import vit
-from vit_desktop.core.types import ExplainOptions
+from vit_desktop.core.models.registry import RegistryEntry
+from vit_desktop.core.types import ExplainOptions, ModelCard
 
 failures: list[str] = []
 
@@ -159,7 +160,7 @@ def finetune_checks(weights: Path, fewshot: Path, device: str, quick: bool) -> N
     started = time.perf_counter()
     epochs = 1 if quick else 3
     partial = finetune(base, data, TrainConfig(mode="partial", epochs=epochs, batch_size=32))
-    losses = [h["loss"] for h in partial.history if h.get("loss") is not None]
+    losses = [loss for h in partial.history if (loss := h.get("loss")) is not None]
     check("fine-tune partial on fewshot-dev", bool(losses) and all(np.isfinite(losses)),
           f"{epochs} epochs, val accuracy {partial.val_accuracy:.1%}, last loss {losses[-1]:.3f}, "
           f"{time.perf_counter() - started:.1f} s, {precision}")
@@ -273,11 +274,8 @@ def folder_speed(weights: Path, photos: list[Path], device: str, quick: bool) ->
                 torch.cuda.empty_cache()
 
 
-def _card(entry: object) -> object:
-    from vit_desktop.core.types import ModelCard
-
-    return ModelCard("vit_b_16 (random)", "registry", "vit_b_16", entry.arch, entry.labels,  # type: ignore[attr-defined]
-                     entry.preprocess)  # type: ignore[attr-defined]
+def _card(entry: RegistryEntry) -> ModelCard:
+    return ModelCard("vit_b_16 (random)", "registry", "vit_b_16", entry.arch, entry.labels, entry.preprocess)
 
 
 def device_decode_rate(engine: Engine, files: list[Path], batch: int) -> float:

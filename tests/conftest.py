@@ -7,10 +7,15 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import DEIT, PHOTOS, tiny_model, write_image
+
+if TYPE_CHECKING:
+    from vit_desktop.core.models.vit import ViT
+    from vit_desktop.core.types import ModelCard
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +50,7 @@ def photos_dir() -> Path:
 
 
 @pytest.fixture
-def tiny() -> tuple[object, object]:
+def tiny() -> tuple[ViT, ModelCard]:
     return tiny_model()
 
 

@@ -7,14 +7,29 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch and the project load lazily, inside the helpers that need them
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.labels.hierarchy import Hierarchy
+    from vit_desktop.core.models.vit import ViT
+    from vit_desktop.core.types import ModelCard
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DEIT = SHARED / "weights" / "deit_tiny_patch16_224.safetensors"
 PHOTOS = SHARED / "photos"
 FEWSHOT = SHARED / "fewshot-dev"
+
+T = TypeVar("T")
+
+
+def kept(value: T | None) -> T:
+    """What a run was asked to keep (probabilities, features, a score): the test fails where it is missing."""
+    assert value is not None, "not kept"
+    return value
 
 
 def write_image(path: Path, size: tuple[int, int] = (48, 40), *, seed: int = 0, mode: str = "RGB") -> Path:
@@ -29,7 +44,7 @@ def write_image(path: Path, size: tuple[int, int] = (48, 40), *, seed: int = 0, 
 
 
 def tiny_card(num_classes: int = 3, *, image_size: int = 32, patch_size: int = 8, name: str = "tiny",
-              labels: tuple[str, ...] | None = None):
+              labels: tuple[str, ...] | None = None) -> ModelCard:
     from vit_desktop.core.types import Architecture, ModelCard, Preprocess
 
     arch = Architecture(
@@ -46,7 +61,7 @@ def tiny_card(num_classes: int = 3, *, image_size: int = 32, patch_size: int = 8
     return ModelCard(name=name, kind="file", source="", arch=arch, labels=labels, preprocess=pp)
 
 
-def tiny_model(num_classes: int = 3, *, seed: int = 0, **kw):
+def tiny_model(num_classes: int = 3, *, seed: int = 0, **kw) -> tuple[ViT, ModelCard]:
     """A small random ViT (non-zero head, so predictions differ between images) and its card."""
     import torch
 
@@ -171,7 +186,7 @@ def edited_copies(original, folder: Path, stem: str = "copy", *, seed: int = 0) 
 SUBTYPES = ["red", "orange", "yellow", "pink", "blue", "green", "cyan", "purple"]
 
 
-def tiny_hierarchy():  # -> Hierarchy
+def tiny_hierarchy() -> Hierarchy:
     from vit_desktop.core.labels.hierarchy import Hierarchy
 
     nodes: dict[str, tuple[list[str], list[str]]] = {
@@ -184,7 +199,7 @@ def tiny_hierarchy():  # -> Hierarchy
     return Hierarchy.from_edges(SUBTYPES, nodes)
 
 
-def tiny_base():  # -> Engine
+def tiny_base() -> Engine:
     import torch
     from torchvision.models import VisionTransformer
 
@@ -215,13 +230,13 @@ def warm_cool_folder(folder: Path) -> Path:
 WAIT_MS = 60_000
 
 
-def load(qtbot, window, path) -> None:  # type: ignore[no-untyped-def]  # pytest-qt's qtbot and the window
+def load(qtbot, window, path) -> None:
     """Load the model at ``path`` in ``window`` and wait until it is the window's model."""
     with qtbot.waitSignal(window.controller.model_changed, timeout=WAIT_MS):
         window.models.load_model(str(path))
 
 
-def classify(qtbot, window, *paths):  # type: ignore[no-untyped-def]  # likewise
+def classify(qtbot, window, *paths):
     """Classify ``paths`` in ``window`` and wait for the run to end; returns its Outcome."""
     with qtbot.waitSignal(window.run_status.run_finished, timeout=WAIT_MS) as blocker:
         window.intake.add_paths([str(p) for p in paths])

@@ -84,7 +84,7 @@ def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_th
     writer = HeatmapWriter(tmp_path, overwrite=False, err=err)
     writer.max_pending = 3
     gate = threading.Event()
-    writer._write = lambda path, base, heatmap, image: (gate.wait(5), f"{path}: heatmap not written: disk full")[1]  # type: ignore[method-assign]
+    writer._write = lambda path, base, heatmap, image: (gate.wait(5), f"{path}: heatmap not written: disk full")[1]  # type: ignore[method-assign]  # a slow, failing write for this writer
     submitted = []
 
     def classify_fast() -> None:

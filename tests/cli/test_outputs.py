@@ -77,7 +77,7 @@ def test_heatmaps_that_cannot_be_written_are_exit_status_1(tmp_path: Path, tiny_
                                                            image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vit_desktop.core.io import heatmap
 
-    def full_disk(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(heatmap, "save_overlay_png", full_disk)
@@ -98,7 +98,7 @@ def test_two_runs_that_fall_back_in_the_same_second_keep_both_results(tmp_path: 
     target = tmp_path / "out" / "r.jsonl"
     real = results_files.write_results
 
-    def full_disk(results, path, **kw):  # type: ignore[no-untyped-def]
+    def full_disk(results, path, **kw):
         if Path(path) == target:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(results, path, **kw)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,10 @@ from tests.support import run_cli as run
 from vit_desktop import cli
 
 
-def spawn(*argv: str, **kw: object) -> subprocess.Popen[str]:
+def spawn(*argv: str, **kw: Any) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "vit_desktop", *argv], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def wait_for(proc: subprocess.Popen[str], condition, timeout: float = 120) -> None:
@@ -105,7 +106,7 @@ def test_a_full_disk_at_the_end_keeps_the_results_in_the_data_folder(tmp_path: P
     target = tmp_path / "out" / "r.jsonl"
     real = results_files.write_results
 
-    def full_disk(results, path, **kw):  # type: ignore[no-untyped-def]
+    def full_disk(results, path, **kw):
         if Path(path) == target:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(results, path, **kw)
@@ -150,7 +151,12 @@ def test_photos_instead_of_a_command_open_the_window_with_them(tmp_path: Path,
     import vit_desktop.gui.app as app
 
     opened: list[list[str]] = []
-    monkeypatch.setattr(app, "main", lambda argv: opened.append(list(argv)) or 0)
+
+    def main(argv: list[str]) -> int:
+        opened.append(list(argv))
+        return 0
+
+    monkeypatch.setattr(app, "main", main)
     photo = write_image(tmp_path / "photo.jpg")
     assert cli.main([str(photo), str(tmp_path)]) == 0
     assert opened == [[str(photo), str(tmp_path)]]

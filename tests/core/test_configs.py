@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_legacy_feature_extractor_file_with_a_bare_size(image: Image.Image) -> N
 
 
 def test_fast_processor_dump_with_nulls(image: Image.Image) -> None:
-    fast = {"image_processor_type": "DeiTImageProcessorFast", "crop_size": {"height": 32, "width": 32},
+    fast: dict[str, Any] = {"image_processor_type": "DeiTImageProcessorFast", "crop_size": {"height": 32, "width": 32},
             "do_center_crop": True, "size": {"height": 40, "width": 40}, "resample": 3, "default_to_square": True,
             "data_format": "channels_first", "device": None, "return_tensors": None, "do_convert_rgb": None,
             "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}

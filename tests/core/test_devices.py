@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import platform
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def cpu(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(devices, "cpu_bf16", cpu_bf16)  # the real decision, not the tests' fp32
 
     def make(machine: str, *, avx512_bf16: bool = False, amx: bool = False) -> None:
-        monkeypatch.setattr(devices.platform, "machine", lambda: machine)
+        monkeypatch.setattr(platform, "machine", lambda: machine)  # what devices asks
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         cpu_bf16.cache_clear()
@@ -60,7 +61,9 @@ def test_other_cpus_are_timed_once_per_machine_and_remembered(cpu, monkeypatch: 
     cpu_bf16.cache_clear()  # a new process: the state file remembers
     again = choose_precision("auto", CPU)
     assert again.precision == "bf16" and "measured once" in again.why and timings == [1]
-    key = state._read()["cpu_bf16"]["key"]
+    remembered = state._read()["cpu_bf16"]
+    assert isinstance(remembered, dict)
+    key = remembered["key"]
     state.set_cpu_bf16_verdict(key, 0.3)  # a CPU that emulates it
     cpu_bf16.cache_clear()
     assert choose_precision("auto", CPU).precision == "fp32"

@@ -101,7 +101,7 @@ def test_a_node_that_separates_perfectly_is_chosen_and_the_numbers_stay_finite()
     assert separating > prior + 2.0 and separating > noise
 
 
-def _resolved(h: Hierarchy, name: str):  # type: ignore[no-untyped-def]
+def _resolved(h: Hierarchy, name: str):
     (r,) = h.resolve_classes([name])
     return r
 
@@ -114,7 +114,7 @@ def test_names_alone_make_a_model_whose_scores_are_the_base_models_mass(tmp_path
     base = tiny_base()
     data = LabelledSet(("warm", "cool"))  # no photos at all
     result = finetune(base, data, TrainConfig(mode="head"), hierarchy=tiny_hierarchy())
-    assert result.metrics.selection.head == "names"
+    assert result.metrics.selection is not None and result.metrics.selection.head == "names"
     assert result.card.head is not None and result.card.head.mass
     photo = write_image(tmp_path / "p.png", size=(40, 40))
     base_p = np.zeros(len(SUBTYPES))

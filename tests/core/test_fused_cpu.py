@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support import PHOTOS, tiny_model, write_image
+from tests.support import PHOTOS, kept, tiny_model, write_image
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.inference.rollout import RolloutAccumulator
@@ -88,11 +88,11 @@ def test_real_deit_fused_gives_the_plain_answers_on_every_labelled_photo(deit_pa
     assert engine.fused
     paths = [p for p, _ in labelled()]
     want = ClassifyOptions(keep_probabilities=True, batch_size=16)
-    fused = np.stack([r.probabilities for r in engine.classify(paths, want)])  # type: ignore[misc]
+    fused = np.stack([kept(r.probabilities) for r in engine.classify(paths, want)])
     mapped = engine.classify(paths[:16], ClassifyOptions(keep_probabilities=True, batch_size=16,
                                                          explain=ExplainOptions()))
     engine.fused = False
-    plain = np.stack([r.probabilities for r in engine.classify(paths, want)])  # type: ignore[misc]
+    plain = np.stack([kept(r.probabilities) for r in engine.classify(paths, want)])
     assert (fused.argmax(1) == plain.argmax(1)).all()
     assert float(np.abs(fused - plain).max()) < 1e-4
-    assert np.array_equal(np.stack([r.probabilities for r in mapped]), fused[:16])  # type: ignore[misc]
+    assert np.array_equal(np.stack([kept(r.probabilities) for r in mapped]), fused[:16])

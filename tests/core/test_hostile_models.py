@@ -258,7 +258,12 @@ def test_a_zip_bomb_pth_is_refused_before_torch_reads_it(tmp_path: Path, monkeyp
     assert path.stat().st_size < 64 << 10
     reads: list[object] = []
     real_load = torch.load
-    monkeypatch.setattr(torch, "load", lambda *a, **kw: reads.append(a) or real_load(*a, **kw))
+
+    def load(*a, **kw):
+        reads.append(a)
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", load)
     message = refused(path)
     assert "unpack to 8 MB" in message and "zip bomb" in message and not reads
 

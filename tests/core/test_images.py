@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,15 +25,15 @@ from vit_desktop.core.io.scan import ScanResult, scan
 from vit_desktop.core.paths import display_path
 
 
-def _save(img: Image.Image, path: Path, **params: object) -> Path:
+def _save(img: Image.Image, path: Path, **params: Any) -> Path:
     img.save(path, **params)
     return path
 
 
-def _pixel(img: Image.Image, xy: tuple[int, int] = (0, 0)) -> tuple[int, int, int]:
+def _pixel(img: Image.Image, xy: tuple[int, int] = (0, 0)) -> tuple[int, ...]:
     value = img.getpixel(xy)
     assert isinstance(value, tuple)
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _close(actual: tuple[int, ...], expected: tuple[int, ...], tol: int = 2) -> bool:
@@ -472,7 +473,7 @@ def test_scan_reports_folder_the_system_refuses_to_list(
     real_scandir = os.scandir
     locked = tree / "a"
 
-    def scandir(path: str):  # type: ignore[no-untyped-def]
+    def scandir(path: str):
         if Path(path) == locked:
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)

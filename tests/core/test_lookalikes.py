@@ -12,6 +12,7 @@ from vit_desktop.core.inference.loading import choose_model
 from vit_desktop.core.inference.lookalikes import (
     FEATURES,
     HASHING,
+    PrintsProgress,
     PrintsRun,
     find_duplicates,
     find_similar,
@@ -45,7 +46,11 @@ def test_a_second_run_reads_every_print_from_the_library(album: Path, tiny_model
         library = Library.open(tmp_path / "data")
         choice = choose_model(str(tiny_model_file), device="cpu", library=library)
         stages: list[str] = []
-        groups, run = find_duplicates(choice, [album], library=library, progress=lambda s, seen=stages: seen.append(s.stage))
+
+        def record(s: PrintsProgress, seen: list[str] = stages) -> None:
+            seen.append(s.stage)
+
+        groups, run = find_duplicates(choice, [album], library=library, progress=record)
         assert library is not None
         library.close()
         runs.append((groups, run, choice, stages))

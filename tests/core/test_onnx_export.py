@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,12 +20,12 @@ from vit_desktop.core.io.images import load_image
 from vit_desktop.core.models import onnx as onnx_export
 from vit_desktop.core.models import vit
 from vit_desktop.core.models.onnx import ExportError, export_onnx, read_onnx_metadata
-from vit_desktop.core.types import HeadSpec
+from vit_desktop.core.types import HeadSpec, ModelCard
 
 ort = pytest.importorskip("onnxruntime")
 
 
-def random_tiny() -> tuple[torch.nn.Module, object]:
+def random_tiny() -> tuple[vit.ViT, ModelCard]:
     module, card = tiny_model()
     with torch.no_grad():  # torchvision zero-initialises the head: random everything, or the check is trivial
         for p in module.parameters():
@@ -152,20 +153,18 @@ def labels_of_pair(dest: Path) -> tuple[list[str] | None, list[str] | None]:
 def test_an_export_over_another_never_leaves_a_mismatched_pair(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed between any two renames, or failing at any of them, the model and its sidecar agree."""
-    from vit_desktop.core import files
-
     old_module, old_card = random_tiny()
     dest = tmp_path / "m.onnx"
     export_onnx(old_module, old_card, dest)
     module, card = tiny_model(5)
-    real_replace = files.os.replace
+    real_replace = os.replace  # files' atomic writes rename with it
     seen: list[tuple[list[str] | None, list[str] | None]] = []
 
     def watched(src, dst):  # what a kill right after this rename would leave
         real_replace(src, dst)
         seen.append(labels_of_pair(dest))
 
-    monkeypatch.setattr(files.os, "replace", watched)
+    monkeypatch.setattr(os, "replace", watched)
     export_onnx(module, card, dest, overwrite=True)
     assert seen and all(a is None or b is None or a == b for a, b in seen), seen
     assert labels_of_pair(dest) == (list(card.labels), list(card.labels))
@@ -183,7 +182,7 @@ def test_an_export_over_another_never_leaves_a_mismatched_pair(tmp_path: Path,
                 raise OSError(5, "Input/output error")
             real_replace(src, dst)
 
-        monkeypatch.setattr(files.os, "replace", failing)
+        monkeypatch.setattr(os, "replace", failing)
         with pytest.raises(ExportError, match="could not write .* nothing kept"):
             export_onnx(old_module, old_card, dest, overwrite=True)
         assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == new, f"rename {n} failing"

@@ -35,7 +35,7 @@ def photo() -> Image.Image:
         return im.convert("RGB")
 
 
-def run(module: torch.nn.Module, folder: Path) -> torch.Tensor:
+def run(module: vit.ViT, folder: Path) -> torch.Tensor:
     x = torch.from_numpy(np.load(folder / "input.npy"))
     with torch.no_grad():
         return vit.forward(module, x)
@@ -112,6 +112,7 @@ def test_a_hugging_face_folder_classifies_what_its_processor_makes(tmp_path: Pat
     x = torch.from_numpy(PIXELS["deit_36_crop32_bicubic"])[None]
     with torch.no_grad():
         expected = vit.forward(engine.module, x).softmax(1)[0].numpy()
+    assert result.probabilities is not None
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
     # The map lies over the region the processor kept: 36x36 squashed, then the centre 32.
     left, top, right, bottom = result.heatmap.crop_box if result.heatmap else engine.rollout(

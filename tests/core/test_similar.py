@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vit_desktop.core.library.prints import PhotoPrints, unit_rows
-from vit_desktop.core.library.similar import Neighbour, nearest, similar_to
+from vit_desktop.core.library.similar import nearest, similar_to
 
 
 def test_nearest_is_the_exact_top_k_best_first() -> None:
@@ -25,7 +25,7 @@ def test_the_photo_itself_and_photos_without_features_are_left_out() -> None:
     prints = PhotoPrints.of(["a", "b", "c", "d"], features=features)
     got = similar_to(prints, "a", top_k=10)
     assert [n.path for n in got] == ["b", "d"]  # not a itself, not c (no features)
-    assert got[0] == Neighbour("b", pytest.approx(0.9 / np.hypot(0.9, 0.1)))
+    assert got[0].path == "b" and got[0].score == pytest.approx(0.9 / np.hypot(0.9, 0.1))
     assert similar_to(prints, "c") == []  # a photo without features is like nothing
     with pytest.raises(KeyError):
         similar_to(prints, "elsewhere")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.models import VisionTransformer
 
-from tests.support import SHARED
+from tests.support import SHARED, kept
 from vit_desktop.core.errors import CancelToken, VitDesktopError
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
@@ -134,7 +134,7 @@ def test_cancel_keeps_the_best_model_so_far_and_resume_goes_on(colours: Labelled
     result = finetune(tiny_engine(), colours, config, progress=on_progress, cancel=cancel)
     assert result.cancelled
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
-    best = min(result.history, key=lambda h: h["val_loss"])
+    best = min(result.history, key=lambda h: kept(h["val_loss"]))
     assert result.best_epoch == best["epoch"]
     assert result.val_accuracy == pytest.approx(best["val_acc"])
     # Resume: the cancelled model is the base; its head rows carry over by class name.
@@ -153,7 +153,7 @@ def test_cancel_while_choosing_the_head_returns_a_usable_model(colours: Labelled
 
     result = finetune(tiny_engine(), colours, TrainConfig(mode="head"), progress=on_progress, cancel=cancel)
     assert result.cancelled
-    scored = result.metrics.selection.scores
+    scored = kept(result.metrics.selection).scores
     assert len(scored) == 1
     engine = Engine.from_module(result.module, result.card, device="cpu")
     assert len(engine.classify([colours.items[0][0]])[0].predictions) == 3
@@ -183,7 +183,7 @@ def test_saved_model_round_trips(colours: LabelledSet, tmp_path: Path) -> None:
         assert [p.score for p in a.predictions] == pytest.approx([p.score for p in b.predictions], abs=1e-6)
 
 
-def small_memory(module: torch.nn.Module) -> torch.nn.Module:
+def small_memory(module: VisionTransformer) -> VisionTransformer:
     """Raise CUDA's out-of-memory error for training batches above four images, as a small GPU would."""
 
     def check(conv: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:  # the first step of every forward
@@ -261,8 +261,8 @@ def test_train_from_scratch_on_small_grayscale_tensors(tmp_path: Path) -> None:
     config = TrainConfig(mode="scratch", epochs=8, batch_size=32, image_size=28, patch_size=7, num_layers=2,
                          num_heads=2, hidden_dim=32, mlp_dim=64, hflip=False, patience=8, lr=3e-3)
     result = train_from_scratch((x, y, ("square", "ring", "bar")), config, device="cpu", val_data=(vx, vy))
-    print([round(h["val_acc"], 2) for h in result.history])
-    assert result.history[0]["val_acc"] < 0.8  # one epoch in, far from solved
+    print([round(kept(h["val_acc"]), 2) for h in result.history])
+    assert kept(result.history[0]["val_acc"]) < 0.8  # one epoch in, far from solved
     assert result.val_accuracy >= 0.9
     assert result.card.preprocess.color_mode == "L"
     assert result.card.arch.image_size == 28 and result.card.arch.patch_size == 7
@@ -270,7 +270,7 @@ def test_train_from_scratch_on_small_grayscale_tensors(tmp_path: Path) -> None:
     engine = Engine.load(out, device="cpu")
     # A grayscale photo saved to disk classifies through the engine like in training.
     img = Image.fromarray(vx[0, 0].numpy())
-    assert engine.classify_image(img, "square").top.label == "square"
+    assert kept(engine.classify_image(img, "square").top).label == "square"
 
 
 # --------------------------------------------------------------------------------------------

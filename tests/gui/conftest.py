@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings, QThread
@@ -27,7 +28,7 @@ def _threads_joined(qapp: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     made: list[Controller] = []
     original = Controller.__init__
 
-    def record(self: Controller, *args: object, **kwargs: object) -> None:
+    def record(self: Controller, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         made.append(self)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import SUBTYPES, save_tiny_model, tiny_hierarchy, write_image
+from tests.support import SUBTYPES, kept, save_tiny_model, tiny_hierarchy, write_image
+from vit_desktop.core.types import Heatmap
 
 MS = 60_000
 
@@ -21,7 +22,7 @@ def colours_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     tree = tiny_hierarchy()
 
-    def known(card):  # type: ignore[no-untyped-def]
+    def known(card):
         return tree if card.labels == tuple(SUBTYPES) else None
 
     monkeypatch.setattr(sorting, "hierarchy_for", known)
@@ -56,7 +57,7 @@ def test_the_names_box_relabels_the_gallery_without_classifying_again(qtbot, mak
     # The class map follows the named category.
     w.gallery.setCurrentIndex(w.proxy.index(0, 0))
     d = w.detail
-    shown: list[object] = []
+    shown: list[Heatmap] = []
     d.heatmap_shown.connect(shown.append)
     d.bars.bars[0].click()
     qtbot.waitUntil(lambda: bool(shown), timeout=MS)
@@ -109,9 +110,9 @@ def test_what_a_name_covers_is_shown_and_unticking_a_class_edits_the_name(qtbot,
     seen: list[list[str]] = []
 
     def untick_the_first(dialog: CoverageDialog) -> int:
-        warm = dialog.tree.topLevelItem(0)
-        seen.append([warm.child(i).text(0) for i in range(warm.childCount())])
-        warm.child(0).setCheckState(0, Qt.CheckState.Unchecked)
+        warm = kept(dialog.tree.topLevelItem(0))
+        seen.append([kept(warm.child(i)).text(0) for i in range(warm.childCount())])
+        kept(warm.child(0)).setCheckState(0, Qt.CheckState.Unchecked)
         return int(QDialog.DialogCode.Accepted)
 
     monkeypatch.setattr(CoverageDialog, "exec", untick_the_first)

@@ -90,6 +90,11 @@ def test_overlays_can_carry_a_caption_and_class_folders_are_counted(qtbot, make_
     assert np.asarray(strip).min() < 128  # text drawn on it
     asked: list[str] = []
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "sorted"))
-    monkeypatch.setattr(QMessageBox, "question", lambda _w, _t, text: asked.append(text) or QMessageBox.StandardButton.No)
+
+    def question(_w, _t, text: str) -> QMessageBox.StandardButton:
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
     w.exporter.copy_into_folders_dialog(w.results_model.results())
     assert asked and "into 1 folder, one per predicted class" in asked[0]

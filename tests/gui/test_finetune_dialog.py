@@ -124,7 +124,9 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     assert result.metrics.selection.head in view.head_summary.text()
     assert "flatter this estimate" in view.head_notes.text()
     assert view.confusion_table.rowCount() == 3
-    diagonal = sum(int(view.confusion_table.item(i, i).text()) for i in range(3))
+    cells = [view.confusion_table.item(i, i) for i in range(3)]
+    assert all(cell is not None for cell in cells)
+    diagonal = sum(int(cell.text()) for cell in cells if cell is not None)
     assert diagonal == round(result.val_accuracy * result.metrics.val_images)
     assert view.per_class_table.rowCount() == 3
     assert view.mistake_list.count() == len(result.misclassified)
@@ -145,7 +147,12 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     # Saving again asks first; "No" keeps the file.
     before = target.read_bytes()
     asked: list[Path] = []
-    monkeypatch.setattr(dialog, "_ask_overwrite", lambda p: asked.append(p) or False)
+
+    def ask_overwrite(p: Path) -> bool:
+        asked.append(p)
+        return False
+
+    monkeypatch.setattr(dialog, "_ask_overwrite", ask_overwrite)
     assert not dialog.save_model_to(target)
     assert asked == [target] and target.read_bytes() == before
     monkeypatch.setattr(dialog, "_ask_overwrite", lambda p: True)
@@ -155,7 +162,7 @@ def test_train_inspect_save_and_use(qtbot, dialog: FinetuneDialog, controller: C
     with qtbot.waitSignal(controller.model_changed, timeout=MS) as loaded_blocker:
         dialog.use_button.click()
     assert loaded_blocker.args[0].card.labels == ("blue", "green", "red")
-    assert controller.current_card.labels == ("blue", "green", "red")
+    assert controller.current_card is not None and controller.current_card.labels == ("blue", "green", "red")
     from vit_desktop.core.types import ExplainOptions
 
     job = controller.explain(str(data / "red" / "0.png"), ExplainOptions())
@@ -321,7 +328,7 @@ def test_the_window_keeps_answering_while_training_runs(qtbot, dialog: FinetuneD
     real = training.finetune
     collections: list[float] = []
 
-    def finetune_collecting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def finetune_collecting(*args, **kwargs):
         start = time.perf_counter()
         gc.collect()  # what thousands of decoded photos trigger, at a known moment
         collections.append(time.perf_counter() - start)

@@ -129,7 +129,7 @@ def test_cancel_stops_a_folder_run(qtbot, make_window, model_a, many_images) -> 
     folder = many_images(300)
     w.batch_size = 1
 
-    first = []
+    first: list[int] = []
 
     def cancel_on_first(*_args: object) -> None:
         if not first:

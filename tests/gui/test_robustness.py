@@ -67,7 +67,12 @@ def test_results_of_an_earlier_model_are_marked_never_mixed_and_can_be_reclassif
     # A class map of "pear" (alpha's class 1) must not be computed with beta's class 1.
     asked: list[object] = []
     original = w.controller.explain
-    w.controller.explain = lambda *a, **k: asked.append(a) or original(*a, **k)  # type: ignore[method-assign]
+
+    def explain(*a, **k):
+        asked.append(a)
+        return original(*a, **k)
+
+    w.controller.explain = explain
     d.bars.bars[1].click()
     # Nothing is even scheduled: the recompute timer would ask the controller once it fires.
     assert not d._recompute_timer.isActive() and asked == []
@@ -143,7 +148,12 @@ def test_fine_tune_work_survives_closing_the_dialog_and_quitting_asks_first(qtbo
     dialog.close()
 
     asked: list[list[str]] = []
-    monkeypatch.setattr(w, "confirm_discard", lambda lost: asked.append(lost) or False)
+
+    def confirm_discard(lost: list[str]) -> bool:
+        asked.append(lost)
+        return False
+
+    monkeypatch.setattr(w, "confirm_discard", confirm_discard)
     w.close()  # as Ctrl+Q does
     assert asked == [["the fine-tuned model (reds, blues) is not saved",
                       "the labelled photos (12 in 2 classes) are not saved"]]

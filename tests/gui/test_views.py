@@ -122,7 +122,7 @@ def test_zoom_keeps_the_point_under_the_cursor_and_drag_pans(qtbot) -> None:
     view.zoom_by(2.0, anchor)
     after = (anchor - view._offset) / view.zoom
     assert view.zoom == pytest.approx(2 * fit)
-    assert (after.x(), after.y()) == (pytest.approx(before.x()), pytest.approx(before.y()))
+    assert (after.x(), after.y()) == pytest.approx((before.x(), before.y()))
 
     offset = QPointF(view._offset)
     qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 150))

@@ -15,7 +15,7 @@ _T0 = time.perf_counter()
 if sys.platform == "win32":
     # torch >= 2.9 and Qt ship clashing DLLs on Windows: torch must be loaded first. Elsewhere the
     # import (1-2 s) is left to the compute thread so that the window appears at once.
-    import torch  # noqa: F401
+    import torch  # noqa: F401 - imported for its DLLs, before Qt's
 
 #: The libraries Qt's xcb platform plugin loads (X11 on Linux), with the Debian/Ubuntu package of each.
 XCB_LIBRARIES: tuple[tuple[str, str], ...] = (

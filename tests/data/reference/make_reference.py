@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import timm
@@ -34,8 +35,8 @@ from timm.models._hub import save_config_for_hf
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 HERE = Path(__file__).resolve().parent
-TINY = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
-VARIANTS = {
+TINY: dict[str, Any] = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
+VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "no_qkv_bias": dict(qkv_bias=False),
     "layer_scale": dict(init_values=1e-5, no_embed_class=True),  # DeiT III
@@ -116,7 +117,7 @@ def hf_cases(out: Path) -> None:
 
 
 #: name -> (class, keyword arguments): the processors as their configs on the Hub describe them.
-HF_PROCESSORS = {
+HF_PROCESSORS: dict[str, tuple[str, dict[str, Any]]] = {
     "deit_36_crop32_bicubic": ("DeiTImageProcessorPil", dict(size={"height": 36, "width": 36},
                                                               crop_size={"height": 32, "width": 32}, resample=3,
                                                               image_mean=[0.485, 0.456, 0.406],
@@ -130,7 +131,7 @@ HF_PROCESSORS = {
                                                     image_mean=[120.0, 110.0, 100.0], image_std=[60.0, 60.0, 60.0])),
 }
 #: name -> timm data config (what resolve_data_config gives for a pretrained_cfg).
-TIMM_TRANSFORMS = {
+TIMM_TRANSFORMS: dict[str, dict[str, Any]] = {
     "timm_center_0.9": dict(input_size=(3, 32, 32), interpolation="bicubic", crop_pct=0.9, crop_mode="center"),
     "timm_squash_0.9": dict(input_size=(3, 32, 32), interpolation="bilinear", crop_pct=0.9, crop_mode="squash"),
     "timm_border_0.9": dict(input_size=(3, 32, 32), interpolation="bicubic", crop_pct=0.9, crop_mode="border"),
@@ -159,7 +160,7 @@ def processor_cases(out: Path) -> None:
         transform = create_transform(**data_config, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
         arrays[name] = transform(photo).numpy()
         configs[name] = {"pretrained_cfg": dict(data_config, input_size=list(data_config["input_size"]))}
-    np.savez_compressed(out / "processors.npz", **arrays)
+    np.savez_compressed(out / "processors.npz", **arrays)  # type: ignore[arg-type]  # numpy's stub takes a key for allow_pickle
     (out / "processors.json").write_text(json.dumps(configs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

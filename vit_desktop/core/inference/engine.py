@@ -319,7 +319,7 @@ class Engine:
     ) -> list[ClassifyResult]:
         ok = [(i, p) for i, (_, p) in enumerate(batch) if not isinstance(p, str)]
         results: list[ClassifyResult] = [
-            ClassifyResult(path=name, error=p) if isinstance(p, str) else None  # type: ignore[misc]
+            ClassifyResult(path=name, error=p) if isinstance(p, str) else None  # type: ignore[misc]  # None: filled in below
             for name, p in batch
         ]
         if ok:

@@ -206,7 +206,7 @@ class TimmConfig:
 
 
 def is_timm_config(config: Mapping[str, Any] | None) -> bool:
-    return bool(config) and isinstance(config.get("architecture"), str)  # type: ignore[union-attr]
+    return config is not None and isinstance(config.get("architecture"), str)
 
 
 def timm_config(config: Mapping[str, Any]) -> TimmConfig:

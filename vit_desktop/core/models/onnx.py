@@ -279,7 +279,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds; all mean "cannot read it"
         raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
     meta = session.get_modelmeta().custom_metadata_map
     return {k.removeprefix("vit_desktop."): v for k, v in meta.items() if k.startswith("vit_desktop.")}
