@@ -54,6 +54,7 @@ from vit_desktop.core.inference.rollout import (
 )
 from vit_desktop.core.io.images import load_image
 from vit_desktop.core.models import vit
+from vit_desktop.core.models.blocks import attention
 from vit_desktop.core.types import ExplainOptions
 
 SHARED = ROOT / ".." / "shared"
@@ -103,7 +104,7 @@ def _traced(module: vit.ViT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.
     h = torch.cat([m.class_token.expand(h.shape[0], -1, -1), h], dim=1) + m.encoder.pos_embedding
     for i, block in enumerate(m.encoder.layers):
         tokens.append(h)
-        h = h + vit._attention(block, h, i, lambda _, p: probs.append(p))
+        h = h + attention(block, h, i, lambda _, p: probs.append(p))
         h = h + block.mlp(block.ln_2(h))
     logits = m.heads(m.encoder.ln(h)[:, 0])
     return logits, probs, tokens
