@@ -47,6 +47,7 @@ from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.results_model import ResultsModel
 from vit_desktop.gui.run_status import RunStatus
 from vit_desktop.gui.settings import AppSettings
+from vit_desktop.gui.similar_view import SimilarSearch
 from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.view_state import ViewState
 
@@ -93,6 +94,7 @@ class MainWindow(QMainWindow):
         self.models = ModelSwitch(self, self.controller, self.settings, self.model_menu, self.message_bar,
                                   self.run_status, self.results_model, self.commands, self.pool)
         self.labeller = CategoryLabeller(self.results_model, self.controller, self.view_state, self.top_k, self)
+        self.similar = SimilarSearch(self.controller, self.results_model, self.view_state, self.run_status, self)
         self._connect()
         self._restore_window()
         self._update_samples()
@@ -143,7 +145,7 @@ class MainWindow(QMainWindow):
             "select_all": self.gallery.selectAll,
             "remove": self.pane.remove_selected,
             "undo_remove": self.pane.undo_remove,
-            "cancel": lambda: self.run_status.cancel(),
+            "cancel": self.escape,
             "overlay": d.toggle_overlay,
             "next_map": d.cycle_map,
             "class_maps_in_runs": lambda: s.set_class_maps_in_runs(self.commands.class_maps_in_runs.isChecked()),
@@ -154,6 +156,7 @@ class MainWindow(QMainWindow):
             "open_model_folder": lambda: self.models.open_folder_dialog(),
             "reload_models": lambda: self.models.refresh_models(),
             "finetune": self.open_finetune,
+            "find_similar": lambda: self.similar.find(self.pane.current_path()),
             "about": self.show_about,
             "shortcuts": lambda: help_dialogs.shortcuts_dialog(self).exec(),
             "files": lambda: help_dialogs.files_dialog(self.settings.qsettings, self).exec(),
@@ -190,7 +193,10 @@ class MainWindow(QMainWindow):
         self.commands.undo_remove.setEnabled(False)
         self.commands.class_maps_in_runs.setChecked(self.view_state.class_maps_in_runs)
         self.commands.overlay_caption.setChecked(self.settings.overlay_caption)
-        self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
+        self.similar.note.connect(status.say)
+        self.similar.problem.connect(bar.show_error)
+        self.pane.set_context_actions([self.commands.find_similar, self.commands.copy, self.commands.export_overlay,
+                                       self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
         if self.settings.problem:  # a settings file that had to be cleaned
             bar.show_info(self.settings.problem)
@@ -267,7 +273,17 @@ class MainWindow(QMainWindow):
             self.message_bar.hide()
             self.intake.add_paths(paths)
 
+    def escape(self) -> None:
+        """Esc: stop what runs (a folder run, a search, a model load); with nothing running, leave
+        the "similar to" order."""
+        c = self.controller
+        if not (c.busy or c.loading or self.run_status.tasks) and self.view_state.similar is not None:
+            self.view_state.set_similar(None)
+        else:
+            self.run_status.cancel()
+
     def clear_results(self) -> None:
+        self.view_state.set_similar(None)
         self.run_status.forget_runs()
         self.controller.abandon_runs()  # a batch in flight must not land in the emptied list
         self.results_model.clear()
