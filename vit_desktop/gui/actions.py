@@ -71,6 +71,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("library", "&Library…", tip="How much the store of results and features holds; empty it"),
     ActionSpec("find_similar", "Find &similar photos", "Ctrl+Shift+F",
                "Order the gallery by how alike the model finds each photo to the selected one"),
+    ActionSpec("find_duplicates", "Find &duplicates…", "Ctrl+Shift+D",
+               "Groups of listed photos that are one picture (copies, resized, re-encoded, lightly cropped); "
+               "keep one of each and move the others to the trash"),
     ActionSpec("shortcuts", "&Keyboard shortcuts", _K.HelpContents),
     ActionSpec("files", "&Where files live"),
     ActionSpec("about", "&About vit-desktop"),
@@ -86,7 +89,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Edit", ("undo_remove", "-", "copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
-    ("&Tools", ("finetune", "library", "-", "find_similar")),
+    ("&Tools", ("finetune", "library", "-", "find_similar", "find_duplicates")),
     ("&Help", ("shortcuts", "files", "-", "about")),
 )
 
@@ -123,6 +126,7 @@ class Actions:
     finetune: QAction
     library: QAction
     find_similar: QAction
+    find_duplicates: QAction
     shortcuts: QAction
     files: QAction
     about: QAction

@@ -36,6 +36,7 @@ from vit_desktop.gui.actions import build_actions, build_menus
 from vit_desktop.gui.category_labels import CategoryLabeller
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.detail_panel import DetailPanel
+from vit_desktop.gui.duplicates_view import DuplicateFinder
 from vit_desktop.gui.exporting import Exporter
 from vit_desktop.gui.gallery_pane import GalleryPane
 from vit_desktop.gui.intake import Intake
@@ -95,6 +96,7 @@ class MainWindow(QMainWindow):
                                   self.run_status, self.results_model, self.commands, self.pool)
         self.labeller = CategoryLabeller(self.results_model, self.controller, self.view_state, self.top_k, self)
         self.similar = SimilarSearch(self.controller, self.results_model, self.view_state, self.run_status, self)
+        self.duplicates = DuplicateFinder(self.controller, self.loader, self.run_status, self)
         self._connect()
         self._restore_window()
         self._update_samples()
@@ -157,6 +159,7 @@ class MainWindow(QMainWindow):
             "reload_models": lambda: self.models.refresh_models(),
             "finetune": self.open_finetune,
             "find_similar": lambda: self.similar.find(self.pane.current_path()),
+            "find_duplicates": lambda: self.duplicates.find([r.path for r in self.results_model.results() if r.ok]),
             "about": self.show_about,
             "shortcuts": lambda: help_dialogs.shortcuts_dialog(self).exec(),
             "files": lambda: help_dialogs.files_dialog(self.settings.qsettings, self).exec(),
@@ -195,6 +198,9 @@ class MainWindow(QMainWindow):
         self.commands.overlay_caption.setChecked(self.settings.overlay_caption)
         self.similar.note.connect(status.say)
         self.similar.problem.connect(bar.show_error)
+        self.duplicates.note.connect(status.say)
+        self.duplicates.problem.connect(bar.show_error)
+        self.duplicates.trashed.connect(self._on_trashed)
         self.pane.set_context_actions([self.commands.find_similar, self.commands.copy, self.commands.export_overlay,
                                        self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
@@ -272,6 +278,16 @@ class MainWindow(QMainWindow):
         if paths:
             self.message_bar.hide()
             self.intake.add_paths(paths)
+
+    @Slot(list)
+    def _on_trashed(self, paths: list[str]) -> None:
+        """Files moved to the trash leave the list (and the detail panel, if one was shown)."""
+        shown = self.detail.result
+        self.results_model.remove_paths(paths)
+        if shown is not None and shown.path in paths:
+            self.detail.show_result(None)
+        n = len(paths)
+        self.run_status.say(f"Moved {n} file{'s' if n != 1 else ''} to the trash.")
 
     def escape(self) -> None:
         """Esc: stop what runs (a folder run, a search, a model load); with nothing running, leave
