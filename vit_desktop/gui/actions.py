@@ -74,6 +74,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("find_duplicates", "Find &duplicates…", "Ctrl+Shift+D",
                "Groups of listed photos that are one picture (copies, resized, re-encoded, lightly cropped); "
                "keep one of each and move the others to the trash"),
+    ActionSpec("photo_map", "&Map of the photos…", "Ctrl+Shift+P",
+               "Every listed photo placed by its features, alike photos near each other; lasso some to label, "
+               "copy or select them"),
     ActionSpec("shortcuts", "&Keyboard shortcuts", _K.HelpContents),
     ActionSpec("files", "&Where files live"),
     ActionSpec("about", "&About vit-desktop"),
@@ -89,7 +92,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Edit", ("undo_remove", "-", "copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
-    ("&Tools", ("finetune", "library", "-", "find_similar", "find_duplicates")),
+    ("&Tools", ("finetune", "library", "-", "find_similar", "find_duplicates", "photo_map")),
     ("&Help", ("shortcuts", "files", "-", "about")),
 )
 
@@ -127,6 +130,7 @@ class Actions:
     library: QAction
     find_similar: QAction
     find_duplicates: QAction
+    photo_map: QAction
     shortcuts: QAction
     files: QAction
     about: QAction

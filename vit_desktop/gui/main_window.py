@@ -41,6 +41,7 @@ from vit_desktop.gui.exporting import Exporter
 from vit_desktop.gui.gallery_pane import GalleryPane
 from vit_desktop.gui.intake import Intake
 from vit_desktop.gui.library_part import LibraryPart
+from vit_desktop.gui.map_view import PhotoMapper
 from vit_desktop.gui.message_bar import MessageBar
 from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.model_switch import ModelSwitch
@@ -97,6 +98,7 @@ class MainWindow(QMainWindow):
         self.labeller = CategoryLabeller(self.results_model, self.controller, self.view_state, self.top_k, self)
         self.similar = SimilarSearch(self.controller, self.results_model, self.view_state, self.run_status, self)
         self.duplicates = DuplicateFinder(self.controller, self.loader, self.run_status, self)
+        self.mapper = PhotoMapper(self.controller, self.results_model, self.loader, self.run_status, self)
         self._connect()
         self._restore_window()
         self._update_samples()
@@ -159,7 +161,8 @@ class MainWindow(QMainWindow):
             "reload_models": lambda: self.models.refresh_models(),
             "finetune": self.open_finetune,
             "find_similar": lambda: self.similar.find(self.pane.current_path()),
-            "find_duplicates": lambda: self.duplicates.find([r.path for r in self.results_model.results() if r.ok]),
+            "find_duplicates": lambda: self.duplicates.find(self.listed_photos()),
+            "photo_map": lambda: self.mapper.find(self.listed_photos()),
             "about": self.show_about,
             "shortcuts": lambda: help_dialogs.shortcuts_dialog(self).exec(),
             "files": lambda: help_dialogs.files_dialog(self.settings.qsettings, self).exec(),
@@ -201,6 +204,12 @@ class MainWindow(QMainWindow):
         self.duplicates.note.connect(status.say)
         self.duplicates.problem.connect(bar.show_error)
         self.duplicates.trashed.connect(self._on_trashed)
+        self.mapper.note.connect(status.say)
+        self.mapper.problem.connect(bar.show_error)
+        self.mapper.photo_clicked.connect(self.pane.show_path)
+        self.mapper.select_requested.connect(self.pane.select_paths)
+        self.mapper.label_requested.connect(self.label_in_finetune)
+        self.mapper.copy_requested.connect(self.exporter.copy_photos_dialog)
         self.pane.set_context_actions([self.commands.find_similar, self.commands.copy, self.commands.export_overlay,
                                        self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
@@ -278,6 +287,21 @@ class MainWindow(QMainWindow):
         if paths:
             self.message_bar.hide()
             self.intake.add_paths(paths)
+
+    def listed_photos(self) -> list[str]:
+        """The photos of the list that could be read."""
+        return [r.path for r in self.results_model.results() if r.ok]
+
+    @Slot(str, list)
+    def label_in_finetune(self, name: str, paths: list[str]) -> int:
+        """Open the fine-tune dialog with ``paths`` in its class ``name`` (made if new); how many went in."""
+        self.open_finetune()
+        dialog = self.finetune_dialog
+        if dialog is None:
+            return 0
+        if name not in dialog.labels.data.classes and not dialog.labels.add_class(name):
+            return 0
+        return dialog.labels.add_files(name, paths)
 
     @Slot(list)
     def _on_trashed(self, paths: list[str]) -> None:
