@@ -61,3 +61,13 @@ def test_readme_reference_lists_every_option_of_every_command_and_nothing_else()
             if a.choices and a.option_strings:
                 listed = re.search(re.escape(a.option_strings[-1]) + r" ([\w|]+)", text)
                 assert listed and set(listed.group(1).split("|")) == set(a.choices), f"{command} {a.option_strings}"
+
+
+def test_readme_shortcut_table_names_every_shortcut_of_the_window() -> None:
+    from vit_desktop.gui.actions import ACTIONS
+
+    table = README.split("| keys | action |", 1)[1].split("\n\n", 1)[0]
+    keys = {k.strip() for row in table.splitlines()[2:] for k in re.split(r"[,/]", row.split("|")[1])}
+    # Shortcuts given as text (the platform's standard keys, Ctrl+O and the like, vary by system).
+    missing = [(a.name, a.shortcut) for a in ACTIONS if isinstance(a.shortcut, str) and a.shortcut not in keys]
+    assert not missing, f"README's keyboard table lacks {missing}"

@@ -54,7 +54,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("select_all", "Select &all", _K.SelectAll),
     ActionSpec("remove", "&Remove from list", _K.Delete, "Take the selected photos off the list; the files stay"),
     ActionSpec("undo_remove", "&Undo remove", _K.Undo, "Put back the photos last removed from the list"),
-    ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run or the model download"),
+    ActionSpec("cancel", "&Cancel", "Esc", "Stop the folder run, the search or the model download"),
     ActionSpec("overlay", "Toggle &overlay", "H"),
     ActionSpec("next_map", "Next &map kind", "M", "Switch between class map, refined class map and attention rollout"),
     ActionSpec("class_maps_in_runs", "Class maps in folder &runs",
@@ -69,6 +69,14 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("reload_models", "&Refresh model list"),
     ActionSpec("finetune", "&Fine-tune…", "Ctrl+T"),
     ActionSpec("library", "&Library…", tip="How much the store of results and features holds; empty it"),
+    ActionSpec("find_similar", "Find &similar photos", "Ctrl+Shift+F",
+               "Order the gallery by how alike the model finds each photo to the selected one"),
+    ActionSpec("find_duplicates", "Find &duplicates…", "Ctrl+Shift+D",
+               "Groups of listed photos that are one picture (copies, resized, re-encoded, lightly cropped); "
+               "keep one of each and move the others to the trash"),
+    ActionSpec("photo_map", "&Map of the photos…", "Ctrl+Shift+P",
+               "Every listed photo placed by its features, alike photos near each other; lasso some to label, "
+               "copy or select them"),
     ActionSpec("shortcuts", "&Keyboard shortcuts", _K.HelpContents),
     ActionSpec("files", "&Where files live"),
     ActionSpec("about", "&About vit-desktop"),
@@ -84,7 +92,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Edit", ("undo_remove", "-", "copy", "paste", "select_all", "remove", "-", "cancel")),
     ("&View", ("overlay", "next_map", "class_maps_in_runs", "-", "fit", "zoom_in", "zoom_out")),
     ("&Model", ()),
-    ("&Tools", ("finetune", "library")),
+    ("&Tools", ("finetune", "library", "-", "find_similar", "find_duplicates", "photo_map")),
     ("&Help", ("shortcuts", "files", "-", "about")),
 )
 
@@ -120,6 +128,9 @@ class Actions:
     reload_models: QAction
     finetune: QAction
     library: QAction
+    find_similar: QAction
+    find_duplicates: QAction
+    photo_map: QAction
     shortcuts: QAction
     files: QAction
     about: QAction

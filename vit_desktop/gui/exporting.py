@@ -266,10 +266,37 @@ class Exporter(QObject):
         self.note.emit(f"Copying {len(items)} images into {dest}…")
         return self._start("copy into class folders", work, self._on_copied)
 
+    @Slot(list)
+    def copy_photos_dialog(self, paths: Sequence[str]) -> None:
+        """Ask for a folder, then copy ``paths`` into it (never moved, never overwritten)."""
+        if not paths:
+            return
+        own = QFileDialog.Option.ShowDirsOnly | QFileDialog.Option.DontUseNativeDialog
+        dest = QFileDialog.getExistingDirectory(self._window, f"Copy {len(paths)} photos into a folder",
+                                                self._settings.folder("copies"), own)
+        if dest:
+            self._settings.set_folder("copies", dest)
+            self.copy_photos(paths, dest)
+
+    def copy_photos(self, paths: Sequence[str], dest: str | os.PathLike[str]) -> Job:
+        """Copy (never move) each photo into ``dest``; a name already taken there gets a number."""
+        from vit_desktop.core.io.class_folders import copy_photos_into
+
+        items = list(paths)
+
+        def work(ctx: JobContext) -> object:
+            failed: list[tuple[str, OSError]] = []
+            copied = copy_photos_into(items, dest, progress=lambda d, t: ctx.report((d, t)), cancel=ctx.token,
+                                      on_error=lambda src, exc: failed.append((src, exc)))
+            return copied, failed, str(dest)
+
+        self.note.emit(f"Copying {len(items)} photos into {dest}…")
+        return self._start("copy photos", work, self._on_copied)
+
     @Slot(object)
     def _on_copied(self, outcome: object) -> None:
-        n, failed = outcome if isinstance(outcome, tuple) else (0, [])
-        self.note.emit(f"Copied {n} images into class folders.")
+        n, failed, *into = outcome if isinstance(outcome, tuple) else (0, [])
+        self.note.emit(f"Copied {n} images into {into[0] if into else 'class folders'}.")
         if failed:
             src, exc = failed[0]
             self.problem.emit(f"{len(failed)} image{'s' if len(failed) != 1 else ''} could not be copied "

@@ -23,6 +23,7 @@ from vit_desktop.gui.thumbnails import ImageLoader
 ERROR_COLOR = QColor("#d9534f")
 UNCERTAIN_COLOR = QColor("#e0a526")
 BAR_COLOR = QColor("#3d8bd9")
+BADGE_COLOR = QColor(20, 60, 110, 215)
 
 
 class ResultDelegate(QStyledItemDelegate):
@@ -64,7 +65,8 @@ class ResultDelegate(QStyledItemDelegate):
         # into a pixmap and blit it afterwards. Text layout is the expensive part of a repaint.
         stale = bool(index.data(Roles.STALE))
         verdict = str(index.data(Roles.VERDICT) or "uncertain") if result.uncertain else ""
-        key = (result.path, id(result), selected, stale, verdict, pix is not None and pix.cacheKey(),
+        badge = similarity_badge(index.data(Roles.SIMILARITY), index.data(Roles.SIMILARITY_KEY))
+        key = (result.path, id(result), selected, stale, verdict, badge, pix is not None and pix.cacheKey(),
                self._loader.thumbnail_error(result.path) is not None, size.width(), size.height(),
                option.font.key(), option.palette.cacheKey())
         cached = self._cards.get(key)
@@ -75,7 +77,7 @@ class ResultDelegate(QStyledItemDelegate):
             card.fill(Qt.GlobalColor.transparent)
             card_painter = QPainter(card)
             self._paint_card(card_painter, QRect(0, 0, size.width(), size.height()), option, result, pix,
-                             selected, index.data(Roles.NAME) or "", stale, verdict)
+                             selected, index.data(Roles.NAME) or "", stale, verdict, badge)
             card_painter.end()
             # The result rides along: its id is part of the key, so it must outlive the entry.
             self._cards[key] = (card, result)
@@ -87,7 +89,8 @@ class ResultDelegate(QStyledItemDelegate):
         painter.drawPixmap(option.rect.topLeft(), card)
 
     def _paint_card(self, painter: QPainter, area: QRect, option: QStyleOptionViewItem, result: ClassifyResult,
-                    pix: QPixmap | None, selected: bool, name: str, stale: bool = False, verdict: str = "") -> None:
+                    pix: QPixmap | None, selected: bool, name: str, stale: bool = False, verdict: str = "",
+                    badge: str = "") -> None:
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         rect = area.adjusted(3, 3, -3, -3)
@@ -121,6 +124,8 @@ class ResultDelegate(QStyledItemDelegate):
             if problem and not result.error:
                 painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
                 painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, "no preview")
+        if badge:
+            self._paint_badge(painter, thumb_rect, badge, option.font)
 
         text_color = pal.color(QPalette.ColorRole.Text)
         font, bold, fm, bold_fm = self._fonts_for(option.font)
@@ -175,6 +180,26 @@ class ResultDelegate(QStyledItemDelegate):
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft,
                          fm.elidedText(name, Qt.TextElideMode.ElideMiddle, text_rect.width()))
         painter.restore()
+
+
+    def _paint_badge(self, painter: QPainter, thumb_rect: QRect, text: str, base: QFont) -> None:
+        """The likeness to the photo of "Find similar", over the thumbnail's top-left corner."""
+        _font, bold, _fm, bold_fm = self._fonts_for(base)
+        box = QRect(thumb_rect.left() + 4, thumb_rect.top() + 4, bold_fm.horizontalAdvance(text) + 12,
+                    bold_fm.height() + 4)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(BADGE_COLOR)
+        painter.drawRoundedRect(box, 4, 4)
+        painter.setFont(bold)
+        painter.setPen(QColor("white"))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+
+def similarity_badge(score: object, key: object) -> str:
+    """What a card says of its likeness to the photo asked about: "this photo", "0.87", or nothing."""
+    if isinstance(key, float) and key > 1.5:
+        return "this photo"
+    return f"{score:.2f}" if isinstance(score, float) else ""
 
 
 class GalleryView(QListView):
@@ -262,4 +287,4 @@ class GalleryView(QListView):
             painter.end()
 
 
-__all__ = ["GalleryView", "ResultDelegate"]
+__all__ = ["GalleryView", "ResultDelegate", "similarity_badge"]

@@ -28,7 +28,16 @@ from vit_desktop.core.types import ClassifyResult
 from vit_desktop.gui.compute import Controller, RunProgress
 from vit_desktop.gui.gallery import GalleryView
 from vit_desktop.gui.jobs import Job
-from vit_desktop.gui.results_model import FILTER_TITLES, SORT_KEYS, FilterMode, ResultsFilter, ResultsModel, Roles
+from vit_desktop.gui.results_model import (
+    FILTER_TITLES,
+    SORT_KEYS,
+    FilterMode,
+    ResultsFilter,
+    ResultsModel,
+    Roles,
+    SimilarOrder,
+)
+from vit_desktop.gui.similar_view import SimilarStrip
 from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.view_state import ViewState
 
@@ -108,12 +117,16 @@ class GalleryPane(QWidget):
         names.addWidget(self.categories_edit, 1)
         names.addWidget(self.coverage_button)
         lv.addLayout(names)
+        self.similar_strip = SimilarStrip(state, self)
+        lv.addWidget(self.similar_strip)
         lv.addWidget(self.gallery, 1)
         lv.addWidget(self.summary)
         self._context_actions: list[QAction] = []
         #: What each removal took off the list, newest last, for Undo.
         self._removed: list[list[tuple[int, ClassifyResult]]] = []
         self._has_samples = False
+        #: The sort chosen in the box before a "similar to" order took its place.
+        self._usual_sort = 0
 
         self.filter_edit.textChanged.connect(self._on_filter_text)
         self.filter_mode.currentIndexChanged.connect(self._on_filter_mode)
@@ -124,6 +137,7 @@ class GalleryPane(QWidget):
         state.rule_changed.connect(self._on_rule_changed)
         self.results_model.verdict = state.verdict()
         state.categories_changed.connect(self._on_categories_changed)
+        state.similar_changed.connect(self._on_similar_changed)
         controller.run_started.connect(self._on_run_started)
         self.categories_edit.returnPressed.connect(self._on_categories)
         self.categories_edit.textChanged.connect(self._on_categories_cleared)
@@ -177,6 +191,40 @@ class GalleryPane(QWidget):
 
     def selected_results(self) -> list[ClassifyResult]:
         return [i.data(Roles.RESULT) for i in self._selected_indexes()]
+
+    def current_path(self) -> str | None:
+        """The photo the detail panel shows (the one right-clicked last), if any."""
+        cur = self.gallery.currentIndex()
+        return str(cur.data(Roles.PATH)) if cur.isValid() else None
+
+    @Slot(str)
+    def show_path(self, path: str) -> None:
+        """Make ``path`` the current photo (the detail panel shows it), even where the filter hides it."""
+        index = self.proxy.index_of_path(path)
+        if index.isValid():
+            self.gallery.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self.gallery.scrollTo(index)
+        else:
+            result = self.results_model.result_for(path)
+            if result is not None:
+                self.current_changed.emit(result)
+
+    @Slot(list)
+    def select_paths(self, paths: list[str]) -> int:
+        """Select these photos in the gallery (those the filter shows), the first current; returns how many."""
+        selection = self.gallery.selectionModel()
+        shown = [i for i in (self.proxy.index_of_path(p) for p in paths) if i.isValid()]
+        selection.clearSelection()
+        for index in shown:
+            selection.select(index, QItemSelectionModel.SelectionFlag.Select)
+        if shown:
+            first = min(shown, key=lambda i: i.row())
+            selection.setCurrentIndex(first, QItemSelectionModel.SelectionFlag.NoUpdate)
+            self.gallery.scrollTo(first)
+        hidden = len(paths) - len(shown)
+        self.note.emit(f"Selected {len(shown)} photo{'s' if len(shown) != 1 else ''} in the gallery"
+                       + (f"; {hidden} hidden by the filter" if hidden else "") + ".")
+        return len(shown)
 
     def copy_selected(self) -> None:
         """Copy the selected results as tab-separated lines: path, label, score (or the error)."""
@@ -252,7 +300,36 @@ class GalleryPane(QWidget):
 
     @Slot(int)
     def _on_sort(self, i: int) -> None:
+        if i >= len(SORT_KEYS):  # the "similar to" entry
+            self._keeping_current(self.proxy.sort_by_similarity, to_top=True)
+            return
+        self._usual_sort = i
+        if self._state.similar is not None:
+            self._state.set_similar(None)  # choosing an order leaves "similar to"
+            return
         self._keeping_current(lambda: self.proxy.set_sort_key(i), to_top=True)
+
+    @Slot(object)
+    def _on_similar_changed(self, order: SimilarOrder | None) -> None:
+        """The gallery in the "similar to" order (the photo asked about first, current), or back."""
+        self.results_model.set_similar(order)
+        combo = self.sort_combo
+        combo.blockSignals(True)
+        while combo.count() > len(SORT_KEYS):
+            combo.removeItem(len(SORT_KEYS))
+        if order is not None:
+            combo.addItem(f"Similar to {Path(order.query).name}")
+            combo.setCurrentIndex(len(SORT_KEYS))
+        else:
+            combo.setCurrentIndex(self._usual_sort)
+        combo.blockSignals(False)
+        if order is None:
+            self._keeping_current(lambda: self.proxy.set_sort_key(self._usual_sort), to_top=False)
+            return
+        self.proxy.sort_by_similarity()
+        self.show_path(order.query)
+        self.gallery.scrollToTop()
+        self.update_summary()
 
     @Slot(int)
     def _on_filter_mode(self, i: int) -> None:

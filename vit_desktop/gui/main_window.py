@@ -36,10 +36,12 @@ from vit_desktop.gui.actions import build_actions, build_menus
 from vit_desktop.gui.category_labels import CategoryLabeller
 from vit_desktop.gui.compute import Controller
 from vit_desktop.gui.detail_panel import DetailPanel
+from vit_desktop.gui.duplicates_view import DuplicateFinder
 from vit_desktop.gui.exporting import Exporter
 from vit_desktop.gui.gallery_pane import GalleryPane
 from vit_desktop.gui.intake import Intake
 from vit_desktop.gui.library_part import LibraryPart
+from vit_desktop.gui.map_view import PhotoMapper
 from vit_desktop.gui.message_bar import MessageBar
 from vit_desktop.gui.model_menu import ModelMenu
 from vit_desktop.gui.model_switch import ModelSwitch
@@ -47,6 +49,7 @@ from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.results_model import ResultsModel
 from vit_desktop.gui.run_status import RunStatus
 from vit_desktop.gui.settings import AppSettings
+from vit_desktop.gui.similar_view import SimilarSearch
 from vit_desktop.gui.thumbnails import ImageLoader
 from vit_desktop.gui.view_state import ViewState
 
@@ -93,6 +96,9 @@ class MainWindow(QMainWindow):
         self.models = ModelSwitch(self, self.controller, self.settings, self.model_menu, self.message_bar,
                                   self.run_status, self.results_model, self.commands, self.pool)
         self.labeller = CategoryLabeller(self.results_model, self.controller, self.view_state, self.top_k, self)
+        self.similar = SimilarSearch(self.controller, self.results_model, self.view_state, self.run_status, self)
+        self.duplicates = DuplicateFinder(self.controller, self.loader, self.run_status, self)
+        self.mapper = PhotoMapper(self.controller, self.results_model, self.loader, self.run_status, self)
         self._connect()
         self._restore_window()
         self._update_samples()
@@ -143,7 +149,7 @@ class MainWindow(QMainWindow):
             "select_all": self.gallery.selectAll,
             "remove": self.pane.remove_selected,
             "undo_remove": self.pane.undo_remove,
-            "cancel": lambda: self.run_status.cancel(),
+            "cancel": self.escape,
             "overlay": d.toggle_overlay,
             "next_map": d.cycle_map,
             "class_maps_in_runs": lambda: s.set_class_maps_in_runs(self.commands.class_maps_in_runs.isChecked()),
@@ -154,6 +160,9 @@ class MainWindow(QMainWindow):
             "open_model_folder": lambda: self.models.open_folder_dialog(),
             "reload_models": lambda: self.models.refresh_models(),
             "finetune": self.open_finetune,
+            "find_similar": lambda: self.similar.find(self.pane.current_path()),
+            "find_duplicates": lambda: self.duplicates.find(self.listed_photos()),
+            "photo_map": lambda: self.mapper.find(self.listed_photos()),
             "about": self.show_about,
             "shortcuts": lambda: help_dialogs.shortcuts_dialog(self).exec(),
             "files": lambda: help_dialogs.files_dialog(self.settings.qsettings, self).exec(),
@@ -190,7 +199,19 @@ class MainWindow(QMainWindow):
         self.commands.undo_remove.setEnabled(False)
         self.commands.class_maps_in_runs.setChecked(self.view_state.class_maps_in_runs)
         self.commands.overlay_caption.setChecked(self.settings.overlay_caption)
-        self.pane.set_context_actions([self.commands.copy, self.commands.export_overlay, self.commands.remove])
+        self.similar.note.connect(status.say)
+        self.similar.problem.connect(bar.show_error)
+        self.duplicates.note.connect(status.say)
+        self.duplicates.problem.connect(bar.show_error)
+        self.duplicates.trashed.connect(self._on_trashed)
+        self.mapper.note.connect(status.say)
+        self.mapper.problem.connect(bar.show_error)
+        self.mapper.photo_clicked.connect(self.pane.show_path)
+        self.mapper.select_requested.connect(self.pane.select_paths)
+        self.mapper.label_requested.connect(self.label_in_finetune)
+        self.mapper.copy_requested.connect(self.exporter.copy_photos_dialog)
+        self.pane.set_context_actions([self.commands.find_similar, self.commands.copy, self.commands.export_overlay,
+                                       self.commands.remove])
         self.gallery.sample_button.clicked.connect(self.open_samples)
         if self.settings.problem:  # a settings file that had to be cleaned
             bar.show_info(self.settings.problem)
@@ -267,7 +288,42 @@ class MainWindow(QMainWindow):
             self.message_bar.hide()
             self.intake.add_paths(paths)
 
+    def listed_photos(self) -> list[str]:
+        """The photos of the list that could be read."""
+        return [r.path for r in self.results_model.results() if r.ok]
+
+    @Slot(str, list)
+    def label_in_finetune(self, name: str, paths: list[str]) -> int:
+        """Open the fine-tune dialog with ``paths`` in its class ``name`` (made if new); how many went in."""
+        self.open_finetune()
+        dialog = self.finetune_dialog
+        if dialog is None:
+            return 0
+        if name not in dialog.labels.data.classes and not dialog.labels.add_class(name):
+            return 0
+        return dialog.labels.add_files(name, paths)
+
+    @Slot(list)
+    def _on_trashed(self, paths: list[str]) -> None:
+        """Files moved to the trash leave the list (and the detail panel, if one was shown)."""
+        shown = self.detail.result
+        self.results_model.remove_paths(paths)
+        if shown is not None and shown.path in paths:
+            self.detail.show_result(None)
+        n = len(paths)
+        self.run_status.say(f"Moved {n} file{'s' if n != 1 else ''} to the trash.")
+
+    def escape(self) -> None:
+        """Esc: stop what runs (a folder run, a search, a model load); with nothing running, leave
+        the "similar to" order."""
+        c = self.controller
+        if not (c.busy or c.loading or self.run_status.tasks) and self.view_state.similar is not None:
+            self.view_state.set_similar(None)
+        else:
+            self.run_status.cancel()
+
     def clear_results(self) -> None:
+        self.view_state.set_similar(None)
         self.run_status.forget_runs()
         self.controller.abandon_runs()  # a batch in flight must not land in the emptied list
         self.results_model.clear()

@@ -7,7 +7,7 @@ per batch, not once per image. A file classified again (dropped twice) updates i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,19 @@ class Roles(IntEnum):
     STALE = RESULT + 7
     #: What an uncertain result is called now ("none of these", "not sure", "uncertain").
     VERDICT = RESULT + 8
+    #: How like the photo of "Find similar" this one is (cosine of features, 0-1); None outside
+    #: that order or without features.
+    SIMILARITY = RESULT + 9
+    #: What the similar order sorts by: the photo asked about above all, then by similarity.
+    SIMILARITY_KEY = RESULT + 10
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarOrder:
+    """The gallery ordered by likeness to ``query``: each photo's cosine with it (itself included)."""
+
+    query: str
+    scores: Mapping[str, float]
 
 
 class ResultsModel(QAbstractListModel):
@@ -57,6 +70,8 @@ class ResultsModel(QAbstractListModel):
         self.current_model = ""
         #: What an uncertain result is called: "none of these", "not sure", "uncertain".
         self.verdict = "uncertain"
+        #: The "similar to" order shown, if any.
+        self.similar: SimilarOrder | None = None
 
     # -- Qt API --------------------------------------------------------------------------------
 
@@ -89,7 +104,18 @@ class ResultsModel(QAbstractListModel):
             return self.verdict
         if role == Roles.STALE:
             return self.is_stale(r)
+        if role == Roles.SIMILARITY or role == Roles.SIMILARITY_KEY:
+            return self._similarity(r.path, key=role == Roles.SIMILARITY_KEY)
         return None
+
+    def _similarity(self, path: str, *, key: bool) -> float | None:
+        order = self.similar
+        score = order.scores.get(path) if order is not None else None
+        if not key:
+            return None if score is None else min(1.0, max(0.0, score))
+        if order is not None and path == order.query:
+            return 3.0  # above any cosine: the photo asked about comes first
+        return -3.0 if score is None else score  # photos without features last
 
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         base = super().flags(index)
@@ -240,6 +266,13 @@ class ResultsModel(QAbstractListModel):
         if self._rows:
             self.dataChanged.emit(self.index(0), self.index(len(self._rows) - 1), [int(Roles.STALE)])
 
+    def set_similar(self, order: SimilarOrder | None) -> None:
+        """Show each photo's likeness to ``order.query`` (None: no more)."""
+        self.similar = order
+        if self._rows:
+            self.dataChanged.emit(self.index(0), self.index(len(self._rows) - 1),
+                                  [int(Roles.SIMILARITY), int(Roles.SIMILARITY_KEY)])
+
     def stale_results(self) -> list[ClassifyResult]:
         return [r for r in self._rows if self.is_stale(r)]
 
@@ -338,6 +371,11 @@ class ResultsFilter(QSortFilterProxyModel):
         self.setSortRole(int(role))
         self.sort(0, order)
 
+    def sort_by_similarity(self) -> None:
+        """The "similar to" order: the photo asked about first, then the most alike."""
+        self.setSortRole(int(Roles.SIMILARITY_KEY))
+        self.sort(0, Qt.SortOrder.DescendingOrder)
+
     def index_of_path(self, path: str) -> QModelIndex:
         """The proxy index showing ``path``, or an invalid index if it is filtered out or absent."""
         source = self.sourceModel()
@@ -367,4 +405,4 @@ class ResultsFilter(QSortFilterProxyModel):
         return True
 
 
-__all__ = ["FILTER_TITLES", "FilterMode", "ResultsFilter", "ResultsModel", "Roles", "SORT_KEYS"]
+__all__ = ["FILTER_TITLES", "SORT_KEYS", "FilterMode", "ResultsFilter", "ResultsModel", "Roles", "SimilarOrder"]

@@ -22,6 +22,10 @@ from vit_desktop.gui.compute.messages import NO_MODEL_TEXT
 from vit_desktop.gui.jobs import Job, Outcome
 from vit_desktop.gui.plain_text import as_plain, plain
 
+#: What a stage of gathering prints is called on the status line (and the stages views add).
+STAGES = {"hashing": "hashing photos", "features": "features of photos", "grouping": "comparing photos",
+          "layout": "placing photos"}
+
 
 def _progress(job: Job) -> tuple[int, int]:
     """(done, total) of a run as far as it reported."""
@@ -49,7 +53,7 @@ class RunStatus(QObject):
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel", bar)
-        self.cancel_button.setToolTip("Stop the folder run or the model download (Esc)")
+        self.cancel_button.setToolTip("Stop the folder run, the search or the model download (Esc)")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel)
         self.model_label = QLabel("", bar)
@@ -60,6 +64,8 @@ class RunStatus(QObject):
         bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.model_label)
         self._load: Job | None = None
+        #: Other slow jobs shown here (similar photos, duplicates, the map): what each is doing.
+        self._tasks: dict[Job, str] = {}
         self._load_started = 0.0
         self._spell_started = 0.0
         # Runs that ended while others of the same busy spell go on still count in its totals.
@@ -82,9 +88,11 @@ class RunStatus(QObject):
         return self._load is not None
 
     def cancel(self) -> None:
-        """Esc / Cancel: stop the folder runs; with none, stop the model load or download."""
+        """Esc / Cancel: stop the folder runs and the searches; with none, stop the model load or download."""
         c = self._controller
-        if c.busy:
+        if c.busy or self._tasks:
+            for job in self._tasks:
+                job.cancel()
             c.cancel_runs()
             self.say("Cancelling…")
         elif c.loading:
@@ -181,7 +189,7 @@ class RunStatus(QObject):
             job.errored.disconnect(self.run_failed)
             job.finished.disconnect(self._on_run_finished)
         self._timer.stop()
-        if self._load is None:
+        if self._load is None and not self._tasks:
             self.progress.hide()
             self.progress.setFormat("%p%")
             self.cancel_button.hide()
@@ -242,8 +250,56 @@ class RunStatus(QObject):
                 self.say(text + (f" · {errors} could not be read (filter: Errors)" if errors else ""))
         self.run_finished.emit(outcome)
 
+    # -- other slow jobs -----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> tuple[Job, ...]:
+        """The jobs :meth:`track_task` shows that are still going."""
+        return tuple(self._tasks)
+
+    def track_task(self, job: Job, title: str) -> None:
+        """Show ``job`` ("Finding similar photos") with its progress and Cancel (Esc) until it ends.
+
+        Its reports are read as :class:`~vit_desktop.core.inference.lookalikes.PrintsProgress`
+        (stage, done, total); the part that started it says how it ended.
+        """
+        self._tasks[job] = title
+        job.progressed.connect(self._on_task_progress)
+        job.finished.connect(self._on_task_finished)
+        self.say(f"{title}…")
+        if not self._controller.busy:  # a folder run's figures keep the bar while it streams
+            self.progress.setRange(0, 0)
+            self.progress.setFormat("%p%")
+            self.progress.show()
+        self.cancel_button.show()
+
+    @Slot(object)
+    def _on_task_progress(self, value: object) -> None:
+        job = self.sender()
+        title = self._tasks.get(job) if isinstance(job, Job) else None
+        stage, done, total = (getattr(value, name, None) for name in ("stage", "done", "total"))
+        if title is None or not isinstance(done, int) or not isinstance(total, int) or total <= 0:
+            return
+        self.say(f"{title}: {STAGES.get(str(stage), str(stage))} {done} of {total}")
+        if not self._controller.busy:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{done} / {total}")
+
+    @Slot(object)
+    def _on_task_finished(self, outcome: object) -> None:
+        job = self.sender()
+        title = self._tasks.pop(job, None) if isinstance(job, Job) else None
+        if title is None:
+            return
+        if outcome is Outcome.CANCELLED:
+            self.say(f"{title}: cancelled.")
+        elif outcome is Outcome.FAILED:
+            self.say(f"{title}: stopped.")
+        self._end_busy()
+
     def _end_busy(self) -> None:
-        if self._controller.busy or self._load is not None:
+        if self._controller.busy or self._load is not None or self._tasks:
             return
         self.progress.hide()
         self.progress.setFormat("%p%")

@@ -17,6 +17,7 @@ from vit_desktop.gui.settings import AppSettings, OverlaySettings
 
 if TYPE_CHECKING:
     from vit_desktop.core.labels.categories import Categories
+    from vit_desktop.gui.results_model import SimilarOrder
 
 
 #: (key, menu text, tooltip): the maps the detail panel offers, the default first.
@@ -43,6 +44,8 @@ class ViewState(QObject):
     categories_changed = Signal(object)
     #: Whether folder runs compute every photo's class map changed.
     class_maps_in_runs_changed = Signal(bool)
+    #: The gallery's "similar to" order changed: a SimilarOrder, or None for the usual order.
+    similar_changed = Signal(object)
 
     def __init__(self, settings: AppSettings, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -52,6 +55,7 @@ class ViewState(QObject):
         self._class_maps_in_runs = settings.class_maps_in_runs
         self._categories: Categories | None = None
         self._rule: OpenSetRule = BASE_RULE
+        self._similar: SimilarOrder | None = None
 
     # -- the overlay ---------------------------------------------------------------------------
 
@@ -134,6 +138,18 @@ class ViewState(QObject):
             self._class_maps_in_runs = on
             self._settings.class_maps_in_runs = on
             self.class_maps_in_runs_changed.emit(on)
+
+    # -- the gallery's order -------------------------------------------------------------------
+
+    @property
+    def similar(self) -> SimilarOrder | None:
+        """The photos ordered by likeness to one of them ("Find similar"); None: the usual order."""
+        return self._similar
+
+    def set_similar(self, order: SimilarOrder | None) -> None:
+        if order is not self._similar:
+            self._similar = order
+            self.similar_changed.emit(order)
 
 
 __all__ = ["MAP_KINDS", "ViewState"]

@@ -45,8 +45,14 @@ def class_folder_of(result: ClassifyResult) -> str | None:
 def copy_into_class_folder(src: str | os.PathLike[str], label: str, dest: str | os.PathLike[str]) -> Path:
     """Copy (never move) ``src`` into ``dest/<label>/``, atomically; a name already taken gets a
     number (``photo (1).jpg``), so nothing is ever replaced. Returns the copy's path."""
+    return copy_into_folder(src, Path(dest) / safe_folder_name(label))
+
+
+def copy_into_folder(src: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Path:
+    """Copy (never move) ``src`` into ``folder``, atomically; a name already taken gets a number
+    (``photo (1).jpg``), so nothing is ever replaced. Returns the copy's path."""
     src = Path(src)
-    folder = Path(dest) / safe_folder_name(label)
+    folder = Path(folder)
     # First, and on its own: a file where the folder should be raises here (FileExistsError, like
     # a taken name below would) instead of sending the loop after ever-higher numbers.
     make_dirs(folder)
@@ -78,12 +84,31 @@ def copy_into_class_folders(
     A name already taken gets a number (``photo (1).jpg``): nothing is ever overwritten. With
     ``on_error``, a photo that cannot be copied is handed to it and the others still are.
     """
+    return _copy_each([(src, Path(dest) / safe_folder_name(label)) for src, label in items], progress, cancel,
+                      on_error)
+
+
+def copy_photos_into(
+    paths: Sequence[str],
+    dest: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+    on_error: Callable[[str, OSError], None] | None = None,
+) -> int:
+    """Copy (never move) each photo into the folder ``dest`` itself, as :func:`copy_into_class_folders`
+    does into class folders; returns how many were copied."""
+    return _copy_each([(src, Path(dest)) for src in paths], progress, cancel, on_error)
+
+
+def _copy_each(items: Sequence[tuple[str, Path]], progress: Callable[[int, int], None] | None,
+               cancel: CancelToken | None, on_error: Callable[[str, OSError], None] | None) -> int:
     copied = 0
-    for i, (src, label) in enumerate(items):
+    for i, (src, folder) in enumerate(items):
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
-            copy_into_class_folder(src, label, dest)
+            copy_into_folder(src, folder)
         except OSError as exc:
             if on_error is None:
                 raise

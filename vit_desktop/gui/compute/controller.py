@@ -25,6 +25,9 @@ from .messages import (
     HeatmapReply,
     LoadedModel,
     LoadRequest,
+    PrintsFn,
+    PrintsReply,
+    PrintsRequest,
     Request,
     RunProgress,
     RunRequest,
@@ -151,6 +154,19 @@ class Controller(QObject):
         """
         return self._submit("task", TaskRequest(fn))
 
+    def gather_prints(self, paths: Sequence[str], then: PrintsFn, *, features: bool, hashes: bool,
+                      first: str | None = None, channel: str | None = None) -> Job:
+        """The prints of the photos ``paths`` (features of the model in use, perceptual hashes), read
+        from the library where it holds them, made into a value by ``then(prints, first, report,
+        cancel)`` on the compute thread; a newer job on ``channel`` supersedes this one.
+
+        ``progressed``: a :class:`~vit_desktop.core.inference.lookalikes.PrintsProgress` per batch
+        (and what ``then`` reports); ``returned``: a :class:`PrintsReply`. Features without a model
+        fail (FailureKind.NO_MODEL's message says to choose one).
+        """
+        request = PrintsRequest(tuple(str(p) for p in paths), features, hashes, then, first)
+        return self._submit("prints", request, channel)
+
     def cancel_runs(self) -> None:
         """Cancel every queued and active folder run."""
         for job in list(self._runs):
@@ -203,4 +219,4 @@ class Controller(QObject):
         self._runs = {job: None for job in self._runs if job.running}
 
 
-__all__ = ["Controller", "HeatmapReply", "JobContext", "LoadedModel", "RunProgress"]
+__all__ = ["Controller", "HeatmapReply", "JobContext", "LoadedModel", "PrintsReply", "RunProgress"]

@@ -17,12 +17,16 @@ from vit_desktop.core.types import ExplainOptions, Heatmap, ModelCard
 if TYPE_CHECKING:  # the engine imports torch; the window must not wait for that at start-up
     from vit_desktop.core.errors import CancelToken
     from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.library.prints import PhotoPrints
 
 #: What the window says wherever it needs a model and has none.
 NO_MODEL_TEXT = "No model loaded — choose one from the Model menu"
 
 #: A task run on the compute thread: fn(engine or None, report, cancel token) -> value.
 TaskFn = Callable[["Engine | None", Callable[[object], None], "CancelToken"], object]
+#: What is made of gathered prints, on the compute thread: fn(prints, the first photo as listed or
+#: None, report, cancel token) -> plain data for the GUI.
+PrintsFn = Callable[["PhotoPrints", "str | None", Callable[[object], None], "CancelToken"], object]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,7 +69,21 @@ class TaskRequest:
     fn: TaskFn
 
 
-Request = LoadRequest | UseModuleRequest | RunRequest | ExplainRequest | TaskRequest
+@dataclass(frozen=True)
+class PrintsRequest:
+    """The prints of ``paths`` (:class:`~vit_desktop.core.inference.lookalikes.PrintsRun`): the model
+    in use's features when ``features``, perceptual hashes when ``hashes``; read from the library where
+    it holds them, computed (and stored) where not. ``then`` makes the job's value of them there."""
+
+    paths: tuple[str, ...]
+    features: bool
+    hashes: bool
+    then: PrintsFn
+    #: The photo asked about (similar photos): listed first when it is not among ``paths``.
+    first: str | None = None
+
+
+Request = LoadRequest | UseModuleRequest | RunRequest | ExplainRequest | TaskRequest | PrintsRequest
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,12 +111,27 @@ class HeatmapReply:
     heatmap: Heatmap
 
 
+@dataclass(frozen=True)
+class PrintsReply:
+    """What a :class:`PrintsRequest` made, and how its prints were had."""
+
+    value: Any
+    #: Photos whose prints were read from the library, and photos classified or hashed for them.
+    from_library: int
+    computed: int
+    #: (path, why) of each photo that could not be read.
+    unreadable: tuple[tuple[str, str], ...]
+
+
 __all__ = [
     "NO_MODEL_TEXT",
     "ExplainRequest",
     "HeatmapReply",
     "LoadRequest",
     "LoadedModel",
+    "PrintsFn",
+    "PrintsReply",
+    "PrintsRequest",
     "Request",
     "RunProgress",
     "RunRequest",

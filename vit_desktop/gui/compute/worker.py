@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Generator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from .messages import (
     HeatmapReply,
     LoadedModel,
     LoadRequest,
+    PrintsReply,
+    PrintsRequest,
     Request,
     RunRequest,
     TaskRequest,
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
     from vit_desktop.core.library.store import Library
 
 log = logging.getLogger(__name__)
-
 
 
 class _ActiveRun:
@@ -64,6 +66,8 @@ class ComputeWorker(QObject):
         self._library_opened = False
         self._runs: collections.deque[tuple[JobContext, RunRequest]] = collections.deque()
         self._active: _ActiveRun | None = None
+        #: Prints being gathered, oldest first: each takes one step per event, as folder runs do.
+        self._gathering: collections.deque[tuple[JobContext, Generator[None, None, None]]] = collections.deque()
         self._step_scheduled = False
 
     @Slot(object, object)
@@ -80,6 +84,12 @@ class ComputeWorker(QObject):
                 execute(ctx, lambda: self._explain(request))
             elif isinstance(request, TaskRequest):
                 execute(ctx, lambda: request.fn(self._engine, ctx.report, ctx.token))
+            elif isinstance(request, PrintsRequest):
+                if request.features and self._engine is None:
+                    ctx.fail(Failure(FailureKind.NO_MODEL, f"{NO_MODEL_TEXT}, then try again."))
+                    return
+                self._gathering.append((ctx, self._gather(ctx, request)))
+                self._schedule_step()
             else:  # pragma: no cover - a programming error, still never fatal
                 ctx.fail(Failure(FailureKind.INTERNAL, f"unknown request {type(request).__name__}"))
         except BaseException as exc:
@@ -151,7 +161,8 @@ class ComputeWorker(QObject):
             if run is not None:
                 failure = Failure.of(exc)
                 run.ctx.fail(replace(failure, message=f"Classification stopped: {failure.message}"))
-        if self._active is not None or self._runs:
+        self._step_gathering()
+        if self._active is not None or self._runs or self._gathering:
             self._schedule_step()
 
     def _step_inner(self) -> None:
@@ -195,6 +206,51 @@ class ComputeWorker(QObject):
         # The scan's errors are the run's first step: the next event takes it, then the batches.
         self._step_inner()
 
+    # -- prints (similar photos, duplicates, the map) -------------------------------------------
+
+    def _step_gathering(self) -> None:
+        """One step of the oldest gathering; it ends the job itself when it is through."""
+        if not self._gathering:
+            return
+        ctx, steps = self._gathering[0]
+        try:
+            if ctx.cancelled:
+                raise Cancelled("cancelled")
+            if next(steps, StopIteration) is StopIteration:
+                self._gathering.popleft()
+        except Cancelled:
+            self._gathering.popleft()
+            steps.close()
+            ctx.stopped()
+        except BaseException as exc:
+            self._gathering.popleft()
+            steps.close()
+            failure = Failure.of(exc)
+            if failure.kind is FailureKind.INTERNAL:
+                log.exception("gathering prints failed")
+            ctx.fail(failure)
+
+    def _gather(self, ctx: JobContext, req: PrintsRequest) -> Generator[None, None, None]:
+        """The steps of a :class:`PrintsRequest`: a batch of features or hashes each, then ``then``."""
+        from vit_desktop.core.inference.loading import ModelChoice
+        from vit_desktop.core.inference.lookalikes import PrintsRun
+
+        library = self._open_library()
+        model = ModelChoice.of(self._engine, keys=library is not None) if req.features and self._engine else None
+        run = PrintsRun(req.paths, model=model, hashes=req.hashes, library=library, cancel=ctx.token,
+                        first=req.first)
+        try:
+            for progress in run.steps():
+                ctx.report(progress)
+                yield
+            prints = run.prints()
+        finally:
+            run.close()
+        yield  # what comes next may take a while too: a heatmap asked for meanwhile goes first
+        value = req.then(prints, run.first, ctx.report, ctx.token)
+        ctx.done(PrintsReply(value, from_library=run.features_from_library + run.hashes_from_library,
+                             computed=run.classified + run.hashed, unreadable=tuple(run.unreadable.items())))
+
     # -- explain -------------------------------------------------------------------------------
 
     def _explain(self, req: ExplainRequest) -> HeatmapReply:
@@ -212,6 +268,8 @@ class ComputeWorker(QObject):
         self._runs.clear()
         if run is not None:
             run.run.close()
+        while self._gathering:
+            self._gathering.popleft()[1].close()
         self._engine = None
         if self._library is not None:
             self._library.close()
