@@ -79,14 +79,14 @@ class Boxes:
         self.answer = answer
         self.seen: list[tuple[str, str, str, str]] = []
 
-        def answer(box: QMessageBox) -> int:
+        def click(box: QMessageBox) -> int:
             self.seen.append((box.windowTitle(), box.text(), box.informativeText(), box.detailedText()))
             button = box.button(self.answer)
             if button is not None:
                 button.click()
             return 0
 
-        monkeypatch.setattr(QMessageBox, "exec", answer)
+        monkeypatch.setattr(QMessageBox, "exec", click)
 
 
 def test_the_copies_are_moved_to_the_trash_only_when_confirmed(qtbot, make_window, model_a, folder, trash,
