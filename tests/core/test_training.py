@@ -122,6 +122,37 @@ def test_partial_mode_trains_only_the_last_blocks(colours: LabelledSet) -> None:
     assert all(torch.equal(v, base.module.state_dict()[k]) for k, v in before.items())
 
 
+def test_the_description_says_whether_the_trained_backbone_was_kept(colours: LabelledSet) -> None:
+    """Partial and full training keep the backbone only when it lowered the validation loss below the
+    head-only start; a run that never did hands back the base's backbone, and says so."""
+    from dataclasses import replace
+
+    from vit_desktop.core.training.results import describe
+
+    base = tiny_engine()
+    # A learning rate of 0: the epochs cannot beat the start, so the head-only model is the one kept.
+    result = finetune(base, colours, TrainConfig(mode="partial", partial_blocks=1, epochs=2, lr=0.0, batch_size=8))
+    assert result.best_epoch == 0 and len(result.history) == 3
+    said = describe(result)
+    start = result.history[0]["val_loss"]
+    assert said.backbone == (f"discarded: 2 epochs of training never lowered the validation loss below the new head "
+                             f"alone's ({start:.3f}), so the model is the base's backbone with the new head (epoch 0)")
+    assert f"backbone: {said.backbone}" in said.details()
+    assert said.status().endswith(f"; backbone {said.backbone}")
+    assert all("backbone" not in line for line in said.lines())  # the lines printed before stay as they were
+    # The same run had its second epoch been better: that epoch's backbone is kept.
+    history = [dict(h) for h in result.history]
+    history[2]["val_loss"] = 0.25
+    kept = describe(replace(result, history=tuple(history), best_epoch=2))
+    assert kept.backbone == (f"kept: the weights after epoch 2 of the 2 epochs run (validation loss 0.250; "
+                             f"{start:.3f} with the new head alone)")
+    # Head mode trains no backbone, and scratch trains nothing else: neither says anything about it.
+    assert describe(replace(result, history=())).backbone is None
+    assert describe(replace(result, history=tuple(history[1:]), best_epoch=2)).backbone is None
+    assert describe(replace(result, history=tuple(history[1:]), best_epoch=2)).details() == \
+        [f"results: {result.card.open_set.describe()}"]
+
+
 def test_cancel_keeps_the_best_model_so_far_and_resume_goes_on(colours: LabelledSet) -> None:
     cancel = CancelToken()
     seen: list[TrainProgress] = []
