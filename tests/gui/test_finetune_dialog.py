@@ -341,3 +341,40 @@ def test_the_window_keeps_answering_while_training_runs(qtbot, dialog: FinetuneD
     assert len(session) and collections
     longest = max(b - a for a, b in zip(ticks, ticks[1:]))
     assert longest < 0.15, f"the window did not answer for {longest:.2f} s (the collection took {collections[0]:.2f} s)"
+
+
+def test_the_progress_bar_counts_the_whole_run_and_the_result_names_the_backbone_kept(
+        qtbot, dialog: FinetuneDialog, tmp_path: Path) -> None:
+    """At the end of epoch 6 of 8 the bar read 100 %: it counted the steps of one epoch."""
+    from vit_desktop.core.training import TrainProgress
+
+    dialog.labels.import_folder(_colour_folder(tmp_path / "data", per_class=6))
+    dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("partial"))
+    dialog.epochs_spin.setValue(4)
+    bar = dialog.progress_bar
+    at_epoch_end: list[tuple[int, int, float, str]] = []
+
+    def on_progress(p: TrainProgress) -> None:
+        if p.phase == "val":
+            at_epoch_end.append((p.epoch, p.epochs, bar.value() / bar.maximum(), bar.text()))
+
+    dialog.progress_reported.connect(on_progress)
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
+        dialog.start_training()
+    result = blocker.args[0]
+    assert at_epoch_end and all(share == pytest.approx(epoch / epochs) for epoch, epochs, share, _ in at_epoch_end)
+    assert at_epoch_end[0][3] == "training 25%"
+    assert bar.value() == bar.maximum() and bar.text() == "100%"  # done
+    # Which backbone the saved model has, in the words the command line prints.
+    from vit_desktop.core.training.results import describe
+
+    backbone = describe(result).backbone
+    assert backbone is not None and backbone.startswith("kept" if result.best_epoch else "discarded")
+    assert f"backbone {backbone}" in dialog.status_label.text()
+    # The same counting when the run stops early: epoch 6 of 8 done is 75 %, whatever its steps.
+    dialog._on_progress(TrainProgress("train", 6, 8, 2, 4, 0.5, 0.9))
+    assert (bar.value(), bar.maximum()) == (22, 32)
+    dialog._on_progress(TrainProgress("val", 6, 8, 4, 4, 0.5, 0.9, 0.4, 0.97))
+    assert bar.value() / bar.maximum() == 0.75 and bar.text() == "training 75%"
+    dialog._on_progress(TrainProgress("decode", 0, 0, 3, 12, message="reading photos 3/12"))
+    assert bar.text() == "reading photos 25%"

@@ -55,6 +55,10 @@ MODE_CHOICES: tuple[tuple[str, str], ...] = (
     ("Full fine-tune", "full"),
 )
 
+#: What the progress bar counts in each phase of a run (its text: "training 75%").
+PHASES = {"decode": "reading photos", "features": "computing features", "select": "choosing the head",
+          "train": "training", "val": "training"}
+
 
 @dataclass(frozen=True, eq=False)
 class TrainOutcome:
@@ -282,9 +286,7 @@ class FinetuneDialog(QDialog):
 
     @Slot(object)
     def _on_progress(self, prog: TrainProgress) -> None:
-        if prog.steps:
-            self.progress_bar.setRange(0, prog.steps)
-            self.progress_bar.setValue(prog.step)
+        self._show_progress(prog)
         eta = f" — about {format_duration(prog.eta_s)} left" if prog.eta_s is not None and prog.eta_s > 1 else ""
         if prog.phase == "val":
             self.results.curves.add_row({"epoch": prog.epoch, "loss": prog.loss, "acc": prog.acc,
@@ -298,18 +300,35 @@ class FinetuneDialog(QDialog):
             self.status_label.setText(f"{prog.message}{detail}{eta}")
         self.progress_reported.emit(prog)
 
+    def _show_progress(self, prog: TrainProgress) -> None:
+        """The bar measures what its text names: the epochs as a whole while the backbone trains (epoch
+        6 of 8 done is 75 %, not the 100 % of that epoch's last step), else the phase under way."""
+        if not prog.steps:
+            return
+        if prog.phase in ("train", "val") and prog.epochs:
+            # Steps per epoch are the same in every epoch (but after an out-of-memory halving).
+            self.progress_bar.setRange(0, prog.epochs * prog.steps)
+            self.progress_bar.setValue(min(prog.epochs * prog.steps, (prog.epoch - 1) * prog.steps + prog.step))
+        else:
+            self.progress_bar.setRange(0, prog.steps)
+            self.progress_bar.setValue(prog.step)
+        self.progress_bar.setFormat(f"{PHASES.get(prog.phase, 'working')} %p%")
+
+    def _end_progress(self, done: bool) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1 if done else 0)
+        self.progress_bar.setFormat("%p%")
+
     @Slot(object)
     def _on_trained(self, outcome: TrainOutcome) -> None:
         self.trained_result = outcome.result
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
+        self._end_progress(True)
         self._show_result(outcome.result, outcome.previews)
         self.trained.emit(outcome.result)
 
     @Slot(object)
     def _on_failed(self, failure: Failure) -> None:
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
+        self._end_progress(False)
         self.status_label.setText(failure.message)
 
     @Slot(object)
