@@ -378,3 +378,31 @@ def test_the_progress_bar_counts_the_whole_run_and_the_result_names_the_backbone
     assert bar.value() / bar.maximum() == 0.75 and bar.text() == "training 75%"
     dialog._on_progress(TrainProgress("decode", 0, 0, 3, 12, message="reading photos 3/12"))
     assert bar.text() == "reading photos 25%"
+
+
+def test_the_status_line_lets_go_of_the_model_in_use_when_the_window_switches(
+        qtbot, dialog: FinetuneDialog, controller: Controller, tmp_path: Path) -> None:
+    dialog.labels.import_folder(_colour_folder(tmp_path / "data", per_class=4))
+    with qtbot.waitSignal(dialog.trained, timeout=MS):
+        dialog.start_training()
+    with qtbot.waitSignal(controller.model_changed, timeout=MS):
+        dialog.use_button.click()
+    assert dialog.status_label.text().startswith("Now classifying with tiny base (3 classes) in the main window")
+    assert dialog.base_label.text() == "tiny base"  # what training starts from: not the model in use
+    # The window switches to another model: the line no longer says the dialog's model is in use.
+    module = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                               num_classes=2)
+    card = ModelCard("other base", "file", "", Architecture(32, 8, 2, 2, 16, 32, 2), ("x", "y"),
+                     Preprocess(crop_size=32, resize_size=36))
+    with qtbot.waitSignal(controller.model_changed, timeout=MS):
+        controller.use_module(module, card, device="cpu")
+    assert "Now classifying" not in dialog.status_label.text()
+    assert dialog.status_label.text() == "The main window now classifies with other base; training starts from it"
+    assert dialog.base_label.text() == "other base"
+    # That base was made in memory: with the window on the dialog's model again, it cannot be loaded to
+    # start from, and training says so rather than starting from the model in use.
+    with qtbot.waitSignal(controller.model_changed, timeout=MS):
+        dialog.use_button.click()
+    dialog.start_training()
+    qtbot.waitUntil(lambda: dialog._job is None, timeout=MS)
+    assert "other base is no longer loaded and has no file to load it from" in dialog.status_label.text()

@@ -37,8 +37,9 @@ from PySide6.QtWidgets import (
 from vit_desktop.core.errors import CancelToken, Failure, VitDesktopError
 from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.training.results import describe
+from vit_desktop.core.types import ModelCard
 from vit_desktop.core.units import format_duration
-from vit_desktop.gui.compute import Controller
+from vit_desktop.gui.compute import Controller, LoadedModel
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
 from vit_desktop.gui.finetune.results_view import ResultsView
 from vit_desktop.gui.jobs import Job
@@ -70,9 +71,9 @@ class TrainOutcome:
 
 
 def _training_task(
-    data: LabelledSet, config: TrainConfig
+    data: LabelledSet, config: TrainConfig, base: LoadedModel
 ) -> Callable[[Any, Callable[[object], None], CancelToken], TrainOutcome]:
-    """The job run on the compute thread: train, then render the mistakes' heatmaps."""
+    """The job run on the compute thread: train from ``base``, then render the mistakes' heatmaps."""
 
     def task(engine: Any, report: Callable[[object], None], cancel: CancelToken) -> TrainOutcome:
         from vit_desktop.core.training import finetune
@@ -87,10 +88,25 @@ def _training_task(
         gc.freeze()
         if engine is None:
             raise VitDesktopError("load a model first: fine-tuning starts from the current model")
+        if engine.model_id != base.model_id:
+            # The window classifies with another model (this dialog's, after "Use now"): training
+            # starts from the base all the same, loaded again for this run and freed with it.
+            engine = _load_base(base, report, cancel)
         result = finetune(engine, data, config, progress=report, cancel=cancel)
         return TrainOutcome(result, mistake_previews(result, engine.device))
 
     return task
+
+
+def _load_base(base: LoadedModel, report: Callable[[object], None], cancel: CancelToken) -> Any:
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.training import TrainProgress
+
+    if not base.source:
+        raise VitDesktopError(f"{base.card.name} is no longer loaded and has no file to load it from: choose the "
+                              "model to start from in the Model menu")
+    report(TrainProgress("decode", 0, 0, 0, 0, message=f"loading {base.card.name} to start from"))
+    return Engine.load(base.source, device=base.device_key, precision=base.precision, cancel=cancel)
 
 
 class FinetuneDialog(QDialog):
@@ -110,6 +126,13 @@ class FinetuneDialog(QDialog):
         self.trained_result: TrainResult | None = None
         self.saved_path: Path | None = None
         self._job: Job | None = None
+        #: The model training starts from and class names are read against: the window's model, except
+        #: while the window classifies with this dialog's own ("Use now"), which must not become its base.
+        self.base: LoadedModel | None = controller.current_model
+        #: The card of the model handed to the window by "Use now", while the window uses it.
+        self._in_use: ModelCard | None = None
+        #: What the status line said when the window switched to this dialog's model.
+        self._in_use_text = ""
         self._build()
         controller.model_changed.connect(self._on_model_changed)
         self._set_training(False)
@@ -211,7 +234,10 @@ class FinetuneDialog(QDialog):
         self.mode_combo.setEnabled(not running)
         self.epochs_spin.setEnabled(not running)
         self.labels.set_locked(running)
-        card = self.controller.current_card
+        self._show_base()
+
+    def _show_base(self) -> None:
+        card = self.base.card if self.base is not None else None
         self.base_label.setText(card.name if card is not None else "no model loaded")
 
     def _named(self) -> set[str]:
@@ -219,10 +245,10 @@ class FinetuneDialog(QDialog):
         return {c for c in self.data.classes if self._meaning(c)}
 
     def _meaning(self, name: str) -> str | None:
-        """What the current model takes ``name`` to mean ("dog.n.01, 118 ImageNet classes"), if anything."""
+        """What the base model takes ``name`` to mean ("dog.n.01, 118 ImageNet classes"), if anything."""
         from vit_desktop.core.labels.categories import hierarchy_for
 
-        card = self.controller.current_card
+        card = self.base.card if self.base is not None else None
         tree = hierarchy_for(card) if card is not None else None
         if tree is None:
             return None
@@ -236,7 +262,8 @@ class FinetuneDialog(QDialog):
     def start_training(self, *, data: LabelledSet | None = None, head: str | None = None) -> None:
         if self._job is not None:
             return
-        if self.controller.current_card is None:
+        base = self.base
+        if base is None:
             self.status_label.setText("Load a model first: fine-tuning starts from the current model")
             return
         data = data if data is not None else self.data
@@ -253,7 +280,7 @@ class FinetuneDialog(QDialog):
         self.results.clear_results()
         self.progress_bar.setRange(0, 0)
         self.status_label.setText("Starting…")
-        job = self.controller.run_task(_training_task(data, config))
+        job = self.controller.run_task(_training_task(data, config, base))
         job.progressed.connect(self._on_progress)
         job.returned.connect(self._on_trained)
         job.errored.connect(self._on_failed)
@@ -273,9 +300,16 @@ class FinetuneDialog(QDialog):
         self.start_training(data=LabelledSet(self.data.classes), head="names")
 
     @Slot(object)
-    def _on_model_changed(self, _loaded: object) -> None:
-        card = self.controller.current_card
-        self.base_label.setText(card.name if card is not None else "no model loaded")
+    def _on_model_changed(self, loaded: LoadedModel) -> None:
+        if self._in_use is not None and loaded.card is self._in_use:
+            return  # "Use now" arrived: the base stays what this model was trained from
+        if self._in_use is not None and self.status_label.text() == self._in_use_text:
+            # The line would say the window classifies with this dialog's model: it no longer does.
+            self.status_label.setText(f"The main window now classifies with {loaded.card.name}; training starts "
+                                      "from it")
+        self._in_use = None
+        self.base = loaded
+        self._show_base()
         self.labels.set_meaning(self._meaning)
 
     @Slot()
@@ -405,8 +439,11 @@ class FinetuneDialog(QDialog):
         """Switch the main window to the new model (a copy: this dialog may still save it)."""
         if self.trained_result is None:
             return
-        self.controller.use_module(copy.deepcopy(self.trained_result.module), self.trained_result.card)
-        self.status_label.setText(f"Now classifying with {self.trained_result.card.name}")
+        self._in_use = self.trained_result.card
+        self.controller.use_module(copy.deepcopy(self.trained_result.module), self._in_use)
+        self._in_use_text = (f"Now classifying with {self._in_use.name} in the main window; training still starts "
+                             f"from {self.base.card.name if self.base is not None else 'the model it came from'}")
+        self.status_label.setText(self._in_use_text)
 
     def unsaved_work(self) -> list[str]:
         """What quitting now would lose, in words (empty: nothing)."""
