@@ -406,3 +406,26 @@ def test_the_status_line_lets_go_of_the_model_in_use_when_the_window_switches(
     dialog.start_training()
     qtbot.waitUntil(lambda: dialog._job is None, timeout=MS)
     assert "other base is no longer loaded and has no file to load it from" in dialog.status_label.text()
+
+
+def test_an_empty_dialog_says_what_to_do_first(qtbot, dialog: FinetuneDialog) -> None:
+    labels = dialog.labels
+    assert not dialog.train_button.isEnabled() and not dialog.names_button.isEnabled()
+    assert dialog.train_button.toolTip().startswith("Add classes first: Add… a class and drop photos on it, "
+                                                    "or Import folder…")
+    assert labels.class_list.placeholder.startswith("No classes yet. Add… a class")
+    dialog.show()
+    qtbot.waitExposed(dialog)
+
+    def colours_of(widget) -> set[int]:  # type: ignore[no-untyped-def]
+        image = widget.grab().toImage()
+        return {image.pixel(x, y) for x in range(0, image.width(), 2) for y in range(0, image.height(), 2)}
+
+    assert len(colours_of(labels.class_list.viewport())) > 2  # the words are drawn, not an empty white box
+    assert labels.add_class("cats")
+    assert dialog.train_button.isEnabled() and dialog.names_button.isEnabled()
+    assert "Add classes first" not in dialog.train_button.toolTip()
+    assert labels.photo_list.placeholder == "No photos in “cats” yet: drop photos here, or Add photos…"
+    assert len(colours_of(labels.photo_list.viewport())) > 2
+    assert labels.delete_class("cats")
+    assert not dialog.train_button.isEnabled()

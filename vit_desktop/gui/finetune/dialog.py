@@ -60,6 +60,12 @@ MODE_CHOICES: tuple[tuple[str, str], ...] = (
 PHASES = {"decode": "reading photos", "features": "computing features", "select": "choosing the head",
           "train": "training", "val": "training"}
 
+TRAIN_TIP = "Train on the photos of the classes, as deep as Training says"
+NAMES_TIP = ("A classifier from the class names alone (\"dog\", \"musical instrument\"): needs names the model "
+             "knows, no photos")
+NO_CLASSES_TIP = ("Add classes first: Add… a class and drop photos on it, or Import folder… with one subfolder per "
+                  "class")
+
 
 @dataclass(frozen=True, eq=False)
 class TrainOutcome:
@@ -175,8 +181,6 @@ class FinetuneDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel_training)
         self.progress_bar = QProgressBar()
         self.names_button = QPushButton("Use without training")
-        self.names_button.setToolTip("A classifier from the class names alone (\"dog\", \"musical instrument\"): "
-                                     "needs names the model knows, no photos")
         self.names_button.clicked.connect(self.use_names)
         row.addWidget(self.train_button)
         row.addWidget(self.names_button)
@@ -188,6 +192,7 @@ class FinetuneDialog(QDialog):
         plain(self.base_label, self.status_label)  # model, class and file names: never HTML
         rv.addWidget(self.status_label)
         self.labels.status.connect(self.status_label.setText)
+        self.labels.changed.connect(self._on_set_changed)
 
         self.results = ResultsView()
         rv.addWidget(self.results, 1)
@@ -225,8 +230,12 @@ class FinetuneDialog(QDialog):
         self.settings.set_training(self.mode_combo.currentData(), self.epochs_spin.value())
 
     def _set_training(self, running: bool) -> None:
-        self.train_button.setEnabled(not running)
-        self.names_button.setEnabled(not running)
+        # Nothing to train on before the first class: the buttons say so rather than fail when pressed.
+        has_classes = bool(self.data.classes)
+        self.train_button.setEnabled(not running and has_classes)
+        self.names_button.setEnabled(not running and has_classes)
+        self.train_button.setToolTip(TRAIN_TIP if has_classes else NO_CLASSES_TIP)
+        self.names_button.setToolTip(NAMES_TIP if has_classes else NO_CLASSES_TIP)
         self.cancel_button.setEnabled(running)
         has_result = self.trained_result is not None and not running
         self.save_model_button.setEnabled(has_result)
@@ -287,6 +296,10 @@ class FinetuneDialog(QDialog):
         job.finished.connect(self._on_finished)
         self._job = job
         self._set_training(True)
+
+    @Slot(object)
+    def _on_set_changed(self, _data: object) -> None:
+        self._set_training(self._job is not None)
 
     @Slot()
     def use_names(self) -> None:

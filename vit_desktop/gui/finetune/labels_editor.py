@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -36,6 +36,9 @@ from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.settings import AppSettings
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
+#: What the empty dialog says to do first.
+NO_CLASSES_TEXT = ("No classes yet. Add… a class and drop photos on it, or Import folder… with one subfolder "
+                   "per class.")
 #: What a change to the set says while training runs.
 LOCKED_TEXT = "Training is running: the classes cannot change until it ends (Cancel stops it)"
 
@@ -51,9 +54,25 @@ class ClassList(QListWidget):
     def __init__(self, parent: QWidget | None = None, *, items_are_classes: bool = True) -> None:
         super().__init__(parent)
         self.items_are_classes = items_are_classes
+        #: What the empty list says (what to do to fill it), drawn where the rows would be.
+        self.placeholder = ""
         self.setAcceptDrops(True)
         self.setDropIndicatorShown(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder = text
+        self.viewport().update()
+
+    def paintEvent(self, event: Any) -> None:
+        super().paintEvent(event)
+        if self.count() or not self.placeholder:
+            return
+        p = QPainter(self.viewport())
+        p.setPen(self.palette().placeholderText().color())
+        p.drawText(self.viewport().rect().adjusted(12, 12, -12, -12),
+                   Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.placeholder)
+        p.end()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():
@@ -232,6 +251,9 @@ class LabelsEditor(QWidget):
     def _refresh_photos(self) -> None:
         self.photo_list.clear()
         name = self._selected_class()
+        self.class_list.set_placeholder(NO_CLASSES_TEXT)
+        self.photo_list.set_placeholder(
+            "" if name is None else f"No photos in “{name}” yet: drop photos here, or Add photos…")
         if name is None:
             return
         for p in self.data.paths_of(name):
