@@ -429,3 +429,92 @@ def test_an_empty_dialog_says_what_to_do_first(qtbot, dialog: FinetuneDialog) ->
     assert len(colours_of(labels.photo_list.viewport())) > 2
     assert labels.delete_class("cats")
     assert not dialog.train_button.isEnabled()
+
+
+
+def _decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The thread each thumbnail decode runs on ("gui" or "pool"), recorded as they happen."""
+    import threading
+
+    from vit_desktop.gui import thumbnails
+
+    threads: list[str] = []
+    real = thumbnails.load_scaled
+
+    def recording(path: str, side: int):  # type: ignore[no-untyped-def]
+        threads.append("gui" if threading.current_thread() is threading.main_thread() else "pool")
+        return real(path, side)
+
+    monkeypatch.setattr(thumbnails, "load_scaled", recording)
+    return threads
+
+
+def _thumbnail_area(rows, row: int):  # type: ignore[no-untyped-def]
+    """What the user sees where the row's thumbnail goes (the square at its left end)."""
+    rect = rows.visualItemRect(rows.item(row))
+    side = rows.iconSize().width()
+    return rows.viewport().grab().toImage().copy(rect.left(), rect.top(), side + 8, rect.height())
+
+
+def _reds(image) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for x in range(image.width()) for y in range(image.height())
+               if image.pixelColor(x, y).red() > 180 and image.pixelColor(x, y).green() < 90)
+
+
+def test_the_photo_list_shows_thumbnails_decoded_off_the_gui_thread(qtbot, dialog: FinetuneDialog, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QHelpEvent
+    from PySide6.QtWidgets import QApplication, QToolTip
+
+    threads = _decodes(monkeypatch)
+    data = _colour_folder(tmp_path / "data", per_class=3)
+    (data / "red" / "broken.png").write_bytes(b"not a png")
+    labels = dialog.labels
+    labels.import_folder(data)
+    labels.class_list.setCurrentRow(2)  # red
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    rows = labels.photo_list
+    by_name = {rows.item(i).text(): i for i in range(rows.count())}
+    assert set(by_name) == {"0.png", "1.png", "2.png", "broken.png"}
+    # Each photo's red disc shows in its row: the thumbnail is the photo, not a stand-in.
+    qtbot.waitUntil(lambda: all(_reds(_thumbnail_area(rows, by_name[f"{i}.png"])) > 20 for i in range(3)),
+                    timeout=MS)
+    assert threads and set(threads) == {"pool"}  # never decoded on the GUI thread
+    # A photo that cannot be read shows a warning sign where its thumbnail would be, and says why.
+    broken = by_name["broken.png"]
+    qtbot.waitUntil(lambda: labels.loader.thumbnail_error(rows.item(broken).data(Qt.ItemDataRole.UserRole))
+                    is not None, timeout=MS)
+    sign = _thumbnail_area(rows, broken)
+    base = rows.palette().base().color().rgb()
+    drawn = sum(1 for x in range(sign.width()) for y in range(sign.height()) if sign.pixel(x, y) != base)
+    assert drawn > 100 and _reds(sign) < 20  # not the empty square of a row still waiting, not a photo
+    centre = rows.visualItemRect(rows.item(broken)).center()
+    QApplication.sendEvent(rows.viewport(), QHelpEvent(QEvent.Type.ToolTip, centre, rows.viewport().mapToGlobal(centre)))
+    assert "broken.png" in QToolTip.text() and "cannot be read" in QToolTip.text()
+    QToolTip.hideText()
+
+
+def test_a_class_of_hundreds_of_photos_decodes_only_the_rows_on_screen(
+        qtbot, dialog: FinetuneDialog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    threads = _decodes(monkeypatch)
+    source = _colour_folder(tmp_path / "src", per_class=1) / "red" / "0.png"
+    many = tmp_path / "data" / "red"
+    many.mkdir(parents=True)
+    for i in range(400):
+        shutil.copy(source, many / f"{i:03d}.png")
+    labels = dialog.labels
+    labels.import_folder(tmp_path / "data")
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    rows = labels.photo_list
+    assert rows.count() == 400
+    qtbot.waitUntil(lambda: _reds(_thumbnail_area(rows, 0)) > 20, timeout=MS)
+    on_screen = sum(1 for i in range(rows.count()) if rows.visualItemRect(rows.item(i)).intersects(rows.viewport().rect()))
+    assert 0 < len(threads) <= on_screen + 5 < 400  # the rest wait until they are scrolled to
+    rows.scrollToBottom()
+    qtbot.waitUntil(lambda: _reds(_thumbnail_area(rows, 399)) > 20, timeout=MS)
+    assert len(threads) < 100 and set(threads) == {"pool"}

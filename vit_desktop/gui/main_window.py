@@ -364,6 +364,8 @@ class MainWindow(QMainWindow):
         self.exporter.cancel_all()
         self.controller.shutdown()
         self.loader.shutdown()
+        if self.finetune_dialog is not None:
+            self.finetune_dialog.shutdown()
         self.pool.waitForDone()
         self.intake.cleanup()
 

@@ -484,5 +484,9 @@ class FinetuneDialog(QDialog):
             self._job.cancel()
         super().closeEvent(event)
 
+    def shutdown(self) -> None:
+        """Join the threads that decode the photo list's thumbnails (the window is quitting)."""
+        self.labels.shutdown()
+
 
 __all__ = ["FinetuneDialog", "TrainOutcome"]

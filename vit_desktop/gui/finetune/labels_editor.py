@@ -32,8 +32,10 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.training.labelled_set import PROJECT_SUFFIX, LabelledSet
+from vit_desktop.gui.finetune.thumbnail_rows import ROW_THUMBNAIL, ThumbnailRows
 from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.settings import AppSettings
+from vit_desktop.gui.thumbnails import ImageLoader
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
 #: What the empty dialog says to do first.
@@ -97,7 +99,10 @@ class ClassList(QListWidget):
 
 
 class LabelsEditor(QWidget):
-    """Classes, the photos of the selected class, and the buttons that edit them."""
+    """Classes, the photos of the selected class (with thumbnails), and the buttons that edit them.
+
+    The thumbnails are decoded by the editor's own :class:`ImageLoader`, joined by :meth:`shutdown`.
+    """
 
     #: The labelled set changed (the new LabelledSet).
     changed = Signal(object)
@@ -107,6 +112,7 @@ class LabelsEditor(QWidget):
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._settings = settings
+        self.loader = ImageLoader(thumb_size=ROW_THUMBNAIL, parent=self)
         self.data = LabelledSet()
         #: Labelled by hand since the set was last opened, imported or saved: closing would lose it.
         self.unsaved = False
@@ -121,7 +127,7 @@ class LabelsEditor(QWidget):
         self.class_list = ClassList()
         self.class_list.files_dropped.connect(self._on_files_dropped)
         self.class_list.currentItemChanged.connect(self._on_class_selected)
-        bv.addWidget(self.class_list)
+        bv.addWidget(self.class_list, 1)
         self.meaning_label = QLabel("")
         self.meaning_label.setWordWrap(True)
         self.meaning_label.setObjectName("classMeaning")
@@ -139,8 +145,9 @@ class LabelsEditor(QWidget):
         self.photo_list = ClassList(items_are_classes=False)
         self.photo_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.photo_list.files_dropped.connect(self._on_files_dropped)
+        ThumbnailRows(self.photo_list, self.loader)
         bv.addWidget(QLabel("Photos in the selected class (drop more here):"))
-        bv.addWidget(self.photo_list)
+        bv.addWidget(self.photo_list, 2)  # rows with thumbnails are tall: the photos get the room
         row = QHBoxLayout()
         self.add_photos_button = QPushButton("Add photos…")
         self.add_photos_button.clicked.connect(self._on_add_photos)
@@ -195,6 +202,10 @@ class LabelsEditor(QWidget):
         self.unsaved = False
         self._refresh_classes()
         self.changed.emit(data)
+
+    def shutdown(self) -> None:
+        """Stop decoding thumbnails and join the threads that decode them."""
+        self.loader.shutdown()
 
     def set_meaning(self, meaning: Callable[[str], str | None]) -> None:
         """How to say what a class name means to the model (its hierarchy), shown under the list."""
