@@ -518,3 +518,49 @@ def test_a_class_of_hundreds_of_photos_decodes_only_the_rows_on_screen(
     rows.scrollToBottom()
     qtbot.waitUntil(lambda: _reds(_thumbnail_area(rows, 399)) > 20, timeout=MS)
     assert len(threads) < 100 and set(threads) == {"pool"}
+
+
+def _result_of(classes: tuple[str, ...], mistakes: int = 0):  # type: ignore[no-untyped-def]
+    """A trained model's result on a made-up validation: two photos per class, the first ``mistakes``
+    of them taken for the next class."""
+    import time
+
+    from tests.support import tiny_model
+    from vit_desktop.core.training import TrainConfig
+    from vit_desktop.core.training.results import Validation, finish
+
+    module, card = tiny_model(len(classes), labels=classes, name="tiny")
+    y_true = [i // 2 for i in range(2 * len(classes))]
+    y_pred = [(t + 1) % len(classes) if i < mistakes else t for i, t in enumerate(y_true)]
+    paths = [f"/photos/{classes[t]}/{i}.png" for i, t in enumerate(y_true)]
+    return finish(module, card, TrainConfig(), Validation(classes, y_true, y_pred, paths), history=[], best_epoch=0,
+                  skipped=(), cancelled=False, started=time.perf_counter(), n_train=10)
+
+
+BREEDS = ("Labrador retriever", "golden retriever", "German shepherd", "Bernese mountain dog", "Siberian husky",
+          "border collie", "Yorkshire terrier", "Shetland sheepdog", "French bulldog", "Chihuahua")
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_the_confusion_matrix_fits_its_tab(qtbot, dialog: FinetuneDialog, n: int) -> None:
+    """At 5 classes two columns were cut behind a horizontal scroll bar."""
+    from PySide6.QtWidgets import QApplication
+
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    view = dialog.results
+    view.show_result(_result_of(BREEDS[:n]), {})
+    view.setCurrentIndex(1)
+    QApplication.processEvents()
+    table = view.confusion_table
+    assert table.columnCount() == n
+    assert not table.horizontalScrollBar().isVisible()
+    width = table.viewport().width()
+    header = table.horizontalHeader()
+    counts = table.fontMetrics().horizontalAdvance("100")
+    for j in range(n):  # every column whole on screen, wide enough for a count
+        assert 0 <= header.sectionViewportPosition(j) and header.sectionViewportPosition(j) + header.sectionSize(j) <= width
+        assert header.sectionSize(j) > counts
+    # Each header names its class (cut short at most), the tooltip in full.
+    assert table.horizontalHeaderItem(3).toolTip() == f"predicted: {BREEDS[3]}"
+    assert table.verticalHeaderItem(3).toolTip() == f"true: {BREEDS[3]}"

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 #: The side of a mistake's preview (core renders them at this size).
 PREVIEW_SIDE = 320
 MISTAKES_HINT = "Click a photo to see it with the heatmap of the predicted class"
+#: The narrowest a confusion matrix column gets (a count still shows), and the widest its row names.
+MIN_CONFUSION_COLUMN = 36
+MAX_CONFUSION_ROW_HEADER = 160
 
 
 class ResultsView(QTabWidget):
@@ -44,9 +47,19 @@ class ResultsView(QTabWidget):
         self.previews: dict[str, np.ndarray] = {}
         self.curves = CurveWidget()
         self.addTab(self.curves, "Curves")
+        confusion = QWidget()
+        cv = QVBoxLayout(confusion)
+        cv.addWidget(QLabel("Rows: the true class. Columns: the class the model predicted."))
         self.confusion_table = QTableWidget()
         self.confusion_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.addTab(self.confusion_table, "Confusion matrix")
+        # The columns share the tab's width (names too long are cut short, whole in their tooltip):
+        # at 5 classes, columns sized to "predicted: <name>" left two behind a scroll bar.
+        self.confusion_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.confusion_table.horizontalHeader().setMinimumSectionSize(MIN_CONFUSION_COLUMN)
+        self.confusion_table.verticalHeader().setMaximumWidth(MAX_CONFUSION_ROW_HEADER)
+        self.confusion_table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        cv.addWidget(self.confusion_table, 1)
+        self.addTab(confusion, "Confusion matrix")
         self.per_class_table = QTableWidget(0, 2)
         self.per_class_table.setHorizontalHeaderLabels(["Class", "Validation accuracy"])
         self.per_class_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -102,8 +115,12 @@ class ResultsView(QTabWidget):
         n = len(labels)
         self.confusion_table.setRowCount(n)
         self.confusion_table.setColumnCount(n)
-        self.confusion_table.setVerticalHeaderLabels([f"true: {c}" for c in labels])
-        self.confusion_table.setHorizontalHeaderLabels([f"predicted: {c}" for c in labels])
+        for i, c in enumerate(labels):
+            for header, set_header in (("true", self.confusion_table.setVerticalHeaderItem),
+                                       ("predicted", self.confusion_table.setHorizontalHeaderItem)):
+                item = QTableWidgetItem(c)
+                item.setToolTip(as_plain(f"{header}: {c}"))
+                set_header(i, item)
         peak = max((v for row in r.confusion for v in row), default=0) or 1
         for i, row in enumerate(r.confusion):
             for j, v in enumerate(row):
@@ -115,7 +132,6 @@ class ResultsView(QTabWidget):
                     tint.setAlpha(int(40 + 160 * v / peak))
                     item.setBackground(tint)
                 self.confusion_table.setItem(i, j, item)
-        self.confusion_table.resizeColumnsToContents()
         self.per_class_table.setRowCount(n)
         for i, (c, acc) in enumerate(zip(labels, r.per_class_accuracy)):
             self.per_class_table.setItem(i, 0, QTableWidgetItem(c))
