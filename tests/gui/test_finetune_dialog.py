@@ -180,6 +180,10 @@ def test_mistakes_show_the_photo_with_its_heatmap(qtbot, dialog: FinetuneDialog,
         pytest.skip("the random split happened to be learnable")
     view = dialog.results
     view.setCurrentIndex(3)
+    # Each entry says how sure the model was of its wrong answer, and of the right one.
+    first = result.misclassified[0]
+    assert view.mistake_list.item(0).text().endswith(
+        f"({first.predicted} {first.predicted_p:.0%}, {first.true} {first.true_p:.0%})")
     view.mistake_list.setCurrentRow(0)
     pix = view.mistake_view.pixmap()
     assert pix is not None and not pix.isNull()
@@ -533,8 +537,12 @@ def _result_of(classes: tuple[str, ...], mistakes: int = 0):  # type: ignore[no-
     y_true = [i // 2 for i in range(2 * len(classes))]
     y_pred = [(t + 1) % len(classes) if i < mistakes else t for i, t in enumerate(y_true)]
     paths = [f"/photos/{classes[t]}/{i}.png" for i, t in enumerate(y_true)]
-    return finish(module, card, TrainConfig(), Validation(classes, y_true, y_pred, paths), history=[], best_epoch=0,
-                  skipped=(), cancelled=False, started=time.perf_counter(), n_train=10)
+    # Sure of each answer, right or wrong: 70 % on it, 20 % on the true class when wrong.
+    proba = np.full((len(y_true), len(classes)), 0.1 / max(1, len(classes) - 2))
+    for i, (t, p) in enumerate(zip(y_true, y_pred)):
+        proba[i, p], proba[i, t] = (0.7, 0.2) if t != p else (0.9, 0.9)
+    return finish(module, card, TrainConfig(), Validation(classes, y_true, y_pred, paths, proba=proba), history=[],
+                  best_epoch=0, skipped=(), cancelled=False, started=time.perf_counter(), n_train=10)
 
 
 BREEDS = ("Labrador retriever", "golden retriever", "German shepherd", "Bernese mountain dog", "Siberian husky",
@@ -564,3 +572,14 @@ def test_the_confusion_matrix_fits_its_tab(qtbot, dialog: FinetuneDialog, n: int
     # Each header names its class (cut short at most), the tooltip in full.
     assert table.horizontalHeaderItem(3).toolTip() == f"predicted: {BREEDS[3]}"
     assert table.verticalHeaderItem(3).toolTip() == f"true: {BREEDS[3]}"
+
+
+def test_mistakes_say_how_sure_the_model_was(qtbot, dialog: FinetuneDialog) -> None:
+    view = dialog.results
+    view.show_result(_result_of(BREEDS[:3], mistakes=2), {})
+    assert [view.mistake_list.item(i).text() for i in range(view.mistake_list.count())] == [
+        "0.png: Labrador retriever → golden retriever (golden retriever 70%, Labrador retriever 20%)",
+        "1.png: Labrador retriever → golden retriever (golden retriever 70%, Labrador retriever 20%)",
+    ]
+    assert view.mistake_list.item(0).toolTip() == ("/photos/Labrador retriever/0.png\n"
+                                                   "golden retriever 70%, the true class Labrador retriever 20%")

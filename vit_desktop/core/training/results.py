@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -118,6 +119,17 @@ class TrainMetrics:
         return out
 
 
+class Mistake(NamedTuple):
+    """A validation photo the model gets wrong, and how sure it was."""
+
+    path: str
+    true: str
+    predicted: str
+    #: The probability the model gave the class it predicted, and the photo's true class (None: not known).
+    predicted_p: float | None = None
+    true_p: float | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class TrainResult:
     """A trained model (on the CPU, in eval mode) and what is known about how good it is."""
@@ -127,8 +139,8 @@ class TrainResult:
     metrics: TrainMetrics
     #: rows = true class, columns = predicted class, on the validation set with the best weights.
     confusion: tuple[tuple[int, ...], ...]
-    #: (path, true label, predicted label) for validation photos the model gets wrong.
-    misclassified: tuple[tuple[str, str, str], ...]
+    #: The validation photos the model gets wrong.
+    misclassified: tuple[Mistake, ...]
     best_epoch: int
     #: Photos that could not be used: (path, reason).
     skipped: tuple[tuple[str, str], ...]
@@ -274,6 +286,8 @@ class Validation:
     paths: Sequence[str]
     #: How the predictions were held out ("5-fold cross-validation", "validation photos").
     method: str = "validation photos"
+    #: (photos, classes): the probability of each class for each photo, as the predictions had them.
+    proba: np.ndarray | None = None
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> tuple[tuple[int, ...], ...]:
@@ -334,8 +348,10 @@ def finish(
     extra = dict(card.extra)
     extra.update({"training": json.dumps(settings), "metrics": json.dumps(metrics.to_json_dict())})
     card = replace(card, extra=tuple(extra.items()))
+    proba = validation.proba if validation.proba is not None and len(validation.proba) == len(y_true) else None
     misclassified = tuple(
-        (path, classes[t], classes[p]) for path, t, p in zip(validation.paths, y_true, y_pred) if t != p
+        Mistake(path, classes[t], classes[p], *((float(proba[i, p]), float(proba[i, t])) if proba is not None else ()))
+        for i, (path, t, p) in enumerate(zip(validation.paths, y_true, y_pred)) if t != p
     )
     return TrainResult(
         module=module,
@@ -355,6 +371,7 @@ __all__ = [
     "ClassBasis",
     "Description",
     "HeadSelection",
+    "Mistake",
     "TrainMetrics",
     "TrainResult",
     "Validation",

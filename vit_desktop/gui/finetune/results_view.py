@@ -30,6 +30,7 @@ from vit_desktop.gui.qimage import rgb_to_qimage
 
 if TYPE_CHECKING:
     from vit_desktop.core.training import TrainResult
+    from vit_desktop.core.training.results import Mistake
 
 #: The side of a mistake's preview (core renders them at this size).
 PREVIEW_SIDE = 320
@@ -37,6 +38,13 @@ MISTAKES_HINT = "Click a photo to see it with the heatmap of the predicted class
 #: The narrowest a confusion matrix column gets (a count still shows), and the widest its row names.
 MIN_CONFUSION_COLUMN = 36
 MAX_CONFUSION_ROW_HEADER = 160
+
+
+def _scores(m: Mistake) -> str:
+    """" (dog 71%, cat 22%)": how sure the model was of its wrong answer, and of the right one."""
+    if m.predicted_p is None or m.true_p is None:
+        return ""
+    return f" ({m.predicted} {m.predicted_p:.0%}, {m.true} {m.true_p:.0%})"
 
 
 class ResultsView(QTabWidget):
@@ -138,10 +146,12 @@ class ResultsView(QTabWidget):
             self.per_class_table.setItem(i, 1, QTableWidgetItem(f"{acc:.0%}"))
         self._show_selection(r)
         self.mistake_list.clear()
-        for path, true, predicted in r.misclassified:
-            entry = QListWidgetItem(f"{Path(path).name}: {true} → {predicted}")
-            entry.setData(Qt.ItemDataRole.UserRole, path)
-            entry.setToolTip(as_plain(path))
+        for m in r.misclassified:
+            entry = QListWidgetItem(f"{Path(m.path).name}: {m.true} → {m.predicted}{_scores(m)}")
+            entry.setData(Qt.ItemDataRole.UserRole, m.path)
+            sure = (f"\n{m.predicted} {m.predicted_p:.0%}, the true class {m.true} {m.true_p:.0%}"
+                    if m.predicted_p is not None and m.true_p is not None else "")
+            entry.setToolTip(as_plain(m.path + sure))
             self.mistake_list.addItem(entry)
         checked = r.metrics.val_images
         self.mistake_view.setPixmap(QPixmap())
