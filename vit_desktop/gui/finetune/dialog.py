@@ -433,8 +433,12 @@ class FinetuneDialog(QDialog):
 
     @Slot()
     def _on_save_model(self) -> None:
+        self.save_model_dialog()
+
+    def save_model_dialog(self) -> bool:
+        """Ask where to save the trained model, and save it there. True when written."""
         if self.trained_result is None:
-            return
+            return False
         start = self.default_model_path()
         remembered = self.settings.folder("models")
         if remembered:
@@ -443,9 +447,11 @@ class FinetuneDialog(QDialog):
             self, "Save model", str(start), "Models (*.safetensors)",
             options=QFileDialog.Option.DontConfirmOverwrite,  # we ask ourselves, with the same words everywhere
         )
-        if path:
-            self.settings.set_folder("models", str(Path(path).parent))
-            self.save_model_to(path)
+        if not path:
+            self.status_label.setText("Not saved: no file was chosen")
+            return False
+        self.settings.set_folder("models", str(Path(path).parent))
+        return self.save_model_to(path)
 
     @Slot()
     def use_now(self) -> None:
@@ -457,6 +463,18 @@ class FinetuneDialog(QDialog):
         self._in_use_text = (f"Now classifying with {self._in_use.name} in the main window; training still starts "
                              f"from {self.base.card.name if self.base is not None else 'the model it came from'}")
         self.status_label.setText(self._in_use_text)
+
+    def can_save_unsaved(self) -> bool:
+        """Whether something that quitting would lose can be saved now (the model, the labels)."""
+        return (self.trained_result is not None and self.saved_path is None) or self.labels.unsaved
+
+    def save_unsaved(self) -> bool:
+        """Save the unsaved model and labels, asking where as Save model… and Save labels… do.
+        True when nothing savable is left unsaved; False when a save was cancelled or failed (the
+        status line says which)."""
+        if self.trained_result is not None and self.saved_path is None and not self.save_model_dialog():
+            return False
+        return not self.labels.unsaved or self.labels.save_project_dialog()
 
     def unsaved_work(self) -> list[str]:
         """What quitting now would lose, in words (empty: nothing)."""

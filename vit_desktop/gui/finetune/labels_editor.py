@@ -450,11 +450,17 @@ class LabelsEditor(QWidget):
 
     @Slot()
     def _on_save_project(self) -> None:
+        self.save_project_dialog()
+
+    def save_project_dialog(self) -> bool:
+        """Ask where to save the labels, and save them there. True when written."""
         start = Path(self._settings.folder("labels") or Path.home()) / f"labels{PROJECT_SUFFIX}"
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(start), f"Label projects (*{PROJECT_SUFFIX})")
-        if path:
-            self._settings.set_folder("labels", str(Path(path).parent))
-            self.save_project(path)
+        if not path:
+            self.status.emit("Labels not saved: no file was chosen")
+            return False
+        self._settings.set_folder("labels", str(Path(path).parent))
+        return self.save_project(path)
 
 
 __all__ = ["ClassList", "LabelsEditor"]
