@@ -183,7 +183,7 @@ def test_mistakes_show_the_photo_with_its_heatmap(qtbot, dialog: FinetuneDialog,
     # Each entry says how sure the model was of its wrong answer, and of the right one.
     first = result.misclassified[0]
     assert view.mistake_list.item(0).text().endswith(
-        f"({first.predicted} {first.predicted_p:.0%}, {first.true} {first.true_p:.0%})")
+        f"\n{first.predicted} {first.predicted_p:.0%}, {first.true} {first.true_p:.0%}")
     view.mistake_list.setCurrentRow(0)
     pix = view.mistake_view.pixmap()
     assert pix is not None and not pix.isNull()
@@ -578,8 +578,15 @@ def test_mistakes_say_how_sure_the_model_was(qtbot, dialog: FinetuneDialog) -> N
     view = dialog.results
     view.show_result(_result_of(BREEDS[:3], mistakes=2), {})
     assert [view.mistake_list.item(i).text() for i in range(view.mistake_list.count())] == [
-        "0.png: Labrador retriever → golden retriever (golden retriever 70%, Labrador retriever 20%)",
-        "1.png: Labrador retriever → golden retriever (golden retriever 70%, Labrador retriever 20%)",
+        "0.png: Labrador retriever → golden retriever\ngolden retriever 70%, Labrador retriever 20%",
+        "1.png: Labrador retriever → golden retriever\ngolden retriever 70%, Labrador retriever 20%",
     ]
-    assert view.mistake_list.item(0).toolTip() == ("/photos/Labrador retriever/0.png\n"
-                                                   "golden retriever 70%, the true class Labrador retriever 20%")
+    assert view.mistake_list.item(0).toolTip() == ("/photos/Labrador retriever/0.png\nthe model gave golden "
+                                                   "retriever 70%, Labrador retriever (the true class) 20%")
+    # Both lines show whole in the list at the dialog's size: the scores are not cut off at its edge.
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    view.setCurrentIndex(3)
+    rect = view.mistake_list.visualItemRect(view.mistake_list.item(0))
+    assert rect.right() <= view.mistake_list.viewport().width()
+    assert rect.height() >= 2 * view.mistake_list.fontMetrics().height()

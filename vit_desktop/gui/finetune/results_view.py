@@ -41,10 +41,11 @@ MAX_CONFUSION_ROW_HEADER = 160
 
 
 def _scores(m: Mistake) -> str:
-    """" (dog 71%, cat 22%)": how sure the model was of its wrong answer, and of the right one."""
+    """"\ndog 71%, cat 22%": how sure the model was of its wrong answer, and of the right one, on a
+    line of its own (after the names, on one line, it was cut off at the list's edge)."""
     if m.predicted_p is None or m.true_p is None:
         return ""
-    return f" ({m.predicted} {m.predicted_p:.0%}, {m.true} {m.true_p:.0%})"
+    return f"\n{m.predicted} {m.predicted_p:.0%}, {m.true} {m.true_p:.0%}"
 
 
 class ResultsView(QTabWidget):
@@ -76,6 +77,7 @@ class ResultsView(QTabWidget):
         mistakes = QWidget()
         mv = QHBoxLayout(mistakes)
         self.mistake_list = QListWidget()
+        self.mistake_list.setAlternatingRowColors(True)  # entries of two lines each, told apart
         self.mistake_list.currentItemChanged.connect(self._on_mistake_selected)
         self.mistake_view = QLabel(MISTAKES_HINT)
         self.mistake_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -149,7 +151,7 @@ class ResultsView(QTabWidget):
         for m in r.misclassified:
             entry = QListWidgetItem(f"{Path(m.path).name}: {m.true} → {m.predicted}{_scores(m)}")
             entry.setData(Qt.ItemDataRole.UserRole, m.path)
-            sure = (f"\n{m.predicted} {m.predicted_p:.0%}, the true class {m.true} {m.true_p:.0%}"
+            sure = (f"\nthe model gave {m.predicted} {m.predicted_p:.0%}, {m.true} (the true class) {m.true_p:.0%}"
                     if m.predicted_p is not None and m.true_p is not None else "")
             entry.setToolTip(as_plain(m.path + sure))
             self.mistake_list.addItem(entry)
