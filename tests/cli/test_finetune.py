@@ -122,6 +122,19 @@ def test_unreadable_photos_are_listed_and_training_goes_on(tmp_path: Path, base_
     assert "saved" in out
 
 
+def test_partial_training_says_which_backbone_was_saved(tmp_path: Path, base_model: Path) -> None:
+    data = _colour_folder(tmp_path / "data", per_class=6)
+    code, out, err = _run("finetune", str(data), "--base", str(base_model), "--output", str(tmp_path / "o.safetensors"),
+                          "--mode", "partial", "--epochs", "2", "--lr", "0", "--device", "cpu")
+    assert code == 0, err
+    lines = out.splitlines()
+    (backbone,) = [ln for ln in lines if ln.startswith("backbone: ")]
+    assert backbone.startswith("backbone: discarded: 2 epochs of training never lowered the validation loss")
+    # After the summary the command line always printed, before the file it saved.
+    assert lines.index(backbone) > lines.index(next(ln for ln in lines if ln.startswith("note: ")))
+    assert lines[-1].startswith("saved ")
+
+
 def test_scratch_mode_trains_a_small_grayscale_vit(tmp_path: Path) -> None:
     """Bars versus rings, grayscale: a small ViT from random weights, no base model needed."""
     rng = random.Random(0)

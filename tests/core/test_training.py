@@ -121,6 +121,61 @@ def test_partial_mode_trains_only_the_last_blocks(colours: LabelledSet) -> None:
     assert all(torch.equal(v, base.module.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("mode", ["head", "partial"])
+def test_each_mistake_says_how_sure_the_model_was(colours: LabelledSet, mode: str) -> None:
+    """Two classes of the same red shapes: mistakes are certain, and each one carries the probability of
+    the class predicted and of the true one, as the prediction had them (held out or on validation)."""
+    reds = [p for p, c in colours.items if c == "red"]
+    confusable = LabelledSet(("left", "right"), tuple((p, ("left", "right")[i % 2]) for i, p in enumerate(reds)))
+    result = finetune(tiny_engine(), confusable, TrainConfig(mode=mode, epochs=2, batch_size=4))
+    assert result.misclassified
+    for m in result.misclassified:
+        assert m.predicted != m.true and m.predicted_p is not None and m.true_p is not None
+        # The class predicted is the one given the most; with two classes, the two share all of it.
+        assert 0.0 <= m.true_p <= m.predicted_p <= 1.0 and m.predicted_p + m.true_p == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_mislabelled_photo_is_a_mistake_the_model_is_sure_of(colours: LabelledSet) -> None:
+    wrong = [p for p, c in colours.items if c == "red"][:1]
+    relabelled = LabelledSet(colours.classes, tuple((p, "green" if p in wrong else c) for p, c in colours.items))
+    result = finetune(tiny_engine(), relabelled, TrainConfig(mode="head", head="features"))
+    sure = {m.path: m for m in result.misclassified}
+    for path in map(str, wrong):  # every photo is held out once by cross-validation
+        assert sure[path].predicted == "red" and sure[path].true == "green"
+        assert kept(sure[path].predicted_p) > 0.5 > kept(sure[path].true_p)
+
+
+def test_the_description_says_whether_the_trained_backbone_was_kept(colours: LabelledSet) -> None:
+    """Partial and full training keep the backbone only when it lowered the validation loss below the
+    head-only start; a run that never did hands back the base's backbone, and says so."""
+    from dataclasses import replace
+
+    from vit_desktop.core.training.results import describe
+
+    base = tiny_engine()
+    # A learning rate of 0: the epochs cannot beat the start, so the head-only model is the one kept.
+    result = finetune(base, colours, TrainConfig(mode="partial", partial_blocks=1, epochs=2, lr=0.0, batch_size=8))
+    assert result.best_epoch == 0 and len(result.history) == 3
+    said = describe(result)
+    start = result.history[0]["val_loss"]
+    assert said.backbone == (f"discarded: 2 epochs of training never lowered the validation loss below the new head "
+                             f"alone's ({start:.3f}), so the model is the base's backbone with the new head (epoch 0)")
+    assert f"backbone: {said.backbone}" in said.details()
+    assert said.status().endswith(f"; backbone {said.backbone}")
+    assert all("backbone" not in line for line in said.lines())  # the lines printed before stay as they were
+    # The same run had its second epoch been better: that epoch's backbone is kept.
+    history = [dict(h) for h in result.history]
+    history[2]["val_loss"] = 0.25
+    epoch2 = describe(replace(result, history=tuple(history), best_epoch=2))
+    assert epoch2.backbone == (f"kept: the weights after epoch 2 of the 2 epochs run (validation loss 0.250; "
+                             f"{start:.3f} with the new head alone)")
+    # Head mode trains no backbone, and scratch trains nothing else: neither says anything about it.
+    assert describe(replace(result, history=())).backbone is None
+    assert describe(replace(result, history=tuple(history[1:]), best_epoch=2)).backbone is None
+    assert describe(replace(result, history=tuple(history[1:]), best_epoch=2)).details() == \
+        [f"results: {kept(result.card.open_set).describe()}"]
+
+
 def test_cancel_keeps_the_best_model_so_far_and_resume_goes_on(colours: LabelledSet) -> None:
     cancel = CancelToken()
     seen: list[TrainProgress] = []

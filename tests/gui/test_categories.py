@@ -127,3 +127,32 @@ def test_what_a_name_covers_is_shown_and_unticking_a_class_edits_the_name(qtbot,
     # Clearing the names takes their hint away with them.
     w.pane.categories_edit.clear()
     assert w.view_state.categories is None and w.message_bar.text == ""
+
+
+def test_after_use_now_training_starts_from_the_base_and_names_are_read_against_it(qtbot, make_window,
+                                                                                   colours_model) -> None:
+    """"Use now" made the fine-tuned model the dialog's "Start from": retraining stacked on it, and
+    "warm" became a name the model does not know."""
+    from vit_desktop.gui.finetune.dialog import FinetuneDialog
+
+    w = make_window()
+    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
+        w.models.load_model(str(colours_model))
+    dialog = FinetuneDialog(w.controller, w, w.settings)
+    qtbot.addWidget(dialog)
+    assert dialog.labels.add_class("warm") and dialog.labels.add_class("cool")
+    with qtbot.waitSignal(dialog.trained, timeout=MS):
+        dialog.names_button.click()
+    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
+        dialog.use_button.click()
+    assert w.controller.current_card.labels == ("warm", "cool")  # the window classifies with the new model
+    assert dialog.base_label.text() == "colours"
+    dialog.labels.class_list.setCurrentRow(0)
+    assert "means warm" in dialog.labels.meaning_label.text()
+    # Trained again, the new model starts from the base (whose names these are), loaded for the run.
+    with qtbot.waitSignal(dialog.trained, timeout=MS) as blocker:
+        dialog.names_button.click()
+    again = blocker.args[0]
+    assert again.card.description.startswith("fine-tuned from colours (")
+    assert dict(again.card.extra)["base_model"] == str(colours_model)
+    assert w.controller.current_card.labels == ("warm", "cool")  # the window's model is left as it was

@@ -166,6 +166,76 @@ def test_fine_tune_work_survives_closing_the_dialog_and_quitting_asks_first(qtbo
     assert len(asked) == 1 and not w.isVisible() and w.controller.compute_thread.isFinished()
 
 
+def _answer_the_quit_box(button: str, seen: list[list[str]]) -> None:
+    """Click ``button`` in the "Quit without saving?" box once it is up; note the buttons it offered."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    def click() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click)
+            return
+        seen.append([b.text() for b in box.buttons()])
+        offered = {b.text(): b for b in box.buttons()}
+        # A box without the button is cancelled, so that the test fails rather than waits.
+        (offered.get(button) or box.button(QMessageBox.StandardButton.Cancel)).click()
+
+    QTimer.singleShot(0, click)
+
+
+def test_save_and_quit_saves_the_fine_tuned_model_and_labels_and_stays_when_a_save_does_not_happen(
+        qtbot, make_window, model_a, tmp_path: Path, monkeypatch) -> None:
+    w = make_window()
+    try:
+        _save_and_quit(qtbot, w, model_a, tmp_path, monkeypatch)
+    except BaseException:
+        w.shutdown()  # a window left with unsaved work would ask, at teardown, a box no one answers
+        raise
+
+
+def _save_and_quit(qtbot, w, model_a, tmp_path: Path, monkeypatch) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    from vit_desktop.core.inference.engine import Engine
+    from vit_desktop.core.training.labelled_set import LabelledSet
+
+    load(qtbot, w, model_a)
+    w.open_finetune()
+    dialog = w.finetune_dialog
+    data = colour_folder(tmp_path / "data", per_class=6)
+    assert dialog.labels.add_class("reds") and dialog.labels.add_files("reds", [str(data / "red")]) == 6
+    assert dialog.labels.add_class("blues") and dialog.labels.add_files("blues", [str(data / "blue")]) == 6
+    with qtbot.waitSignal(dialog.trained, timeout=MS):
+        dialog.start_training()
+    dialog.close()
+    answers: dict[str, str] = {}
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda parent, caption, *a, **k: (answers.get(caption, ""), "")))
+    offered: list[list[str]] = []
+    # The file dialog is cancelled: nothing is saved, and the window stays.
+    _answer_the_quit_box("Save and quit", offered)
+    w.close()
+    assert sorted(offered[0]) == ["Cancel", "Quit without saving", "Save and quit"]
+    assert w.isVisible() and dialog.isVisible() and not w.controller.compute_thread.isFinished()
+    assert dialog.status_label.text() == "Not saved: no file was chosen"
+    # The save fails (the folder is a file): the window stays, and the dialog says why.
+    (tmp_path / "not a folder").write_text("x")
+    answers["Save model"] = str(tmp_path / "not a folder" / "mine.safetensors")
+    _answer_the_quit_box("Save and quit", offered)
+    w.close()
+    assert w.isVisible() and dialog.status_label.text().startswith("Could not save mine.safetensors")
+    assert len(dialog.unsaved_work()) == 2
+    # Both saved where asked: the window quits, and the model and the labels load back.
+    answers["Save model"] = str(tmp_path / "mine.safetensors")
+    answers["Save labels"] = str(tmp_path / "mine.vitlabels.json")
+    _answer_the_quit_box("Save and quit", offered)
+    w.close()
+    assert not w.isVisible() and w.controller.compute_thread.isFinished()
+    assert Engine.load(tmp_path / "mine.safetensors", device="cpu").card.labels == ("reds", "blues")
+    assert LabelledSet.load(tmp_path / "mine.vitlabels.json")[0].counts() == {"reds": 6, "blues": 6}
+
+
 def test_sigterm_quits_like_ctrl_q_and_keeps_the_settings(tmp_path: Path, model_a: Path) -> None:
     config = tmp_path / "config"
     data = tmp_path / "data"

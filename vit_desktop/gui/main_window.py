@@ -392,15 +392,24 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def confirm_discard(self, lost: list[str]) -> bool:
-        """Asks whether to quit although ``lost`` would be; True: quit."""
+        """Asks whether to quit although ``lost`` would be, or to save it first; True: quit (saved, or
+        let go). A save that is cancelled or fails does not quit."""
+        dialog = self.finetune_dialog
         text = "; ".join(lost) + "."
         box = QMessageBox(QMessageBox.Icon.Warning, "Quit without saving?", as_plain(text[:1].upper() + text[1:]),
                           parent=self)
-        box.setInformativeText("Cancel goes back to the fine-tune dialog: Save model… and Save labels… keep them.")
+        savable = dialog is not None and dialog.can_save_unsaved()
+        box.setInformativeText(
+            ("Save and quit asks where to save them, as Save model… and Save labels… do. " if savable else "")
+            + "Cancel goes back to the fine-tune dialog.")
+        save_button = box.addButton("Save and quit", QMessageBox.ButtonRole.AcceptRole) if savable else None
         quit_button = box.addButton("Quit without saving", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         box.exec()
+        if save_button is not None and box.clickedButton() is save_button:
+            assert dialog is not None
+            return dialog.save_unsaved()
         return box.clickedButton() is quit_button
 
     def shutdown(self) -> None:
@@ -420,6 +429,8 @@ class MainWindow(QMainWindow):
         self.exporter.cancel_all()
         self.controller.shutdown()
         self.loader.shutdown()
+        if self.finetune_dialog is not None:
+            self.finetune_dialog.shutdown()
         self.pool.waitForDone()
         self.intake.cleanup()
 

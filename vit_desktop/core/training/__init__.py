@@ -171,11 +171,12 @@ def finetune(
     if config.mode == "head" or choice.cancelled:
         card = replace(card, open_set=calibrated_rule(choice, train, val))
         if val is not None:  # an outside validation set: how the chosen head does there
-            y_pred = choice.params.log_proba(val).argmax(axis=1)
-            validation = Validation(classes, photos.val_y, y_pred.tolist(), photos.val_paths, "validation photos")
+            log_p = choice.params.log_proba(val)
+            validation = Validation(classes, photos.val_y, log_p.argmax(axis=1).tolist(), photos.val_paths,
+                                    "validation photos", np.exp(log_p))
         elif choice.held_out is not None:
             validation = Validation(classes, photos.train_y, choice.held_out.tolist(), photos.train_paths,
-                                    f"{choice.folds}-fold cross-validation")
+                                    f"{choice.folds}-fold cross-validation", choice.held_out_proba)
         else:
             validation = Validation(classes, [], [], [], "none: no class has two photos")
         return finish(module, card, config, validation, history=[], best_epoch=0, skipped=photos.skipped,
@@ -188,7 +189,7 @@ def finetune(
     start_loss = float(-val_log_p[np.arange(len(y_val)), photos.val_y].mean())
     start_pred = val_log_p.argmax(axis=1)
     loop = _backbone_training(module, device, precision, config, photos, pp, y_val,
-                              (start_loss, start_pred.tolist()), progress, cancel)
+                              (start_loss, start_pred.tolist(), np.exp(val_log_p)), progress, cancel)
     module.load_state_dict(loop.best_state)
     # Not cancellable: a cancelled run still hands back its best model, and that needs its rule.
     card = replace(card, open_set=_rule_after_training(module, fewshot.known_kind(choice.params, train), photos, pp,
@@ -196,7 +197,8 @@ def finetune(
     # Epoch 0 of the backbone training is the head-only model it starts from.
     start: Row = {"epoch": 0, "loss": None, "acc": None, "val_loss": start_loss,
                   "val_acc": float((start_pred == y_val.numpy()).mean())}
-    validation = Validation(classes, photos.val_y, loop.best_pred, photos.val_paths, "validation photos")
+    validation = Validation(classes, photos.val_y, loop.best_pred, photos.val_paths, "validation photos",
+                            loop.best_proba)
     return finish(module, card, config, validation, history=[start, *loop.history], best_epoch=loop.best_epoch,
                   skipped=photos.skipped, cancelled=loop.cancelled, started=started, n_train=len(photos.train_y),
                   selection=selection)
@@ -302,7 +304,7 @@ def _backbone_training(
     photos: Photos,
     pp: Preprocess,
     y_val: torch.Tensor,
-    start: tuple[float, list[int]],
+    start: tuple[float, list[int], np.ndarray],
     progress: ProgressFn | None,
     cancel: CancelToken | None,
 ) -> Loop:
@@ -398,9 +400,9 @@ def train_from_scratch(
     loop.run(param_groups(module, config, config.effective_lr), config.effective_epochs)
     if loop.best_state:
         module.load_state_dict(loop.best_state)
-        pred = loop.best_pred
+        pred, proba = loop.best_pred, loop.best_proba
     else:  # cancelled before the first epoch ended: the untrained model is all there is
-        _, _, pred = loop.evaluate()
+        _, _, pred, proba = loop.evaluate()
     card = ModelCard(
         name=f"ViT from scratch ({len(classes)} classes)",
         kind="file",
@@ -412,7 +414,7 @@ def train_from_scratch(
         f" width {config.hidden_dim}",
         extra=(("base_model", "scratch"),),
     )
-    validation = Validation(classes, y_val.tolist(), pred, val_paths, "validation photos")
+    validation = Validation(classes, y_val.tolist(), pred, val_paths, "validation photos", proba)
     return finish(module, card, config, validation, history=loop.history, best_epoch=loop.best_epoch,
                   skipped=skipped, cancelled=loop.cancelled, started=started, n_train=len(y_tr))
 

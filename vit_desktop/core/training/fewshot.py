@@ -373,6 +373,8 @@ class Choice:
     #: Per score kind, per photo: the chosen head's open-set score (:func:`known_scores`) when the
     #: photo was held out; None when nothing was held out.
     held_out_known: dict[str, np.ndarray] | None = None
+    #: (photos, classes): each photo's class probabilities by the chosen head when it was held out.
+    held_out_proba: np.ndarray | None = None
 
     @property
     def score(self) -> HeadScore | None:
@@ -420,6 +422,7 @@ def select_head(
     split = stratified_folds(data.y, n_folds, seed)
     losses: dict[str, np.ndarray] = {}
     predictions: dict[str, np.ndarray] = {}
+    probabilities: dict[str, np.ndarray] = {}
     knowns: dict[str, dict[str, np.ndarray]] = {}
     everyone = np.arange(len(data))
     cancelled = False
@@ -429,6 +432,7 @@ def select_head(
                 progress(i, len(heads), f"cross-validating the {head.name} head ({i + 1}/{len(heads)})")
             loss = np.zeros(len(data))
             pred = np.zeros(len(data), dtype=int)
+            proba = np.zeros((len(data), k))
             known: dict[str, np.ndarray] = {}
             for held in split:
                 if cancel is not None:
@@ -438,11 +442,13 @@ def select_head(
                 log_p = fitted.log_proba(data.take(held))
                 loss[held] = -np.maximum(log_p[np.arange(len(held)), data.y[held]], math.log(LOSS_FLOOR))
                 pred[held] = log_p.argmax(axis=1)
+                proba[held] = np.exp(log_p)
                 for kind in KNOWN_KINDS if fitted.masks is not None else KNOWN_KINDS[1:]:
                     known.setdefault(kind, np.zeros(len(data)))[held] = known_scores(
                         fitted, data.take(train), data.take(held), kind)
             losses[head.name] = loss
             predictions[head.name] = pred
+            probabilities[head.name] = proba
             knowns[head.name] = known
     except Cancelled:
         # Stopped: the heads scored so far still choose; a head fits in milliseconds, so even a
@@ -459,7 +465,7 @@ def select_head(
     params = chosen.fit(data, k)
     scores = [HeadScore(h.name, means[h.name], float((predictions[h.name] == data.y).mean())) for h in scored]
     return Choice(chosen.name, params, scores, predictions[chosen.name], n_folds, cancelled,
-                  held_out_known=knowns[chosen.name])
+                  held_out_known=knowns[chosen.name], held_out_proba=probabilities[chosen.name])
 
 
 __all__ = [

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,6 +111,8 @@ class Loop:
         self.best_loss = math.inf
         self.best_epoch = 0
         self.best_pred: list[int] = []
+        #: (n_val, classes) probabilities of the validation photos under the best weights.
+        self.best_proba: np.ndarray | None = None
         self.cancelled = False
 
     def _cancelled(self) -> bool:
@@ -117,20 +120,23 @@ class Loop:
             self.cancelled = True
         return self.cancelled
 
-    def keep_if_best(self, epoch: int, val_loss: float, val_pred: list[int]) -> bool:
+    def keep_if_best(self, epoch: int, val_loss: float, val_pred: list[int],
+                     val_proba: np.ndarray | None = None) -> bool:
         if val_loss < self.best_loss - 1e-6:
             self.best_loss, self.best_epoch, self.best_pred = val_loss, epoch, val_pred
+            self.best_proba = val_proba
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
             return True
         return False
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float, list[int]]:
-        """(validation loss, accuracy, predictions) of the weights as they are."""
+    def evaluate(self) -> tuple[float, float, list[int], np.ndarray]:
+        """(validation loss, accuracy, predictions, (n, classes) probabilities) of the weights as they are."""
         self.module.eval()
         n = len(self.val_y)
         losses = torch.zeros(n)
         preds: list[int] = []
+        probas: list[torch.Tensor] = []
         gen = torch.Generator().manual_seed(0)
 
         def batch(start: int, stop: int) -> torch.Tensor:
@@ -142,8 +148,10 @@ class Loop:
             y = self.val_y[start:stop].to(self.device)
             losses[start:stop] = F.cross_entropy(out, y, reduction="none").cpu()
             preds.extend(out.argmax(1).tolist())
+            probas.append(out.softmax(1).cpu())
         acc = float((torch.tensor(preds) == self.val_y).float().mean()) if n else 0.0
-        return float(losses.mean()), acc, preds
+        proba = torch.cat(probas).numpy() if probas else np.zeros((0, 0), dtype=np.float32)
+        return float(losses.mean()), acc, preds, proba
 
     def run(self, groups: list[dict[str, object]], epochs: int) -> None:
         """Train for up to ``epochs`` epochs (early stop after ``patience`` without a better loss)."""
@@ -165,10 +173,10 @@ class Loop:
                 _Epoch(epoch, epochs, perm), gen, opt, sched, scaler, trainable, clock)
             if self._cancelled():
                 return
-            v_loss, v_acc, v_pred = self.evaluate()
+            v_loss, v_acc, v_pred, v_proba = self.evaluate()
             row: Row = {"epoch": epoch, "loss": loss, "acc": acc, "val_loss": v_loss, "val_acc": v_acc}
             self.history.append(row)
-            stale = 0 if self.keep_if_best(epoch, v_loss, v_pred) else stale + 1
+            stale = 0 if self.keep_if_best(epoch, v_loss, v_pred, v_proba) else stale + 1
             if self.progress is not None:
                 self.progress(TrainProgress("val", epoch, epochs, step, step, loss, acc, v_loss, v_acc, clock.tick(0),
                                             f"epoch {epoch}/{epochs}: val acc {v_acc:.1%}"))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -118,6 +119,17 @@ class TrainMetrics:
         return out
 
 
+class Mistake(NamedTuple):
+    """A validation photo the model gets wrong, and how sure it was."""
+
+    path: str
+    true: str
+    predicted: str
+    #: The probability the model gave the class it predicted, and the photo's true class (None: not known).
+    predicted_p: float | None = None
+    true_p: float | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class TrainResult:
     """A trained model (on the CPU, in eval mode) and what is known about how good it is."""
@@ -127,8 +139,8 @@ class TrainResult:
     metrics: TrainMetrics
     #: rows = true class, columns = predicted class, on the validation set with the best weights.
     confusion: tuple[tuple[int, ...], ...]
-    #: (path, true label, predicted label) for validation photos the model gets wrong.
-    misclassified: tuple[tuple[str, str, str], ...]
+    #: The validation photos the model gets wrong.
+    misclassified: tuple[Mistake, ...]
     best_epoch: int
     #: Photos that could not be used: (path, reason).
     skipped: tuple[tuple[str, str], ...]
@@ -185,11 +197,15 @@ class Description:
     chosen: tuple[str, ...] = ()
     #: When a result of the model is uncertain (its open-set rule in words); None: the program's default.
     uncertain: str | None = None
+    #: Partial and full training: whether the trained backbone was kept or the head-only start ("kept: the
+    #: weights after epoch 3 ..."); None when no backbone trained (head mode) or all of it did (scratch).
+    backbone: str | None = None
 
     def details(self) -> list[str]:
-        """What the head rests on beyond the names, and when a result is uncertain: the lines the
-        command line prints after :meth:`lines`."""
-        return [*self.chosen, *([f"results: {self.uncertain}"] if self.uncertain else [])]
+        """What the head rests on beyond the names, which backbone the model has, and when a result is
+        uncertain: the lines the command line prints after :meth:`lines`."""
+        return [*self.chosen, *([f"backbone: {self.backbone}"] if self.backbone else []),
+                *([f"results: {self.uncertain}"] if self.uncertain else [])]
 
     @property
     def how(self) -> str:
@@ -215,7 +231,8 @@ class Description:
         """"validation accuracy 95% on 40 photos (5-fold cross-validation) — hierarchy head: ..."."""
         estimate = (f"validation accuracy {self.accuracy:.0%} on {self.photos} photos ({self.how})"
                     if self.accuracy is not None else "not validated (no photos)")
-        return estimate + (f" — {self.head}" if self.head is not None else "")
+        return (estimate + (f" — {self.head}" if self.head is not None else "")
+                + (f"; backbone {self.backbone}" if self.backbone is not None else ""))
 
 
 def describe(result: TrainResult) -> Description:
@@ -234,7 +251,29 @@ def describe(result: TrainResult) -> Description:
         chosen=tuple(f"  {c.name!r}: the photos chose " + "; ".join(str(n) for n in c.chosen)
                      for c in (selection.classes if selection is not None else ()) if c.chosen),
         uncertain=result.card.open_set.describe() if result.card.open_set is not None else None,
+        backbone=_backbone(result),
     )
+
+
+def _backbone(result: TrainResult) -> str | None:
+    """Whether partial or full training kept the backbone it trained. The weights kept are those of
+    the lowest validation loss, the head-only start (epoch 0) included: a run whose epochs never beat
+    that start hands back the base's backbone with the new head, however long it trained."""
+    history = result.history
+    if not history or history[0].get("epoch") != 0:
+        return None  # head mode (no epochs) or a model from scratch (nothing but trained weights)
+    start = history[0].get("val_loss")
+    run = len(history) - 1
+    epochs = f"{run} epoch{'s' if run != 1 else ''}"
+    best = next((h for h in history if h.get("epoch") == result.best_epoch), None)
+    if result.best_epoch > 0 and best is not None and best.get("val_loss") is not None and start is not None:
+        return (f"kept: the weights after epoch {result.best_epoch} of the {epochs} run (validation loss "
+                f"{best['val_loss']:.3f}; {start:.3f} with the new head alone)")
+    if run == 0:
+        return "discarded: no epoch of training finished, so the model is the base's backbone with the new head"
+    loss = f" ({start:.3f})" if start is not None else ""
+    return (f"discarded: {epochs} of training never lowered the validation loss below the new head alone's{loss}, "
+            "so the model is the base's backbone with the new head (epoch 0)")
 
 
 @dataclass(frozen=True)
@@ -247,6 +286,8 @@ class Validation:
     paths: Sequence[str]
     #: How the predictions were held out ("5-fold cross-validation", "validation photos").
     method: str = "validation photos"
+    #: (photos, classes): the probability of each class for each photo, as the predictions had them.
+    proba: np.ndarray | None = None
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> tuple[tuple[int, ...], ...]:
@@ -307,8 +348,10 @@ def finish(
     extra = dict(card.extra)
     extra.update({"training": json.dumps(settings), "metrics": json.dumps(metrics.to_json_dict())})
     card = replace(card, extra=tuple(extra.items()))
+    proba = validation.proba if validation.proba is not None and len(validation.proba) == len(y_true) else None
     misclassified = tuple(
-        (path, classes[t], classes[p]) for path, t, p in zip(validation.paths, y_true, y_pred) if t != p
+        Mistake(path, classes[t], classes[p], *((float(proba[i, p]), float(proba[i, t])) if proba is not None else ()))
+        for i, (path, t, p) in enumerate(zip(validation.paths, y_true, y_pred)) if t != p
     )
     return TrainResult(
         module=module,
@@ -328,6 +371,7 @@ __all__ = [
     "ClassBasis",
     "Description",
     "HeadSelection",
+    "Mistake",
     "TrainMetrics",
     "TrainResult",
     "Validation",

@@ -51,10 +51,11 @@ def mistake_previews(
     # A private engine on a copy: the result's module stays on the CPU for whoever holds it.
     trained = Engine.from_module(copy.deepcopy(result.module), result.card, device=str(device))
     index = {c: i for i, c in enumerate(result.card.labels)}
-    for path, _true, predicted in result.misclassified[:limit]:
+    for mistake in result.misclassified[:limit]:
+        path = mistake.path
         try:
             photo = load_image(path, draft_size=side * 2)
-            heat = trained.explain_class(photo, index[predicted])
+            heat = trained.explain_class(photo, index[mistake.predicted])
             photo.thumbnail((side, side))
             heat = replace(heat, crop_box=scaled_box(heat, photo.size), image_size=photo.size)
             previews[path] = np.asarray(render_overlay(photo, heat, opacity=0.45), dtype=np.uint8).copy()

@@ -8,11 +8,9 @@ metrics, and the mistakes' previews that core renders (:mod:`vit_desktop.core.tr
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +32,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vit_desktop.core.errors import CancelToken, Failure, VitDesktopError
+from vit_desktop.core.errors import Failure, VitDesktopError
 from vit_desktop.core.training.labelled_set import LabelledSet
 from vit_desktop.core.training.results import describe
+from vit_desktop.core.types import ModelCard
 from vit_desktop.core.units import format_duration
-from vit_desktop.gui.compute import Controller
+from vit_desktop.gui.compute import Controller, LoadedModel
 from vit_desktop.gui.finetune.labels_editor import LabelsEditor
 from vit_desktop.gui.finetune.results_view import ResultsView
+from vit_desktop.gui.finetune.training_job import TrainOutcome, training_task
 from vit_desktop.gui.jobs import Job
 from vit_desktop.gui.plain_text import as_plain, plain
 from vit_desktop.gui.settings import AppSettings
@@ -55,38 +55,15 @@ MODE_CHOICES: tuple[tuple[str, str], ...] = (
     ("Full fine-tune", "full"),
 )
 
+#: What the progress bar counts in each phase of a run (its text: "training 75%").
+PHASES = {"decode": "reading photos", "features": "computing features", "select": "choosing the head",
+          "train": "training", "val": "training"}
 
-@dataclass(frozen=True, eq=False)
-class TrainOutcome:
-    """What the training task hands back to the GUI thread."""
-
-    result: TrainResult
-    #: path -> (h, w, 3) uint8 photo with its heatmap for the predicted class.
-    previews: dict[str, np.ndarray]
-
-
-def _training_task(
-    data: LabelledSet, config: TrainConfig
-) -> Callable[[Any, Callable[[object], None], CancelToken], TrainOutcome]:
-    """The job run on the compute thread: train, then render the mistakes' heatmaps."""
-
-    def task(engine: Any, report: Callable[[object], None], cancel: CancelToken) -> TrainOutcome:
-        from vit_desktop.core.training import finetune
-        from vit_desktop.core.training.review import mistake_previews
-
-        # Decoding thousands of photos (and copying the model) makes Python run full garbage
-        # collections, which walk every object of the process while holding the GIL: the window
-        # froze 0.3 s with DeiT-Tiny and 2,005 photos, seconds with a gallery of results. What
-        # lives now (the window, the model, the results) is moved out of the collector's sight,
-        # so collections during training walk only what training makes. Frozen objects are still
-        # freed when their last reference goes; only cycles among them would outlive that.
-        gc.freeze()
-        if engine is None:
-            raise VitDesktopError("load a model first: fine-tuning starts from the current model")
-        result = finetune(engine, data, config, progress=report, cancel=cancel)
-        return TrainOutcome(result, mistake_previews(result, engine.device))
-
-    return task
+TRAIN_TIP = "Train on the photos of the classes, as deep as Training says"
+NAMES_TIP = ("A classifier from the class names alone (\"dog\", \"musical instrument\"): needs names the model "
+             "knows, no photos")
+NO_CLASSES_TIP = ("Add classes first: Add… a class and drop photos on it, or Import folder… with one subfolder per "
+                  "class")
 
 
 class FinetuneDialog(QDialog):
@@ -106,6 +83,13 @@ class FinetuneDialog(QDialog):
         self.trained_result: TrainResult | None = None
         self.saved_path: Path | None = None
         self._job: Job | None = None
+        #: The model training starts from and class names are read against: the window's model, except
+        #: while the window classifies with this dialog's own ("Use now"), which must not become its base.
+        self.base: LoadedModel | None = controller.current_model
+        #: The card of the model handed to the window by "Use now", while the window uses it.
+        self._in_use: ModelCard | None = None
+        #: What the status line said when the window switched to this dialog's model.
+        self._in_use_text = ""
         self._build()
         controller.model_changed.connect(self._on_model_changed)
         self._set_training(False)
@@ -148,8 +132,6 @@ class FinetuneDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel_training)
         self.progress_bar = QProgressBar()
         self.names_button = QPushButton("Use without training")
-        self.names_button.setToolTip("A classifier from the class names alone (\"dog\", \"musical instrument\"): "
-                                     "needs names the model knows, no photos")
         self.names_button.clicked.connect(self.use_names)
         row.addWidget(self.train_button)
         row.addWidget(self.names_button)
@@ -161,6 +143,7 @@ class FinetuneDialog(QDialog):
         plain(self.base_label, self.status_label)  # model, class and file names: never HTML
         rv.addWidget(self.status_label)
         self.labels.status.connect(self.status_label.setText)
+        self.labels.changed.connect(self._on_set_changed)
 
         self.results = ResultsView()
         rv.addWidget(self.results, 1)
@@ -198,8 +181,12 @@ class FinetuneDialog(QDialog):
         self.settings.set_training(self.mode_combo.currentData(), self.epochs_spin.value())
 
     def _set_training(self, running: bool) -> None:
-        self.train_button.setEnabled(not running)
-        self.names_button.setEnabled(not running)
+        # Nothing to train on before the first class: the buttons say so rather than fail when pressed.
+        has_classes = bool(self.data.classes)
+        self.train_button.setEnabled(not running and has_classes)
+        self.names_button.setEnabled(not running and has_classes)
+        self.train_button.setToolTip(TRAIN_TIP if has_classes else NO_CLASSES_TIP)
+        self.names_button.setToolTip(NAMES_TIP if has_classes else NO_CLASSES_TIP)
         self.cancel_button.setEnabled(running)
         has_result = self.trained_result is not None and not running
         self.save_model_button.setEnabled(has_result)
@@ -207,7 +194,10 @@ class FinetuneDialog(QDialog):
         self.mode_combo.setEnabled(not running)
         self.epochs_spin.setEnabled(not running)
         self.labels.set_locked(running)
-        card = self.controller.current_card
+        self._show_base()
+
+    def _show_base(self) -> None:
+        card = self.base.card if self.base is not None else None
         self.base_label.setText(card.name if card is not None else "no model loaded")
 
     def _named(self) -> set[str]:
@@ -215,10 +205,10 @@ class FinetuneDialog(QDialog):
         return {c for c in self.data.classes if self._meaning(c)}
 
     def _meaning(self, name: str) -> str | None:
-        """What the current model takes ``name`` to mean ("dog.n.01, 118 ImageNet classes"), if anything."""
+        """What the base model takes ``name`` to mean ("dog.n.01, 118 ImageNet classes"), if anything."""
         from vit_desktop.core.labels.categories import hierarchy_for
 
-        card = self.controller.current_card
+        card = self.base.card if self.base is not None else None
         tree = hierarchy_for(card) if card is not None else None
         if tree is None:
             return None
@@ -232,7 +222,8 @@ class FinetuneDialog(QDialog):
     def start_training(self, *, data: LabelledSet | None = None, head: str | None = None) -> None:
         if self._job is not None:
             return
-        if self.controller.current_card is None:
+        base = self.base
+        if base is None:
             self.status_label.setText("Load a model first: fine-tuning starts from the current model")
             return
         data = data if data is not None else self.data
@@ -249,13 +240,17 @@ class FinetuneDialog(QDialog):
         self.results.clear_results()
         self.progress_bar.setRange(0, 0)
         self.status_label.setText("Starting…")
-        job = self.controller.run_task(_training_task(data, config))
+        job = self.controller.run_task(training_task(data, config, base))
         job.progressed.connect(self._on_progress)
         job.returned.connect(self._on_trained)
         job.errored.connect(self._on_failed)
         job.finished.connect(self._on_finished)
         self._job = job
         self._set_training(True)
+
+    @Slot(object)
+    def _on_set_changed(self, _data: object) -> None:
+        self._set_training(self._job is not None)
 
     @Slot()
     def use_names(self) -> None:
@@ -269,9 +264,16 @@ class FinetuneDialog(QDialog):
         self.start_training(data=LabelledSet(self.data.classes), head="names")
 
     @Slot(object)
-    def _on_model_changed(self, _loaded: object) -> None:
-        card = self.controller.current_card
-        self.base_label.setText(card.name if card is not None else "no model loaded")
+    def _on_model_changed(self, loaded: LoadedModel) -> None:
+        if self._in_use is not None and loaded.card is self._in_use:
+            return  # "Use now" arrived: the base stays what this model was trained from
+        if self._in_use is not None and self.status_label.text() == self._in_use_text:
+            # The line would say the window classifies with this dialog's model: it no longer does.
+            self.status_label.setText(f"The main window now classifies with {loaded.card.name}; training starts "
+                                      "from it")
+        self._in_use = None
+        self.base = loaded
+        self._show_base()
         self.labels.set_meaning(self._meaning)
 
     @Slot()
@@ -282,9 +284,7 @@ class FinetuneDialog(QDialog):
 
     @Slot(object)
     def _on_progress(self, prog: TrainProgress) -> None:
-        if prog.steps:
-            self.progress_bar.setRange(0, prog.steps)
-            self.progress_bar.setValue(prog.step)
+        self._show_progress(prog)
         eta = f" — about {format_duration(prog.eta_s)} left" if prog.eta_s is not None and prog.eta_s > 1 else ""
         if prog.phase == "val":
             self.results.curves.add_row({"epoch": prog.epoch, "loss": prog.loss, "acc": prog.acc,
@@ -298,18 +298,35 @@ class FinetuneDialog(QDialog):
             self.status_label.setText(f"{prog.message}{detail}{eta}")
         self.progress_reported.emit(prog)
 
+    def _show_progress(self, prog: TrainProgress) -> None:
+        """The bar measures what its text names: the epochs as a whole while the backbone trains (epoch
+        6 of 8 done is 75 %, not the 100 % of that epoch's last step), else the phase under way."""
+        if not prog.steps:
+            return
+        if prog.phase in ("train", "val") and prog.epochs:
+            # Steps per epoch are the same in every epoch (but after an out-of-memory halving).
+            self.progress_bar.setRange(0, prog.epochs * prog.steps)
+            self.progress_bar.setValue(min(prog.epochs * prog.steps, (prog.epoch - 1) * prog.steps + prog.step))
+        else:
+            self.progress_bar.setRange(0, prog.steps)
+            self.progress_bar.setValue(prog.step)
+        self.progress_bar.setFormat(f"{PHASES.get(prog.phase, 'working')} %p%")
+
+    def _end_progress(self, done: bool) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1 if done else 0)
+        self.progress_bar.setFormat("%p%")
+
     @Slot(object)
     def _on_trained(self, outcome: TrainOutcome) -> None:
         self.trained_result = outcome.result
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
+        self._end_progress(True)
         self._show_result(outcome.result, outcome.previews)
         self.trained.emit(outcome.result)
 
     @Slot(object)
     def _on_failed(self, failure: Failure) -> None:
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
+        self._end_progress(False)
         self.status_label.setText(failure.message)
 
     @Slot(object)
@@ -367,8 +384,12 @@ class FinetuneDialog(QDialog):
 
     @Slot()
     def _on_save_model(self) -> None:
+        self.save_model_dialog()
+
+    def save_model_dialog(self) -> bool:
+        """Ask where to save the trained model, and save it there. True when written."""
         if self.trained_result is None:
-            return
+            return False
         start = self.default_model_path()
         remembered = self.settings.folder("models")
         if remembered:
@@ -377,17 +398,34 @@ class FinetuneDialog(QDialog):
             self, "Save model", str(start), "Models (*.safetensors)",
             options=QFileDialog.Option.DontConfirmOverwrite,  # we ask ourselves, with the same words everywhere
         )
-        if path:
-            self.settings.set_folder("models", str(Path(path).parent))
-            self.save_model_to(path)
+        if not path:
+            self.status_label.setText("Not saved: no file was chosen")
+            return False
+        self.settings.set_folder("models", str(Path(path).parent))
+        return self.save_model_to(path)
 
     @Slot()
     def use_now(self) -> None:
         """Switch the main window to the new model (a copy: this dialog may still save it)."""
         if self.trained_result is None:
             return
-        self.controller.use_module(copy.deepcopy(self.trained_result.module), self.trained_result.card)
-        self.status_label.setText(f"Now classifying with {self.trained_result.card.name}")
+        self._in_use = self.trained_result.card
+        self.controller.use_module(copy.deepcopy(self.trained_result.module), self._in_use)
+        self._in_use_text = (f"Now classifying with {self._in_use.name} in the main window; training still starts "
+                             f"from {self.base.card.name if self.base is not None else 'the model it came from'}")
+        self.status_label.setText(self._in_use_text)
+
+    def can_save_unsaved(self) -> bool:
+        """Whether something that quitting would lose can be saved now (the model, the labels)."""
+        return (self.trained_result is not None and self.saved_path is None) or self.labels.unsaved
+
+    def save_unsaved(self) -> bool:
+        """Save the unsaved model and labels, asking where as Save model… and Save labels… do.
+        True when nothing savable is left unsaved; False when a save was cancelled or failed (the
+        status line says which)."""
+        if self.trained_result is not None and self.saved_path is None and not self.save_model_dialog():
+            return False
+        return not self.labels.unsaved or self.labels.save_project_dialog()
 
     def unsaved_work(self) -> list[str]:
         """What quitting now would lose, in words (empty: nothing)."""
@@ -414,6 +452,10 @@ class FinetuneDialog(QDialog):
         if self._job is not None:
             self._job.cancel()
         super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Join the threads that decode the photo list's thumbnails (the window is quitting)."""
+        self.labels.shutdown()
 
 
 __all__ = ["FinetuneDialog", "TrainOutcome"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -32,10 +32,15 @@ from PySide6.QtWidgets import (
 
 from vit_desktop.core.errors import VitDesktopError
 from vit_desktop.core.training.labelled_set import PROJECT_SUFFIX, LabelledSet
+from vit_desktop.gui.finetune.thumbnail_rows import ROW_THUMBNAIL, ThumbnailRows
 from vit_desktop.gui.plain_text import as_plain
 from vit_desktop.gui.settings import AppSettings
+from vit_desktop.gui.thumbnails import ImageLoader
 
 PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp)"
+#: What the empty dialog says to do first.
+NO_CLASSES_TEXT = ("No classes yet. Add… a class and drop photos on it, or Import folder… with one subfolder "
+                   "per class.")
 #: What a change to the set says while training runs.
 LOCKED_TEXT = "Training is running: the classes cannot change until it ends (Cancel stops it)"
 
@@ -51,9 +56,25 @@ class ClassList(QListWidget):
     def __init__(self, parent: QWidget | None = None, *, items_are_classes: bool = True) -> None:
         super().__init__(parent)
         self.items_are_classes = items_are_classes
+        #: What the empty list says (what to do to fill it), drawn where the rows would be.
+        self.placeholder = ""
         self.setAcceptDrops(True)
         self.setDropIndicatorShown(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder = text
+        self.viewport().update()
+
+    def paintEvent(self, event: Any) -> None:
+        super().paintEvent(event)
+        if self.count() or not self.placeholder:
+            return
+        p = QPainter(self.viewport())
+        p.setPen(self.palette().placeholderText().color())
+        p.drawText(self.viewport().rect().adjusted(12, 12, -12, -12),
+                   Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.placeholder)
+        p.end()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():
@@ -78,7 +99,10 @@ class ClassList(QListWidget):
 
 
 class LabelsEditor(QWidget):
-    """Classes, the photos of the selected class, and the buttons that edit them."""
+    """Classes, the photos of the selected class (with thumbnails), and the buttons that edit them.
+
+    The thumbnails are decoded by the editor's own :class:`ImageLoader`, joined by :meth:`shutdown`.
+    """
 
     #: The labelled set changed (the new LabelledSet).
     changed = Signal(object)
@@ -88,6 +112,7 @@ class LabelsEditor(QWidget):
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._settings = settings
+        self.loader = ImageLoader(thumb_size=ROW_THUMBNAIL, parent=self)
         self.data = LabelledSet()
         #: Labelled by hand since the set was last opened, imported or saved: closing would lose it.
         self.unsaved = False
@@ -102,7 +127,7 @@ class LabelsEditor(QWidget):
         self.class_list = ClassList()
         self.class_list.files_dropped.connect(self._on_files_dropped)
         self.class_list.currentItemChanged.connect(self._on_class_selected)
-        bv.addWidget(self.class_list)
+        bv.addWidget(self.class_list, 1)
         self.meaning_label = QLabel("")
         self.meaning_label.setWordWrap(True)
         self.meaning_label.setObjectName("classMeaning")
@@ -120,8 +145,9 @@ class LabelsEditor(QWidget):
         self.photo_list = ClassList(items_are_classes=False)
         self.photo_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.photo_list.files_dropped.connect(self._on_files_dropped)
+        ThumbnailRows(self.photo_list, self.loader)
         bv.addWidget(QLabel("Photos in the selected class (drop more here):"))
-        bv.addWidget(self.photo_list)
+        bv.addWidget(self.photo_list, 2)  # rows with thumbnails are tall: the photos get the room
         row = QHBoxLayout()
         self.add_photos_button = QPushButton("Add photos…")
         self.add_photos_button.clicked.connect(self._on_add_photos)
@@ -176,6 +202,10 @@ class LabelsEditor(QWidget):
         self.unsaved = False
         self._refresh_classes()
         self.changed.emit(data)
+
+    def shutdown(self) -> None:
+        """Stop decoding thumbnails and join the threads that decode them."""
+        self.loader.shutdown()
 
     def set_meaning(self, meaning: Callable[[str], str | None]) -> None:
         """How to say what a class name means to the model (its hierarchy), shown under the list."""
@@ -232,6 +262,9 @@ class LabelsEditor(QWidget):
     def _refresh_photos(self) -> None:
         self.photo_list.clear()
         name = self._selected_class()
+        self.class_list.set_placeholder(NO_CLASSES_TEXT)
+        self.photo_list.set_placeholder(
+            "" if name is None else f"No photos in “{name}” yet: drop photos here, or Add photos…")
         if name is None:
             return
         for p in self.data.paths_of(name):
@@ -417,11 +450,17 @@ class LabelsEditor(QWidget):
 
     @Slot()
     def _on_save_project(self) -> None:
+        self.save_project_dialog()
+
+    def save_project_dialog(self) -> bool:
+        """Ask where to save the labels, and save them there. True when written."""
         start = Path(self._settings.folder("labels") or Path.home()) / f"labels{PROJECT_SUFFIX}"
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(start), f"Label projects (*{PROJECT_SUFFIX})")
-        if path:
-            self._settings.set_folder("labels", str(Path(path).parent))
-            self.save_project(path)
+        if not path:
+            self.status.emit("Labels not saved: no file was chosen")
+            return False
+        self._settings.set_folder("labels", str(Path(path).parent))
+        return self.save_project(path)
 
 
 __all__ = ["ClassList", "LabelsEditor"]

@@ -30,10 +30,22 @@ from vit_desktop.gui.qimage import rgb_to_qimage
 
 if TYPE_CHECKING:
     from vit_desktop.core.training import TrainResult
+    from vit_desktop.core.training.results import Mistake
 
 #: The side of a mistake's preview (core renders them at this size).
 PREVIEW_SIDE = 320
 MISTAKES_HINT = "Click a photo to see it with the heatmap of the predicted class"
+#: The narrowest a confusion matrix column gets (a count still shows), and the widest its row names.
+MIN_CONFUSION_COLUMN = 36
+MAX_CONFUSION_ROW_HEADER = 160
+
+
+def _scores(m: Mistake) -> str:
+    """"\ndog 71%, cat 22%": how sure the model was of its wrong answer, and of the right one, on a
+    line of its own (after the names, on one line, it was cut off at the list's edge)."""
+    if m.predicted_p is None or m.true_p is None:
+        return ""
+    return f"\n{m.predicted} {m.predicted_p:.0%}, {m.true} {m.true_p:.0%}"
 
 
 class ResultsView(QTabWidget):
@@ -44,9 +56,19 @@ class ResultsView(QTabWidget):
         self.previews: dict[str, np.ndarray] = {}
         self.curves = CurveWidget()
         self.addTab(self.curves, "Curves")
+        confusion = QWidget()
+        cv = QVBoxLayout(confusion)
+        cv.addWidget(QLabel("Rows: the true class. Columns: the class the model predicted."))
         self.confusion_table = QTableWidget()
         self.confusion_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.addTab(self.confusion_table, "Confusion matrix")
+        # The columns share the tab's width (names too long are cut short, whole in their tooltip):
+        # at 5 classes, columns sized to "predicted: <name>" left two behind a scroll bar.
+        self.confusion_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.confusion_table.horizontalHeader().setMinimumSectionSize(MIN_CONFUSION_COLUMN)
+        self.confusion_table.verticalHeader().setMaximumWidth(MAX_CONFUSION_ROW_HEADER)
+        self.confusion_table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        cv.addWidget(self.confusion_table, 1)
+        self.addTab(confusion, "Confusion matrix")
         self.per_class_table = QTableWidget(0, 2)
         self.per_class_table.setHorizontalHeaderLabels(["Class", "Validation accuracy"])
         self.per_class_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -55,6 +77,7 @@ class ResultsView(QTabWidget):
         mistakes = QWidget()
         mv = QHBoxLayout(mistakes)
         self.mistake_list = QListWidget()
+        self.mistake_list.setAlternatingRowColors(True)  # entries of two lines each, told apart
         self.mistake_list.currentItemChanged.connect(self._on_mistake_selected)
         self.mistake_view = QLabel(MISTAKES_HINT)
         self.mistake_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -102,8 +125,12 @@ class ResultsView(QTabWidget):
         n = len(labels)
         self.confusion_table.setRowCount(n)
         self.confusion_table.setColumnCount(n)
-        self.confusion_table.setVerticalHeaderLabels([f"true: {c}" for c in labels])
-        self.confusion_table.setHorizontalHeaderLabels([f"predicted: {c}" for c in labels])
+        for i, c in enumerate(labels):
+            for header, set_header in (("true", self.confusion_table.setVerticalHeaderItem),
+                                       ("predicted", self.confusion_table.setHorizontalHeaderItem)):
+                item = QTableWidgetItem(c)
+                item.setToolTip(as_plain(f"{header}: {c}"))
+                set_header(i, item)
         peak = max((v for row in r.confusion for v in row), default=0) or 1
         for i, row in enumerate(r.confusion):
             for j, v in enumerate(row):
@@ -115,17 +142,18 @@ class ResultsView(QTabWidget):
                     tint.setAlpha(int(40 + 160 * v / peak))
                     item.setBackground(tint)
                 self.confusion_table.setItem(i, j, item)
-        self.confusion_table.resizeColumnsToContents()
         self.per_class_table.setRowCount(n)
         for i, (c, acc) in enumerate(zip(labels, r.per_class_accuracy)):
             self.per_class_table.setItem(i, 0, QTableWidgetItem(c))
             self.per_class_table.setItem(i, 1, QTableWidgetItem(f"{acc:.0%}"))
         self._show_selection(r)
         self.mistake_list.clear()
-        for path, true, predicted in r.misclassified:
-            entry = QListWidgetItem(f"{Path(path).name}: {true} → {predicted}")
-            entry.setData(Qt.ItemDataRole.UserRole, path)
-            entry.setToolTip(as_plain(path))
+        for m in r.misclassified:
+            entry = QListWidgetItem(f"{Path(m.path).name}: {m.true} → {m.predicted}{_scores(m)}")
+            entry.setData(Qt.ItemDataRole.UserRole, m.path)
+            sure = (f"\nthe model gave {m.predicted} {m.predicted_p:.0%}, {m.true} (the true class) {m.true_p:.0%}"
+                    if m.predicted_p is not None and m.true_p is not None else "")
+            entry.setToolTip(as_plain(m.path + sure))
             self.mistake_list.addItem(entry)
         checked = r.metrics.val_images
         self.mistake_view.setPixmap(QPixmap())
