@@ -40,7 +40,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     c.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="compute precision (default auto: half on GPUs; on the CPU bf16 where it is native, "
                         "else fp32). int8 (CPU only): the blocks' linears quantised, faster where bf16 is not "
-                        "native, about 2 points less accurate with DeiT-Tiny")
+                        "native, 1-2 points less accurate with DeiT-Tiny")
     c.add_argument("--output", metavar="FILE", help="write results to FILE.csv, FILE.json or FILE.jsonl")
     c.add_argument("--heatmaps", metavar="DIR",
                    help="write <name>.png overlays and <name>.npy grids of the --explain map here")

@@ -26,7 +26,7 @@ PRECISIONS: tuple[tuple[str, str], ...] = (
     ("fp32", "fp32"),
     ("fp16", "fp16 (GPU only)"),
     ("bf16", "bf16"),
-    ("int8", "int8 (CPU only: faster where bf16 is not native, about 2 points less accurate)"),
+    ("int8", "int8 (CPU only: faster where bf16 is not native, 1-2 points less accurate)"),
 )
 
 GROUPS: tuple[tuple[str, str], ...] = (

@@ -11,7 +11,7 @@ reading fp32 features the way stored features are read.
 
 The activations' scale is taken over the whole batch (as onnxruntime's dynamic quantisation takes
 it), so an int8 answer can move in its last digits with the photos batched with it. int8 costs
-DeiT-Tiny 2.1 points of top-1 on the 187 labelled shared photos: it is a choice, never "auto"'s
+DeiT-Tiny 1.1-2.1 points of top-1 on the 187 labelled shared photos: it is a choice, never "auto"'s
 (:func:`vit_desktop.core.inference.devices.choose_precision`).
 """
 
