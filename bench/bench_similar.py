@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,11 +136,12 @@ def speed(n: int, dim: int, threads: int) -> None:
         from usearch.index import Index
 
         t0 = time.perf_counter()
-        u = Index(ndim=dim, metric="ip", dtype="f32", connectivity=16, expansion_add=40)
+        # Any: usearch declares expansion_search's setter apart from its getter, which mypy cannot follow
+        u: Any = Index(ndim=dim, metric="ip", dtype="f32", connectivity=16, expansion_add=40)
         u.add(np.arange(n), x, threads=threads)
         build = time.perf_counter() - t0
         for ef in EFS:
-            u.expansion_search = ef  # type: ignore[misc]  # usearch's setter is not next to its getter, so mypy misses it
+            u.expansion_search = ef
             ans = timed(lambda q: u.search(q, K), queries)
             report(f"usearch (HNSW, M 16, ef {ef})", build, ans, [set(u.search(q, K).keys.tolist()) for q in queries])
     except ImportError:
