@@ -54,6 +54,8 @@ from vit_desktop.core.models.preprocess import prepare_file
 
 SHARED = ROOT.parent / "shared"
 DEIT = SHARED / "weights" / "deit_tiny_patch16_224.safetensors"
+#: Seconds between timed runs of different paths, for the last one's threads to stop spinning.
+SETTLE_S = 0.3
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
@@ -147,22 +149,30 @@ def answers(paths: dict[str, Callable[[torch.Tensor], np.ndarray]], x: torch.Ten
 
 def model_only(paths: dict[str, Callable[[torch.Tensor], np.ndarray]], x: torch.Tensor, repeats: int,
                limits: dict[str, float]) -> dict[str, list[float]]:
-    """images/s of each path on one batch, interleaved."""
+    """images/s of each path on one batch, interleaved.
+
+    Each run starts after a pause: the runtimes' worker threads spin for a while after their last
+    work (OpenMP's block time, onnxruntime's spinning), and measured straight after another path
+    DeiT-Tiny ran 76.6 images/s in fp32 against 82.6 on its own, onnxruntime 51.8 against 65.4.
+    """
     for fn in paths.values():
         fn(x)
         fn(x)
     rates: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(repeats):
         for name, fn in paths.items():
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fn(x)
             rates[name].append(len(x) / (time.perf_counter() - t0))
     print(f"\nmodel only, batch {len(x)}, {torch.get_num_threads()} threads, {repeats} interleaved runs, images/s "
           f"({load_avg()}):")
     for name, r in rates.items():
-        limit = limits["bf16"] if "bf16" in name else limits["fp32"]
-        print(f"  {name:28s} {spread(r)}   {statistics.median(r) / limit:4.0%} of the {'bf16' if 'bf16' in name else 'fp32'} "
-              f"limit")
+        kind = "bf16" if "bf16" in name else "fp32"
+        if kind == "bf16" and limits["bf16"] < limits["fp32"]:
+            print(f"  {name:28s} {spread(r)}   (bf16 emulated here: slower than fp32)")
+            continue
+        print(f"  {name:28s} {spread(r)}   {statistics.median(r) / limits[kind]:4.0%} of the {kind} limit")
     return rates
 
 
@@ -286,7 +296,7 @@ def main() -> None:
         flops = flops_per_image(fp32)
         limits = {"fp32": matmul_rate(torch.float32) / flops, "bf16": matmul_rate(torch.bfloat16) / flops}
         print(f"machine limit: {flops / 1e9:.2f} GFLOP per image; a 2048 matmul runs {limits['fp32'] * flops / 1e9:.0f} "
-              f"GFLOP/s fp32, {limits['bf16'] * flops / 1e9:.0f} bf16: {limits['fp32']:.0f} and {limits['bf16']:.0f} "
+              f"GFLOP/s fp32, {limits['bf16'] * flops / 1e9:.1f} bf16: {limits['fp32']:.0f} and {limits['bf16']:.0f} "
               f"images/s")
         if labelled and not args.model_only:
             x = model_inputs(fp32, [p for p, _ in labelled])
