@@ -12,9 +12,8 @@ import pytest
 from PySide6.QtCore import QFile
 from PySide6.QtWidgets import QMessageBox
 
-from tests.support import edited_copies, scene
-
-MS = 60_000
+from tests.support import WAIT_MS as MS
+from tests.support import classify, edited_copies, load, scene
 
 
 @pytest.fixture
@@ -52,16 +51,6 @@ def folder(tmp_path: Path) -> dict[str, Path]:
         photos[f"other{i}"] = root / f"other{i}.png"
         scene((384, 288), seed=i).save(photos[f"other{i}"])
     return photos
-
-
-def load(qtbot, w, path: Path) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.models.load_model(str(path))
-
-
-def classify(qtbot, w, *paths: Path) -> None:
-    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.intake.add_paths([str(p) for p in paths])
 
 
 def find(qtbot, w):

@@ -11,20 +11,9 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QFileDialog
 
-from tests.support import scene
+from tests.support import WAIT_MS as MS
+from tests.support import classify, load, scene
 from vit_desktop.gui.map_view import MapWindow, PhotoMap
-
-MS = 60_000
-
-
-def load(qtbot, w, path: Path) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.models.load_model(str(path))
-
-
-def classify(qtbot, w, *paths: Path) -> None:
-    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.intake.add_paths([str(p) for p in paths])
 
 
 def mapped(qtbot, make_window, model_a, tmp_path: Path, n: int = 8):

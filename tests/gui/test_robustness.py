@@ -127,16 +127,21 @@ def test_ctrl_q_quits_from_the_fine_tune_dialog(qtbot, make_window) -> None:
     assert w.controller.compute_thread.isFinished()
 
 
+def _two_labelled_classes(w, tmp_path: Path):
+    """The window's fine-tune dialog, open, with two classes of six dropped photos each."""
+    w.open_finetune()
+    dialog = w.finetune_dialog
+    data = colour_folder(tmp_path / "data", per_class=6)
+    assert dialog.labels.add_class("reds") and dialog.labels.add_files("reds", [str(data / "red")]) == 6
+    assert dialog.labels.add_class("blues") and dialog.labels.add_files("blues", [str(data / "blue")]) == 6
+    return dialog
+
+
 def test_fine_tune_work_survives_closing_the_dialog_and_quitting_asks_first(qtbot, make_window, model_a,
                                                                               tmp_path: Path, monkeypatch) -> None:
     w = make_window()
     load(qtbot, w, model_a)
-    w.open_finetune()
-    dialog = w.finetune_dialog
-    data = colour_folder(tmp_path / "data", per_class=6)
-    # Labelled by hand: two classes of dropped photos.
-    assert dialog.labels.add_class("reds") and dialog.labels.add_files("reds", [str(data / "red")]) == 6
-    assert dialog.labels.add_class("blues") and dialog.labels.add_files("blues", [str(data / "blue")]) == 6
+    dialog = _two_labelled_classes(w, tmp_path)  # labelled by hand: two classes of dropped photos
     with qtbot.waitSignal(dialog.trained, timeout=MS):
         dialog.start_training()
         assert dialog.unsaved_work()[0] == "fine-tuning is still running"
@@ -201,11 +206,7 @@ def _save_and_quit(qtbot, w, model_a, tmp_path: Path, monkeypatch) -> None:
     from vit_desktop.core.training.labelled_set import LabelledSet
 
     load(qtbot, w, model_a)
-    w.open_finetune()
-    dialog = w.finetune_dialog
-    data = colour_folder(tmp_path / "data", per_class=6)
-    assert dialog.labels.add_class("reds") and dialog.labels.add_files("reds", [str(data / "red")]) == 6
-    assert dialog.labels.add_class("blues") and dialog.labels.add_files("blues", [str(data / "blue")]) == 6
+    dialog = _two_labelled_classes(w, tmp_path)
     with qtbot.waitSignal(dialog.trained, timeout=MS):
         dialog.start_training()
     dialog.close()

@@ -9,22 +9,11 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMenu
 
-from tests.support import edited_copies, scene
+from tests.support import WAIT_MS as MS
+from tests.support import classify, edited_copies, load, scene
 from vit_desktop.gui.gallery import similarity_badge
 from vit_desktop.gui.jobs import Outcome
 from vit_desktop.gui.results_model import Roles
-
-MS = 60_000
-
-
-def load(qtbot, w, path: Path) -> None:
-    with qtbot.waitSignal(w.controller.model_changed, timeout=MS):
-        w.models.load_model(str(path))
-
-
-def classify(qtbot, w, *paths: Path) -> None:
-    with qtbot.waitSignal(w.run_status.run_finished, timeout=MS):
-        w.intake.add_paths([str(p) for p in paths])
 
 
 def shown(w) -> list[str]:
