@@ -25,10 +25,6 @@ def choose(named: str | None, *, device: str, precision: str, library: Library |
     from vit_desktop.core.inference.loading import choose_model, is_known
     from vit_desktop.core.paths import display_text
 
-    def say(text: str) -> None:
-        line.clear()
-        print(f"{PROG}: {text}", file=err)
-
     candidates: list[tuple[str, str]]  # (model, why it was chosen: "" when asked for)
     if named:
         candidates = [(named, "")]
@@ -42,7 +38,7 @@ def choose(named: str | None, *, device: str, precision: str, library: Library |
             candidates = registry.default_models()
             gone = registry.last_model_problem()
             if gone:  # said, never a silent swap of the user's model for another
-                say(f"{gone}; using another")
+                line.say(f"{gone}; using another")
             if not candidates:
                 raise UsageError(
                     "no model given and none cached or bundled: pass --model NAME_OR_FILE (see 'vit-desktop models')")
@@ -61,7 +57,7 @@ def choose(named: str | None, *, device: str, precision: str, library: Library |
                 then = candidates[i + 1] if i + 1 < len(candidates) else None
                 if then is None:
                     raise UsageError(fallback_note(model, why, str(exc), None)) from None
-                say(fallback_note(model, why, str(exc), then))
+                line.say(fallback_note(model, why, str(exc), then))
     finally:
         line.close()
     note = f"; no --model given, so {why}: {model}" if why else ""

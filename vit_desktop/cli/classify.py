@@ -256,11 +256,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     line = ProgressLine(err, "downloading")
 
-    def say(text: str) -> None:
-        line.clear()
-        print(f"{PROG}: {text}", file=err)
-
-    library = Library.open(on_problem=say)
+    library = Library.open(on_problem=line.say)
     choice = choose(args.model, device=args.device, precision=args.precision, library=library, err=err, line=line)
     categories = _categories(args, choice.card, err)
     n_classes = len(categories.names) if categories is not None else choice.card.num_classes

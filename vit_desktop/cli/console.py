@@ -68,6 +68,11 @@ class ProgressLine:
         """A download's progress: the callback core's loaders take."""
         self.bar(done, total, "B")
 
+    def say(self, text: str) -> None:
+        """One message on the stream, ``vit-desktop: text``, below whatever progress was drawn."""
+        self.clear()
+        print(f"{PROG}: {text}", file=self.stream)
+
     def clear(self) -> None:
         """Erase the line, so that ordinary output starts at the left margin."""
         if self.shown:

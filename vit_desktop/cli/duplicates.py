@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .choosing import choose
-from .console import PROG, ProgressLine, UsageError
+from .console import PROG, UsageError
 
 if TYPE_CHECKING:
     from .console import Subparsers
@@ -50,28 +49,13 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     _check_args(args)
     from vit_desktop.core.files import os_reason
-    from vit_desktop.core.inference.lookalikes import PrintsRun
     from vit_desktop.core.library.duplicate_files import format_groups, write_groups
     from vit_desktop.core.library.duplicates import duplicate_groups
-    from vit_desktop.core.library.store import Library
     from vit_desktop.core.units import format_bytes
 
-    from .gathering import gather
+    from .gathering import gather_prints
 
-    line = ProgressLine(err, "downloading")
-
-    def say(text: str) -> None:
-        line.clear()
-        print(f"{PROG}: {text}", file=err)
-
-    library = Library.open(on_problem=say)
-    try:
-        choice = choose(args.model, device="auto", precision="auto", library=library, err=err, line=line)
-        prints_run = PrintsRun(args.paths, model=choice, hashes=True, library=library)
-        prints = gather(prints_run, err)
-    finally:
-        if library is not None:
-            library.close()
+    prints_run, prints = gather_prints(args.paths, args.model, err, hashes=True)
     groups = duplicate_groups(prints)
     copies = sum(len(g.paths) for g in groups)
     print(f"{PROG}: {len(groups)} group{'s' if len(groups) != 1 else ''} of duplicates ({copies} photos) among "

@@ -1,15 +1,37 @@
-"""What ``similar`` and ``duplicates`` share: gathering the photos' prints with progress on stderr,
-and saying where they came from and which photos could not be read."""
+"""What ``similar`` and ``duplicates`` share: choosing the model, gathering the photos' prints with
+progress on stderr, and saying where they came from and which photos could not be read."""
 
 from __future__ import annotations
 
 from typing import IO, TYPE_CHECKING
 
+from .choosing import choose
 from .console import PROG, ProgressLine
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from vit_desktop.core.inference.lookalikes import PrintsProgress, PrintsRun
     from vit_desktop.core.library.prints import PhotoPrints
+
+
+def gather_prints(paths: Sequence[str], model: str | None, err: IO[str], *, hashes: bool,
+                  first: str | None = None) -> tuple[PrintsRun, PhotoPrints]:
+    """The prints of ``paths`` (features of ``model``, chosen as ``classify`` chooses it; perceptual
+    hashes too with ``hashes``), read from the library where it holds them, with :func:`gather`'s
+    progress and report; the library is closed again before they are compared."""
+    from vit_desktop.core.inference.lookalikes import PrintsRun
+    from vit_desktop.core.library.store import Library
+
+    line = ProgressLine(err, "downloading")
+    library = Library.open(on_problem=line.say)
+    try:
+        choice = choose(model, device="auto", precision="auto", library=library, err=err, line=line)
+        run = PrintsRun(paths, model=choice, hashes=hashes, library=library, first=first)
+        return run, gather(run, err)
+    finally:
+        if library is not None:
+            library.close()
 
 
 def gather(run: PrintsRun, err: IO[str]) -> PhotoPrints:
@@ -59,4 +81,4 @@ def sources(run: PrintsRun) -> str:
     return text
 
 
-__all__ = ["gather", "sources"]
+__all__ = ["gather", "gather_prints", "sources"]

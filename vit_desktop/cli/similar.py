@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import IO, TYPE_CHECKING
 
-from .choosing import choose
-from .console import PROG, ProgressLine, UsageError
+from .console import PROG, UsageError
 
 if TYPE_CHECKING:
     from .console import Subparsers
@@ -27,33 +26,18 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
     from vit_desktop.core.errors import ImageError
-    from vit_desktop.core.inference.lookalikes import PrintsRun
     from vit_desktop.core.io.images import decode
     from vit_desktop.core.io.results_files import table_path
     from vit_desktop.core.library.similar import similar_to
-    from vit_desktop.core.library.store import Library
     from vit_desktop.core.paths import display_path
 
-    from .gathering import gather
+    from .gathering import gather_prints
 
     try:  # a photo that cannot be read is said before any model is loaded
         decode(args.photo, draft_size=32)
     except ImageError as exc:
         raise UsageError(f"{display_path(args.photo)}: {exc}") from None
-    line = ProgressLine(err, "downloading")
-
-    def say(text: str) -> None:
-        line.clear()
-        print(f"{PROG}: {text}", file=err)
-
-    library = Library.open(on_problem=say)
-    try:
-        choice = choose(args.model, device="auto", precision="auto", library=library, err=err, line=line)
-        prints_run = PrintsRun(args.paths, model=choice, hashes=False, library=library, first=args.photo)
-        prints = gather(prints_run, err)
-    finally:
-        if library is not None:
-            library.close()
+    prints_run, prints = gather_prints(args.paths, args.model, err, hashes=False, first=args.photo)
     query = prints_run.first
     if query is None or query not in prints:
         reason = prints_run.unreadable.get(query, "") if query is not None else ""
