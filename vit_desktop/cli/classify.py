@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 from vit_desktop.core.types import EXPLAIN_METHODS, HEAD_FUSIONS, PRECISIONS
 
 from .choosing import choose
-from .console import PROG, ProgressLine, UsageError
+from .console import PROG, ProgressLine, UsageError, check_output
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -92,16 +92,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.output:
         from vit_desktop.core.io.results_files import format_of
 
-        try:
-            format_of(args.output)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        output = Path(args.output)
-        if output.exists() and not output.is_dir() and not args.overwrite:
-            raise UsageError(f"{args.output} already exists; pass --overwrite to replace it")
-        problem = cannot_write(output)
-        if problem:
-            raise UsageError(f"--output: {problem}")
+        check_output(args.output, args.overwrite, format_of)
     if args.explain and not args.heatmaps:
         raise UsageError("--explain chooses the map --heatmaps writes: give --heatmaps DIR too")
     if args.classes and args.classes_file:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from vit_desktop.core.units import format_clock
@@ -17,6 +19,23 @@ if TYPE_CHECKING:
 
 class UsageError(Exception):
     """Reported as one line on stderr with exit status 2."""
+
+
+def check_output(output: str, overwrite: bool, format_of: Callable[[str], object]) -> None:
+    """``--output`` refused before anything runs: a format ``format_of`` does not know (it raises
+    ValueError), a file that exists without ``--overwrite``, a place that cannot be written."""
+    from vit_desktop.core.files import cannot_write
+
+    try:
+        format_of(output)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    path = Path(output)
+    if path.exists() and not path.is_dir() and not overwrite:
+        raise UsageError(f"{output} already exists; pass --overwrite to replace it")
+    problem = cannot_write(path)
+    if problem:
+        raise UsageError(f"--output: {problem}")
 
 
 class ProgressLine:
@@ -99,4 +118,4 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-__all__ = ["PROG", "Interrupted", "ProgressLine", "UsageError"]
+__all__ = ["PROG", "Interrupted", "ProgressLine", "UsageError", "check_output"]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .console import PROG, UsageError
+from .console import PROG, check_output
 
 if TYPE_CHECKING:
     from .console import Subparsers
@@ -29,21 +28,10 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from vit_desktop.core.files import cannot_write
-
     if args.output:
         from vit_desktop.core.library.duplicate_files import format_of
 
-        try:
-            format_of(args.output)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        output = Path(args.output)
-        if output.exists() and not output.is_dir() and not args.overwrite:
-            raise UsageError(f"{args.output} already exists; pass --overwrite to replace it")
-        problem = cannot_write(output)
-        if problem:
-            raise UsageError(f"--output: {problem}")
+        check_output(args.output, args.overwrite, format_of)
 
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
