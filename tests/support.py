@@ -241,3 +241,20 @@ def classify(qtbot, window, *paths):
     with qtbot.waitSignal(window.run_status.run_finished, timeout=WAIT_MS) as blocker:
         window.intake.add_paths([str(p) for p in paths])
     return blocker.args[0]
+
+
+def disk_full_for(target: Path, monkeypatch) -> None:
+    """Writing results to ``target`` fails as on a full disk (ENOSPC); every other path is written."""
+    import errno
+
+    from vit_desktop.core.io import results_files
+
+    real = results_files.write_results
+
+    def full_disk(results, path, **kw):
+        if Path(path) == target:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(results, path, **kw)
+
+    monkeypatch.setattr(results_files, "write_results", full_disk)
+

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import run_cli, write_image
+from tests.support import disk_full_for, run_cli, write_image
 
 
 def size_of(image: Path) -> tuple[int, int]:
@@ -93,17 +93,8 @@ def test_two_runs_that_fall_back_in_the_same_second_keep_both_results(tmp_path: 
                                                                       image_folder: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from vit_desktop.core import paths
-    from vit_desktop.core.io import results_files
-
     target = tmp_path / "out" / "r.jsonl"
-    real = results_files.write_results
-
-    def full_disk(results, path, **kw):
-        if Path(path) == target:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(results, path, **kw)
-
-    monkeypatch.setattr(results_files, "write_results", full_disk)
+    disk_full_for(target, monkeypatch)
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20250101-120000")  # the same second
     said = []
     for photos in (image_folder, image_folder / "sub"):

@@ -3,7 +3,6 @@ names, closed pipes, photos given instead of a command. Real subprocesses where 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import REPO, colour_folder, write_image
+from tests.support import REPO, colour_folder, disk_full_for, write_image
 from tests.support import run_cli as run
 from vit_desktop import cli
 
@@ -101,17 +100,8 @@ def test_a_full_disk_at_the_end_keeps_the_results_in_the_data_folder(tmp_path: P
                                                                      image_folder: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from vit_desktop.core import paths
-    from vit_desktop.core.io import results_files
-
     target = tmp_path / "out" / "r.jsonl"
-    real = results_files.write_results
-
-    def full_disk(results, path, **kw):
-        if Path(path) == target:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(results, path, **kw)
-
-    monkeypatch.setattr(results_files, "write_results", full_disk)
+    disk_full_for(target, monkeypatch)
     code, _, err = run("classify", str(image_folder), "--model", str(tiny_model_file), "--output", str(target))
     assert code == 1 and "no space left on device" in err
     kept = list((paths.data_dir() / "unsaved results").glob("r-*.jsonl"))
