@@ -10,9 +10,9 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,6 @@ CREATE INDEX IF NOT EXISTS hashes_of_file ON hashes(file_id);
 #: Tables added since version 1 without changing the others: a store that lacks one gets it when
 #: opened (every statement of the schema is "IF NOT EXISTS"), and keeps everything else.
 _ADDED_TABLES = ("hashes",)
-
-T = TypeVar("T")
-
 
 def connect(path: Path, timeout: float) -> sqlite3.Connection:
     # isolation_level None: transactions are begun explicitly (BEGIN IMMEDIATE takes the write
@@ -153,9 +150,17 @@ class Transaction:
                 pass
 
 
-def chunks(items: list[T], n: int) -> Iterator[list[T]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
+#: Paths per query: well under SQLite's limit on bound parameters.
+CHUNK = 500
+
+
+def rows_for_paths(conn: sqlite3.Connection, query: str, params: tuple[object, ...],
+                   paths: Sequence[bytes]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``query`` for ``paths``: its ``{}`` (in ``f.path IN ({})``) takes the paths
+    :data:`CHUNK` at a time, after ``params``."""
+    for i in range(0, len(paths), CHUNK):
+        chunk = paths[i : i + CHUNK]
+        yield from conn.execute(query.format(",".join("?" * len(chunk))), (*params, *chunk))
 
 
 def is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -195,4 +200,5 @@ def reason(exc: BaseException) -> str:
 
 
 
-__all__ = ["SCHEMA_VERSION", "Transaction", "chunks", "connect", "is_corrupt", "reason", "set_aside", "size_on_disk"]
+__all__ = ["SCHEMA_VERSION", "CHUNK", "Transaction", "connect", "is_corrupt", "reason", "rows_for_paths", "set_aside",
+           "size_on_disk"]

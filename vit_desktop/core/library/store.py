@@ -25,15 +25,13 @@ from vit_desktop.core.paths import data_dir
 from vit_desktop.core.types import ClassifyResult, ModelCard
 
 from .keys import FileStamp, card_from_json, card_to_json
-from .sqlite_file import Transaction, chunks, connect, is_corrupt, reason, set_aside, size_on_disk
+from .sqlite_file import Transaction, connect, is_corrupt, reason, rows_for_paths, set_aside, size_on_disk
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "library.sqlite3"
 #: How long a writer waits for another process's transaction before the run goes on without the store.
 BUSY_TIMEOUT_S = 10.0
-#: Paths per query: well under SQLite's limit on bound parameters.
-_CHUNK = 500
 
 
 T = TypeVar("T")
@@ -183,29 +181,28 @@ class Library:
         def run(conn: sqlite3.Connection) -> dict[str, StoredPhoto]:
             found: dict[str, StoredPhoto] = {}
             by_path = {os.fsencode(s.path): s for s in stamps}
-            for chunk in chunks(list(by_path), _CHUNK):
-                rows = conn.execute(
-                    "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data, "
-                    "r.known "
-                    "FROM files f "
-                    "LEFT JOIN results r ON r.file_id = f.id AND r.model = ? "
-                    "LEFT JOIN features x ON x.file_id = f.id AND x.backbone = ? "
-                    f"WHERE f.path IN ({','.join('?' * len(chunk))})",
-                    (model or "", backbone or "", *chunk),
+            rows = rows_for_paths(
+                conn,
+                "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data, "
+                "r.known "
+                "FROM files f "
+                "LEFT JOIN results r ON r.file_id = f.id AND r.model = ? "
+                "LEFT JOIN features x ON x.file_id = f.id AND x.backbone = ? "
+                "WHERE f.path IN ({})",
+                (model or "", backbone or ""), list(by_path))
+            for path, size, mtime_ns, quick, width, height, notes, probs, feats, known in rows:
+                s = by_path[path]
+                if (s.size, s.mtime_ns, s.quick) != (size, mtime_ns, quick):
+                    continue  # changed since: computed again, and replaced when saved
+                if probs is None and feats is None:
+                    continue  # known, but nothing of this model or backbone
+                found[s.path] = StoredPhoto(
+                    image_size=(width, height) if width is not None else None,
+                    notes=tuple(json.loads(notes)),
+                    probabilities=None if probs is None else np.frombuffer(probs, dtype=np.float32),
+                    features=None if feats is None else np.frombuffer(feats, dtype=np.float32),
+                    known=known,
                 )
-                for path, size, mtime_ns, quick, width, height, notes, probs, feats, known in rows:
-                    s = by_path[path]
-                    if (s.size, s.mtime_ns, s.quick) != (size, mtime_ns, quick):
-                        continue  # changed since: computed again, and replaced when saved
-                    if probs is None and feats is None:
-                        continue  # known, but nothing of this model or backbone
-                    found[s.path] = StoredPhoto(
-                        image_size=(width, height) if width is not None else None,
-                        notes=tuple(json.loads(notes)),
-                        probabilities=None if probs is None else np.frombuffer(probs, dtype=np.float32),
-                        features=None if feats is None else np.frombuffer(feats, dtype=np.float32),
-                        known=known,
-                    )
             return found
 
         return self._guard("read it", {}, run)
@@ -246,9 +243,7 @@ class Library:
             if paths is None:
                 rows: Iterable[tuple[bytes, bytes]] = conn.execute(query, (backbone,))
             else:
-                rows = (row for chunk in chunks([os.fsencode(p) for p in paths], _CHUNK)
-                        for row in conn.execute(f"{query} AND f.path IN ({','.join('?' * len(chunk))})",
-                                                (backbone, *chunk)))
+                rows = rows_for_paths(conn, query + " AND f.path IN ({})", (backbone,), [os.fsencode(p) for p in paths])
             return {os.fsdecode(p): np.frombuffer(d, dtype=np.float32) for p, d in rows}
 
         return self._guard("read it", {}, run)
@@ -259,17 +254,15 @@ class Library:
         def run(conn: sqlite3.Connection) -> dict[str, StoredHashes]:
             found: dict[str, StoredHashes] = {}
             by_path = {os.fsencode(s.path): s for s in stamps}
-            for chunk in chunks(list(by_path), _CHUNK):
-                rows = conn.execute(
-                    "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, h.data "
-                    "FROM files f JOIN hashes h ON h.file_id = f.id AND h.algorithm = ? "
-                    f"WHERE f.path IN ({','.join('?' * len(chunk))})",
-                    (algorithm, *chunk),
-                )
-                for path, size, mtime_ns, quick, width, height, data in rows:
-                    s = by_path[path]
-                    if (s.size, s.mtime_ns, s.quick) == (size, mtime_ns, quick):
-                        found[s.path] = StoredHashes(bytes(data), (width, height) if width is not None else None)
+            rows = rows_for_paths(
+                conn,
+                "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, h.data "
+                "FROM files f JOIN hashes h ON h.file_id = f.id AND h.algorithm = ? WHERE f.path IN ({})",
+                (algorithm,), list(by_path))
+            for path, size, mtime_ns, quick, width, height, data in rows:
+                s = by_path[path]
+                if (s.size, s.mtime_ns, s.quick) == (size, mtime_ns, quick):
+                    found[s.path] = StoredHashes(bytes(data), (width, height) if width is not None else None)
             return found
 
         return self._guard("read it", {}, run)
