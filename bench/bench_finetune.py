@@ -26,6 +26,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,18 @@ from vit_desktop.core.training.fewshot import HEADS, HeadData, candidates, selec
 from vit_desktop.core.training.labelled_set import LabelledSet
 
 SHARED = ROOT / ".." / "shared"
+
+
+def features(engine: Engine, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(features after any pre-logits layer, base logits) of every photo, through the product's forward."""
+    feats, logits = [], []
+    with torch.inference_mode():
+        for i in range(0, len(paths), 32):
+            x = torch.stack([normalized_tensor(load_image(p), engine.card.preprocess) for p in paths[i:i + 32]])
+            f = vit.features(engine.module, x.to(engine.device))
+            feats.append(f.float().cpu())
+            logits.append(vit.classifier(engine.module)(f).float().cpu())
+    return torch.cat(feats).double().numpy(), torch.cat(logits).double().numpy()
 
 
 def split_half(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,14 +94,8 @@ def main() -> int:
           f"({', '.join(f'{c} {n}' for c, n in data.counts().items())}); seeds {seeds}")
 
     t0 = time.perf_counter()
-    feats, logits = [], []
-    with torch.inference_mode():
-        for i in range(0, len(paths), 32):
-            x = torch.stack([normalized_tensor(load_image(p), base.card.preprocess) for p in paths[i:i + 32]])
-            f = vit.features(base.module, x.to(base.device))
-            feats.append(f.float().cpu())
-            logits.append(vit.classifier(base.module)(f).float().cpu())
-    everything = HeadData(torch.cat(logits).double().numpy(), torch.cat(feats).double().numpy(), y)
+    feats, logits = features(base, paths)
+    everything = HeadData(logits, feats, y)
     print(f"features and logits of every photo: {time.perf_counter() - t0:.1f} s\n")
 
     names = resolve_some(classes, tree)

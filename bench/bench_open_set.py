@@ -38,14 +38,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageEnhance
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finetune import split_half
+from bench_finetune import features, split_half
 
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.open_set import KEEP, NAMES_THRESHOLD, calibrate
@@ -53,9 +52,7 @@ from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.io.images import load_image
 from vit_desktop.core.labels.categories import Categories, hierarchy_for, resolve_some
 from vit_desktop.core.labels.hierarchy import ClassNameError
-from vit_desktop.core.models import vit
 from vit_desktop.core.models.open_set import BASE_THRESHOLD
-from vit_desktop.core.models.preprocess import normalized_tensor
 from vit_desktop.core.training import TrainConfig, calibrated_rule, finetune
 from vit_desktop.core.training.fewshot import HEADS, HeadData, candidates, known_scores, select_head
 from vit_desktop.core.training.labelled_set import LabelledSet
@@ -93,18 +90,6 @@ def read_rows(data: Path, photos: Path) -> list[tuple[Path, int, str]]:
     rows += [(photos / r["file"], int(r["imagenet_index"]), "photos")
              for r in csv.DictReader((photos / "labels.csv").open(encoding="utf-8"))]
     return rows
-
-
-def features(engine: Engine, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(features after any pre-logits layer, base logits) of every photo, through the product's forward."""
-    feats, logits = [], []
-    with torch.inference_mode():
-        for i in range(0, len(paths), 32):
-            x = torch.stack([normalized_tensor(load_image(p), engine.card.preprocess) for p in paths[i:i + 32]])
-            f = vit.features(engine.module, x.to(engine.device))
-            feats.append(f.float().cpu())
-            logits.append(vit.classifier(engine.module)(f).float().cpu())
-    return torch.cat(feats).double().numpy(), torch.cat(logits).double().numpy()
 
 
 def base_rule(engine: Engine, z: np.ndarray, idx: np.ndarray, tmp: Path) -> None:
