@@ -102,6 +102,32 @@ def test_a_store_locked_past_the_timeout_is_left_for_this_run(tmp_path: Path) ->
     assert not [p for p in tmp_path.iterdir() if ".broken-" in p.name]  # a lock is not damage
 
 
+def _open_at(folder: str, barrier, answers) -> None:
+    barrier.wait()
+    said: list[str] = []
+    lib = Library.open(Path(folder), on_problem=said.append)
+    answers.put(said[0] if lib is None else "opened")
+    if lib is not None:
+        lib.close()
+
+
+def test_processes_that_open_a_new_store_together_all_use_it(tmp_path: Path) -> None:
+    """The window and a classify starting at once on a new library: none may be left without it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    said = []
+    for i in range(20):
+        barrier, answers = context.Barrier(3), context.Queue()
+        procs = [context.Process(target=_open_at, args=(str(tmp_path / str(i)), barrier, answers)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        said += [answers.get(timeout=10) for _ in procs]
+    assert said == ["opened"] * 60, [s for s in said if s != "opened"][:3]
+
+
 def test_a_folder_that_cannot_hold_the_store_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "data"
     blocker.write_text("a file where the data folder should be")
