@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support import run_cli as run
+from tests.support import write_image
 
 
 def test_jsonl_has_one_object_per_image_and_errors_inline(tiny_model_file: Path, image_folder: Path, tmp_path: Path) -> None:
@@ -213,6 +214,25 @@ def test_python_dash_m_entry_point(tiny_model_file: Path, image_folder: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     assert (image_folder.parent / "out.jsonl").read_text().count("\n") == 1
+
+
+def test_the_command_ends_at_once_with_its_whole_output_and_status(tiny_model_file: Path, image_folder: Path) -> None:
+    """A command's process ends without Python taking torch apart, and loses nothing to that: the
+    table it wrote to a pipe (block-buffered) arrives whole, the exit status is the command's."""
+    def vit_desktop(*argv: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe is block-buffered
+        return subprocess.run([sys.executable, "-m", "vit_desktop", *argv], capture_output=True, text=True,
+                              cwd=image_folder.parent, env=env, timeout=120)
+
+    photos = [write_image(image_folder / "many" / f"{i:03d}.png", seed=i).name for i in range(40)]
+    done = vit_desktop("classify", str(image_folder / "many"), "--model", str(tiny_model_file), "--top-k", "2")
+    assert done.returncode == 0, done.stderr
+    assert [Path(line.split()[0]).name for line in done.stdout.splitlines()] == photos
+    assert "classified" in done.stderr.splitlines()[-1]  # stderr's last line too
+    refused = vit_desktop("classify", str(image_folder), "--model", str(image_folder / "img0.png"))
+    assert refused.returncode == 2 and "error:" in refused.stderr
+    listed = vit_desktop("models")  # printed, not flushed line by line
+    assert listed.returncode == 0 and listed.stdout == run("models")[1]
 
 
 def test_without_model_uses_the_last_used_then_says_which(tiny_model_file: Path, image_folder: Path) -> None:
