@@ -53,3 +53,73 @@ def test_cancelled_during_the_scan_raises_and_a_nan_threshold_is_refused(engine:
         FolderRun(ModelChoice.of(engine), [tmp_path], ClassifyOptions(), cancel=token)
     with pytest.raises(ValueError, match="threshold"):
         ClassifyOptions(threshold=float("nan"))
+
+
+def known_choice(engine: Engine, load, card=None) -> ModelChoice:
+    """The model as a run knows it from the library: its card now, its engine loaded on first need."""
+    from vit_desktop.core.library.store import KnownCompute
+
+    return ModelChoice(card or engine.card, None, KnownCompute("cpu", "CPU", "fp32", "as asked"), load)
+
+
+def test_photos_are_decoded_while_a_known_model_loads(engine: Engine, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first photos are decoded during the model's load (importing torch leaves a core idle),
+    and the answers are those of a run whose model was loaded already."""
+    import threading
+
+    from vit_desktop.core.models.preprocess import prepare_file as real
+
+    for i in range(5):
+        write_image(tmp_path / f"{i}.png", seed=i)
+    decoded = threading.Event()
+
+    def prepare(*args, **kw):
+        out = real(*args, **kw)
+        decoded.set()
+        return out
+
+    def load() -> Engine:
+        # The load returns once a photo is decoded (or after 10 s, and the assertion below fails).
+        loading_saw.append(decoded.wait(10))
+        return engine
+
+    loading_saw: list[bool] = []
+    monkeypatch.setattr("vit_desktop.core.inference.decoding.prepare_file", prepare)
+    options = ClassifyOptions(batch_size=2, keep_probabilities=True)
+    known = [r for s in FolderRun(known_choice(engine, load), [tmp_path], options).steps() for r in s.results]
+    assert loading_saw == [True]
+    loaded = [r for s in FolderRun(ModelChoice.of(engine), [tmp_path], options).steps() for r in s.results]
+    assert [r.path for r in known] == [r.path for r in loaded] and len(known) == 5
+    for a, b in zip(known, loaded):
+        assert a.predictions[0].label == b.predictions[0].label
+        assert a.probabilities is not None and b.probabilities is not None
+        assert abs(a.probabilities - b.probabilities).max() < 1e-6
+
+
+def test_photos_decoded_for_a_stale_card_are_decoded_again_and_a_failed_load_stops_the_decoders(
+        engine: Engine, tmp_path: Path) -> None:
+    """A card from the library that no longer says how the model reads photos does not decide its
+    input; a model that fails to load leaves no decoding behind."""
+    import threading
+    from dataclasses import replace
+
+    from vit_desktop.core.errors import ModelError
+
+    for i in range(3):
+        write_image(tmp_path / f"{i}.png", size=(40, 30), seed=i)
+    options = ClassifyOptions(keep_probabilities=True)
+    loaded = [r for s in FolderRun(ModelChoice.of(engine), [tmp_path], options).steps() for r in s.results]
+    stale = replace(engine.card, preprocess=replace(engine.card.preprocess, resize_size=20, crop_size=16))
+    again = [r for s in FolderRun(known_choice(engine, lambda: engine, stale), [tmp_path], options).steps()
+             for r in s.results]
+    for a, b in zip(again, loaded, strict=True):
+        assert a.probabilities is not None and b.probabilities is not None
+        assert abs(a.probabilities - b.probabilities).max() < 1e-6
+
+    def fails() -> Engine:
+        raise ModelError("model.safetensors: truncated")
+
+    with pytest.raises(ModelError, match="truncated"):
+        list(FolderRun(known_choice(engine, fails), [tmp_path], options).steps())
+    assert not [t for t in threading.enumerate() if t.name.startswith("vit-decode")]

@@ -1,10 +1,8 @@
 """The engine: one ViT on one device; batched classification and explanations.
 
 An ``Engine`` is used from a single thread (the GUI's compute thread, or the command line's main
-thread): CUDA state and ``inference_mode`` are per thread. Decoding runs in a small thread pool
-that stays a couple of batches ahead of the model (Pillow releases the GIL while decoding and
-resizing), so decoding overlaps inference and memory is bounded by the look-ahead, not by the
-folder's size.
+thread): CUDA state and ``inference_mode`` are per thread. Photos are decoded a couple of batches
+ahead of the model, in a small thread pool (:mod:`.decoding`).
 """
 
 from __future__ import annotations
@@ -13,9 +11,7 @@ import contextlib
 import itertools
 import logging
 import os
-from collections import deque
 from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vit_desktop.core.errors import Cancelled, CancelToken, ImageError, ModelError, first_line
+from vit_desktop.core.errors import Cancelled, CancelToken, ImageError, ModelError
 from vit_desktop.core.io import images
 from vit_desktop.core.library.keys import ModelKeys, compute_key, model_keys, tensor_keys
 from vit_desktop.core.models import vit
@@ -35,6 +31,7 @@ from vit_desktop.core.models.vit import ViT
 from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard, OpenSetRule, ProgressCallback
 
 from . import answers
+from .decoding import Decoding, decode_workers
 from .devices import BatchLimit, autocast, choose_precision, device_name, resolve_device, tune_allocator
 from .open_set import run_rule
 from .options import ClassifyOptions
@@ -87,7 +84,7 @@ class Engine:
         # (x * rescale - mean) / std as one multiply-add per pixel: x * scale - shift.
         self._scale = (card.preprocess.rescale / std).float().view(1, 3, 1, 1).to(device)
         self._shift = (mean / std).float().view(1, 3, 1, 1).to(device)
-        self.decode_workers = max(1, min(4, (os.cpu_count() or 2)))
+        self.decode_workers = decode_workers()
         # The largest batch known to fit in device memory, without and with rollout.
         #: Memory one class-map batch may take: on a GPU out-of-memory halves the batch anyway, so
         #: this only keeps the first try sensible; on the CPU it keeps the machine responsive.
@@ -239,6 +236,7 @@ class Engine:
         options: ClassifyOptions = _DEFAULT_OPTIONS,
         *,
         cancel: CancelToken | None = None,
+        decoding: Decoding | None = None,
     ) -> Generator[list[ClassifyResult], None, None]:
         """Classify image files, yielding one list of results per batch, in input order.
 
@@ -247,38 +245,35 @@ class Engine:
         result's probabilities over all the model's classes (to re-label without re-running);
         ``keep_images`` the decoded photo, where it is small (to draw an overlay on it).
         Per-file problems become ``ClassifyResult.error``; the run goes on. When ``cancel`` is set
-        the generator ends at the next batch boundary.
+        the generator ends at the next batch boundary. ``decoding`` (of ``paths``, started before
+        the engine was loaded) is used when it decodes for this model's input, and closed either way.
         """
         categories = options.categories
+        batch_size = options.batch_size
+        ahead = batch_size * (1 + self.prefetch_batches)
+        fits = (decoding is not None and decoding.pp == self.card.preprocess
+                and decoding.keep_images == options.keep_images)
+        if decoding is not None and not fits:
+            decoding.close()  # decoded for another preprocessing: not this model's input
         if categories is not None and categories.num_base != self.card.num_classes:
+            if decoding is not None:
+                decoding.close()
             raise ModelError(f"the categories are groups of {categories.num_base} classes; {self.card.name} has "
                              f"{self.card.num_classes}")
-        batch_size = options.batch_size
-        items = [Path(p) for p in paths]
-        pp = self.card.preprocess
-        pending: deque[tuple[Path, Future[Prepared]]] = deque()
-        window = batch_size * (1 + self.prefetch_batches)
-        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="vit-decode")
-        try:
-            submitted = 0
-            for start in range(0, len(items), batch_size):
+        if decoding is None or not fits:
+            decoding = Decoding(paths, self.card.preprocess, keep_images=options.keep_images, ahead=ahead,
+                                workers=self.decode_workers)
+        decoding.ahead = ahead
+        with decoding:
+            while decoding.remaining:
                 if cancel is not None and cancel.cancelled:
                     return
-                while submitted < len(items) and submitted < start + window:
-                    p = items[submitted]
-                    pending.append((p, pool.submit(prepare_file, p, pp, keep_image=options.keep_images)))
-                    submitted += 1
-                batch = [pending.popleft() for _ in range(min(batch_size, len(items) - start))]
-                prepared = [(str(p), _outcome(f)) for p, f in batch]
+                prepared = decoding.take(batch_size)
                 try:
                     results = self._run_prepared(prepared, options, cancel)
                 except Cancelled:
                     return  # mid-batch: that batch's results are dropped, like those not started
                 yield results
-        finally:
-            for _, f in pending:
-                f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
 
     def classify(
         self,
@@ -485,13 +480,3 @@ class _Row(NamedTuple):
     explained: int | None
     features: np.ndarray | None
     known: float | None
-
-
-def _outcome(future: Future[Prepared]) -> Prepared | str:
-    """The prepared image, or the one-line reason it could not be prepared."""
-    try:
-        return future.result()
-    except ImageError as exc:
-        return str(exc)
-    except Exception as exc:  # noqa: BLE001 - a decoder bug must not end a folder run
-        return first_line(f"could not read image: {type(exc).__name__}: {exc}")

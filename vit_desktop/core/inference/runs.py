@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the engine imports torch
     from vit_desktop.core.library.keys import FileStamp
     from vit_desktop.core.library.store import Library, StoredPhoto
 
+    from .decoding import Decoding
+    from .engine import Engine
     from .loading import ModelChoice
 
 #: Photos per step when they come from the library: cheap, so bigger steps, fewer events.
@@ -115,11 +117,11 @@ class FolderRun:
         to_compute = [p for p in paths if p not in answered]
         pending = 0  # the index in ``paths`` of the next photo to hand out
         if to_compute:
-            engine = self.model.engine()
+            engine, decoding = self._engine(to_compute)
             keep = self.library is not None
             wanted = replace(self.options, keep_probabilities=self.options.keep_probabilities or keep,
                              keep_features=self.options.keep_features or keep)
-            self._batches = engine.classify_batches(to_compute, wanted, cancel=self.cancel)
+            self._batches = engine.classify_batches(to_compute, wanted, cancel=self.cancel, decoding=decoding)
             for batch in self._batches:
                 failed = sum(1 for r in batch if not r.ok)
                 self.classified += len(batch) - failed
@@ -139,6 +141,25 @@ class FolderRun:
             out = tuple(answered.pop(p) for p in paths[start : start + STORED_STEP])
             self.done += len(out)
             yield self.progress(out)
+
+    def _engine(self, paths: list[str]) -> tuple[Engine, Decoding | None]:
+        """The model's engine, loaded now if it is not yet; then the first photos are decoded
+        meanwhile, on the core that importing torch leaves idle (their preprocessing is the card's,
+        which the library knew without loading anything)."""
+        if self.model.loaded:
+            return self.model.engine(), None
+        from .decoding import Decoding, loading_ahead, while_loading
+
+        pp = self.model.card.preprocess
+        keep = self.options.keep_images  # photos kept whole for maps: no more than a batch ahead
+        ahead = self.options.batch_size if keep else loading_ahead(pp)
+        decoding = Decoding(paths, pp, keep_images=keep, ahead=ahead)
+        try:
+            with while_loading():
+                return self.model.engine(), decoding
+        except BaseException:
+            decoding.close()
+            raise
 
     def progress(self, results: tuple[ClassifyResult, ...] = ()) -> RunProgress:
         """Where the run stands, with these results as its latest step."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from vit_desktop.core.io import images
 from vit_desktop.core.types import Preprocess
+
+if TYPE_CHECKING:  # decoding needs no torch: a run decodes its first photos while torch is imported
+    import torch
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -127,6 +129,8 @@ def normalized_tensor(image: Image.Image, pp: Preprocess) -> torch.Tensor:
     x = model_input(image, pp).transpose(2, 0, 1).astype(np.float64) * pp.rescale
     mean = np.asarray(pp.mean, dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(pp.std, dtype=np.float32).reshape(3, 1, 1)
+    import torch
+
     return torch.from_numpy((x.astype(np.float32) - mean) / std)
 
 
