@@ -13,7 +13,7 @@ from tests.support import PHOTOS, kept, tiny_model, write_image
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.options import ClassifyOptions
 from vit_desktop.core.inference.rollout import RolloutAccumulator
-from vit_desktop.core.models import vit
+from vit_desktop.core.models import blocks, vit
 from vit_desktop.core.types import ExplainOptions
 
 pytestmark = pytest.mark.skipif(not vit.fused_cpu_available(), reason="this torch has no oneDNN fused linear")
@@ -55,6 +55,30 @@ def test_fused_is_ignored_where_gradients_or_autocast_are_on() -> None:
     assert torch.equal(vit.forward(module, x, fused=True), plain)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(vit.forward(module, x, fused=True), vit.forward(module, x))
+
+
+@pytest.mark.skipif(not blocks.packing_available(), reason="this torch cannot pack weights for oneDNN")
+def test_packed_weights_follow_the_model_and_go_with_it() -> None:
+    """Weights trained in place after a pass are packed again (the next answers are the new
+    weights'); a model let go takes its packed copies with it."""
+    import gc
+
+    module, _ = tiny_model()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(vit.forward(module, x, fused=True), vit.forward(module, x), atol=1e-5)
+    held = len(blocks._packed)
+    assert held >= 4 * len(module.encoder.layers)
+    with torch.no_grad():  # what an optimiser step does to a fine-tuned block
+        for block in module.encoder.layers:
+            block.mlp[0].weight.mul_(1.5)
+            block.self_attention.in_proj_weight.add_(0.05)
+    with torch.inference_mode():
+        assert torch.allclose(vit.forward(module, x, fused=True), vit.forward(module, x), atol=1e-5)
+    assert len(blocks._packed) == held  # packed again in place of the old copies
+    del module, block
+    gc.collect()
+    assert len(blocks._packed) == held - 4 * 2  # tiny_model has two blocks of four linears
 
 
 def test_the_engine_fuses_fp32_on_the_cpu_only(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -118,29 +119,85 @@ def fusable_block(block: Any) -> bool:
             and isinstance(out_proj, nn.Linear) and out_proj.weight.dtype == torch.float32)
 
 
+# Packed weights
+#
+# Given a plain (out, in) weight, oneDNN reorders it into its blocked layout on every call. Kept
+# packed instead, DeiT-Tiny's forward runs 3 % faster on 2 cores, with the same answers to the
+# last bit (the product is the one oneDNN computes anyway). The copy doubles the blocks' weights
+# in memory, so a model whose blocks weigh more than PACK_LIMIT_BYTES (ViT-L and up) is not packed.
+
+#: Block weights (fp32 bytes) up to which a packed copy is kept: ViT-B's 340 MB, not ViT-L's 1.2 GB.
+PACK_LIMIT_BYTES = 512 << 20
+#: Rows the packed layout is chosen for (a batch of 32 at 197 tokens); any other count computes the same.
+_PACK_ROWS = 32 * 197
+#: id(weight) -> (the weight, weakly; its version when packed; the packed copy).
+_packed: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def packing_available() -> bool:
+    """Whether this torch packs linear weights for oneDNN and the packed product is the plain one."""
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(*shape, generator=g) for shape in ((5, 3, 16), (24, 16), (24,)))
+        op = torch.ops.mkldnn._linear_pointwise
+        with torch.inference_mode():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, 15)
+            return bool(torch.equal(op(x, packed, b, "none", [], ""), op(x, w, b, "none", [], "")))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def packed_weights(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` in oneDNN's layout, packed once and again only after the weight changes (training
+    updates it in place, which bumps its version); the copy goes when the weight does."""
+    key = id(weight)
+    held = _packed.get(key)
+    if held is not None and held[0]() is weight and held[1] == weight._version:
+        return held[2]
+    packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _PACK_ROWS)
+
+    def forget(_ref: weakref.ref[torch.Tensor]) -> None:
+        _packed.pop(key, None)
+
+    _packed[key] = (weakref.ref(weight, forget), weight._version, packed)
+    return packed
+
+
+def should_pack(blocks: Any) -> bool:
+    """Whether to keep these blocks' linear weights packed (see :data:`PACK_LIMIT_BYTES`)."""
+    size = sum(p.numel() * 4 for p in blocks.parameters() if p.dim() == 2)
+    return size <= PACK_LIMIT_BYTES and packing_available()
+
+
 def fused_block(block: Any, h: torch.Tensor, index: int, on_attention: AttentionCallback | None,
-                 layer_scale: bool) -> torch.Tensor:
-    """One encoder block, as :func:`forward_features` runs it, with oneDNN's fused linears."""
+                 layer_scale: bool, *, pack: bool = False) -> torch.Tensor:
+    """One encoder block, as :func:`forward_features` runs it, with oneDNN's fused linears (and with
+    ``pack``, their weights packed: :func:`packed_weights`)."""
     linear = torch.ops.mkldnn._linear_pointwise
+
+    def weight(w: torch.Tensor) -> torch.Tensor:
+        return packed_weights(w) if pack else w
+
     mha = block.self_attention
     y = block.ln_1(h)
     # (n, t, d) -> (n, t, 3d) -> (n, t, d)
-    qkv = linear(y, mha.in_proj_weight, mha.in_proj_bias, "none", [], "")
+    qkv = linear(y, weight(mha.in_proj_weight), mha.in_proj_bias, "none", [], "")
     a = attention_heads(qkv, mha.num_heads, index, on_attention)
     out_proj = mha.out_proj
     if layer_scale:
-        h = h + linear(a, out_proj.weight, out_proj.bias, "none", [], "") * block.ls1
+        h = h + linear(a, weight(out_proj.weight), out_proj.bias, "none", [], "") * block.ls1
     else:
-        h = linear.binary(a, h, out_proj.weight, out_proj.bias, "add")  # h + out_proj(a)
+        h = linear.binary(a, h, weight(out_proj.weight), out_proj.bias, "add")  # h + out_proj(a)
     fc1, fc2 = block.mlp[0], block.mlp[3]
     # (n, t, d) -> (n, t, mlp) -> (n, t, d)
-    z = linear(block.ln_2(h), fc1.weight, fc1.bias, "gelu", [], "none")
+    z = linear(block.ln_2(h), weight(fc1.weight), fc1.bias, "gelu", [], "none")
     if layer_scale:
-        out: torch.Tensor = h + linear(z, fc2.weight, fc2.bias, "none", [], "") * block.ls2
+        out: torch.Tensor = h + linear(z, weight(fc2.weight), fc2.bias, "none", [], "") * block.ls2
     else:
-        out = linear.binary(z, h, fc2.weight, fc2.bias, "add")  # h + fc2(gelu(fc1(ln_2(h))))
+        out = linear.binary(z, h, weight(fc2.weight), fc2.bias, "add")  # h + fc2(gelu(fc1(ln_2(h))))
     return out
 
 
-__all__ = ["AttentionCallback", "attention", "attention_heads", "fusable", "fusable_block", "fused_block",
-           "fused_cpu_available"]
+__all__ = ["PACK_LIMIT_BYTES", "AttentionCallback", "attention", "attention_heads", "fusable", "fusable_block",
+           "fused_block", "fused_cpu_available", "packed_weights", "packing_available", "should_pack"]

@@ -30,7 +30,15 @@ from torch import nn
 from vit_desktop.core.errors import CancelToken
 from vit_desktop.core.types import Architecture, HeadSpec
 
-from .blocks import AttentionCallback, attention, fusable, fusable_block, fused_block, fused_cpu_available
+from .blocks import (
+    AttentionCallback,
+    attention,
+    fusable,
+    fusable_block,
+    fused_block,
+    fused_cpu_available,
+    should_pack,
+)
 from .heads import ClassifyFeatures, FewShotHead
 
 
@@ -302,11 +310,12 @@ def forward_features(
         h = h + pos
     encoder = module.encoder
     fuse = fused and fusable(h)
+    pack = fuse and should_pack(encoder.layers)
     for i, block in enumerate(encoder.layers):
         if cancel is not None:
             cancel.raise_if_cancelled()
         if fuse and fusable_block(block):
-            h = fused_block(block, h, i, on_attention, arch.layer_scale)
+            h = fused_block(block, h, i, on_attention, arch.layer_scale, pack=pack)
             continue
         a = attention(block, h, i, on_attention)
         h = h + (a * block.ls1 if arch.layer_scale else a)
