@@ -123,3 +123,21 @@ def test_photos_decoded_for_a_stale_card_are_decoded_again_and_a_failed_load_sto
     with pytest.raises(ModelError, match="truncated"):
         list(FolderRun(known_choice(engine, fails), [tmp_path], options).steps())
     assert not [t for t in threading.enumerate() if t.name.startswith("vit-decode")]
+
+
+def test_the_collector_runs_again_after_a_model_loads_or_fails_to(tiny_model_file: Path, tmp_path: Path) -> None:
+    """Garbage collection is paused while a model loads (torch's import makes objects for good),
+    and back on afterwards, whether the load worked or not: a long run keeps freeing memory."""
+    import gc
+
+    from vit_desktop.core.errors import ModelError
+    from vit_desktop.core.inference.loading import choose_model
+
+    assert gc.isenabled()
+    assert choose_model(str(tiny_model_file), device="cpu").loaded
+    assert gc.isenabled()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        choose_model(str(bad), device="cpu")
+    assert gc.isenabled()
