@@ -165,3 +165,34 @@ def test_real_deit_loads_with_imagenet_labels(deit_path: Path) -> None:
     assert (card.arch.num_heads, card.arch.hidden_dim, card.arch.num_layers) == (3, 192, 12)
     assert card.arch.image_size == 224 and card.arch.patch_size == 16
     assert len(card.labels) == 1000 and card.labels[1] == "goldfish"
+
+
+@pytest.mark.parametrize("check_elements", [1 << 24, 1000, 10])
+@pytest.mark.parametrize("where", ["encoder.layers.encoder_layer_1.mlp.3.weight", "heads.head.bias", "conv_proj.weight"])
+def test_weights_with_nan_or_infinity_are_refused_naming_the_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    where: str, check_elements: int) -> None:
+    """Checked a few large groups at a time (any group size): the tensor is named wherever it is."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from tests.support import tiny_model
+    from vit_desktop.core.errors import ModelError
+    from vit_desktop.core.models import checkpoints
+    from vit_desktop.core.models.model_file import save_model
+
+    monkeypatch.setattr(checkpoints, "_CHECK_ELEMENTS", check_elements)
+    module, card = tiny_model()
+    good = save_model(tmp_path / "good.safetensors", module, card)
+    assert checkpoints.load_checkpoint(good)[1].name == card.name
+    with safe_open(str(good), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for value in (float("nan"), float("inf")):
+        bad = {**tensors, where: tensors[where].clone()}
+        bad[where].view(-1)[-1] = value
+        path = tmp_path / "bad.safetensors"
+        save_file(bad, str(path), metadata=meta)
+        with pytest.raises(ModelError, match=f"{where.replace('.', '[.]')} contains NaN or infinite values"):
+            checkpoints.load_checkpoint(path)
+    assert torch.isfinite(tensors[where]).all()

@@ -174,6 +174,29 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return _unwrap(obj, path), {}
 
 
+#: Elements checked for NaN at once (64 MB in fp32).
+_CHECK_ELEMENTS = 1 << 24
+
+
+def _not_finite(sd: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor holding a NaN or an infinity, if any.
+
+    Checked in a few large passes rather than one per tensor: each pass is a parallel region, and
+    while photos are decoded during a load (the library knew the model) each region waits for a core
+    (DeiT-Tiny's 152 tensors one by one: 0.55 s then, against 10 ms alone)."""
+    group: list[str] = []
+    size = 0
+    for key in [*sd, None]:
+        if key is not None and size + sd[key].numel() <= _CHECK_ELEMENTS:
+            group.append(key)
+            size += sd[key].numel()
+            continue
+        if group and not torch.isfinite(torch.cat([sd[k].detach().reshape(-1).float() for k in group])).all():
+            return next(k for k in group if not torch.isfinite(sd[k]).all())
+        group, size = ([key], sd[key].numel()) if key is not None else ([], 0)
+    return None
+
+
 def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     """Give ``module`` the tensors of ``sd`` after checking every key and shape, with a one-line error."""
     expected = module.state_dict()
@@ -188,7 +211,7 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     unexpected = sorted(set(sd) - set(expected))
     if unexpected:
         raise ModelError(f"unexpected key {unexpected[0]}")
-    bad = next((k for k, v in sd.items() if not torch.isfinite(v).all()), None)
+    bad = _not_finite(sd)
     if bad is not None:
         raise ModelError(f"{bad} contains NaN or infinite values")
     # assign=True: a module built on the meta device takes these tensors as its parameters. Each is
