@@ -141,3 +141,21 @@ def test_the_collector_runs_again_after_a_model_loads_or_fails_to(tiny_model_fil
     with pytest.raises(ModelError):
         choose_model(str(bad), device="cpu")
     assert gc.isenabled()
+
+
+def test_decoding_needs_no_torch(tmp_path: Path) -> None:
+    """Photos can be decoded for the model before torch is imported (it is, meanwhile, in a run)."""
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    photo = write_image(tmp_path / "a.png")
+    script = ("import sys\nfrom vit_desktop.core.inference.decoding import Decoding\n"
+              "from vit_desktop.core.types import Preprocess\n"
+              f"with Decoding([{str(photo)!r}], Preprocess(crop_size=32, resize_size=36), ahead=4) as d:\n"
+              "    (path, prepared), = d.take(1)\n"
+              "print(prepared.pixels.shape, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(32,", "32,", "3)", "False"]

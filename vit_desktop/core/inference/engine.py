@@ -262,16 +262,15 @@ class Engine:
         categories = options.categories
         batch_size = options.batch_size
         ahead = batch_size * (1 + self.prefetch_batches)
-        fits = (decoding is not None and decoding.pp == self.card.preprocess
-                and decoding.keep_images == options.keep_images)
-        if decoding is not None and not fits:
+        if decoding is not None and (decoding.pp, decoding.keep_images) != (self.card.preprocess, options.keep_images):
             decoding.close()  # decoded for another preprocessing: not this model's input
+            decoding = None
         if categories is not None and categories.num_base != self.card.num_classes:
             if decoding is not None:
                 decoding.close()
             raise ModelError(f"the categories are groups of {categories.num_base} classes; {self.card.name} has "
                              f"{self.card.num_classes}")
-        if decoding is None or not fits:
+        if decoding is None:
             decoding = Decoding(paths, self.card.preprocess, keep_images=options.keep_images, ahead=ahead,
                                 workers=self.decode_workers)
         decoding.ahead = ahead

@@ -3,7 +3,9 @@
 One stream on all cores makes every op wait at its end for the slowest core, and spreads each
 op's activations over every core's cache. Two streams, one per half of the cores, do neither: on 2
 cores DeiT-Tiny fp32 (fused, packed) ran 84.8 images/s against 80.2 as one stream (median of 20
-interleaved passes), with the same logits to the bit (each photo's row is computed as before).
+interleaved passes). Each photo's row is computed as before; oneDNN may block a half batch's
+products differently, so probabilities can move in the seventh digit (1e-6 at most on the shared
+photos), never the answer.
 
 The second stream runs in one helper thread for the whole process (``vit-stream``).
 ``torch.set_num_threads`` holds per thread for torch's own and oneDNN's parallel regions, so each
