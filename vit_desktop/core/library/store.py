@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -95,6 +95,19 @@ class LibraryStats:
 
 def _ignore(_line: str) -> None:
     pass
+
+
+def _unchanged(conn: sqlite3.Connection, columns: str, joins: str, params: tuple[object, ...],
+               stamps: Sequence[FileStamp]) -> Iterator[tuple[FileStamp, list[Any]]]:
+    """Each of ``stamps`` whose file the store knows unchanged (same size, time and quick hash),
+    with ``columns`` of its row in ``files f`` and ``joins``. A changed file is left out: it is
+    computed again, and what is stored of it replaced when saved."""
+    by_path = {os.fsencode(s.path): s for s in stamps}
+    query = f"SELECT f.path, f.size, f.mtime_ns, f.quick, {columns} FROM files f {joins} WHERE f.path IN ({{}})"
+    for path, size, mtime_ns, quick, *rest in rows_for_paths(conn, query, params, list(by_path)):
+        s = by_path[path]
+        if (s.size, s.mtime_ns, s.quick) == (size, mtime_ns, quick):
+            yield s, rest
 
 
 class Library:
@@ -180,20 +193,11 @@ class Library:
 
         def run(conn: sqlite3.Connection) -> dict[str, StoredPhoto]:
             found: dict[str, StoredPhoto] = {}
-            by_path = {os.fsencode(s.path): s for s in stamps}
-            rows = rows_for_paths(
-                conn,
-                "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, f.notes, r.probabilities, x.data, "
-                "r.known "
-                "FROM files f "
-                "LEFT JOIN results r ON r.file_id = f.id AND r.model = ? "
-                "LEFT JOIN features x ON x.file_id = f.id AND x.backbone = ? "
-                "WHERE f.path IN ({})",
-                (model or "", backbone or ""), list(by_path))
-            for path, size, mtime_ns, quick, width, height, notes, probs, feats, known in rows:
-                s = by_path[path]
-                if (s.size, s.mtime_ns, s.quick) != (size, mtime_ns, quick):
-                    continue  # changed since: computed again, and replaced when saved
+            rows = _unchanged(conn, "f.width, f.height, f.notes, r.probabilities, x.data, r.known",
+                              "LEFT JOIN results r ON r.file_id = f.id AND r.model = ? "
+                              "LEFT JOIN features x ON x.file_id = f.id AND x.backbone = ?",
+                              (model or "", backbone or ""), stamps)
+            for s, (width, height, notes, probs, feats, known) in rows:
                 if probs is None and feats is None:
                     continue  # known, but nothing of this model or backbone
                 found[s.path] = StoredPhoto(
@@ -252,18 +256,10 @@ class Library:
         """The stored hashes of ``algorithm`` by path, for the photos whose file has not changed since."""
 
         def run(conn: sqlite3.Connection) -> dict[str, StoredHashes]:
-            found: dict[str, StoredHashes] = {}
-            by_path = {os.fsencode(s.path): s for s in stamps}
-            rows = rows_for_paths(
-                conn,
-                "SELECT f.path, f.size, f.mtime_ns, f.quick, f.width, f.height, h.data "
-                "FROM files f JOIN hashes h ON h.file_id = f.id AND h.algorithm = ? WHERE f.path IN ({})",
-                (algorithm,), list(by_path))
-            for path, size, mtime_ns, quick, width, height, data in rows:
-                s = by_path[path]
-                if (s.size, s.mtime_ns, s.quick) == (size, mtime_ns, quick):
-                    found[s.path] = StoredHashes(bytes(data), (width, height) if width is not None else None)
-            return found
+            rows = _unchanged(conn, "f.width, f.height, h.data",
+                              "JOIN hashes h ON h.file_id = f.id AND h.algorithm = ?", (algorithm,), stamps)
+            return {s.path: StoredHashes(bytes(data), (width, height) if width is not None else None)
+                    for s, (width, height, data) in rows}
 
         return self._guard("read it", {}, run)
 
