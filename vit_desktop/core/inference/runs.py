@@ -148,14 +148,14 @@ class FolderRun:
         which the library knew without loading anything)."""
         if self.model.loaded:
             return self.model.engine(), None
-        from .decoding import Decoding, loading_ahead, while_loading
+        from .decoding import Decoding, loading, loading_ahead
 
         pp = self.model.card.preprocess
         keep = self.options.keep_images  # photos kept whole for maps: no more than a batch ahead
         ahead = self.options.batch_size if keep else loading_ahead(pp)
-        decoding = Decoding(paths, pp, keep_images=keep, ahead=ahead)
+        decoding = Decoding(paths, pp, keep_images=keep, ahead=ahead, while_loading=True)
         try:
-            with while_loading():
+            with loading(decoding):
                 return self.model.engine(), decoding
         except BaseException:
             decoding.close()
