@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-
-import torch
+from typing import TYPE_CHECKING, TypeVar
 
 from vit_desktop.core.errors import ModelError
 from vit_desktop.core.labels.imagenet import imagenet_classes
 from vit_desktop.core.types import Architecture
+
+if TYPE_CHECKING:  # the converters import it: naming a layout needs only the keys (.header)
+    import torch
 
 # torchvision's family uses 64-wide heads except ViT-H (80-wide): (hidden, depth) -> heads.
 _KNOWN_HEADS = {(1280, 32): 16}
@@ -27,7 +29,10 @@ _KNOWN_HEADS = {(1280, 32): 16}
 # Key layouts -> torchvision
 
 
-def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+_V = TypeVar("_V")
+
+
+def strip_prefixes(sd: dict[str, _V]) -> dict[str, _V]:
     """Remove wrappers' prefixes (DataParallel's ``module.``, Lightning's ``model.``)."""
     for prefix in ("module.", "model.", "_orig_mod."):
         if sd and all(k.startswith(prefix) for k in sd):
@@ -35,7 +40,7 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return sd
 
 
-def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
+def detect_layout(sd: Mapping[str, object]) -> str:
     if "conv_proj.weight" in sd:
         return "torchvision"
     if "patch_embed.proj.weight" in sd:
@@ -122,6 +127,8 @@ def _torchvision_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
     if "dist_token" in sd:
         raise ModelError("distilled DeiT (dist_token, two heads averaged) is not supported: use the "
                          "non-distilled checkpoint")
@@ -151,6 +158,8 @@ def _from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _from_huggingface(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
     key = next(k for k in sd if k.endswith("embeddings.patch_embeddings.projection.weight"))
     p = key[: -len("embeddings.patch_embeddings.projection.weight")]  # "vit." or ""
     if "classifier.weight" not in sd:
@@ -188,7 +197,7 @@ def _from_huggingface(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def to_torchvision(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
-    sd = _strip_prefixes(sd)
+    sd = strip_prefixes(sd)
     layout = detect_layout(sd)
     if layout == "timm":
         return _from_timm(sd), layout
@@ -293,5 +302,6 @@ __all__ = [
     "detect_layout",
     "infer_architecture",
     "shape_text",
+    "strip_prefixes",
     "to_torchvision",
 ]

@@ -3,7 +3,8 @@
 A file fine-tuning writes carries everything needed to use it again, as string metadata:
 ``vit_desktop.arch``, ``vit_desktop.labels`` and ``vit_desktop.preprocess`` (JSON), a name, a
 description, and free-form extras (training settings, metrics, the base model). Readers of
-other layouts live in :mod:`.checkpoints` and :mod:`.layouts`.
+other layouts live in :mod:`.checkpoints` and :mod:`.layouts`. Reading the metadata needs no torch
+(:mod:`.header` reads a file's preprocessing before torch is imported); saving imports it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, cast
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, cast
 
 from vit_desktop.core.errors import ModelError, first_line, shown
 from vit_desktop.core.files import atomic_path
@@ -40,7 +38,10 @@ from .limits import (
     cut_text,
     labels_from,
 )
-from .vit import ViT, architecture_of, head_spec_of
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT_KEY = "vit_desktop.format"
 FORMAT_VERSION = "1"
@@ -106,7 +107,7 @@ def open_set_from_file(meta: Mapping[str, str], tensors: dict[str, torch.Tensor]
     references = tensors.pop(REFERENCES_KEY, None)
     if not meta.get(META_OPEN_SET):
         return None
-    refs = references.to(torch.float32).numpy() if references is not None else None
+    refs = references.float().numpy() if references is not None else None
     return OpenSetRule.from_json_dict(_json_object(meta, META_OPEN_SET), refs)
 
 
@@ -223,7 +224,10 @@ def save_model(
     Raises FileExistsError when ``path`` exists and ``overwrite`` is False: a user's file is never
     replaced without asking.
     """
+    import torch
     from safetensors.torch import save_file
+
+    from .vit import ViT, architecture_of, head_spec_of
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
