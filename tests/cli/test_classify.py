@@ -236,10 +236,11 @@ def test_the_command_ends_at_once_with_its_whole_output_and_status(tiny_model_fi
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a child decodes on Linux only")
-def test_a_known_models_run_decodes_in_a_child_and_answers_as_the_first(tiny_model_file: Path,
-                                                                       image_folder: Path) -> None:
-    """The second run of a model decodes the first photos in a child process while torch is imported
-    (the library knows how the model reads photos); the results are the first run's, errors included."""
+def test_the_first_photos_are_decoded_in_a_child_while_torch_loads_and_answer_as_ever(tiny_model_file: Path,
+                                                                                      image_folder: Path) -> None:
+    """Both a model's first run (its file's header says how photos are prepared) and the next (the
+    library knows the model) decode the first photos in a child process while torch is imported; the
+    results are those of a run in threads, errors included."""
     marker = image_folder.parent / "children"
     wrapper = ("import runpy, sys\n"
                "from vit_desktop.core.inference import decoding\n"
@@ -248,21 +249,24 @@ def test_a_known_models_run_decodes_in_a_child_and_answers_as_the_first(tiny_mod
                f"    open({str(marker)!r}, 'a').write('child\\n')\n"
                "    made(self, *a, **k)\n"
                "decoding._Child.__init__ = counted\n"
-               "sys.argv[0] = 'vit-desktop'\n"
+               "if sys.argv[1] == 'threads':\n"
+               "    decoding._may_fork = lambda: False\n"
+               "sys.argv[:2] = ['vit-desktop']\n"
                "runpy.run_module('vit_desktop', run_name='__main__')\n")
     for i in range(12):
         write_image(image_folder / "more" / f"{i:02d}.jpg", size=(60 + i, 50), seed=10 + i)
     outputs = []
-    for n in (1, 2):
-        out = image_folder.parent / f"run{n}.jsonl"
-        done = subprocess.run([sys.executable, "-c", wrapper, "classify", str(image_folder), "--model",
+    for how in ("first", "known", "threads"):
+        out = image_folder.parent / f"{how}.jsonl"
+        done = subprocess.run([sys.executable, "-c", wrapper, how, "classify", str(image_folder), "--model",
                                str(tiny_model_file), "--fresh", "--batch-size", "4", "--output", str(out)],
                               capture_output=True, text=True, cwd=image_folder.parent, timeout=120)
         assert done.returncode == 0, done.stderr
         outputs.append(out.read_text(encoding="utf-8"))
-    assert marker.read_text() == "child\n"  # the second run only: the first did not know the model yet
-    assert outputs[0] == outputs[1] and outputs[0].count("\n") == 18 and '"error": null' in outputs[0]
-    assert sum('"error": "' in line for line in outputs[1].splitlines()) == 1  # broken.jpg, in both
+        assert marker.read_text() == "child\n" * min(len(outputs), 2)
+    first, known, threads = outputs
+    assert first == known == threads and threads.count("\n") == 18 and '"error": null' in threads
+    assert sum('"error": "' in line for line in threads.splitlines()) == 1  # broken.jpg
 
 
 def test_without_model_uses_the_last_used_then_says_which(tiny_model_file: Path, image_folder: Path) -> None:

@@ -159,3 +159,42 @@ def test_decoding_needs_no_torch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["(32,", "32,", "3)", "False"]
+
+
+def test_photos_decoded_before_the_load_are_used_only_for_the_photos_to_classify(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoding a first run starts before its model loads is the run's when it decodes the photos
+    the run classifies (each photo decoded once), and is stopped otherwise; the answers are the same."""
+    import threading
+
+    from vit_desktop.core.inference.decoding import Decoding
+    from vit_desktop.core.models import preprocess
+
+    for i in range(5):
+        write_image(tmp_path / f"{i}.png", seed=i)
+    decoded: list[str] = []
+
+    def counted(path, *args, **kw):
+        decoded.append(Path(path).name)
+        return preprocess.prepare_file(path, *args, **kw)
+
+    monkeypatch.setattr("vit_desktop.core.inference.decoding.prepare_file", counted)
+    options = ClassifyOptions(batch_size=2, keep_probabilities=True)
+    plain = [r for s in FolderRun(ModelChoice.of(engine), [tmp_path], options).steps() for r in s.results]
+    files = sorted(str(p) for p in tmp_path.iterdir())
+    pp = engine.card.preprocess
+    for first, expected in ((files, 5), (files[:3], 8)):
+        decoded.clear()
+        early = Decoding(first, pp, ahead=8)
+        if len(first) < len(files):
+            early.take(len(first))  # all decoded before the run starts: a count that does not race
+        run = FolderRun(ModelChoice.of(engine), [tmp_path], options, decoding=early)
+        got = [r for s in run.steps() for r in s.results]
+        assert len(decoded) == expected  # the photos of another list are decoded again
+        assert [r.path for r in got] == [r.path for r in plain]
+        for a, b in zip(got, plain, strict=True):
+            assert a.probabilities is not None and b.probabilities is not None
+            assert abs(a.probabilities - b.probabilities).max() < 1e-6
+    unused = Decoding(files, pp, ahead=8)
+    FolderRun(ModelChoice.of(engine), [tmp_path], options, decoding=unused).close()  # a run never started
+    assert not [t for t in threading.enumerate() if t.name.startswith("vit-decode")]

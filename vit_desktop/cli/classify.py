@@ -23,8 +23,10 @@ from .console import PROG, ProgressLine, UsageError, check_output
 if TYPE_CHECKING:
     from PIL import Image
 
+    from vit_desktop.core.inference.decoding import Decoding
     from vit_desktop.core.inference.runs import FolderRun
     from vit_desktop.core.labels.categories import Categories
+    from vit_desktop.core.library.store import Library
     from vit_desktop.core.types import ClassifyResult, ExplainOptions, Heatmap, ModelCard
 
     from .console import Subparsers
@@ -235,20 +237,17 @@ class HeatmapWriter:
                 print(f"{PROG}: ({n} more for the same reason: {problem})", file=self.err)
 
 
-def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    _check_args(args)
-    # Only what every run needs is imported here: a run answered from the library never imports
-    # torch (the engine and the registry do), and ends in well under a second.
+def _folder_run(args: argparse.Namespace, library: Library | None, line: ProgressLine, err: IO[str],
+                early: Decoding | None) -> FolderRun:
+    """The run ``args`` ask for: the model chosen (and loaded, unless the library knows it, while
+    ``early`` decodes the first photos), the options checked against it."""
+    from vit_desktop.core.inference.decoding import loading
     from vit_desktop.core.inference.options import ClassifyOptions
     from vit_desktop.core.inference.runs import FolderRun
-    from vit_desktop.core.io.results_files import format_table
-    from vit_desktop.core.library.store import Library
-    from vit_desktop.core.paths import display_path, display_text
 
-    line = ProgressLine(err, "downloading")
-
-    library = Library.open(on_problem=line.say)
-    choice = choose(args.model, device=args.device, precision=args.precision, library=library, err=err, line=line)
+    with loading(early) if early is not None else contextlib.nullcontext():
+        choice = choose(args.model, device=args.device, precision=args.precision, library=library, err=err,
+                        line=line)
     categories = _categories(args, choice.card, err)
     n_classes = len(categories.names) if categories is not None else choice.card.num_classes
     top_k = min(args.top_k, n_classes)
@@ -261,7 +260,35 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, explain=_explain_options(args, categories, err),
                               threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
     # Maps need the photo itself: a run that writes them computes every photo (and stores the answers).
-    folder_run = FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps))
+    return FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps),
+                     decoding=early)
+
+
+def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    _check_args(args)
+    # Only what every run needs is imported here: a run answered from the library never imports
+    # torch (the engine and the registry do), and ends in well under a second.
+    from vit_desktop.core.inference.runs import decoding_before_load
+    from vit_desktop.core.io.results_files import format_table
+    from vit_desktop.core.library.store import Library
+    from vit_desktop.core.paths import display_path, display_text
+
+    line = ProgressLine(err, "downloading")
+
+    library = Library.open(on_problem=line.say)
+    # A model loaded for the first time: its file's header says how photos are prepared, so the
+    # first ones are decoded meanwhile (a known model's run does that itself). Maps keep whole photos.
+    early = None
+    if args.model and not args.heatmaps:
+        early = decoding_before_load(args.model, args.paths, library=library, device=args.device,
+                                     precision=args.precision)
+    try:
+        folder_run = _folder_run(args, library, line, err, early)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+    top_k = folder_run.options.top_k
     print(f"{PROG}: {display_text(folder_run.rule.describe())}", file=err)
     if folder_run.duplicates:
         twice = folder_run.duplicates

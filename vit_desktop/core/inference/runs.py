@@ -57,11 +57,14 @@ class FolderRun:
     ``library`` (optional) is read for what is stored and written with what is computed;
     ``reuse=False`` computes every photo again (and refreshes the store), as maps need the photo.
     Raises :class:`~vit_desktop.core.errors.Cancelled` when ``cancel`` is set during the scan;
-    after that, cancelling ends :meth:`steps` at the next batch boundary.
+    after that, cancelling ends :meth:`steps` at the next batch boundary. ``decoding`` (the run's
+    photos, from :func:`decoding_before_load`) is used if the photos to classify are those, and is
+    closed with the run either way.
     """
 
     def __init__(self, model: ModelChoice, paths: Sequence[str | Path], options: ClassifyOptions,
-                 *, cancel: CancelToken | None = None, library: Library | None = None, reuse: bool = True) -> None:
+                 *, cancel: CancelToken | None = None, library: Library | None = None, reuse: bool = True,
+                 decoding: Decoding | None = None) -> None:
         # Here, not at the top: the window imports RunProgress at start-up, and scanning pulls in
         # Pillow and numpy, which it does not need until the first photo arrives.
         from vit_desktop.core.io.scan import scan
@@ -100,6 +103,7 @@ class FolderRun:
         self.classified = 0
         self.unreadable = 0
         self._batches: Iterator[list[ClassifyResult]] | None = None
+        self._early = decoding
 
     def relative_path(self, path: str) -> Path:
         """Where a classified file sits under the path it was found in (to mirror folders)."""
@@ -112,9 +116,15 @@ class FolderRun:
         if self.cancel is not None and self.cancel.cancelled:
             return
         paths = [str(f) for f in self.files]
-        stamps, stored = self._stored(paths)
-        answered = self._answer_stored(paths, stamps, stored)
+        try:
+            stamps, stored = self._stored(paths)
+            answered = self._answer_stored(paths, stamps, stored)
+        except BaseException:
+            self._close_early()
+            raise
         to_compute = [p for p in paths if p not in answered]
+        if not to_compute:
+            self._close_early()
         pending = 0  # the index in ``paths`` of the next photo to hand out
         if to_compute:
             engine, decoding = self._engine(to_compute)
@@ -146,8 +156,14 @@ class FolderRun:
         """The model's engine, loaded now if it is not yet; then the first photos are decoded
         meanwhile, on the core that importing torch leaves idle (their preprocessing is the card's,
         which the library knew without loading anything)."""
+        early, self._early = self._early, None
         if self.model.loaded:
-            return self.model.engine(), None
+            if early is not None and [str(p) for p in early.paths] != paths:
+                early.close()  # some photos were answered from the library: not the photos to classify
+                early = None
+            return self.model.engine(), early
+        if early is not None:
+            early.close()
         from .decoding import Decoding, loading, loading_ahead
 
         pp = self.model.card.preprocess
@@ -167,10 +183,16 @@ class FolderRun:
 
     def close(self) -> None:
         """Stop early: the decoding pool of a half-streamed run is joined."""
+        self._close_early()
         if self._batches is not None:
             close = getattr(self._batches, "close", None)
             if close is not None:
                 close()
+
+    def _close_early(self) -> None:
+        if self._early is not None:
+            self._early.close()
+            self._early = None
 
     # -- the library --------------------------------------------------------------------------------
 
@@ -252,9 +274,30 @@ class FolderRun:
         return r
 
 
+def decoding_before_load(source: str, paths: Sequence[str | Path], *, library: Library | None, device: str,
+                         precision: str) -> Decoding | None:
+    """The photos under ``paths`` decoded, from now on, for model ``source`` as its file's header
+    says (:mod:`vit_desktop.core.models.header`): call it before a model the library does not know
+    is loaded (importing torch leaves a core idle), and give it to the :class:`FolderRun`. None when
+    the library knows the model (the run decodes during the load itself) or the header does not say."""
+    from vit_desktop.core.io.scan import scan
+    from vit_desktop.core.models.header import preprocess_hint
+
+    from .decoding import Decoding, loading_ahead
+    from .loading import is_known
+
+    if library is not None and is_known(library, source, device=device, precision=precision):
+        return None
+    pp = preprocess_hint(source)
+    if pp is None:
+        return None
+    files = scan(paths).files
+    return Decoding(files, pp, ahead=loading_ahead(pp), while_loading=True) if files else None
+
+
 def _array(a: np.ndarray | None) -> np.ndarray:
     assert a is not None  # the callers chose photos for which it is stored
     return a
 
 
-__all__ = ["STORED_STEP", "FolderRun", "RunProgress"]
+__all__ = ["STORED_STEP", "FolderRun", "RunProgress", "decoding_before_load"]
