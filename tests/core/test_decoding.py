@@ -22,9 +22,20 @@ import hashlib, json, os, sys
 from vit_desktop.core.inference import decoding
 from vit_desktop.core.types import Preprocess
 
-paths, ahead, limit, kill_after = json.loads(sys.argv[1])
+paths, ahead, limit, kill_after, hang_at = json.loads(sys.argv[1])
 decoding.LOADING_BYTES = limit
+decoding.CHILD_SILENCE_S = 1.0
 pp = Preprocess(crop_size=32, resize_size=36)
+parent = os.getpid()
+prepare = decoding.prepare_file
+
+def stalling(path, *args, **kw):  # a child stuck on one photo (this process decodes it as ever)
+    if os.getpid() != parent and path.name == hang_at:
+        import time
+        time.sleep(60)
+    return prepare(path, *args, **kw)
+
+decoding.prepare_file = stalling
 
 def outcome(prepared):
     if isinstance(prepared, str):
@@ -69,8 +80,9 @@ def _photos(folder: Path) -> list[Path]:
     return photos
 
 
-def _decode(paths: list[Path], *, ahead: int, limit: int = 64 << 20, kill_after: int | None = None) -> dict:
-    args = json.dumps([[str(p) for p in paths], ahead, limit, kill_after])
+def _decode(paths: list[Path], *, ahead: int, limit: int = 64 << 20, kill_after: int | None = None,
+            hang_at: str | None = None) -> dict:
+    args = json.dumps([[str(p) for p in paths], ahead, limit, kill_after, hang_at])
     done = subprocess.run([sys.executable, "-c", _SCRIPT, args], capture_output=True, text=True, cwd=REPO,
                           timeout=60)
     assert done.returncode == 0, done.stderr
@@ -92,7 +104,7 @@ def test_a_child_decodes_what_the_threads_decode_and_is_ended(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a child decodes on Linux only")
-def test_photos_past_the_childs_share_or_memory_or_life_are_decoded_by_the_threads(tmp_path: Path) -> None:
+def test_photos_past_the_childs_share_memory_or_life_are_decoded_by_the_threads(tmp_path: Path) -> None:
     paths = _photos(tmp_path)
     # The child's share is the first 4 photos; the memory holds 3 model inputs of 32 x 32 x 3.
     short = _decode(paths, ahead=4, limit=3 * 32 * 32 * 3)
@@ -100,6 +112,9 @@ def test_photos_past_the_childs_share_or_memory_or_life_are_decoded_by_the_threa
     # Killed after handing out 2 photos: the photos it had not handed out are decoded by threads.
     killed = _decode(paths, ahead=len(paths), kill_after=2)
     assert killed["in_child"] and killed["reaped"] and killed["forked"] == killed["threads"]
+    # Stuck on the fourth photo: after a second of silence, it is ended and the threads take over.
+    stuck = _decode(paths, ahead=len(paths), hang_at=paths[3].name)
+    assert stuck["in_child"] and stuck["reaped"] and stuck["forked"] == stuck["threads"]
 
 
 def test_a_process_with_threads_decodes_in_threads(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import json
 import math
 import mmap
 import os
+import select
 import signal
 import sys
 import threading
@@ -26,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,9 @@ LOADING_BYTES = 64 << 20
 #: few times between Pillow's GIL-free steps: at 5 ms the decoders mostly wait (100 photos decoded
 #: during the import, on 2 cores), at 0.2 ms they keep their core busy (200-300).
 LOADING_SWITCH_S = 0.0002
+#: A child that says nothing for this long is taken for stuck: ended, and the threads decode the
+#: rest (one photo takes milliseconds; a 100-megapixel one about a second).
+CHILD_SILENCE_S = 30.0
 
 
 def decode_workers() -> int:
@@ -193,22 +197,34 @@ class _Child:
                 os._exit(0)
         os.close(write)
         self.pid = pid
-        self._lines: IO[bytes] = os.fdopen(read, "rb")
+        self._fd = read
+        self._unread = b""
         self._ready: dict[int, Prepared | str] = {}
         self._read = 0
         self._ended = False
 
     def take(self, index: int) -> Prepared | str | None:
         """Photo ``index``: decoded, or the reason it could not be; None when the child ended before
-        it (the memory was full, or it was killed). Waits for it."""
+        it (the memory was full, it was killed, or it said nothing for :data:`CHILD_SILENCE_S`).
+        Waits for it."""
         while index >= self._read and not self._ended:
-            line = self._lines.readline()
-            if not line:
+            line = self._line()
+            if line is None:
                 self._ended = True
                 break
             self._ready[self._read] = self._parse(json.loads(line))
             self._read += 1
         return self._ready.pop(index, None)
+
+    def _line(self) -> bytes | None:
+        while b"\n" not in self._unread:
+            ready, _, _ = select.select([self._fd], [], [], CHILD_SILENCE_S)
+            chunk = os.read(self._fd, 1 << 16) if ready else b""
+            if not chunk:
+                return None
+            self._unread += chunk
+        line, self._unread = self._unread.split(b"\n", 1)
+        return line
 
     def _parse(self, info: dict[str, Any]) -> Prepared | str:
         if "error" in info:
@@ -226,7 +242,7 @@ class _Child:
             os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
-        self._lines.close()
+        os.close(self._fd)
         self._ready.clear()
         self._memory.close()
 
