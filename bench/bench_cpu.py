@@ -237,8 +237,9 @@ KNOWN = "classify fp32, model known"
 
 def whole_section(model: str, n: int, repeats: int, tmp: Path) -> None:
     """The naive script against classify --fresh in fp32, auto and int8, interleaved, in empty data
-    folders; and fp32 where the library knows the model already (not the photos): its card is read
-    there, so the first photos are decoded while torch is imported."""
+    folders; and fp32 where the library knows the model already (not the photos). Either way the
+    first photos are decoded while torch is imported: with the preprocessing the file's header
+    says, or the one the library's card says."""
     script = tmp / "naive.py"
     script.write_text(NAIVE_SCRIPT, encoding="utf-8")
     sources = sorted(p for p in (SHARED / "photos").iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
