@@ -324,6 +324,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         finished = True
     finally:
         line.close()
+        folder_run.close()  # a run stopped early: its decoding (and decoding child) ends here
         if writer is not None:
             writer.close(cancel=not finished)
         if library is not None:
