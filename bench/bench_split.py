@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vit_desktop import cli
-from vit_desktop.cli import classify as classify_command
+from vit_desktop.cli import outputs as classify_outputs
 from vit_desktop.core.inference import decoding as decoding_module
 from vit_desktop.core.inference import engine as engine_module
 from vit_desktop.core.io import images
@@ -39,7 +39,7 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
     torch.set_num_threads(threads)
     engine_init = engine_module.Engine.__init__
     default_workers = decoding_module.decode_workers
-    writer_init = classify_command.HeatmapWriter.__init__
+    writer_init = classify_outputs.HeatmapWriter.__init__
 
     def with_decoders(self, *args, **kwargs):
         engine_init(self, *args, **kwargs)
@@ -55,7 +55,7 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
         argv += ["--heatmaps", str(maps)]
     engine_module.Engine.__init__ = with_decoders  # type: ignore[method-assign]  # the split, in the engine the command makes
     decoding_module.decode_workers = lambda: decoders  # and in the decoding a run starts while a known model loads
-    classify_command.HeatmapWriter.__init__ = with_writers  # type: ignore[method-assign]  # and in its heatmap writer
+    classify_outputs.HeatmapWriter.__init__ = with_writers  # type: ignore[method-assign]  # and in its heatmap writer
     try:
         with open(os.devnull, "w") as sink:
             started = time.perf_counter()
@@ -65,7 +65,7 @@ def run_once(folder: Path, model: str, out: Path, threads: int, decoders: int, w
     finally:
         engine_module.Engine.__init__ = engine_init  # type: ignore[method-assign]  # the real one back
         decoding_module.decode_workers = default_workers
-        classify_command.HeatmapWriter.__init__ = writer_init  # type: ignore[method-assign]  # likewise
+        classify_outputs.HeatmapWriter.__init__ = writer_init  # type: ignore[method-assign]  # likewise
     return len(list(folder.iterdir())) / elapsed
 
 

@@ -79,7 +79,7 @@ def test_heatmap_writing_holds_back_a_fast_classifier_and_reports_problems_as_th
     import threading
     import time
 
-    from vit_desktop.cli.classify import HeatmapWriter
+    from vit_desktop.cli.outputs import HeatmapWriter
 
     err = io.StringIO()
     writer = HeatmapWriter(tmp_path, overwrite=False, err=err)
