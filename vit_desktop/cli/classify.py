@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from vit_desktop.core.inference.decoding import Decoding
     from vit_desktop.core.inference.runs import FolderRun
+    from vit_desktop.core.io.scan import ScanResult
     from vit_desktop.core.labels.categories import Categories
     from vit_desktop.core.library.store import Library
     from vit_desktop.core.types import ClassifyResult, ExplainOptions, ModelCard
@@ -106,9 +107,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _folder_run(args: argparse.Namespace, library: Library | None, line: ProgressLine, err: IO[str],
-                early: Decoding | None) -> FolderRun:
-    """The run ``args`` ask for: the model chosen (and loaded, unless the library knows it, while
-    ``early`` decodes the first photos), the options checked against it."""
+                found: ScanResult, early: Decoding | None) -> FolderRun:
+    """The run ``args`` ask for, over ``found`` (the scan of its paths): the model chosen (and loaded,
+    unless the library knows it, while ``early`` decodes the first photos), the options checked
+    against it."""
     from vit_desktop.core.inference.decoding import loading
     from vit_desktop.core.inference.options import ClassifyOptions
     from vit_desktop.core.inference.runs import FolderRun
@@ -129,7 +131,7 @@ def _folder_run(args: argparse.Namespace, library: Library | None, line: Progres
                               threshold=args.threshold, categories=categories, keep_images=bool(args.heatmaps))
     # Maps need the photo itself: a run that writes them computes every photo (and stores the answers).
     return FolderRun(choice, args.paths, options, library=library, reuse=not (args.fresh or args.heatmaps),
-                     decoding=early)
+                     found=found, decoding=early)
 
 
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     # torch (the engine and the registry do), and ends in well under a second.
     from vit_desktop.core.inference.runs import decoding_before_load
     from vit_desktop.core.io.results_files import format_table
+    from vit_desktop.core.io.scan import scan
     from vit_desktop.core.library.store import Library
     from vit_desktop.core.paths import display_path, display_text
 
@@ -146,12 +149,13 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     library = Library.open(on_problem=line.say)
     # A model loaded for the first time: its file's header says how photos are prepared, so the
     # first ones are decoded meanwhile (a known model's run does that itself). Maps keep whole photos.
+    found = scan(args.paths)
     early = None
     if args.model and not args.heatmaps:
-        early = decoding_before_load(args.model, args.paths, library=library, device=args.device,
+        early = decoding_before_load(args.model, found.files, library=library, device=args.device,
                                      precision=args.precision)
     try:
-        folder_run = _folder_run(args, library, line, err, early)
+        folder_run = _folder_run(args, library, line, err, found, early)
     except BaseException:
         if early is not None:
             early.close()

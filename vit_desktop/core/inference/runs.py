@@ -27,6 +27,7 @@ from .options import ClassifyOptions
 if TYPE_CHECKING:  # the engine imports torch
     import numpy as np
 
+    from vit_desktop.core.io.scan import ScanResult
     from vit_desktop.core.library.keys import FileStamp
     from vit_desktop.core.library.store import Library, StoredPhoto
 
@@ -57,19 +58,21 @@ class FolderRun:
     ``library`` (optional) is read for what is stored and written with what is computed;
     ``reuse=False`` computes every photo again (and refreshes the store), as maps need the photo.
     Raises :class:`~vit_desktop.core.errors.Cancelled` when ``cancel`` is set during the scan;
-    after that, cancelling ends :meth:`steps` at the next batch boundary. ``decoding`` (the run's
-    photos, from :func:`decoding_before_load`) is used if the photos to classify are those, and is
-    closed with the run either way.
+    after that, cancelling ends :meth:`steps` at the next batch boundary. ``found`` is the scan
+    of ``paths`` when the caller made it already. ``decoding`` (of the scan's files, from
+    :func:`decoding_before_load`) is used if the photos to classify are those, and is closed with
+    the run either way.
     """
 
     def __init__(self, model: ModelChoice, paths: Sequence[str | Path], options: ClassifyOptions,
                  *, cancel: CancelToken | None = None, library: Library | None = None, reuse: bool = True,
-                 decoding: Decoding | None = None) -> None:
-        # Here, not at the top: the window imports RunProgress at start-up, and scanning pulls in
-        # Pillow and numpy, which it does not need until the first photo arrives.
-        from vit_desktop.core.io.scan import scan
+                 found: ScanResult | None = None, decoding: Decoding | None = None) -> None:
+        if found is None:
+            # Here, not at the top: the window imports RunProgress at start-up, and scanning pulls
+            # in Pillow and numpy, which it does not need until the first photo arrives.
+            from vit_desktop.core.io.scan import scan
 
-        found = scan(paths, cancel=cancel)
+            found = scan(paths, cancel=cancel)
         roots = [Path(p) for p in paths]
         folders = [root.is_dir() for root in roots]
         self.model = model
@@ -274,25 +277,21 @@ class FolderRun:
         return r
 
 
-def decoding_before_load(source: str, paths: Sequence[str | Path], *, library: Library | None, device: str,
+def decoding_before_load(source: str, files: Sequence[Path], *, library: Library | None, device: str,
                          precision: str) -> Decoding | None:
-    """The photos under ``paths`` decoded, from now on, for model ``source`` as its file's header
-    says (:mod:`vit_desktop.core.models.header`): call it before a model the library does not know
-    is loaded (importing torch leaves a core idle), and give it to the :class:`FolderRun`. None when
+    """``files`` (a run's scan) decoded, from now on, for model ``source`` as its file's header says
+    (:mod:`vit_desktop.core.models.header`): call it before a model the library does not know is
+    loaded (importing torch leaves a core idle), and give it to the :class:`FolderRun`. None when
     the library knows the model (the run decodes during the load itself) or the header does not say."""
-    from vit_desktop.core.io.scan import scan
     from vit_desktop.core.models.header import preprocess_hint
 
     from .decoding import Decoding, loading_ahead
     from .loading import is_known
 
-    if library is not None and is_known(library, source, device=device, precision=precision):
+    if not files or (library is not None and is_known(library, source, device=device, precision=precision)):
         return None
     pp = preprocess_hint(source)
-    if pp is None:
-        return None
-    files = scan(paths).files
-    return Decoding(files, pp, ahead=loading_ahead(pp), while_loading=True) if files else None
+    return Decoding(files, pp, ahead=loading_ahead(pp), while_loading=True) if pp is not None else None
 
 
 def _array(a: np.ndarray | None) -> np.ndarray:
