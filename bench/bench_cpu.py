@@ -20,9 +20,11 @@ Prints, in one run, on this CPU (its model name and the flags that decide precis
    folder so that nothing is read from the library; and fp32 once more where the library has seen
    the model (on another photo) but none of these photos, as on every run after a model's first.
 
-``--avx2`` runs part 2 again in a process whose torch (oneDNN, MKL, ATen) is held to AVX2, the
-nearest this machine comes to a CPU without AVX-512 (onnxruntime cannot be held back: its figures
-there stay AVX-512's).
+``--avx2`` runs parts 2 and 4 again in a process held to AVX2, the nearest this machine comes to a CPU
+without AVX-512: ``hold_avx2.c`` (built with the system's C compiler, preloaded) answers every
+library's ``cpuid`` as an AVX2 + FMA CPU without AVX-512, AMX or VNNI would, so torch's ATen, oneDNN
+and MKL and onnxruntime all pick their AVX2 kernels; torch's own switches are set too. Where the
+shim cannot be built or the kernel has no CPUID faulting, only torch is held and the run says so.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_classify import NAIVE_SCRIPT, cpu_report, flops_per_image, labelled_photos
 
-from vit_desktop.core.inference.devices import tune_allocator
+from vit_desktop.core.inference.devices import cpu_bf16, tune_allocator
 from vit_desktop.core.inference.engine import Engine
 from vit_desktop.core.inference.streams import in_two
 from vit_desktop.core.io import images
@@ -181,9 +183,6 @@ def model_only(paths: dict[str, Callable[[torch.Tensor], np.ndarray]], x: torch.
           f"({load_avg()}):")
     for name, r in rates.items():
         kind = "bf16" if "bf16" in name else "fp32"
-        if kind == "bf16" and limits["bf16"] < limits["fp32"]:
-            print(f"  {name:28s} {spread(r)}   (bf16 emulated here: slower than fp32)")
-            continue
         print(f"  {name:28s} {spread(r)}   {statistics.median(r) / limits[kind]:4.0%} of the {kind} limit")
     return rates
 
@@ -257,7 +256,7 @@ def whole_section(model: str, n: int, repeats: int, tmp: Path) -> None:
             "naive script": [sys.executable, str(script), model, str(folder), str(tmp / "naive.txt")],
             "classify fp32 (no bf16)": classify("--precision", "fp32"),
             KNOWN: classify("--precision", "fp32"),
-            "classify auto (bf16 here)": classify(),
+            f"classify auto ({'bf16' if cpu_bf16()[0] else 'fp32'} here)": classify(),
             "classify int8": classify("--precision", "int8"),
         }
         times: dict[str, list[float]] = {k: [] for k in runs}
@@ -285,6 +284,33 @@ def whole_section(model: str, n: int, repeats: int, tmp: Path) -> None:
 # ---- main -----------------------------------------------------------------------------------------
 
 
+def avx2_env(tmp: Path) -> dict[str, str]:
+    """The environment of a process held to AVX2: torch's switches, and the CPUID shim preloaded
+    where it builds (see the module's docstring)."""
+    env = dict(os.environ, **AVX2_ENV)
+    shim = tmp / "hold_avx2.so"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        print("  (no C compiler: onnxruntime is not held to AVX2)")
+        return env
+    built = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(shim), str(ROOT / "bench" / "hold_avx2.c")],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        print(f"  (the CPUID shim did not build, onnxruntime is not held to AVX2: {built.stderr.strip()[:200]})")
+        return env
+    env["LD_PRELOAD"] = " ".join(filter(None, [str(shim), env.get("LD_PRELOAD")]))
+    return env
+
+
+def held_report() -> None:
+    """In a process started by :func:`avx2_env`: what is held."""
+    if os.environ.get("HOLD_AVX2") == "1":
+        print(f"  every library sees an AVX2 CPU (CPUID shim); torch's kernels: {torch.backends.cpu.get_cpu_capability()}")
+    elif any(k in os.environ for k in AVX2_ENV):
+        print(f"  torch held by its switches (kernels: {torch.backends.cpu.get_cpu_capability()}); "
+              "onnxruntime NOT held (no CPUID faulting here): its figures are this CPU's own")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(DEIT))
@@ -296,12 +322,15 @@ def main() -> None:
     ap.add_argument("--avx2", action="store_true", help="also the model-only figures with torch held to AVX2")
     ap.add_argument("--compile-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--held", action="store_true", help=argparse.SUPPRESS)  # the --avx2 process: parts 2 and 4
     args = ap.parse_args()
     if args.compile_run:
         compile_run(args.model, args.batch_size, args.repeats)
         return
     tune_allocator()
-    if not args.model_only:
+    if args.held:
+        held_report()
+    elif not args.model_only:
         cpu_report()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {load_avg()}")
     fp32 = Engine.load(args.model, device="cpu", precision="fp32")
@@ -309,30 +338,40 @@ def main() -> None:
     labelled = labelled_photos()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        native_bf16, why = cpu_bf16()
         paths: dict[str, Callable[[torch.Tensor], np.ndarray]] = {
             "torch fp32 (plain eager)": torch_path(fp32.module),
             "engine fp32, one stream": torch_path(fp32.module, fused=True),
             "engine fp32 (two streams)": streams_path(fp32.module),
-            "engine bf16": torch_path(fp32.module, bf16=True),
-            "engine int8": torch_path(int8.runner),
         }
+        if native_bf16:
+            paths["engine bf16"] = torch_path(fp32.module, bf16=True)
+        paths["engine int8"] = torch_path(int8.runner)
         paths.update(ort_paths(fp32, tmp, torch.get_num_threads()))
         flops = flops_per_image(fp32)
-        limits = {"fp32": matmul_rate(torch.float32) / flops, "bf16": matmul_rate(torch.bfloat16) / flops}
-        print(f"machine limit: {flops / 1e9:.2f} GFLOP per image; a 2048 matmul runs {limits['fp32'] * flops / 1e9:.0f} "
-              f"GFLOP/s fp32, {limits['bf16'] * flops / 1e9:.1f} bf16: {limits['fp32']:.0f} and {limits['bf16']:.0f} "
-              f"images/s")
-        if labelled and not args.model_only:
+        limits = {"fp32": matmul_rate(torch.float32) / flops}
+        line = (f"machine limit: {flops / 1e9:.2f} GFLOP per image; a 2048 matmul runs "
+                f"{limits['fp32'] * flops / 1e9:.0f} GFLOP/s fp32 = {limits['fp32']:.0f} images/s")
+        if native_bf16:
+            limits["bf16"] = matmul_rate(torch.bfloat16) / flops
+            line += f", {limits['bf16'] * flops / 1e9:.0f} GFLOP/s bf16 = {limits['bf16']:.0f} images/s"
+        else:  # emulated bf16 multiplies at well under 1 GFLOP/s: minutes per figure, and auto never picks it
+            line += f"; bf16 not timed ({why})"
+        print(line)
+        if labelled and not (args.model_only or args.held):
             x = model_inputs(fp32, [p for p, _ in labelled])
             answers(paths, x, np.array([y for _, y in labelled]), 16)
         sample = model_inputs(fp32, [p for p, _ in labelled][: args.batch_size])
         model_only(paths, sample, args.repeats, limits)
-        if args.model_only:
+        if args.held and not args.skip_whole:
+            whole_section(args.model, args.whole, max(3, args.repeats // 2), tmp)
+        if args.model_only or args.held:
             return
         if args.avx2:
-            print("\nthe same with torch held to AVX2 (" + ", ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + "):")
-            subprocess.run([sys.executable, __file__, "--model-only", "--model", args.model, "--batch-size",
-                            str(args.batch_size), "--repeats", str(args.repeats)], env=dict(os.environ, **AVX2_ENV))
+            print("\nthe same held to AVX2:", flush=True)
+            subprocess.run([sys.executable, __file__, "--held", "--model", args.model, "--batch-size",
+                            str(args.batch_size), "--repeats", str(args.repeats), "--whole", str(args.whole),
+                            *(["--skip-whole"] if args.skip_whole else [])], env=avx2_env(tmp))
         if not args.skip_compile:
             compile_section(args.model, args.batch_size, args.repeats, tmp)
         if not args.skip_whole:
