@@ -319,7 +319,7 @@ def main() -> None:
     ap.add_argument("--whole", type=int, default=400, metavar="N", help="photos for the whole-process runs")
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--skip-whole", action="store_true")
-    ap.add_argument("--avx2", action="store_true", help="also the model-only figures with torch held to AVX2")
+    ap.add_argument("--avx2", action="store_true", help="also parts 2 and 4 in a process held to AVX2 (see above)")
     ap.add_argument("--compile-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--held", action="store_true", help=argparse.SUPPRESS)  # the --avx2 process: parts 2 and 4
